@@ -1,0 +1,190 @@
+"""The ``refinery`` command line.
+
+Prefect reads its settings when it is first imported, so every command that talks to
+Prefect settles the environment (``PREFECT_API_URL`` of the local stack or of a shared
+server) before importing anything from Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.stack import Stack, StackError, refinery_home
+from tasks.config import ConfigError, InputSpec, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Refinery: curate pretraining corpora.")
+config_app = typer.Typer(no_args_is_help=True, help="The pipeline config.")
+app.add_typer(config_app, name="config")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _stack() -> Stack:
+    return Stack(refinery_home())
+
+
+def _ensure_prefect_server(needs_s3: bool) -> None:
+    """Use PREFECT_API_URL when set; otherwise the local stack, started if needed."""
+    stack = _stack()
+    status = stack.status()
+    need_up = ("PREFECT_API_URL" not in os.environ and not status.get("prefect", {}).get("healthy")) or (
+        needs_s3 and "AWS_ENDPOINT_URL" not in os.environ and not status.get("s3", {}).get("healthy")
+    )
+    if need_up:
+        typer.echo(f"starting the local stack under {stack.home} ...", err=True)
+        stack.up(with_s3=needs_s3)
+    for key, value in stack.environment().items():
+        os.environ.setdefault(key, value)
+
+
+@app.command()
+def run(
+    input: Annotated[list[str], typer.Option("--input", "-i", help="Input file, folder or glob (repeatable).")] = None,  # noqa: A002
+    output: Annotated[str, typer.Option("--output", "-o", help="Corpus root to publish into.")] = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML file.")] = None,
+    release: Annotated[str, typer.Option(help="Release id (rerunning an id resumes it).")] = None,
+    source: Annotated[str, typer.Option(help="Source name for --input files.")] = None,
+    text_field: Annotated[str, typer.Option(help="Text column of --input files.")] = None,
+    id_field: Annotated[str, typer.Option(help="Id column of --input files.")] = None,
+    ray_address: Annotated[str, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else local).")] = None,
+    fail_fast: Annotated[bool, typer.Option(help="Abort when an input file cannot be read.")] = False,
+) -> None:
+    """Curate one release. With no inputs at all, curates the bundled default input."""
+    try:
+        cfg = load_config(config, release=release, output=output)
+    except ConfigError as exc:
+        _fail(str(exc))
+    updates: dict = {}
+    if input:
+        columns = {"text": text_field or "text", "id": id_field}
+        updates["inputs"] = list(cfg.inputs) + [InputSpec(uri=u, source=source, columns=columns) for u in input]
+    execution = cfg.execution.model_copy(
+        update={k: v for k, v in {"ray_address": ray_address, "fail_fast": fail_fast or None}.items() if v})
+    updates["execution"] = execution
+    cfg = cfg.model_copy(update=updates)
+    home = refinery_home()
+    if not cfg.inputs:
+        from tasks.default_input import build_default_input
+
+        folder = build_default_input(home / "default-input")
+        typer.echo(f"no input given: curating the bundled default input (installed packages' texts) from {folder}",
+                   err=True)
+        cfg = cfg.model_copy(update={"inputs": [InputSpec(uri=f"{folder}/package_descriptions"),
+                                                InputSpec(uri=f"{folder}/package_licenses")]})
+    if not cfg.output:
+        cfg = cfg.model_copy(update={"output": str(home / "corpus")})
+    try:
+        cfg = load_config(None, **cfg.model_dump(mode="python", exclude_none=True))
+    except ConfigError as exc:
+        _fail(str(exc))
+    uses_s3 = any(u.startswith("s3://") for u in [cfg.output] + [i.uri for i in cfg.inputs])
+    cfg = cfg.export_secrets_to_env()
+    try:
+        _ensure_prefect_server(needs_s3=uses_s3 and not os.environ.get("AWS_ENDPOINT_URL"))
+    except StackError as exc:
+        _fail(str(exc))
+
+    from flows.curate import ReleaseError, run_curate
+    from tasks.ingest import InputError
+    from tasks.manifest import summarize
+    from tasks.parallel import PrefectServerMissing, ShardFailed
+
+    try:
+        manifest = run_curate(cfg)
+    except (ReleaseError, InputError, PrefectServerMissing, ShardFailed) as exc:
+        _fail(str(exc))
+    typer.echo(summarize(manifest))
+    typer.echo(f"\nrelease: {cfg.output.rstrip('/')}/releases/{manifest['release']}")
+    typer.echo(f"report:  {cfg.output.rstrip('/')}/releases/{manifest['release']}/report.html")
+    if manifest["failures"]:
+        raise typer.Exit(3)
+
+
+@app.command()
+def up(
+    prefect_port: Annotated[int, typer.Option(help="Prefect server port.")] = 4200,
+    s3_port: Annotated[int, typer.Option(help="S3 gateway port.")] = 8333,
+    s3: Annotated[bool, typer.Option(help="Also start the SeaweedFS S3 gateway.")] = True,
+) -> None:
+    """Start the local stack: Prefect server and SeaweedFS S3 on 127.0.0.1."""
+    stack = _stack()
+    try:
+        stack.up(prefect_port=prefect_port, s3_port=s3_port, with_s3=s3)
+    except StackError as exc:
+        _fail(str(exc))
+    _print_status(stack)
+    typer.echo(f"\nclient environment (S3 keys included, keep private): source {stack.env_file}")
+
+
+@app.command()
+def down() -> None:
+    """Stop what `refinery up` started (and nothing else)."""
+    stopped = _stack().down()
+    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@app.command()
+def status() -> None:
+    """Show the local stack's services."""
+    _print_status(_stack())
+
+
+def _print_status(stack: Stack) -> None:
+    st = stack.status()
+    typer.echo(f"state folder: {stack.home}")
+    if not st:
+        typer.echo("no services started")
+    for name, s in st.items():
+        state = "healthy" if s["healthy"] else ("running, not healthy" if s["running"] else "stopped")
+        typer.echo(f"  {name:<8} {state:<22} pid {s['pid']:<8} {s['url']}")
+
+
+@app.command()
+def manifest(
+    url: Annotated[str, typer.Argument(help="Release URL (<root>/releases/<id>), its manifest.json, or a corpus root.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest itself.")] = False,
+) -> None:
+    """Summarize a release's manifest (a corpus root means its latest release)."""
+    from tasks.manifest import summarize
+    from tasks.release_url import read_manifest
+
+    try:
+        m = read_manifest(url)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(m, indent=2) if as_json else summarize(m))
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of the pipeline YAML."""
+    from tasks.config import config_json_schema
+
+    typer.echo(json.dumps(config_json_schema(), indent=2))
+
+
+@config_app.command("validate")
+def config_validate(path: Path) -> None:
+    """Validate a pipeline YAML file."""
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        _fail(str(exc))
+    typer.echo(f"{path}: ok")
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

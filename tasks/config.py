@@ -1,0 +1,163 @@
+"""The pipeline file: one YAML document validated by these pydantic models.
+
+The same models are the parameters of the Prefect flows, so the Prefect UI renders a form
+from their titles, descriptions, defaults and enums.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ConfigError(ValueError):
+    """The pipeline config is invalid; the message names the file and the bad key."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _safe_name(value: str | None, what: str) -> str | None:
+    if value is not None and (not NAME_RE.match(value) or ".." in value):
+        raise ValueError(f"{what} {value!r} must match {NAME_RE.pattern} (no slashes, no '..')")
+    return value
+
+
+class ColumnMap(_Model):
+    """Which input columns (or JSON keys) hold the document fields."""
+
+    text: str = Field("text", title="Text column", description="Column holding the document text.")
+    id: str | None = Field(None, title="Id column", description="Source-side id; ids are hashed with the source. Empty: hash of the text.")
+    source: str | None = Field(None, title="Source column", description="Column naming each row's source; overrides the input's source name.")
+    added: str | None = Field(None, title="Added column", description="Timestamp the document was added; default: the release's creation time.")
+    created: str | None = Field(None, title="Created column", description="Timestamp the document was created, if known.")
+    metadata: list[str] | Literal["rest", "none"] = Field(
+        "rest", title="Metadata columns",
+        description="Columns packed into the JSON `metadata` field; 'rest' keeps every unmapped column, 'none' keeps nothing.",
+    )
+
+
+class InputSpec(_Model):
+    """One input: a file, a folder (searched recursively) or a glob, at any fsspec URL."""
+
+    uri: str = Field(..., title="Input URL", description="File, folder or glob: plain path, file://, s3://.")
+    source: str | None = Field(None, title="Source name", description="Name of the source; default: the file or folder name.")
+    format: Literal["auto", "parquet", "jsonl"] = Field("auto", title="Format", description="'auto' decides by file name.")
+    columns: ColumnMap = Field(default_factory=ColumnMap, title="Column map")
+
+    _check_source = field_validator("source")(lambda v: _safe_name(v, "source"))
+
+
+class IngestConfig(_Model):
+    unicode_form: Literal["NFC", "NFKC", "none"] = Field("NFC", title="Unicode normalization")
+    max_chars: int | None = Field(None, ge=1, title="Longest document kept", description="Longer documents are rejected; empty: no limit.")
+
+
+class ExactDedupConfig(_Model):
+    enabled: bool = Field(True, title="Remove exact duplicates")
+    key: Literal["text", "stripped", "lower_whitespace"] = Field(
+        "stripped", title="What counts as the same content",
+        description="text: byte-equal after ingest normalization; stripped: also ignoring leading/trailing "
+        "whitespace of each line and of the document; lower_whitespace: also case and runs of whitespace.",
+    )
+    buckets: int = Field(16, ge=1, le=4096, title="Shuffle partitions", description="Hash partitions of the global reduce.")
+
+
+class ExecutionConfig(_Model):
+    ray_address: str | None = Field(None, title="Ray address", description="Join this Ray cluster; empty: RAY_ADDRESS, else a local Ray.")
+    max_retries: int = Field(2, ge=0, le=10, title="Retries per shard task")
+    retry_delay_seconds: float = Field(2.0, ge=0, title="Delay between retries (s)")
+    fail_fast: bool = Field(False, title="Fail fast", description="Abort the release when any input file cannot be read.")
+    shard_rows: int = Field(200_000, ge=1000, title="Rows per shard", description="Parquet inputs with more rows are split by row group.")
+
+
+class StorageConfig(_Model):
+    """Object-storage settings. Keys given here are moved into the process environment and never recorded."""
+
+    endpoint_url: str | None = Field(None, title="S3 endpoint URL", description="Default: AWS_ENDPOINT_URL.")
+    region: str | None = Field(None, title="S3 region")
+    access_key_id: SecretStr | None = Field(None, title="Access key id", description="Default: AWS_ACCESS_KEY_ID.")
+    secret_access_key: SecretStr | None = Field(None, title="Secret access key", description="Default: AWS_SECRET_ACCESS_KEY.")
+
+
+class PipelineConfig(_Model):
+    """A whole curation run: inputs, stages and how to execute them."""
+
+    release: str | None = Field(None, title="Release id", description="Default: a time-based id. Rerunning an id resumes it.")
+    output: str | None = Field(None, title="Corpus root", description="Where releases are published (path, file://, s3://).")
+    inputs: list[InputSpec] = Field(default_factory=list, title="Inputs")
+    ingest: IngestConfig = Field(default_factory=IngestConfig, title="Ingest")
+    exact_dedup: ExactDedupConfig = Field(default_factory=ExactDedupConfig, title="Exact dedup")
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig, title="Execution")
+    storage: StorageConfig = Field(default_factory=StorageConfig, title="Storage")
+
+    _check_release = field_validator("release")(lambda v: _safe_name(v, "release"))
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config as recorded in the manifest and in Prefect: secrets removed."""
+        data = self.model_dump(mode="json")
+        data["storage"].pop("access_key_id", None)
+        data["storage"].pop("secret_access_key", None)
+        return data
+
+    def export_secrets_to_env(self) -> PipelineConfig:
+        """Move credentials into this process's environment (inherited by Ray workers) and
+        return the config without them, so that no later step can record them."""
+        if self.storage.access_key_id is not None:
+            os.environ["AWS_ACCESS_KEY_ID"] = self.storage.access_key_id.get_secret_value()
+        if self.storage.secret_access_key is not None:
+            os.environ["AWS_SECRET_ACCESS_KEY"] = self.storage.secret_access_key.get_secret_value()
+        return self.model_copy(
+            update={"storage": self.storage.model_copy(update={"access_key_id": None, "secret_access_key": None})}
+        )
+
+
+def format_validation_error(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid pipeline config {origin}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], origin: str = "<dict>") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, origin)) from None
+
+
+def load_config(path: str | Path | None, **overrides: Any) -> PipelineConfig:
+    """Read a YAML pipeline file (or start empty) and apply CLI overrides."""
+    data: dict[str, Any] = {}
+    origin = "<command line>"
+    if path is not None:
+        origin = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"pipeline config {path}: file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"pipeline config {path}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"pipeline config {path}: the top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded or {}
+    for key, value in overrides.items():
+        if value is not None:
+            data[key] = value
+    return parse_config(data, origin)
+
+
+def config_json_schema() -> dict[str, Any]:
+    return PipelineConfig.model_json_schema()

@@ -1,0 +1,430 @@
+"""Stage 1, ingest: read input files into the Dolma document model.
+
+Plain functions over Arrow tables: :func:`plan_shards` turns the configured inputs into
+shards, :func:`ingest_shard` turns one shard into a work table (documents plus the columns
+later stages need) and a rejects table. Nothing here knows about Prefect or Ray.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xxhash
+import zstandard
+
+from tasks.config import ColumnMap, IngestConfig, InputSpec, PipelineConfig
+from tasks.schema import DOCUMENT_SCHEMA, TIMESTAMP, WORK_SCHEMA, to_rejects
+from tasks.storage import filesystem_for
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl.zst", ".json.zst",
+                  ".ndjson.zst", ".jsonl.zstd")
+DATA_SUFFIXES = PARQUET_SUFFIXES + JSONL_SUFFIXES
+_SOURCE_CLEAN = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class InputError(RuntimeError):
+    """An input file cannot be read at all. The message starts with the file's URL."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of map work: a whole input file, or a range of a Parquet file's row groups."""
+
+    index: int
+    uri: str
+    format: str
+    source: str
+    columns: ColumnMap
+    row_groups: tuple[int, int] | None = None  # [start, stop) or None for the whole file
+    endpoint_url: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:05d}"
+
+    @property
+    def first_of_file(self) -> bool:
+        return self.row_groups is None or self.row_groups[0] == 0
+
+
+@dataclass
+class IngestResult:
+    work: pa.Table
+    rejects: pa.Table
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+# -- planning -------------------------------------------------------------------------------
+
+def _format_of(path: str, declared: str) -> str:
+    if declared != "auto":
+        return declared
+    lower = path.lower()
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if lower.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    raise InputError(f"{path}: cannot tell the format from the name (expected one of {', '.join(DATA_SUFFIXES)})")
+
+
+def _default_source(spec: InputSpec, fs, base: str, is_dir: bool) -> str:
+    if spec.source:
+        return spec.source
+    name = base.rstrip("/").rsplit("/", 1)[-1]
+    if not is_dir:
+        for suffix in sorted(DATA_SUFFIXES, key=len, reverse=True):
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+    if any(ch in base for ch in "*?["):
+        name = base.split("*", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "input"
+    return _SOURCE_CLEAN.sub("_", name).strip("._-") or "input"
+
+
+def expand_input(spec: InputSpec, endpoint_url: str | None = None) -> tuple[str, list[str], Any]:
+    """The source name and the sorted data files of one input spec."""
+    fs, base = filesystem_for(spec.uri, endpoint_url)
+    protocol = spec.uri.split("://", 1)[0] if "://" in spec.uri else None
+    if any(ch in base for ch in "*?["):
+        files = sorted(p for p in fs.glob(base) if not fs.isdir(p))
+        is_dir = True
+    elif fs.isdir(base):
+        files = sorted(p for p in fs.find(base) if p.lower().endswith(DATA_SUFFIXES))
+        is_dir = True
+        if spec.format != "auto":
+            files = sorted(p for p in fs.find(base) if not p.rsplit("/", 1)[-1].startswith("."))
+    elif fs.exists(base):
+        files, is_dir = [base], False
+    else:
+        raise InputError(f"{spec.uri}: input not found")
+    if not files:
+        raise InputError(f"{spec.uri}: no data files found (looked for {', '.join(DATA_SUFFIXES)})")
+    source = _default_source(spec, fs, base, is_dir)
+    urls = [f"{protocol}://{p}" if protocol and protocol != "file" else p for p in files]
+    return source, urls, fs
+
+
+def plan_shards(config: PipelineConfig) -> list[Shard]:
+    """All shards of a run, in the stable order that defines the exact-dedup survivor."""
+    shards: list[Shard] = []
+    endpoint = config.storage.endpoint_url
+    for spec in config.inputs:
+        source, urls, fs = expand_input(spec, endpoint)
+        for url in urls:
+            fmt = _format_of(url, spec.format)
+            groups = _parquet_row_group_ranges(fs, url, config.execution.shard_rows) if fmt == "parquet" else [None]
+            for rg in groups:
+                shards.append(Shard(len(shards), url, fmt, source, spec.columns, rg, endpoint))
+    return shards
+
+
+def _parquet_row_group_ranges(fs, url: str, shard_rows: int) -> list[tuple[int, int] | None]:
+    """Split a large Parquet file by row groups; a file that cannot be opened stays one shard
+    so that the error surfaces, with its name, when that shard runs."""
+    try:
+        path = url.split("://", 1)[1] if "://" in url else url
+        with fs.open(path, "rb") as fh:
+            meta = pq.ParquetFile(fh).metadata
+    except Exception:
+        return [None]
+    if meta.num_rows <= shard_rows or meta.num_row_groups <= 1:
+        return [None]
+    ranges, start, rows = [], 0, 0
+    for i in range(meta.num_row_groups):
+        rows += meta.row_group(i).num_rows
+        if rows >= shard_rows:
+            ranges.append((start, i + 1))
+            start, rows = i + 1, 0
+    if start < meta.num_row_groups:
+        ranges.append((start, meta.num_row_groups))
+    return ranges
+
+
+# -- reading --------------------------------------------------------------------------------
+
+@dataclass
+class _Raw:
+    """Rows of one shard before validation, with the rejects found while parsing."""
+
+    text: list[Any]
+    ids: list[Any]
+    sources: list[Any]
+    added: list[Any]
+    created: list[Any]
+    metadata: list[str | None]
+    rows: list[int]
+    bad_rows: list[tuple[int, str, str | None]]  # (row, reason, raw text)
+
+
+def _read_bytes(shard: Shard) -> tuple[bytes, dict[str, Any]]:
+    fs, path = filesystem_for(shard.uri, shard.endpoint_url)
+    try:
+        if fs.isdir(path):
+            raise InputError(f"{shard.uri}: is a directory, not a data file")
+        data = fs.cat_file(path)
+        info = fs.info(path)
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"{shard.uri}: file not found") from None
+    except Exception as exc:
+        raise InputError(f"{shard.uri}: cannot read the file: {exc}") from exc
+    file_info = {"uri": shard.uri, "bytes": len(data)}
+    if shard.first_of_file:
+        file_info["sha256"] = hashlib.sha256(data).hexdigest()
+        etag = info.get("ETag") or info.get("etag")
+        if etag:
+            file_info["etag"] = str(etag).strip('"')
+    return data, file_info
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _dump_metadata(obj: dict[str, Any]) -> str | None:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=_json_default) if obj else None
+
+
+def _metadata_keys(cmap: ColumnMap, present: list[str]) -> list[str]:
+    if cmap.metadata == "none":
+        return []
+    if cmap.metadata == "rest":
+        mapped = {cmap.text, cmap.id, cmap.source, cmap.added, cmap.created}
+        return [c for c in present if c not in mapped]
+    return list(cmap.metadata)
+
+
+def _read_parquet(shard: Shard, data: bytes) -> _Raw:
+    cmap = shard.columns
+    try:
+        pf = pq.ParquetFile(io.BytesIO(data))
+        table = pf.read() if shard.row_groups is None else pf.read_row_groups(list(range(*shard.row_groups)))
+    except Exception as exc:
+        raise InputError(f"{shard.uri}: not a readable Parquet file: {exc}") from exc
+    names = table.column_names
+    if cmap.text not in names:
+        raise InputError(f"{shard.uri}: no text column {cmap.text!r} (columns: {', '.join(names) or 'none'})")
+    text_type = table.schema.field(cmap.text).type
+    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+        raise InputError(f"{shard.uri}: text column {cmap.text!r} has type {text_type}, expected a string column")
+    for key in (cmap.id, cmap.source, cmap.added, cmap.created):
+        if key is not None and key not in names:
+            raise InputError(f"{shard.uri}: mapped column {key!r} not found (columns: {', '.join(names)})")
+    meta_keys = [k for k in _metadata_keys(cmap, names) if k in names]
+    start = 0
+    if shard.row_groups is not None and shard.row_groups[0] > 0:
+        start = sum(pf.metadata.row_group(i).num_rows for i in range(shard.row_groups[0]))
+    n = table.num_rows
+
+    def col(key: str | None) -> list[Any]:
+        return table.column(key).to_pylist() if key else [None] * n
+
+    metadata = [_dump_metadata(r) for r in table.select(meta_keys).to_pylist()] if meta_keys else [None] * n
+    texts = col(cmap.text)
+    rows = list(range(start, start + n))
+    bad = [(rows[i], "missing text", None) for i, t in enumerate(texts) if t is None]
+    return _Raw(texts, col(cmap.id), col(cmap.source), col(cmap.added), col(cmap.created), metadata, rows, bad)
+
+
+def _decompress(shard: Shard, data: bytes) -> bytes:
+    lower = shard.uri.lower()
+    try:
+        if lower.endswith(".gz"):
+            return gzip.decompress(data)
+        if lower.endswith((".zst", ".zstd")):
+            out = io.BytesIO()
+            zstandard.ZstdDecompressor().copy_stream(io.BytesIO(data), out)
+            return out.getvalue()
+    except Exception as exc:
+        raise InputError(f"{shard.uri}: corrupt compressed stream: {exc}") from exc
+    return data
+
+
+def _read_jsonl(shard: Shard, data: bytes) -> _Raw:
+    cmap = shard.columns
+    raw = _Raw([], [], [], [], [], [], [], [])
+    lines = _decompress(shard, data).split(b"\n")
+    for lineno, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            decoded = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raw.bad_rows.append((lineno, f"invalid UTF-8 at byte {exc.start}", line.decode("utf-8", "replace")))
+            continue
+        try:
+            obj = json.loads(decoded)
+        except ValueError as exc:
+            raw.bad_rows.append((lineno, f"invalid JSON: {exc.msg} at column {exc.colno}", decoded))
+            continue
+        if not isinstance(obj, dict):
+            raw.bad_rows.append((lineno, f"not a JSON object ({type(obj).__name__})", decoded))
+            continue
+        text = obj.get(cmap.text)
+        if text is None:
+            raw.bad_rows.append((lineno, "missing text", decoded))
+            continue
+        if not isinstance(text, str):
+            raw.bad_rows.append((lineno, f"text is not a string ({type(text).__name__})", decoded))
+            continue
+        raw.text.append(text)
+        raw.ids.append(obj.get(cmap.id) if cmap.id else None)
+        raw.sources.append(obj.get(cmap.source) if cmap.source else None)
+        raw.added.append(obj.get(cmap.added) if cmap.added else None)
+        raw.created.append(obj.get(cmap.created) if cmap.created else None)
+        keys = _metadata_keys(cmap, list(obj))
+        raw.metadata.append(_dump_metadata({k: obj[k] for k in keys if k in obj}))
+        raw.rows.append(lineno)
+    return raw
+
+
+# -- normalizing ----------------------------------------------------------------------------
+
+def _to_timestamp(values: list[Any]) -> pa.Array:
+    """Timestamps from datetimes, ISO strings or epoch seconds; what cannot be parsed is null."""
+    out: list[datetime | None] = []
+    for v in values:
+        ts = None
+        if isinstance(v, datetime):
+            ts = v if v.tzinfo else v.replace(tzinfo=UTC)
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            try:
+                ts = datetime.fromtimestamp(v, tz=UTC)
+            except (OverflowError, OSError, ValueError):
+                ts = None
+        elif isinstance(v, str) and v:
+            try:
+                ts = datetime.fromisoformat(v.replace("Z", "+00:00"))
+                ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+            except ValueError:
+                ts = None
+        out.append(ts)
+    return pa.array(out, TIMESTAMP)
+
+
+def content_key(text: str, mode: str) -> str:
+    """The text that exact dedup compares (documented in docs/stages.md)."""
+    if mode == "text":
+        return text
+    if mode == "stripped":
+        return "\n".join(line.strip() for line in text.strip().split("\n"))
+    return " ".join(text.lower().split())
+
+
+def stable_id(source: str, source_id: Any, text: str) -> str:
+    """Stable across releases: the source and its own id, else the source and the text."""
+    if source_id is not None and source_id != "":
+        key = f"id\x00{source}\x00{source_id}"
+    else:
+        key = f"text\x00{source}\x00{text}"
+    return xxhash.xxh3_128_hexdigest(key.encode("utf-8"))
+
+
+def _normalize_text(text: pa.Array, form: str) -> pa.Array:
+    if form != "none":
+        text = pc.utf8_normalize(text, form)
+    return pc.replace_substring_regex(text, "\r\n?", "\n")
+
+
+def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str, release: str, added_default: datetime) -> IngestResult:
+    """Read and validate one shard. Raises :class:`InputError` only when the file as a whole
+    cannot be used; bad rows become rejects with a reason."""
+    data, file_info = _read_bytes(shard)
+    raw = _read_parquet(shard, data) if shard.format == "parquet" else _read_jsonl(shard, data)
+
+    keep = [i for i, t in enumerate(raw.text) if t is not None]
+    texts = pa.array([raw.text[i] for i in keep], pa.string())
+    texts = _normalize_text(texts, cfg.unicode_form)
+    text_list = texts.to_pylist()
+    sources = [str(raw.sources[i]) if raw.sources[i] is not None else shard.source for i in keep]
+    ids_src = [raw.ids[i] for i in keep]
+    rows = [raw.rows[i] for i in keep]
+
+    reasons: list[str | None] = []
+    for t in text_list:
+        if not t.strip():
+            reasons.append("empty text")
+        elif cfg.max_chars is not None and len(t) > cfg.max_chars:
+            reasons.append(f"longer than max_chars ({len(t)} > {cfg.max_chars})")
+        else:
+            reasons.append(None)
+
+    ids = [stable_id(s, i, t) for s, i, t in zip(sources, ids_src, text_list, strict=True)]
+    hashes = [xxhash.xxh3_128_digest(content_key(t, dedup_key).encode("utf-8")) for t in text_list]
+    added = _to_timestamp([raw.added[i] for i in keep])
+    added = pc.fill_null(added, pa.scalar(added_default, TIMESTAMP))
+    n = len(keep)
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "text": texts,
+            "source": pa.array(sources, pa.string()),
+            "added": added,
+            "created": _to_timestamp([raw.created[i] for i in keep]),
+            "metadata": pa.array([raw.metadata[i] for i in keep], pa.string()),
+            "version": pa.array([release] * n, pa.string()),
+            "content_hash": pa.array(hashes, pa.binary(16)),
+            "order": pa.array([(shard.index << 32) | r for r in rows], pa.int64()),
+            "input_row": pa.array(rows, pa.int64()),
+        },
+        schema=WORK_SCHEMA,
+    )
+    bad_mask = pa.array([r is not None for r in reasons], pa.bool_())
+    row_rejects = table.filter(bad_mask)
+    work = table.filter(pc.invert(bad_mask))
+
+    parse_rejects = _parse_rejects(raw.bad_rows, shard, release)
+    rejects_parts = [parse_rejects]
+    if row_rejects.num_rows:
+        rejects_parts.append(
+            to_rejects(
+                row_rejects.append_column("input_uri", pa.array([shard.uri] * row_rejects.num_rows, pa.string())),
+                "ingest", pa.array([r for r in reasons if r is not None], pa.string()),
+            )
+        )
+    rejects = pa.concat_tables(rejects_parts)
+    reason_counts = Counter(r.split(" (")[0] for r in rejects.column("reason").to_pylist())
+    stats = {
+        "file": file_info,
+        "rows_read": len(raw.rows) + len(raw.bad_rows),
+        "docs_out": work.num_rows,
+        "rejected": dict(sorted(reason_counts.items())),
+    }
+    return IngestResult(work, rejects, stats)
+
+
+def _parse_rejects(bad_rows: list[tuple[int, str, str | None]], shard: Shard, release: str) -> pa.Table:
+    n = len(bad_rows)
+    docs = pa.table(
+        {
+            "id": pa.array(
+                [xxhash.xxh3_128_hexdigest(f"row\x00{shard.uri}\x00{r}".encode()) for r, _, _ in bad_rows], pa.string()
+            ),
+            "text": pa.array([t for _, _, t in bad_rows], pa.string()),
+            "source": pa.array([shard.source] * n, pa.string()),
+            "version": pa.array([release] * n, pa.string()),
+            "input_uri": pa.array([shard.uri] * n, pa.string()),
+            "input_row": pa.array([r for r, _, _ in bad_rows], pa.int64()),
+        }
+    )
+    return to_rejects(docs, "ingest", pa.array([reason for _, reason, _ in bad_rows], pa.string()))
+
+
+def documents_of(work: pa.Table) -> pa.Table:
+    """The published columns of a work table."""
+    return work.select(DOCUMENT_SCHEMA.names).cast(DOCUMENT_SCHEMA)

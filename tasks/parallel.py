@@ -1,0 +1,131 @@
+"""The one parallel map: one Prefect task run per shard, executed on Ray.
+
+Flows call :func:`shard_map`; the Ray task runner is :class:`RayRunner`, which refuses to
+start without a real Prefect server and hands that server's URL to every Ray worker, so
+that no worker ever spawns a temporary server of its own (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.logging import get_run_logger
+from prefect.settings import PREFECT_API_URL
+from prefect_ray import RayTaskRunner
+
+from tasks.config import ExecutionConfig
+from tasks.ingest import InputError
+
+# Environment every Ray worker needs to report to the same server and reach the same storage.
+PROPAGATED_ENV = (
+    "PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_LOGGING_LEVEL",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION", "REFINERY_HOME",
+)
+
+
+class PrefectServerMissing(RuntimeError):
+    pass
+
+
+class ShardFailed(RuntimeError):
+    """A shard task failed for a reason other than bad input, after all its retries."""
+
+
+def require_prefect_server(timeout: float = 10.0) -> str:
+    """The API URL of a healthy Prefect server, or a clear error."""
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise PrefectServerMissing(
+            "no Prefect server configured: run `refinery up` (or set PREFECT_API_URL to a shared server). "
+            "Running without one would start a throwaway server inside every Ray worker."
+        )
+    try:
+        resp = httpx.get(url.rstrip("/") + "/health", timeout=timeout)
+        resp.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise PrefectServerMissing(f"Prefect server at {url} is not healthy: {exc}") from exc
+    return url
+
+
+class RayRunner(RayTaskRunner):
+    """prefect-ray's runner, with the Prefect server and storage environment handed to workers."""
+
+    def __enter__(self):
+        api_url = require_prefect_server()
+        env = {k: os.environ[k] for k in PROPAGATED_ENV if os.environ.get(k)}
+        env["PREFECT_API_URL"] = api_url
+        env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        os.environ.update({"PREFECT_API_URL": api_url})  # local workers inherit the driver's env
+        runtime_env = dict(self.init_kwargs.get("runtime_env") or {})
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
+        self.init_kwargs["runtime_env"] = runtime_env
+        self.init_kwargs.setdefault("include_dashboard", False)
+        self.init_kwargs.setdefault("log_to_driver", True)
+        if not (self.address or os.environ.get("RAY_ADDRESS")):
+            self.init_kwargs.setdefault("num_cpus", os.cpu_count() or 1)
+        return super().__enter__()
+
+
+def make_task_runner(execution: ExecutionConfig) -> RayRunner:
+    return RayRunner(address=execution.ray_address or os.environ.get("RAY_ADDRESS") or None)
+
+
+def _retry_unless_bad_input(task: Task, task_run: Any, state: Any) -> bool:
+    """A file that cannot be read will not become readable by retrying."""
+    try:
+        state.result()
+    except InputError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+def shard_task(fn: Callable[..., dict[str, Any]], name: str) -> Task:
+    """A Prefect task around a step function; results live in storage, not in Prefect."""
+    return task(
+        fn, name=name, cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retry_unless_bad_input
+    )
+
+
+def shard_map(
+    step: Task, calls: Sequence[tuple[str, tuple[Any, ...]]], execution: ExecutionConfig, stage: str
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Run ``step(*args)`` once per ``(shard, args)`` as Prefect task runs on the flow's Ray
+    runner. Returns the results by shard and the failures (shard, error), in shard order."""
+    logger = get_run_logger()
+    futures = {}
+    for shard, args in calls:
+        configured = step.with_options(
+            task_run_name=f"{stage}-{shard}",
+            retries=execution.max_retries,
+            retry_delay_seconds=execution.retry_delay_seconds,
+        )
+        futures[configured.submit(*args)] = shard
+    results: dict[str, dict[str, Any]] = {}
+    failures: list[dict[str, Any]] = []
+    errors: list[tuple[str, BaseException]] = []
+    total = len(futures)
+    for done, future in enumerate(as_completed(list(futures)), start=1):
+        shard = futures[future]
+        try:
+            results[shard] = future.result()
+        except InputError as exc:  # bad input: recorded, the rest of the release goes on
+            failures.append({"stage": stage, "shard": shard, "error": f"{exc}"})
+            logger.error("%s shard %s: %s", stage, shard, exc)
+        except Exception as exc:  # anything else failed after its retries: the release must not lose it
+            errors.append((shard, exc))
+            logger.error("%s shard %s failed after retries: %r", stage, shard, exc)
+        if done == total or done % max(1, total // 10) == 0:
+            logger.info("%s: %d/%d shards done (%d failed)", stage, done, total, len(failures) + len(errors))
+    if errors:
+        shard, exc = sorted(errors, key=lambda e: e[0])[0]
+        raise ShardFailed(f"{stage} shard {shard} failed after {execution.max_retries} retries: {exc!r}") from exc
+    return dict(sorted(results.items())), sorted(failures, key=lambda f: f["shard"])

@@ -1,0 +1,156 @@
+"""Stage 7, publish: manifest, urls.txt, report and catalog for a release whose shard
+outputs are all written. The manifest is written last; the catalog is rebuilt after it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from tasks import layout
+from tasks.manifest import SCHEMA_VERSION, add_funnel, code_version, config_sha256, validate_manifest
+from tasks.report import render_report
+from tasks.steps import RunContext
+from tasks.storage import Storage
+
+STAGE_ORDER = ["ingest", "exact_dedup"]
+
+
+def _files(markers: Iterable[dict[str, Any]], key: str = "files") -> list[dict[str, Any]]:
+    out = []
+    for m in markers:
+        out.extend(m.get(key, []))
+    return sorted(out, key=lambda f: f["path"])
+
+
+def _inputs(ingest_markers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_uri: dict[str, dict[str, Any]] = {}
+    for m in ingest_markers:
+        info = m["input"]
+        entry = by_uri.setdefault(info["uri"], {"uri": info["uri"], "bytes": info["bytes"], "rows": 0})
+        entry["rows"] += info["rows"]
+        for key in ("sha256", "etag"):
+            if key in info:
+                entry[key] = info[key]
+    return [by_uri[u] for u in sorted(by_uri)]
+
+
+def build_manifest(
+    ctx: RunContext,
+    markers: dict[str, list[dict[str, Any]]],
+    failures: list[dict[str, Any]],
+    timing: dict[str, float],
+    cluster: dict[str, Any],
+    flow_run_id: str | None,
+    storage: Storage,
+) -> dict[str, Any]:
+    documents = _files(markers.get("publish", []), "documents")
+    stage_files = [f for st in STAGE_ORDER for f in _files(markers.get(st, []))]
+    attributes = [f for f in stage_files if "/attributes/" in f["path"]]
+    rejects = [f for f in stage_files if "/rejects/" in f["path"]]
+
+    funnel = []
+    for stage in STAGE_ORDER:
+        if stage not in markers:
+            continue
+        total: dict[str, Any] = {}
+        for m in markers[stage]:
+            total = add_funnel(total, m["funnel"])
+        funnel.append({"stage": stage, **(total or add_funnel({}, {}))})
+
+    sources: dict[str, dict[str, int]] = {}
+    for f in documents:
+        s = sources.setdefault(f["source"], {"documents": 0, "tokens": 0, "bytes": 0})
+        s["documents"] += f["rows"]
+        s["tokens"] += f["tokens"]
+        s["bytes"] += f["bytes"]
+
+    dedup: dict[str, Any] = {}
+    if "exact_dedup_reduce" in markers:
+        dups = sum(m["duplicates"] for m in markers["exact_dedup_reduce"])
+        groups = sum(m["groups"] for m in markers["exact_dedup_reduce"])
+        docs_in = next((st["docs_in"] for st in funnel if st["stage"] == "exact_dedup"), 0)
+        dedup["exact"] = {
+            "key": ctx.config.exact_dedup.key,
+            "buckets": ctx.config.exact_dedup.buckets,
+            "duplicates": dups,
+            "groups": groups,
+            "duplicate_rate": round(dups / docs_in, 6) if docs_in else 0.0,
+        }
+
+    public = ctx.config.public_dict()
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "release": ctx.release,
+        "parent": ctx.parent,
+        "created": ctx.created,
+        "published": datetime.now(UTC).isoformat(),
+        "flow_run_id": flow_run_id,
+        "code": code_version(),
+        "config": public,
+        "config_sha256": config_sha256(public),
+        "storage": {"root": storage.url(), "endpoint_url": ctx.storage.endpoint_url},
+        "inputs": _inputs(markers.get("ingest", [])),
+        "outputs": {"documents": documents, "attributes": attributes, "rejects": rejects},
+        "sources": dict(sorted(sources.items())),
+        "funnel": funnel,
+        "dedup": dedup,
+        "failures": failures,
+        "timing": {k: round(v, 3) for k, v in timing.items()},
+        "cluster": cluster,
+        "totals": {
+            "documents": sum(f["rows"] for f in documents),
+            "tokens": sum(f["tokens"] for f in documents),
+            "bytes": sum(f["bytes"] for f in documents),
+            "rejected": sum(f["rows"] for f in rejects),
+        },
+        "urls": "urls.txt",
+    }
+    return manifest
+
+
+def publish_release(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write urls.txt and the report, then the manifest (the commit point), then the catalog."""
+    release = manifest["release"]
+    validate_manifest(manifest)
+    urls = "".join(storage.url(f["path"]) + "\n" for f in manifest["outputs"]["documents"])
+    storage.write_bytes(layout.urls_path(release), urls.encode())
+    storage.write_bytes(layout.report_path(release), render_report(manifest).encode())
+    storage.write_json(layout.manifest_path(release), manifest)
+    rebuild_catalog(storage)
+    return manifest
+
+
+def list_published(storage: Storage) -> list[dict[str, Any]]:
+    """Every committed release (one whose manifest exists), oldest first."""
+    pattern = storage.full("releases/*/manifest.json")
+    entries = []
+    for path in storage.fs.glob(pattern):
+        rel = path[len(storage.root_path) + 1:]
+        m = storage.read_json(rel)
+        entries.append(
+            {
+                "id": m["release"],
+                "parent": m.get("parent"),
+                "created": m["created"],
+                "published": m["published"],
+                "manifest": rel,
+                "documents": m["totals"]["documents"],
+                "tokens": m["totals"]["tokens"],
+                "config_sha256": m["config_sha256"],
+            }
+        )
+    return sorted(entries, key=lambda e: (e["published"], e["id"]))
+
+
+def rebuild_catalog(storage: Storage) -> dict[str, Any]:
+    """The catalog is derived from the committed manifests, so a lost race between two
+    publishers heals at the next publish instead of losing a release."""
+    releases = list_published(storage)
+    catalog = {"releases": releases, "latest": releases[-1]["id"] if releases else None}
+    storage.write_json(layout.CATALOG, catalog)
+    return catalog
+
+
+def read_catalog(storage: Storage) -> dict[str, Any]:
+    return storage.read_json_or_none(layout.CATALOG) or {"releases": [], "latest": None}

@@ -1,0 +1,35 @@
+"""Resolve what users type for a release: a release URL, its manifest, or a corpus root."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks import layout
+from tasks.publish import read_catalog
+from tasks.storage import StorageSpec, endpoint_from_env
+
+
+def split_release_url(url: str) -> tuple[str, str | None]:
+    """(corpus root, release id or None) of ``url``."""
+    url = url.rstrip("/")
+    if url.endswith("/manifest.json"):
+        url = url[: -len("/manifest.json")]
+    head, sep, tail = url.rpartition("/releases/")
+    if sep and tail and "/" not in tail:
+        return head, tail
+    return url, None
+
+
+def read_manifest(url: str) -> dict[str, Any]:
+    root, release = split_release_url(url)
+    storage = StorageSpec(root, endpoint_from_env()).open()
+    if release is None:
+        release = read_catalog(storage).get("latest")
+        if release is None:
+            raise FileNotFoundError(f"{url}: no published release (no catalog.json with a latest release)")
+    try:
+        return storage.read_json(layout.manifest_path(release))
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{storage.url(layout.manifest_path(release))}: no manifest: release {release} is not published"
+        ) from None

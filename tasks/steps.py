@@ -1,0 +1,191 @@
+"""The shard-level steps of the pipeline: stage logic plus storage, no orchestration.
+
+Each step is idempotent: it writes its outputs under deterministic paths and then a
+completion marker; a step whose marker exists returns the marker and does nothing else.
+The Prefect tasks of ``flows/`` are thin wrappers around these functions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks import layout
+from tasks.config import PipelineConfig
+from tasks.dedup import exact
+from tasks.ingest import Shard, documents_of, ingest_shard
+from tasks.schema import whole_document_spans, word_counts
+from tasks.storage import Storage, StorageSpec
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every step of one release needs; picklable and free of secrets."""
+
+    release: str
+    created: str  # ISO time the release was first started; reused by reruns
+    parent: str | None
+    storage: StorageSpec
+    config: PipelineConfig
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromisoformat(self.created)
+
+
+def _once(ctx: RunContext, stage: str, shard: str, compute: Callable[[Storage], dict[str, Any]]) -> dict[str, Any]:
+    storage = ctx.storage.open()
+    marker = layout.marker_path(ctx.release, stage, shard)
+    done = storage.read_json_or_none(marker)
+    if done is not None:
+        done["skipped"] = True
+        return done
+    t0 = time.perf_counter()
+    result = compute(storage)
+    result.update(stage=stage, shard=shard, seconds=round(time.perf_counter() - t0, 3))
+    storage.write_json(marker, result)  # last: its presence means every output above is complete
+    result["skipped"] = False
+    return result
+
+
+def _write_by_source(storage: Storage, table: pa.Table, sources: pa.Array, path_of: Callable[[str], str]) -> list[dict]:
+    files = []
+    for source in sorted(set(sources.to_pylist())):
+        part = table.filter(pc.equal(sources, source))
+        info = storage.write_parquet(path_of(source), part).to_dict()
+        info["source"] = source
+        files.append(info)
+    return files
+
+
+def _write_rejects(storage: Storage, ctx: RunContext, stage: str, shard: str, rejects: pa.Table) -> list[dict]:
+    if rejects.num_rows == 0:
+        return []
+    return _write_by_source(
+        storage, rejects, rejects.column("source").combine_chunks(),
+        lambda src: layout.rejects_path(ctx.release, stage, src, shard),
+    )
+
+
+def _write_attributes(storage: Storage, ctx: RunContext, tagger_set: str, shard: str, attrs: pa.Table,
+                      sources: pa.Array) -> list[dict]:
+    if attrs.num_rows == 0:
+        return []
+    return _write_by_source(
+        storage, attrs, sources, lambda src: layout.attributes_path(ctx.release, tagger_set, src, shard)
+    )
+
+
+def _funnel(docs_in: int, work_out: pa.Table, tokens_in: int, rejects: pa.Table) -> dict[str, Any]:
+    dropped: dict[str, int] = {}
+    for reason in rejects.column("reason").to_pylist():
+        key = reason.split(" (")[0].split(":")[0]
+        dropped[key] = dropped.get(key, 0) + 1
+    return {
+        "docs_in": docs_in,
+        "docs_out": work_out.num_rows,
+        "tokens_in": tokens_in,
+        "tokens_out": int(pc.sum(word_counts(work_out.column("text"))).as_py() or 0),
+        "modified": 0,
+        "dropped": dict(sorted(dropped.items())),
+    }
+
+
+# -- stage 1 --------------------------------------------------------------------------------
+
+def ingest_step(ctx: RunContext, shard: Shard) -> dict[str, Any]:
+    def compute(storage: Storage) -> dict[str, Any]:
+        res = ingest_shard(shard, ctx.config.ingest, ctx.config.exact_dedup.key, ctx.release, ctx.created_at)
+        storage.write_parquet(layout.work_path(ctx.release, "ingest", shard.name), res.work)
+        words = word_counts(res.work.column("text"))
+        chars = pc.utf8_length(res.work.column("text"))
+        attrs = pa.table(
+            {
+                "id": res.work.column("id"),
+                "ingest__length__chars": whole_document_spans(chars, chars),
+                "ingest__length__words": whole_document_spans(chars, words),
+            }
+        )
+        files = _write_rejects(storage, ctx, "ingest", shard.name, res.rejects)
+        files += _write_attributes(storage, ctx, "ingest", shard.name, attrs, res.work.column("source").combine_chunks())
+        funnel = _funnel(res.stats["rows_read"], res.work, 0, res.rejects)
+        funnel["tokens_in"] = funnel["tokens_out"] + int(
+            pc.sum(word_counts(pc.fill_null(res.rejects.column("text"), ""))).as_py() or 0
+        )
+        return {"funnel": funnel, "input": {**res.stats["file"], "rows": res.stats["rows_read"]},
+                "source": shard.source, "files": files}
+
+    return _once(ctx, "ingest", shard.name, compute)
+
+
+# -- stage 2: exact dedup (map → reduce → filter) ---------------------------------------------
+
+def exact_map_step(ctx: RunContext, shard: str) -> dict[str, Any]:
+    buckets = ctx.config.exact_dedup.buckets
+
+    def compute(storage: Storage) -> dict[str, Any]:
+        keys = storage.read_parquet(layout.work_path(ctx.release, "ingest", shard), columns=exact.KEY_COLUMNS)
+        parts = exact.partition_keys(keys, buckets)
+        for bucket, part in parts.items():
+            storage.write_parquet(layout.shuffle_path(ctx.release, "exact_dedup", shard, bucket), part)
+        return {"rows": keys.num_rows, "buckets": sorted(parts)}
+
+    return _once(ctx, "exact_dedup_map", shard, compute)
+
+
+def exact_reduce_step(ctx: RunContext, bucket: int) -> dict[str, Any]:
+    def compute(storage: Storage) -> dict[str, Any]:
+        files = storage.list(layout.shuffle_dir(ctx.release, "exact_dedup", bucket), ".parquet")
+        tables = [storage.read_parquet(f) for f in files]
+        keys = pa.concat_tables(tables) if tables else pa.schema(
+            [("content_hash", pa.binary(16)), ("id", pa.string()), ("order", pa.int64())]).empty_table()
+        decisions = exact.reduce_bucket(keys)
+        storage.write_parquet(layout.work_path(ctx.release, "exact_dedup_decisions", f"b{bucket:05d}"), decisions)
+        dups = int(pc.sum(pc.is_valid(decisions.column("survivor_id"))).as_py() or 0)
+        return {"rows": keys.num_rows, "duplicates": dups, "groups": decisions.num_rows - dups}
+
+    return _once(ctx, "exact_dedup_reduce", f"b{bucket:05d}", compute)
+
+
+def exact_filter_step(ctx: RunContext, shard: str) -> dict[str, Any]:
+    buckets = ctx.config.exact_dedup.buckets
+
+    def compute(storage: Storage) -> dict[str, Any]:
+        work = storage.read_parquet(layout.work_path(ctx.release, "ingest", shard))
+        decisions = pa.concat_tables(
+            [storage.read_parquet(layout.work_path(ctx.release, "exact_dedup_decisions", f"b{b:05d}"))
+             for b in range(buckets)]
+        )
+        shard_index = int(shard)
+        orders = decisions.column("order")
+        mine = decisions.filter(pc.equal(pc.shift_right(orders, 32), shard_index))
+        kept, rejects, attrs = exact.apply_decisions(work, mine)
+        storage.write_parquet(layout.work_path(ctx.release, "exact_dedup", shard), kept)
+        files = _write_rejects(storage, ctx, "exact_dedup", shard, rejects)
+        files += _write_attributes(storage, ctx, "exact_dedup", shard, attrs, kept.column("source").combine_chunks())
+        tokens_in = int(pc.sum(word_counts(work.column("text"))).as_py() or 0)
+        return {"funnel": _funnel(work.num_rows, kept, tokens_in, rejects), "files": files}
+
+    return _once(ctx, "exact_dedup", shard, compute)
+
+
+# -- stage 7: publish (documents of one shard) -------------------------------------------------
+
+def publish_step(ctx: RunContext, shard: str, last_stage: str) -> dict[str, Any]:
+    def compute(storage: Storage) -> dict[str, Any]:
+        work = storage.read_parquet(layout.work_path(ctx.release, last_stage, shard))
+        docs = documents_of(work)
+        sources = docs.column("source").combine_chunks()
+        files = _write_by_source(storage, docs, sources, lambda src: layout.documents_path(ctx.release, src, shard))
+        for info in files:
+            part = docs.filter(pc.equal(sources, info["source"]))
+            info["tokens"] = int(pc.sum(word_counts(part.column("text"))).as_py() or 0)
+        return {"documents": files}
+
+    return _once(ctx, "publish", shard, compute)

@@ -1,0 +1,197 @@
+"""The one storage layer: plain paths, ``file://`` and ``s3://`` through fsspec.
+
+Everything the pipeline writes goes through :class:`Storage`, so atomicity, checksums and
+credential handling live in exactly one place. Credentials are never part of a
+:class:`StorageSpec` (which is shipped to Ray workers and recorded in Prefect and in the
+manifest); they come from the usual AWS environment variables of each process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# Parquet settings are fixed so that rewriting the same table gives the same bytes.
+PARQUET_WRITE_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": True,
+    "write_statistics": True,
+    "row_group_size": 64 * 1024,
+}
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URL."""
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """Where a corpus root lives, without secrets: safe to log, pickle and record."""
+
+    root: str
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    def open(self) -> Storage:
+        return Storage(self)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What the manifest records about one written file."""
+
+    path: str
+    rows: int
+    bytes: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256}
+
+
+def endpoint_from_env() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def filesystem_for(url: str, endpoint_url: str | None = None, region: str | None = None):
+    """An fsspec filesystem and the protocol-less path for ``url``."""
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    kwargs: dict[str, Any] = {}
+    if protocol in ("s3", "s3a"):
+        client_kwargs: dict[str, Any] = {}
+        endpoint = endpoint_url or endpoint_from_env()
+        if endpoint:
+            client_kwargs["endpoint_url"] = endpoint
+        if region or os.environ.get("AWS_DEFAULT_REGION"):
+            client_kwargs["region_name"] = region or os.environ.get("AWS_DEFAULT_REGION")
+        # Listings must not be cached: other processes (Ray workers) write concurrently.
+        kwargs = {"client_kwargs": client_kwargs, "use_listings_cache": False}
+    fs, path = fsspec.core.url_to_fs(url, **kwargs)
+    return fs, path
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(obj: Any) -> bytes:
+    """JSON with sorted keys, so equal content gives equal bytes."""
+    return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=str) + "\n").encode()
+
+
+def table_to_parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **PARQUET_WRITE_OPTIONS)
+    return sink.getvalue().to_pybytes()
+
+
+class Storage:
+    """A corpus root. Paths given to methods are relative to the root."""
+
+    def __init__(self, spec: StorageSpec):
+        self.spec = spec
+        self.fs, self.root_path = filesystem_for(spec.root, spec.endpoint_url, spec.region)
+        self.root_path = self.root_path.rstrip("/")
+        self.is_local = "file" in _protocols(self.fs)
+
+    # -- naming ---------------------------------------------------------------------------
+    def full(self, rel: str) -> str:
+        return f"{self.root_path}/{rel.lstrip('/')}" if rel else self.root_path
+
+    def url(self, rel: str = "") -> str:
+        """A URL for people and for other tools (never carries credentials)."""
+        full = self.full(rel)
+        if self.is_local:
+            return full
+        return f"{_protocols(self.fs)[0]}://{full}"
+
+    # -- reading --------------------------------------------------------------------------
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.full(rel))
+
+    def read_bytes(self, rel: str) -> bytes:
+        try:
+            return self.fs.cat_file(self.full(rel))
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # the URL is the useful part of the message
+            raise StorageError(f"cannot read {self.url(rel)}: {exc}") from exc
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def read_json_or_none(self, rel: str) -> Any:
+        try:
+            return self.read_json(rel)
+        except FileNotFoundError:
+            return None
+
+    def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(io.BytesIO(self.read_bytes(rel)), columns=columns)
+
+    def list(self, rel_dir: str, suffix: str = "") -> list[str]:
+        """Relative paths of the files under ``rel_dir`` (recursive), sorted."""
+        base = self.full(rel_dir)
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        prefix = self.root_path + "/"
+        out = [p[len(prefix):] if p.startswith(prefix) else p for p in found]
+        return sorted(p for p in out if p.endswith(suffix) and ".tmp-" not in p)
+
+    # -- writing --------------------------------------------------------------------------
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write atomically: readers see the old object or the whole new one, never a part.
+
+        Local files go to a temporary name in the same folder and are renamed over the target;
+        an S3 PUT is already all-or-nothing, so it is written in one request.
+        """
+        full = self.full(rel)
+        try:
+            if self.is_local:
+                folder = os.path.dirname(full)
+                os.makedirs(folder, exist_ok=True)
+                tmp = f"{full}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, full)
+            else:
+                self.fs.pipe_file(full, data)
+        except Exception as exc:
+            raise StorageError(f"cannot write {self.url(rel)}: {exc}") from exc
+
+    def write_json(self, rel: str, obj: Any) -> FileInfo:
+        data = canonical_json(obj)
+        self.write_bytes(rel, data)
+        return FileInfo(rel, 0, len(data), sha256_bytes(data))
+
+    def write_parquet(self, rel: str, table: pa.Table) -> FileInfo:
+        data = table_to_parquet_bytes(table)
+        self.write_bytes(rel, data)
+        return FileInfo(rel, table.num_rows, len(data), sha256_bytes(data))
+
+    def delete(self, rel: str, recursive: bool = False) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.full(rel), recursive=recursive)
+
+    def sha256(self, rel: str) -> str:
+        return sha256_bytes(self.read_bytes(rel))
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)
