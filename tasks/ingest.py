@@ -247,12 +247,24 @@ def _decompress(shard: Shard, data: bytes) -> bytes:
         if lower.endswith(".gz"):
             return gzip.decompress(data)
         if lower.endswith((".zst", ".zstd")):
-            out = io.BytesIO()
-            zstandard.ZstdDecompressor().copy_stream(io.BytesIO(data), out)
-            return out.getvalue()
+            return _zstd_frames(data)
+    except InputError as exc:
+        raise InputError(f"{shard.uri}: {exc}") from None
     except Exception as exc:
         raise InputError(f"{shard.uri}: corrupt compressed stream: {exc}") from exc
     return data
+
+
+def _zstd_frames(data: bytes) -> bytes:
+    """Every frame of a zstd stream; a frame cut short is an error, not a silent short read."""
+    parts, dctx = [], zstandard.ZstdDecompressor()
+    while data:
+        obj = dctx.decompressobj()
+        parts.append(obj.decompress(data))
+        if not obj.eof:
+            raise InputError("corrupt compressed stream: zstd frame is truncated")
+        data = obj.unused_data
+    return b"".join(parts)
 
 
 def _read_jsonl(shard: Shard, data: bytes) -> _Raw:

@@ -32,7 +32,7 @@ def _inputs(ingest_markers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for key in ("sha256", "etag"):
             if key in info:
                 entry[key] = info[key]
-    return [by_uri[u] for u in sorted(by_uri)]
+    return list(by_uri.values())  # in shard order, the order that decides dedup survivors
 
 
 def build_manifest(

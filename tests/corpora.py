@@ -1,0 +1,77 @@
+"""Test inputs built from ../shared/data (never copied into the repo)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import zstandard
+
+from tasks.config import InputSpec
+from tasks.ingest import _normalize_text, content_key
+from tests.conftest import shared
+
+SHARED_INPUTS = [
+    # (file, source name, text column, id column)
+    ("cc_web_samples/cc_web_samples.parquet", "cc_web", "text", "id"),
+    ("simple_wikipedia/simple_wikipedia.parquet", "simple_wiki", "text", "page_id"),
+    ("conversations_hh_rlhf/conversations_hh_rlhf.parquet", "hh_rlhf", "chosen", "id"),
+]
+
+
+def shared_specs() -> list[InputSpec]:
+    return [
+        InputSpec(uri=str(shared(f)), source=src, columns={"text": text, "id": id_col})
+        for f, src, text, id_col in SHARED_INPUTS
+    ]
+
+
+def shared_rows() -> list[dict[str, Any]]:
+    """Every shared input row in the run's stable order, as (source, id, text)."""
+    rows = []
+    for f, src, text, id_col in SHARED_INPUTS:
+        t = pq.read_table(shared(f), columns=[id_col, text])
+        for i, x in zip(t.column(id_col).to_pylist(), t.column(text).to_pylist(), strict=True):
+            rows.append({"source": src, "id": str(i), "text": x})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]], compression: str | None = None) -> Path:
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    if compression == "gz":
+        data = gzip.compress(data, mtime=0)
+    elif compression == "zst":
+        data = zstandard.ZstdCompressor().compress(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def inject_copies(folder: Path, n: int, seed: int = 5) -> tuple[InputSpec, list[dict[str, Any]]]:
+    """A JSONL input of exact copies of random shared documents (new ids, another source),
+    listed after the shared inputs so that the originals are the survivors."""
+    rng = random.Random(seed)
+    originals = rng.sample([r for r in shared_rows() if r["text"] and r["text"].strip()], n)
+    copies = [{"doc_id": f"copy-{k}", "body": r["text"], "origin_source": r["source"], "origin_id": r["id"]}
+              for k, r in enumerate(originals)]
+    path = write_jsonl(folder / "injected" / "copies.jsonl", copies)
+    spec = InputSpec(uri=str(path), source="injected", columns={"text": "body", "id": "doc_id"})
+    return spec, copies
+
+
+def first_occurrence(rows: list[dict[str, Any]], key_mode: str = "stripped") -> dict[str, tuple[str, str]]:
+    """Reference for exact dedup, computed independently: content key → (source, id) of the
+    first row with that content, in input order."""
+    import pyarrow as pa
+
+    texts = _normalize_text(pa.array([r["text"] for r in rows], pa.string()), "NFC").to_pylist()
+    first: dict[str, tuple[str, str]] = {}
+    for r, t in zip(rows, texts, strict=True):
+        if t is None or not t.strip():
+            continue
+        first.setdefault(content_key(t, key_mode), (r["source"], r["id"]))
+    return first

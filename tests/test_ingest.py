@@ -1,0 +1,156 @@
+"""Ingest on real shared data: formats, column maps, normalization, stable ids, rejects."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.config import IngestConfig, InputSpec, PipelineConfig
+from tasks.ingest import InputError, Shard, ingest_shard, plan_shards, stable_id
+from tests.conftest import shared
+from tests.corpora import write_jsonl
+
+NOW = datetime(2026, 1, 2, tzinfo=UTC)
+
+
+def _shard(uri, fmt, source="src", columns=None, row_groups=None) -> Shard:
+    return Shard(0, str(uri), fmt, source, InputSpec(uri=str(uri), columns=columns or {}).columns, row_groups)
+
+
+def _ingest(shard: Shard, **cfg):
+    return ingest_shard(shard, IngestConfig(**cfg), "stripped", "rel-1", NOW)
+
+
+def test_parquet_with_column_map_keeps_every_row_and_packs_metadata():
+    path = shared("cc_web_samples/cc_web_samples.parquet")
+    res = _ingest(_shard(path, "parquet", "cc_web", {"text": "text", "id": "id"}))
+    source = pq.read_table(path)
+    assert res.work.num_rows + res.rejects.num_rows == source.num_rows
+    assert res.stats["rows_read"] == source.num_rows
+    # unmapped columns survive in the metadata JSON
+    import json
+
+    meta = json.loads(res.work.column("metadata")[0].as_py())
+    assert {"collection", "url", "html", "meta_json"} <= set(meta)
+    assert set(res.work.column("source").to_pylist()) == {"cc_web"}
+    assert set(res.work.column("version").to_pylist()) == {"rel-1"}
+    # the stable id is the hash of (source, source id)
+    first_src_id = source.column("id")[0].as_py()
+    assert res.work.column("id")[0].as_py() == stable_id("cc_web", first_src_id, "")
+
+
+def test_ids_are_stable_across_runs_and_formats(tmp_path):
+    table = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).slice(0, 300)
+    rows = table.select(["page_id", "text", "title"]).to_pylist()
+    pq_path = tmp_path / "wiki.parquet"
+    pq.write_table(table, pq_path)
+    a = _ingest(_shard(pq_path, "parquet", "wiki", {"text": "text", "id": "page_id"}))
+    for comp, name in ((None, "wiki.jsonl"), ("gz", "wiki.jsonl.gz"), ("zst", "wiki.jsonl.zst")):
+        path = write_jsonl(tmp_path / name, rows, comp)
+        b = _ingest(_shard(path, "jsonl", "wiki", {"text": "text", "id": "page_id"}))
+        assert b.work.column("id").to_pylist() == a.work.column("id").to_pylist(), name
+        assert b.work.column("text").to_pylist() == a.work.column("text").to_pylist(), name
+    again = _ingest(_shard(pq_path, "parquet", "wiki", {"text": "text", "id": "page_id"}))
+    assert again.work.equals(a.work)
+
+
+def test_unicode_and_newlines_are_normalized(tmp_path):
+    texts = pq.read_table(shared("cc_web_samples/cc_web_samples.parquet")).column("text").to_pylist()[:50]
+    # decompose every text (NFD) and use Windows / old-Mac line endings
+    rows = [{"text": unicodedata.normalize("NFD", t).replace("\n", "\r\n" if i % 2 else "\r")}
+            for i, t in enumerate(texts)]
+    res = _ingest(_shard(write_jsonl(tmp_path / "x.jsonl", rows), "jsonl"))
+    out = res.work.column("text").to_pylist()
+    assert out == [unicodedata.normalize("NFC", t) for t in texts]
+    assert not any("\r" in t for t in out)
+
+
+def test_bad_rows_become_rejects_with_reasons_and_valid_rows_survive(tmp_path):
+    good = [{"text": t} for t in pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"))
+            .column("text").to_pylist()[:20]]
+    lines = [json_line(r) for r in good[:10]]
+    lines += [b'{"text": 42}', b'{"no_text": "x"}', b"{not json", b"[1, 2]", b'{"text": "   "}',
+              b'{"text": "caf\xe9 latin-1"}', b'{"text": null}']
+    lines += [json_line(r) for r in good[10:]]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    res = _ingest(_shard(path, "jsonl"))
+    assert res.work.num_rows == 20
+    reasons = res.rejects.column("reason").to_pylist()
+    assert len(reasons) == 7
+    assert "text is not a string (int)" in reasons
+    assert reasons.count("missing text") == 2
+    assert any(r.startswith("invalid JSON") for r in reasons)
+    assert "not a JSON object (list)" in reasons
+    assert "empty text" in reasons
+    assert any(r.startswith("invalid UTF-8") for r in reasons)
+    assert set(res.rejects.column("input_uri").to_pylist()) == {str(path)}
+    assert res.stats["rows_read"] == 27
+
+
+def json_line(row) -> bytes:
+    import json
+
+    return json.dumps(row).encode()
+
+
+def test_max_chars_rejects_long_documents(tmp_path):
+    texts = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).column("text").to_pylist()[:100]
+    res = _ingest(_shard(write_jsonl(tmp_path / "w.jsonl", [{"text": t} for t in texts]), "jsonl"), max_chars=500)
+    assert res.work.num_rows == sum(len(t) <= 500 for t in texts)
+    assert all(r.startswith("longer than max_chars") for r in res.rejects.column("reason").to_pylist())
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda p: p.write_bytes(shared("cc_web_samples/cc_web_samples.parquet").read_bytes()[:5000]),
+         "not a readable Parquet file"),
+        (lambda p: pq.write_table(pa.table({"body": ["x"]}), p), "no text column 'text'"),
+        (lambda p: pq.write_table(pa.table({"text": [1, 2]}), p), "has type int64"),
+        (lambda p: p.mkdir(), "is a directory"),
+    ],
+)
+def test_unreadable_files_raise_an_error_naming_the_file(tmp_path, make, problem):
+    path = tmp_path / "bad.parquet"
+    make(path)
+    with pytest.raises(InputError) as exc:
+        _ingest(_shard(path, "parquet"))
+    assert str(path) in str(exc.value) and problem in str(exc.value)
+
+
+def test_corrupt_zstd_names_the_file(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl.zst", [{"text": "hello world"}] * 100, "zst")
+    path.write_bytes(path.read_bytes()[:-20] + b"\x00" * 20)
+    with pytest.raises(InputError, match=r"c\.jsonl\.zst: corrupt compressed stream"):
+        _ingest(_shard(path, "jsonl"))
+
+
+def test_plan_splits_large_parquet_by_row_group_and_keeps_row_numbers(tmp_path):
+    table = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"))
+    path = tmp_path / "wiki.parquet"
+    pq.write_table(table, path, row_group_size=1000)
+    cfg = PipelineConfig(inputs=[InputSpec(uri=str(tmp_path), columns={"id": "page_id"})],
+                         execution={"shard_rows": 2000})
+    shards = plan_shards(cfg)
+    assert len(shards) == 3 and [s.row_groups for s in shards] == [(0, 2), (2, 4), (4, 6)]
+    assert {s.source for s in shards} == {tmp_path.name}
+    results = [_ingest(s) for s in shards]
+    rows = [r for res in results for r in res.work.column("input_row").to_pylist()]
+    assert rows == list(range(table.num_rows))
+    assert sum(r.work.num_rows for r in results) == table.num_rows
+
+
+def test_plan_orders_files_and_names_sources(tmp_path):
+    for name in ("b.jsonl", "a.jsonl.gz", "notes.txt"):
+        write_jsonl(tmp_path / "docs" / name, [{"text": "x y z"}], "gz" if name.endswith(".gz") else None)
+    cfg = PipelineConfig(inputs=[InputSpec(uri=str(tmp_path / "docs"))])
+    shards = plan_shards(cfg)
+    assert [s.uri.rsplit("/", 1)[1] for s in shards] == ["a.jsonl.gz", "b.jsonl"]
+    assert {s.source for s in shards} == {"docs"}
+    with pytest.raises(InputError, match="input not found"):
+        plan_shards(PipelineConfig(inputs=[InputSpec(uri=str(tmp_path / "missing"))]))
