@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,18 +20,14 @@ from tasks.publish import build_manifest, publish_release, read_catalog
 from tasks.steps import (
     RunContext,
     exact_filter_step,
-    exact_map_step,
     exact_reduce_step,
     ingest_step,
-    publish_step,
 )
 from tasks.storage import Storage, StorageSpec
 
 ingest_task = shard_task(ingest_step, "ingest")
-exact_map_task = shard_task(exact_map_step, "exact_dedup_map")
 exact_reduce_task = shard_task(exact_reduce_step, "exact_dedup_reduce")
-exact_filter_task = shard_task(exact_filter_step, "exact_dedup_filter")
-publish_task = shard_task(publish_step, "publish")
+exact_filter_task = shard_task(exact_filter_step, "exact_dedup")
 
 
 class ReleaseError(RuntimeError):
@@ -99,7 +96,10 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
         raise ReleaseError("no input shards: configure at least one input")
     logger.info("release %s: %d shards from %d inputs -> %s", ctx.release, len(shards), len(ctx.config.inputs),
                 storage.url())
-    results, failed = shard_map(ingest_task, [(s.name, (ctx, s)) for s in shards], execution, "ingest")
+    dedup = ctx.config.exact_dedup.enabled
+    ctx = replace(ctx, exact_buckets=ctx.config.exact_dedup.bucket_count(len(shards)))
+    # the last map stage writes the release's documents itself
+    results, failed = shard_map(ingest_task, [(s.name, (ctx, s, not dedup)) for s in shards], execution, "ingest")
     by_name = {s.name: s for s in shards}
     for f in failed:
         f["uri"] = by_name[f["shard"]].uri
@@ -111,23 +111,17 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     if not names:
         raise ReleaseError(f"every input shard failed; first: {failed[0]['error']}")
     timing["ingest"] = time.perf_counter() - t0
-    last_stage = "ingest"
 
-    if ctx.config.exact_dedup.enabled and names:
+    if dedup:
         t0 = time.perf_counter()
-        markers["exact_dedup_map"] = _checked(shard_map(exact_map_task, [(n, (ctx, n)) for n in names], execution,
-                                                        "exact_dedup_map"))
-        buckets = range(ctx.config.exact_dedup.buckets)
+        buckets = range(ctx.exact_buckets)
         markers["exact_dedup_reduce"] = _checked(shard_map(
             exact_reduce_task, [(f"b{b:05d}", (ctx, b)) for b in buckets], execution, "exact_dedup_reduce"))
-        markers["exact_dedup"] = _checked(shard_map(exact_filter_task, [(n, (ctx, n)) for n in names], execution,
-                                                    "exact_dedup"))
+        markers["exact_dedup"] = _checked(shard_map(exact_filter_task, [(n, (ctx, n, True)) for n in names],
+                                                    execution, "exact_dedup"))
         timing["exact_dedup"] = time.perf_counter() - t0
-        last_stage = "exact_dedup"
 
     t0 = time.perf_counter()
-    markers["publish"] = _checked(shard_map(publish_task, [(n, (ctx, n, last_stage)) for n in names], execution,
-                                            "publish"))
     manifest = build_manifest(ctx, markers, failures, timing, cluster_info(), _flow_run_id(), storage)
     timing["publish"] = time.perf_counter() - t0
     manifest["timing"]["publish"] = round(timing["publish"], 3)

@@ -68,7 +68,13 @@ class ExactDedupConfig(_Model):
         description="text: byte-equal after ingest normalization; stripped: also ignoring leading/trailing "
         "whitespace of each line and of the document; lower_whitespace: also case and runs of whitespace.",
     )
-    buckets: int = Field(16, ge=1, le=4096, title="Shuffle partitions", description="Hash partitions of the global reduce.")
+    buckets: int | None = Field(
+        None, ge=1, le=4096, title="Shuffle partitions",
+        description="Hash partitions of the global reduce; empty: one per four input shards (keys are small).",
+    )
+
+    def bucket_count(self, shards: int) -> int:
+        return self.buckets or max(1, min(256, -(-shards // 4)))
 
 
 class ExecutionConfig(_Model):

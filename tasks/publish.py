@@ -44,7 +44,7 @@ def build_manifest(
     flow_run_id: str | None,
     storage: Storage,
 ) -> dict[str, Any]:
-    documents = _files(markers.get("publish", []), "documents")
+    documents = _files([m for st in STAGE_ORDER for m in markers.get(st, [])], "documents")
     stage_files = [f for st in STAGE_ORDER for f in _files(markers.get(st, []))]
     attributes = [f for f in stage_files if "/attributes/" in f["path"]]
     rejects = [f for f in stage_files if "/rejects/" in f["path"]]
@@ -72,7 +72,7 @@ def build_manifest(
         docs_in = next((st["docs_in"] for st in funnel if st["stage"] == "exact_dedup"), 0)
         dedup["exact"] = {
             "key": ctx.config.exact_dedup.key,
-            "buckets": ctx.config.exact_dedup.buckets,
+            "buckets": ctx.exact_buckets,
             "duplicates": dups,
             "groups": groups,
             "duplicate_rate": round(dups / docs_in, 6) if docs_in else 0.0,

@@ -33,6 +33,7 @@ class RunContext:
     parent: str | None
     storage: StorageSpec
     config: PipelineConfig
+    exact_buckets: int = 1  # resolved from the config once the shards are known
 
     @property
     def created_at(self) -> datetime:
@@ -97,12 +98,32 @@ def _funnel(docs_in: int, work_out: pa.Table, tokens_in: int, rejects: pa.Table)
     }
 
 
-# -- stage 1 --------------------------------------------------------------------------------
+def _emit(storage: Storage, ctx: RunContext, stage: str, shard: str, work: pa.Table, final: bool) -> dict[str, Any]:
+    """The output of a map stage: the next stage's work table or, for the last map stage,
+    the release's document files (publishing is fused into it, saving a read and a write)."""
+    if not final:
+        storage.write_parquet(layout.work_path(ctx.release, stage, shard), work)
+        return {}
+    docs = documents_of(work)
+    sources = docs.column("source").combine_chunks()
+    files = _write_by_source(storage, docs, sources, lambda src: layout.documents_path(ctx.release, src, shard))
+    for info in files:
+        part = docs.filter(pc.equal(sources, info["source"]))
+        info["tokens"] = int(pc.sum(word_counts(part.column("text"))).as_py() or 0)
+    return {"documents": files}
 
-def ingest_step(ctx: RunContext, shard: Shard) -> dict[str, Any]:
+
+# -- stage 1 (with the map side of the exact-dedup shuffle fused in) ---------------------------
+
+def ingest_step(ctx: RunContext, shard: Shard, final: bool) -> dict[str, Any]:
+    dedup = ctx.config.exact_dedup
+
     def compute(storage: Storage) -> dict[str, Any]:
-        res = ingest_shard(shard, ctx.config.ingest, ctx.config.exact_dedup.key, ctx.release, ctx.created_at)
-        storage.write_parquet(layout.work_path(ctx.release, "ingest", shard.name), res.work)
+        res = ingest_shard(shard, ctx.config.ingest, dedup.key, ctx.release, ctx.created_at)
+        out = _emit(storage, ctx, "ingest", shard.name, res.work, final)
+        if dedup.enabled:
+            for bucket, part in exact.partition_keys(res.work, ctx.exact_buckets).items():
+                storage.write_parquet(layout.shuffle_path(ctx.release, "exact_dedup", shard.name, bucket), part)
         words = word_counts(res.work.column("text"))
         chars = pc.utf8_length(res.work.column("text"))
         attrs = pa.table(
@@ -119,25 +140,12 @@ def ingest_step(ctx: RunContext, shard: Shard) -> dict[str, Any]:
             pc.sum(word_counts(pc.fill_null(res.rejects.column("text"), ""))).as_py() or 0
         )
         return {"funnel": funnel, "input": {**res.stats["file"], "rows": res.stats["rows_read"]},
-                "source": shard.source, "files": files}
+                "source": shard.source, "files": files, **out}
 
     return _once(ctx, "ingest", shard.name, compute)
 
 
-# -- stage 2: exact dedup (map → reduce → filter) ---------------------------------------------
-
-def exact_map_step(ctx: RunContext, shard: str) -> dict[str, Any]:
-    buckets = ctx.config.exact_dedup.buckets
-
-    def compute(storage: Storage) -> dict[str, Any]:
-        keys = storage.read_parquet(layout.work_path(ctx.release, "ingest", shard), columns=exact.KEY_COLUMNS)
-        parts = exact.partition_keys(keys, buckets)
-        for bucket, part in parts.items():
-            storage.write_parquet(layout.shuffle_path(ctx.release, "exact_dedup", shard, bucket), part)
-        return {"rows": keys.num_rows, "buckets": sorted(parts)}
-
-    return _once(ctx, "exact_dedup_map", shard, compute)
-
+# -- stage 2: exact dedup (reduce → filter; the map side runs inside ingest) --------------------
 
 def exact_reduce_step(ctx: RunContext, bucket: int) -> dict[str, Any]:
     def compute(storage: Storage) -> dict[str, Any]:
@@ -153,8 +161,8 @@ def exact_reduce_step(ctx: RunContext, bucket: int) -> dict[str, Any]:
     return _once(ctx, "exact_dedup_reduce", f"b{bucket:05d}", compute)
 
 
-def exact_filter_step(ctx: RunContext, shard: str) -> dict[str, Any]:
-    buckets = ctx.config.exact_dedup.buckets
+def exact_filter_step(ctx: RunContext, shard: str, final: bool) -> dict[str, Any]:
+    buckets = ctx.exact_buckets
 
     def compute(storage: Storage) -> dict[str, Any]:
         work = storage.read_parquet(layout.work_path(ctx.release, "ingest", shard))
@@ -163,29 +171,12 @@ def exact_filter_step(ctx: RunContext, shard: str) -> dict[str, Any]:
              for b in range(buckets)]
         )
         shard_index = int(shard)
-        orders = decisions.column("order")
-        mine = decisions.filter(pc.equal(pc.shift_right(orders, 32), shard_index))
+        mine = decisions.filter(pc.equal(pc.shift_right(decisions.column("order"), 32), shard_index))
         kept, rejects, attrs = exact.apply_decisions(work, mine)
-        storage.write_parquet(layout.work_path(ctx.release, "exact_dedup", shard), kept)
+        out = _emit(storage, ctx, "exact_dedup", shard, kept, final)
         files = _write_rejects(storage, ctx, "exact_dedup", shard, rejects)
         files += _write_attributes(storage, ctx, "exact_dedup", shard, attrs, kept.column("source").combine_chunks())
         tokens_in = int(pc.sum(word_counts(work.column("text"))).as_py() or 0)
-        return {"funnel": _funnel(work.num_rows, kept, tokens_in, rejects), "files": files}
+        return {"funnel": _funnel(work.num_rows, kept, tokens_in, rejects), "files": files, **out}
 
     return _once(ctx, "exact_dedup", shard, compute)
-
-
-# -- stage 7: publish (documents of one shard) -------------------------------------------------
-
-def publish_step(ctx: RunContext, shard: str, last_stage: str) -> dict[str, Any]:
-    def compute(storage: Storage) -> dict[str, Any]:
-        work = storage.read_parquet(layout.work_path(ctx.release, last_stage, shard))
-        docs = documents_of(work)
-        sources = docs.column("source").combine_chunks()
-        files = _write_by_source(storage, docs, sources, lambda src: layout.documents_path(ctx.release, src, shard))
-        for info in files:
-            part = docs.filter(pc.equal(sources, info["source"]))
-            info["tokens"] = int(pc.sum(word_counts(part.column("text"))).as_py() or 0)
-        return {"documents": files}
-
-    return _once(ctx, "publish", shard, compute)

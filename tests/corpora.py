@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from tasks.config import InputSpec
-from tasks.ingest import _normalize_text, content_key
+from tasks.ingest import content_key, normalize_text
 from tests.conftest import shared
 
 SHARED_INPUTS = [
@@ -66,9 +66,7 @@ def inject_copies(folder: Path, n: int, seed: int = 5) -> tuple[InputSpec, list[
 def first_occurrence(rows: list[dict[str, Any]], key_mode: str = "stripped") -> dict[str, tuple[str, str]]:
     """Reference for exact dedup, computed independently: content key → (source, id) of the
     first row with that content, in input order."""
-    import pyarrow as pa
-
-    texts = _normalize_text(pa.array([r["text"] for r in rows], pa.string()), "NFC").to_pylist()
+    texts = [normalize_text(r["text"], "NFC") if r["text"] is not None else None for r in rows]
     first: dict[str, tuple[str, str]] = {}
     for r, t in zip(rows, texts, strict=True):
         if t is None or not t.strip():

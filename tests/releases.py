@@ -62,8 +62,8 @@ def prefect_runs(flow_run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]
 
 def expected_task_runs(manifest: dict[str, Any], shards: int, failed: int = 0) -> dict[str, int]:
     ok = shards - failed
-    buckets = manifest["config"]["exact_dedup"]["buckets"]
-    return {"ingest": shards, "exact_dedup_map": ok, "exact_dedup_reduce": buckets, "exact_dedup": ok, "publish": ok}
+    buckets = manifest["dedup"]["exact"]["buckets"]
+    return {"ingest": shards, "exact_dedup_reduce": buckets, "exact_dedup": ok}
 
 
 def file_states(storage: Storage) -> dict[str, tuple[str, float]]:

@@ -28,7 +28,7 @@ def _run(cfg: PipelineConfig) -> dict:
 
 
 def _config(output: str, inputs: list[InputSpec], release: str, **extra) -> PipelineConfig:
-    return PipelineConfig(release=release, output=output, inputs=inputs, exact_dedup={"buckets": 4}, **extra)
+    return PipelineConfig(release=release, output=output, inputs=inputs, exact_dedup={"buckets": 3}, **extra)
 
 
 def _check_injected(storage, manifest, copies):
@@ -85,7 +85,6 @@ def test_curate_local_folder_rerun_and_resume(stack, ray_local, tmp_path):
     victim = manifest["outputs"]["documents"][1]["path"]
     shard = victim.rsplit("part-", 1)[1].split(".")[0]
     storage.delete(victim)
-    storage.delete(layout.marker_path("rel-local", "publish", shard))
     storage.delete(layout.marker_path("rel-local", "exact_dedup", shard))
     resumed = _run(cfg)
     verify_release(storage, resumed)
@@ -93,9 +92,7 @@ def test_curate_local_folder_rerun_and_resume(stack, ray_local, tmp_path):
     after = file_states(storage)
     recomputed = {rel for rel in after if before.get(rel) != after[rel]}
     allowed = {layout.manifest_path("rel-local"), layout.report_path("rel-local"), layout.urls_path("rel-local"),
-               layout.CATALOG, victim, layout.marker_path("rel-local", "publish", shard),
-               layout.marker_path("rel-local", "exact_dedup", shard),
-               layout.work_path("rel-local", "exact_dedup", shard)}
+               layout.CATALOG, victim, layout.marker_path("rel-local", "exact_dedup", shard)}
     allowed |= {f["path"] for f in manifest["outputs"]["attributes"] + manifest["outputs"]["rejects"]
                 if f"part-{shard}." in f["path"] and "/exact_dedup/" in f["path"]}
     assert recomputed <= allowed, recomputed - allowed

@@ -55,11 +55,11 @@ def test_exact_dedup_matches_reference_and_points_at_first_copy(tmp_path, bucket
     assert len(kept_ids) == len(set(kept_ids))
     # every injected copy is removed and names the id of the original it copies (or of an
     # earlier copy of that same text, which the reference also finds)
-    from tasks.ingest import _normalize_text, content_key
+    from tasks.ingest import content_key, normalize_text
 
     for c in copies:
         cid = stable_id("injected", c["doc_id"], "")
-        text = _normalize_text(pa.array([c["body"]]), "NFC")[0].as_py()
+        text = normalize_text(c["body"], "NFC")
         src, oid = first[content_key(text, "stripped")]
         assert rejected[cid] == stable_id(src, oid, "")
     assert len(rejected) + len(kept_ids) == sum(w.num_rows for w in works)
