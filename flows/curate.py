@@ -13,6 +13,8 @@ from prefect.runtime import flow_run
 
 from tasks import layout
 from tasks.config import PipelineConfig
+from tasks.dedup import index as near_index
+from tasks.dedup import near_steps
 from tasks.ingest import plan_shards
 from tasks.manifest import config_sha256
 from tasks.parallel import make_task_runner, shard_map, shard_task
@@ -28,6 +30,13 @@ from tasks.storage import Storage, StorageSpec
 ingest_task = shard_task(ingest_step, "ingest")
 exact_reduce_task = shard_task(exact_reduce_step, "exact_dedup_reduce")
 exact_filter_task = shard_task(exact_filter_step, "exact_dedup")
+near_map_task = shard_task(near_steps.map_step, "near_dedup_map")
+near_reduce_task = shard_task(near_steps.reduce_step, "near_dedup_reduce")
+near_cc_task = shard_task(near_steps.cc_step, "near_dedup_cc")
+near_finalize_task = shard_task(near_steps.finalize_step, "near_dedup_finalize")
+near_survivor_task = shard_task(near_steps.survivor_step, "near_dedup_survivors")
+near_filter_task = shard_task(near_steps.filter_step, "near_dedup")
+MAX_CC_ROUNDS = 100
 
 
 class ReleaseError(RuntimeError):
@@ -97,9 +106,12 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     logger.info("release %s: %d shards from %d inputs -> %s", ctx.release, len(shards), len(ctx.config.inputs),
                 storage.url())
     dedup = ctx.config.exact_dedup.enabled
-    ctx = replace(ctx, exact_buckets=ctx.config.exact_dedup.bucket_count(len(shards)))
+    near = ctx.config.near_dedup.enabled
+    ctx = replace(ctx, exact_buckets=ctx.config.exact_dedup.bucket_count(len(shards)),
+                  near_partitions=ctx.config.near_dedup.partition_count(len(shards)))
     # the last map stage writes the release's documents itself
-    results, failed = shard_map(ingest_task, [(s.name, (ctx, s, not dedup)) for s in shards], execution, "ingest")
+    results, failed = shard_map(ingest_task, [(s.name, (ctx, s, not (dedup or near))) for s in shards], execution,
+                                "ingest")
     by_name = {s.name: s for s in shards}
     for f in failed:
         f["uri"] = by_name[f["shard"]].uri
@@ -111,24 +123,89 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     if not names:
         raise ReleaseError(f"every input shard failed; first: {failed[0]['error']}")
     timing["ingest"] = time.perf_counter() - t0
+    prev = "ingest"
 
     if dedup:
         t0 = time.perf_counter()
         buckets = range(ctx.exact_buckets)
         markers["exact_dedup_reduce"] = _checked(shard_map(
             exact_reduce_task, [(f"b{b:05d}", (ctx, b)) for b in buckets], execution, "exact_dedup_reduce"))
-        markers["exact_dedup"] = _checked(shard_map(exact_filter_task, [(n, (ctx, n, True)) for n in names],
+        markers["exact_dedup"] = _checked(shard_map(exact_filter_task, [(n, (ctx, n, not near)) for n in names],
                                                     execution, "exact_dedup"))
         timing["exact_dedup"] = time.perf_counter() - t0
+        prev = "exact_dedup"
+
+    if near:
+        t0 = time.perf_counter()
+        view = _near_view(storage, ctx)
+        markers.update(_near_dedup(ctx, names, prev, view, execution))
+        if ctx.config.near_dedup.cross_release:  # counts only once the release is committed
+            storage.write_json(f"{near_index.segment_dir(ctx.release)}/meta.json",
+                               {"partitions": ctx.near_partitions})
+        timing["near_dedup"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     manifest = build_manifest(ctx, markers, failures, timing, cluster_info(), _flow_run_id(), storage)
     timing["publish"] = time.perf_counter() - t0
     manifest["timing"]["publish"] = round(timing["publish"], 3)
     publish_release(storage, manifest)
+    if near and ctx.config.near_dedup.cross_release:
+        _maybe_compact(storage, ctx)
     logger.info("published release %s: %d documents (%d rejected, %d failed shards)", ctx.release,
                 manifest["totals"]["documents"], manifest["totals"]["rejected"], len(failures))
     return manifest
+
+
+def _near_view(storage: Storage, ctx: RunContext) -> near_index.IndexView:
+    """The earlier releases this release deduplicates against, pinned in the run's state so
+    that a resumed run sees the same index."""
+    path = f"{layout.work_dir(ctx.release)}/near_view.json"
+    pinned = storage.read_json_or_none(path)
+    if pinned is not None:
+        return near_index.IndexView.from_dict(pinned)
+    view = near_index.IndexView()
+    if ctx.config.near_dedup.cross_release:
+        committed = [r["id"] for r in read_catalog(storage)["releases"] if r["id"] != ctx.release]
+        view = near_index.live_view(storage, committed)
+    storage.write_json(path, view.to_dict())
+    return view
+
+
+def _near_dedup(ctx: RunContext, names: list[str], prev: str, view: near_index.IndexView, execution) -> dict:
+    """Map → reduce → connected components (large-star / small-star rounds) → survivors → filter."""
+    parts = [(f"p{p:05d}", p) for p in range(ctx.near_partitions)]
+    out: dict[str, Any] = {}
+    out["near_dedup_map"] = _checked(shard_map(near_map_task, [(n, (ctx, n, prev)) for n in names], execution,
+                                               "near_dedup_map"))
+    out["near_dedup_reduce"] = _checked(shard_map(near_reduce_task, [(n, (ctx, p, view.to_dict())) for n, p in parts],
+                                                  execution, "near_dedup_reduce"))
+    rounds = 0
+    while True:
+        stage = f"near_dedup_cc_r{rounds:03d}"
+        large = _checked(shard_map(near_cc_task, [(n, (ctx, rounds, p, "large")) for n, p in parts], execution, stage))
+        if sum(m["violations"] for m in large) == 0:
+            break  # the input of this round is already a set of stars: components found
+        stage = f"near_dedup_cc_r{rounds + 1:03d}"
+        _checked(shard_map(near_cc_task, [(n, (ctx, rounds + 1, p, "small")) for n, p in parts], execution, stage))
+        rounds += 2
+        if rounds > MAX_CC_ROUNDS:
+            raise ReleaseError(f"connected components did not converge in {MAX_CC_ROUNDS} rounds")
+    _checked(shard_map(near_finalize_task, [(n, (ctx, rounds, p)) for n, p in parts], execution,
+                       "near_dedup_finalize"))
+    out["near_dedup_survivors"] = _checked(shard_map(near_survivor_task, [(n, (ctx, p)) for n, p in parts], execution,
+                                                     "near_dedup_survivors"))
+    out["near_dedup"] = _checked(shard_map(near_filter_task, [(n, (ctx, n, prev, True)) for n in names], execution,
+                                           "near_dedup"))
+    out["near_dedup_info"] = [{"cc_rounds": rounds + 1, "index_before": near_index.index_size(
+        ctx.storage.open(), view), "index_releases": view.releases}]
+    return out
+
+
+def _maybe_compact(storage: Storage, ctx: RunContext) -> None:
+    committed = [r["id"] for r in read_catalog(storage)["releases"]]
+    view = near_index.live_view(storage, committed)
+    if len(view.segments) >= ctx.config.near_dedup.compact_after:
+        near_index.compact(storage, view, ctx.release, ctx.near_partitions)
 
 
 def _checked(result: tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -77,6 +85,57 @@ class ExactDedupConfig(_Model):
         return self.buckets or max(1, min(256, -(-shards // 4)))
 
 
+class NearDedupConfig(_Model):
+    """MinHash LSH near-duplicate removal; the defaults (14 bands of 8 rows) aim at Jaccard 0.8."""
+
+    enabled: bool = Field(True, title="Remove near duplicates")
+    num_perm: int = Field(112, ge=8, le=1024, title="MinHash permutations")
+    bands: int = Field(14, ge=1, title="LSH bands")
+    rows: int = Field(8, ge=1, title="Rows per band")
+    seed: int = Field(1, ge=0, title="Permutation seed", description="datasketch's MinHash seed.")
+    ngram: int = Field(5, ge=1, le=64, title="Shingle size (n)")
+    shingle: Literal["word", "char"] = Field("word", title="Shingle unit")
+    normalization: Literal["datatrove", "words"] = Field(
+        "datatrove", title="Text normalization",
+        description="datatrove: datatrove's simplify_text (lowercase, digits, punctuation, diacritics); "
+        "words: lower-cased \\w+ tokens only.",
+    )
+    hash_function: Literal["xxh3", "sha1"] = Field(
+        "xxh3", title="Shingle hash",
+        description="xxh3: vectorized (tasks.dedup.minhash.shingle_hash32); sha1: datasketch's default, slower.",
+    )
+    verify_threshold: float | None = Field(
+        None, ge=0, le=1, title="Verify candidates at",
+        description="Keep a candidate pair only if its signatures agree on at least this share; empty: no check.",
+    )
+    survivor: Literal["first", "longest", "earliest_added", "attribute"] = Field(
+        "first", title="Survivor policy", description="Which member of a duplicate cluster is kept.")
+    survivor_attribute: str | None = Field(
+        None, title="Survivor attribute", description="For policy 'attribute': the attribute whose highest score wins.")
+    cross_release: bool = Field(True, title="Dedup against earlier releases",
+                                description="Match new documents against the index of every published release.")
+    partitions: int | None = Field(None, ge=1, le=4096, title="Shuffle partitions",
+                                   description="Partitions of the band shuffle and the components; empty: one per four shards.")
+    compact_after: int = Field(8, ge=2, title="Compact the index after this many segments")
+
+    def partition_count(self, shards: int) -> int:
+        return self.partitions or max(1, min(256, -(-shards // 4)))
+
+    def params(self):
+        from tasks.dedup.minhash import MinHashParams
+
+        return MinHashParams(self.num_perm, self.bands, self.rows, self.seed, self.ngram, self.shingle,
+                             self.hash_function, self.normalization)
+
+    @model_validator(mode="after")
+    def _check(self) -> NearDedupConfig:
+        if self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands × rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
+        if self.survivor == "attribute" and not self.survivor_attribute:
+            raise ValueError("survivor 'attribute' needs survivor_attribute (e.g. ingest__length__words)")
+        return self
+
+
 class ExecutionConfig(_Model):
     ray_address: str | None = Field(None, title="Ray address", description="Join this Ray cluster; empty: RAY_ADDRESS, else a local Ray.")
     max_retries: int = Field(2, ge=0, le=10, title="Retries per shard task")
@@ -102,6 +161,7 @@ class PipelineConfig(_Model):
     inputs: list[InputSpec] = Field(default_factory=list, title="Inputs")
     ingest: IngestConfig = Field(default_factory=IngestConfig, title="Ingest")
     exact_dedup: ExactDedupConfig = Field(default_factory=ExactDedupConfig, title="Exact dedup")
+    near_dedup: NearDedupConfig = Field(default_factory=NearDedupConfig, title="Near-duplicate dedup")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig, title="Execution")
     storage: StorageConfig = Field(default_factory=StorageConfig, title="Storage")
 

@@ -13,7 +13,7 @@ from tasks.report import render_report
 from tasks.steps import RunContext
 from tasks.storage import Storage
 
-STAGE_ORDER = ["ingest", "exact_dedup"]
+STAGE_ORDER = ["ingest", "exact_dedup", "near_dedup"]
 
 
 def _files(markers: Iterable[dict[str, Any]], key: str = "files") -> list[dict[str, Any]]:
@@ -78,6 +78,9 @@ def build_manifest(
             "duplicate_rate": round(dups / docs_in, 6) if docs_in else 0.0,
         }
 
+    if "near_dedup" in markers:
+        dedup["near"] = near_figures(ctx, markers, funnel, storage)
+
     public = ctx.config.public_dict()
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -107,6 +110,42 @@ def build_manifest(
         "urls": "urls.txt",
     }
     return manifest
+
+
+def near_figures(ctx: RunContext, markers: dict[str, list[dict[str, Any]]], funnel: list[dict[str, Any]],
+                 storage: Storage) -> dict[str, Any]:
+    from tasks.dedup import index as near_index
+    from tasks.dedup.minhash import candidate_probability
+
+    cfg = ctx.config.near_dedup
+    info = markers["near_dedup_info"][0]
+    surv = markers["near_dedup_survivors"]
+    dropped = sum(m["dropped"] for m in surv)
+    docs_in = next((st["docs_in"] for st in funnel if st["stage"] == "near_dedup"), 0)
+    sizes: dict[str, int] = {}
+    for m in surv:
+        for k, c in m["cluster_sizes"].items():
+            sizes[k] = sizes.get(k, 0) + c
+    committed = [r["id"] for r in read_catalog(storage)["releases"] if r["id"] != ctx.release] + [ctx.release]
+    after = near_index.index_size(storage, near_index.live_view(storage, committed)) if cfg.cross_release else None
+    return {
+        "parameters": {k: getattr(cfg, k) for k in ("num_perm", "bands", "rows", "seed", "ngram", "shingle",
+                                                     "hash_function", "verify_threshold", "survivor",
+                                                     "survivor_attribute", "cross_release")},
+        "partitions": ctx.near_partitions,
+        "s_curve": {f"{j:.1f}": round(candidate_probability(j, cfg.bands, cfg.rows), 4) for j in (0.5, 0.7, 0.8, 0.9)},
+        "candidate_pairs": sum(m["candidates"] for m in markers["near_dedup_reduce"]),
+        "edges": sum(m["edges"] for m in markers["near_dedup_reduce"]),
+        "index_rows_read": sum(m["index_rows"] for m in markers["near_dedup_reduce"]),
+        "clusters": sum(m["clusters"] for m in surv),
+        "cluster_sizes": dict(sorted(sizes.items(), key=lambda kv: int(kv[0]))),
+        "duplicates": dropped,
+        "matched_earlier_releases": sum(m["matched_earlier"] for m in surv),
+        "duplicate_rate": round(dropped / docs_in, 6) if docs_in else 0.0,
+        "cc_rounds": info["cc_rounds"],
+        "no_shingle_docs": sum(m["no_shingles"] for m in markers["near_dedup_map"]),
+        "index": {"earlier_releases": info["index_releases"], "before": info["index_before"], "after": after},
+    }
 
 
 def publish_release(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ class RunContext:
     storage: StorageSpec
     config: PipelineConfig
     exact_buckets: int = 1  # resolved from the config once the shards are known
+    near_partitions: int = 1
 
     @property
     def created_at(self) -> datetime:

@@ -61,9 +61,19 @@ def prefect_runs(flow_run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]
 
 
 def expected_task_runs(manifest: dict[str, Any], shards: int, failed: int = 0) -> dict[str, int]:
+    """Task runs per stage name that a release's flow run must have recorded."""
     ok = shards - failed
-    buckets = manifest["dedup"]["exact"]["buckets"]
-    return {"ingest": shards, "exact_dedup_reduce": buckets, "exact_dedup": ok}
+    out = {"ingest": shards}
+    exact = manifest["dedup"].get("exact")
+    if exact:
+        out.update(exact_dedup_reduce=exact["buckets"], exact_dedup=ok)
+    near = manifest["dedup"].get("near")
+    if near:
+        parts = near["partitions"]
+        out.update(near_dedup_map=ok, near_dedup_reduce=parts, near_dedup_finalize=parts,
+                   near_dedup_survivors=parts, near_dedup=ok)
+        out.update({f"near_dedup_cc_r{r:03d}": parts for r in range(near["cc_rounds"])})
+    return out
 
 
 def file_states(storage: Storage) -> dict[str, tuple[str, float]]:

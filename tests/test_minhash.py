@@ -1,0 +1,177 @@
+"""MinHash signatures, band keys and connected components as plain functions."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from datasketch import LeanMinHash, MinHash
+from datatrove.utils.text import simplify_text
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tasks.dedup import near
+from tasks.dedup.minhash import (
+    MinHashParams,
+    candidate_probability,
+    normalize_for_dedup,
+    shingle_hash32,
+    signatures,
+    to_lean_minhash,
+)
+from tests.conftest import shared
+
+
+def _shingles(norm: str, n: int) -> list[bytes]:
+    toks = [t for t in norm.split(" ") if t]
+    if not toks:
+        return []
+    return [" ".join(toks[i:i + n]).encode() for i in range(max(len(toks) - n + 1, 1))]
+
+
+def _random_docs(k: int, seed: int) -> list[str]:
+    """Random documents made of real words (from the shared corpora), with punctuation,
+    digits, accents and odd whitespace mixed in."""
+    rng = random.Random(seed)
+    words = " ".join(pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).column("text")
+                     .to_pylist()[:300]).split()
+    extras = ["Café", "naïve", "1,234.5", "—", "(x)", "\u00a0", "\t", "ÅNGSTRÖM", "2024", "it's", "e.g."]
+    docs = []
+    for _ in range(k):
+        n = rng.choice([0, 1, 3, 4, 5, 6, 20, 200])
+        docs.append(" ".join(rng.choice(words + extras) for _ in range(n)))
+    return docs
+
+
+def test_normalization_equals_datatrove_on_all_shared_text():
+    for f, col in [("cc_web_samples/cc_web_samples.parquet", "text"),
+                   ("web_pages_readability/web_pages_readability.parquet", "page_text"),
+                   ("redpajama_cc_simplified/redpajama_cc_simplified.parquet", "original"),
+                   ("conversations_hh_rlhf/conversations_hh_rlhf.parquet", "chosen")]:
+        texts = pq.read_table(shared(f)).column(col).combine_chunks()
+        ours = normalize_for_dedup(texts).to_pylist()
+        assert ours == [simplify_text(t) for t in texts.to_pylist()], f
+
+
+@pytest.mark.parametrize("hash_function", ["xxh3", "sha1"])
+@pytest.mark.parametrize("num_perm, seed, ngram", [(112, 1, 5), (64, 42, 3), (128, 7, 1)])
+def test_signatures_equal_datasketch(hash_function, num_perm, seed, ngram):
+    docs = _random_docs(120, seed)
+    params = MinHashParams(num_perm=num_perm, bands=num_perm // 8, rows=8, seed=seed, ngram=ngram,
+                           hash_function=hash_function)
+    sigs = signatures(pa.array(docs), params)
+    norm = normalize_for_dedup(pa.array(docs)).to_pylist()
+    for doc, sig in zip(norm, sigs, strict=True):
+        kwargs = {} if hash_function == "sha1" else {"hashfunc": shingle_hash32}
+        m = MinHash(num_perm=num_perm, seed=seed, **kwargs)  # datasketch's default scheme (affine32)
+        m.update_batch(_shingles(doc, ngram))
+        assert np.array_equal(m.hashvalues, sig)
+        lean = to_lean_minhash(sig, seed)
+        assert isinstance(lean, LeanMinHash) and lean.jaccard(LeanMinHash(m)) == 1.0
+
+
+def test_signature_chunking_does_not_change_results():
+    docs = _random_docs(200, 3)
+    p = MinHashParams()
+    assert np.array_equal(signatures(pa.array(docs), p), signatures(pa.array(docs), p, chunk_shingles=50))
+
+
+def test_s_curve_matches_the_formula():
+    assert candidate_probability(0.8, 14, 8) == pytest.approx(1 - (1 - 0.8**8) ** 14)
+    assert candidate_probability(0.5, 14, 8) < 0.06 < 0.9 < candidate_probability(0.8, 14, 8)
+
+
+def _reference_components(u: np.ndarray, v: np.ndarray) -> dict[int, int]:
+    parent: dict[int, int] = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in zip(u.tolist(), v.tolist(), strict=True):
+        ra, rb = find(a), find(b)
+        parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in parent}
+
+
+def _distributed_cc(u: np.ndarray, v: np.ndarray, partitions: int) -> dict[int, int]:
+    """The stage's large-star / small-star rounds, with edges split by partition as on Ray."""
+    edges = near.both_directions(u, v)
+
+    def split(t):
+        parts = near.split_by(t, near.partition_of(t.column("u").to_numpy(), partitions), partitions)
+        return [parts.get(p, near.EDGE_SCHEMA.empty_table()) for p in range(partitions)]
+
+    current = split(edges)
+    for round_no in range(200):
+        kind = "large" if round_no % 2 == 0 else "small"
+        bad = sum(near.violations(t.column("u").to_numpy(), t.column("v").to_numpy()) for t in current)
+        if kind == "large" and bad == 0:
+            break
+        outs = []
+        for t in current:
+            op = near.large_star if kind == "large" else near.small_star
+            a, b = op(t.column("u").to_numpy(), t.column("v").to_numpy())
+            outs.append(near.both_directions(a, b))
+        current = split(pa.concat_tables(outs))
+    labels = {}
+    for t in current:
+        nodes, lab = near.labels(t.column("u").to_numpy(), t.column("v").to_numpy())
+        labels.update(zip(nodes.tolist(), lab.tolist(), strict=True))
+    return labels
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), min_size=1, max_size=150),
+       st.integers(1, 5))
+def test_connected_components_equal_union_find(pairs, partitions):
+    pairs = [(a, b) for a, b in pairs if a != b] or [(0, 1)]
+    u = np.array([a for a, _ in pairs], dtype=np.int64)
+    v = np.array([b for _, b in pairs], dtype=np.int64)
+    assert _distributed_cc(u, v, partitions) == _reference_components(u, v)
+
+
+def test_long_chain_converges():
+    n = 3000
+    perm = np.random.default_rng(1).permutation(n).astype(np.int64)
+    u, v = perm[:-1], perm[1:]  # a path in random order: the worst case for label propagation
+    labels = _distributed_cc(u, v, 4)
+    assert set(labels.values()) == {0} and len(labels) == n
+
+
+def test_candidate_edges_link_bucket_members_to_the_smallest():
+    rows = pa.table({"band": pa.array([0, 0, 0, 1, 1, 2], pa.int32()),
+                     "key": pa.array([5, 5, 5, 9, 9, 3], pa.uint64()),
+                     "node": pa.array([30, 10, 20, 40, 10, 50], pa.int64())})
+    u, v = near.candidate_edges(rows)
+    assert sorted(zip(u.tolist(), v.tolist(), strict=True)) == [(20, 10), (30, 10), (40, 10)]
+    # buckets holding only documents of earlier releases produce nothing
+    old = near.OLD_BIT
+    rows = pa.table({"band": pa.array([0, 0], pa.int32()), "key": pa.array([1, 1], pa.uint64()),
+                     "node": pa.array([old + 1, old + 2], pa.int64())})
+    assert len(near.candidate_edges(rows)[0]) == 0
+
+
+def test_survivor_policies():
+    members = pa.table({
+        "node": pa.array([1, 2, 3, near.OLD_BIT + 5], pa.int64()), "id": ["a", "b", "c", "old"],
+        "release": pa.array([None, None, None, "r0"], pa.string()),
+        "old": pa.array([1, 1, 1, 0], pa.int8()), "rank": pa.array([-10.0, -30.0, -20.0, 0.0]),
+        "order": pa.array([1, 2, 3, 0], pa.int64()), "cluster": pa.array([1, 1, 1, 9], pa.int64())})
+    d = near.choose_survivors(members).to_pylist()
+    by_id = {r["id"]: r for r in d}
+    assert by_id["b"]["survivor_id"] is None  # lowest rank (longest) wins
+    assert by_id["a"]["survivor_id"] == "b" and by_id["c"]["survivor_id"] == "b"
+    assert by_id["a"]["size"] == 3
+    # an earlier release's document always survives its cluster
+    members = members.set_column(members.schema.get_field_index("cluster"), "cluster",
+                                 pa.array([1, 1, 1, 1], pa.int64()))
+    by_id = {r["id"]: r for r in near.choose_survivors(members).to_pylist()}
+    assert by_id["old"]["survivor_id"] is None
+    assert {by_id[x]["survivor_release"] for x in "abc"} == {"r0"}
