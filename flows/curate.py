@@ -30,9 +30,9 @@ from tasks.storage import Storage, StorageSpec
 ingest_task = shard_task(ingest_step, "ingest")
 exact_reduce_task = shard_task(exact_reduce_step, "exact_dedup_reduce")
 exact_filter_task = shard_task(exact_filter_step, "exact_dedup")
-near_map_task = shard_task(near_steps.map_step, "near_dedup_map")
 near_reduce_task = shard_task(near_steps.reduce_step, "near_dedup_reduce")
 near_cc_task = shard_task(near_steps.cc_step, "near_dedup_cc")
+near_cc_local_task = shard_task(near_steps.cc_local_step, "near_dedup_cc_local")
 near_finalize_task = shard_task(near_steps.finalize_step, "near_dedup_finalize")
 near_survivor_task = shard_task(near_steps.survivor_step, "near_dedup_survivors")
 near_filter_task = shard_task(near_steps.filter_step, "near_dedup")
@@ -175,28 +175,35 @@ def _near_dedup(ctx: RunContext, names: list[str], prev: str, view: near_index.I
     """Map → reduce → connected components (large-star / small-star rounds) → survivors → filter."""
     parts = [(f"p{p:05d}", p) for p in range(ctx.near_partitions)]
     out: dict[str, Any] = {}
-    out["near_dedup_map"] = _checked(shard_map(near_map_task, [(n, (ctx, n, prev)) for n in names], execution,
-                                               "near_dedup_map"))
     out["near_dedup_reduce"] = _checked(shard_map(near_reduce_task, [(n, (ctx, p, view.to_dict())) for n, p in parts],
                                                   execution, "near_dedup_reduce"))
-    rounds = 0
-    while True:
-        stage = f"near_dedup_cc_r{rounds:03d}"
-        large = _checked(shard_map(near_cc_task, [(n, (ctx, rounds, p, "large")) for n, p in parts], execution, stage))
-        if sum(m["violations"] for m in large) == 0:
-            break  # the input of this round is already a set of stars: components found
-        stage = f"near_dedup_cc_r{rounds + 1:03d}"
-        _checked(shard_map(near_cc_task, [(n, (ctx, rounds + 1, p, "small")) for n, p in parts], execution, stage))
-        rounds += 2
-        if rounds > MAX_CC_ROUNDS:
-            raise ReleaseError(f"connected components did not converge in {MAX_CC_ROUNDS} rounds")
+    edges = sum(m["edges"] for m in out["near_dedup_reduce"])
+    distributed = edges > ctx.config.near_dedup.local_components_max_edges
+    if not distributed:
+        _checked(shard_map(near_cc_local_task, [("all", (ctx,))], execution, "near_dedup_cc_local"))
+        rounds = 1  # the local task writes its converged stars as round 1
+    else:
+        rounds = 0
+        while True:
+            stage = f"near_dedup_cc_r{rounds:03d}"
+            large = _checked(shard_map(near_cc_task, [(n, (ctx, rounds, p, "large")) for n, p in parts], execution,
+                                       stage))
+            if sum(m["violations"] for m in large) == 0:
+                break  # the input of this round is already a set of stars: components found
+            stage = f"near_dedup_cc_r{rounds + 1:03d}"
+            _checked(shard_map(near_cc_task, [(n, (ctx, rounds + 1, p, "small")) for n, p in parts], execution,
+                               stage))
+            rounds += 2
+            if rounds > MAX_CC_ROUNDS:
+                raise ReleaseError(f"connected components did not converge in {MAX_CC_ROUNDS} rounds")
     _checked(shard_map(near_finalize_task, [(n, (ctx, rounds, p)) for n, p in parts], execution,
                        "near_dedup_finalize"))
     out["near_dedup_survivors"] = _checked(shard_map(near_survivor_task, [(n, (ctx, p)) for n, p in parts], execution,
                                                      "near_dedup_survivors"))
     out["near_dedup"] = _checked(shard_map(near_filter_task, [(n, (ctx, n, prev, True)) for n in names], execution,
                                            "near_dedup"))
-    out["near_dedup_info"] = [{"cc_rounds": rounds + 1, "index_before": near_index.index_size(
+    out["near_dedup_info"] = [{"cc_rounds": rounds + 1 if distributed else 0, "cc": "distributed" if distributed
+                               else "local", "index_before": near_index.index_size(
         ctx.storage.open(), view), "index_releases": view.releases}]
     return out
 

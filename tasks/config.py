@@ -117,6 +117,11 @@ class NearDedupConfig(_Model):
     partitions: int | None = Field(None, ge=1, le=4096, title="Shuffle partitions",
                                    description="Partitions of the band shuffle and the components; empty: one per four shards.")
     compact_after: int = Field(8, ge=2, title="Compact the index after this many segments")
+    local_components_max_edges: int = Field(
+        2_000_000, ge=0, title="Largest graph for single-task components",
+        description="Candidate graphs up to this many edges get their components in one task; larger ones "
+        "run the distributed large-star / small-star rounds.",
+    )
 
     def partition_count(self, shards: int) -> int:
         return self.partitions or max(1, min(256, -(-shards // 4)))

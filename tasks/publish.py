@@ -143,7 +143,9 @@ def near_figures(ctx: RunContext, markers: dict[str, list[dict[str, Any]]], funn
         "matched_earlier_releases": sum(m["matched_earlier"] for m in surv),
         "duplicate_rate": round(dropped / docs_in, 6) if docs_in else 0.0,
         "cc_rounds": info["cc_rounds"],
-        "no_shingle_docs": sum(m["no_shingles"] for m in markers["near_dedup_map"]),
+        "components": info["cc"],
+        "no_shingle_docs": sum(m["near_map"]["no_shingles"] for st in ("ingest", "exact_dedup")
+                               for m in markers.get(st, []) if "near_map" in m),
         "index": {"earlier_releases": info["index_releases"], "before": info["index_before"], "after": after},
     }
 

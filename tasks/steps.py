@@ -122,6 +122,11 @@ def ingest_step(ctx: RunContext, shard: Shard, final: bool) -> dict[str, Any]:
     def compute(storage: Storage) -> dict[str, Any]:
         res = ingest_shard(shard, ctx.config.ingest, dedup.key, ctx.release, ctx.created_at)
         out = _emit(storage, ctx, "ingest", shard.name, res.work, final)
+        near_out = {}
+        if ctx.config.near_dedup.enabled and not dedup.enabled:
+            from tasks.dedup.near_steps import map_outputs
+
+            near_out = {"near_map": map_outputs(storage, ctx, shard.name, res.work)}
         if dedup.enabled:
             for bucket, part in exact.partition_keys(res.work, ctx.exact_buckets).items():
                 storage.write_parquet(layout.shuffle_path(ctx.release, "exact_dedup", shard.name, bucket), part)
@@ -141,7 +146,7 @@ def ingest_step(ctx: RunContext, shard: Shard, final: bool) -> dict[str, Any]:
             pc.sum(word_counts(pc.fill_null(res.rejects.column("text"), ""))).as_py() or 0
         )
         return {"funnel": funnel, "input": {**res.stats["file"], "rows": res.stats["rows_read"]},
-                "source": shard.source, "files": files, **out}
+                "source": shard.source, "files": files, **out, **near_out}
 
     return _once(ctx, "ingest", shard.name, compute)
 
@@ -175,6 +180,10 @@ def exact_filter_step(ctx: RunContext, shard: str, final: bool) -> dict[str, Any
         mine = decisions.filter(pc.equal(pc.shift_right(decisions.column("order"), 32), shard_index))
         kept, rejects, attrs = exact.apply_decisions(work, mine)
         out = _emit(storage, ctx, "exact_dedup", shard, kept, final)
+        if ctx.config.near_dedup.enabled:
+            from tasks.dedup.near_steps import map_outputs
+
+            out["near_map"] = map_outputs(storage, ctx, shard, kept)
         files = _write_rejects(storage, ctx, "exact_dedup", shard, rejects)
         files += _write_attributes(storage, ctx, "exact_dedup", shard, attrs, kept.column("source").combine_chunks())
         tokens_in = int(pc.sum(word_counts(work.column("text"))).as_py() or 0)

@@ -138,7 +138,9 @@ def test_incremental_release_removes_copies_of_the_earlier_release(stack, ray_lo
     root = str(tmp_path / "corpus")
 
     def cfg(release, folder):
-        return PipelineConfig(release=release, output=root, near_dedup={"partitions": 2},
+        # no single-task shortcut: the distributed large-star / small-star rounds run
+        return PipelineConfig(release=release, output=root,
+                              near_dedup={"partitions": 2, "local_components_max_edges": 0},
                               inputs=[InputSpec(uri=str(tmp_path / folder), source="wiki",
                                                 columns={"id": "page_id"})])
 
@@ -167,3 +169,15 @@ def test_incremental_release_removes_copies_of_the_earlier_release(stack, ray_lo
     assert len(new_ids & published) >= 0.97 * len(new_ids)
     assert near_m["matched_earlier_releases"] == len(dropped)
     assert near_m["index"]["after"]["releases"] == 2
+    assert near_m["components"] == "distributed" and near_m["cc_rounds"] >= 1
+    _check_prefect_runs(m2)
+
+
+def _check_prefect_runs(manifest):
+    import collections
+
+    from tests.releases import expected_task_runs, prefect_runs
+
+    _, task_runs = prefect_runs(manifest["flow_run_id"])
+    by_stage = collections.Counter(t["name"].rsplit("-", 1)[0] for t in task_runs)
+    assert by_stage == expected_task_runs(manifest, shards=1)

@@ -182,7 +182,7 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> U32(16))
 
 
-def signatures(texts: pa.Array, params: MinHashParams, chunk_shingles: int = 1 << 18) -> np.ndarray:
+def signatures(texts: pa.Array, params: MinHashParams, chunk_shingles: int = 1 << 15) -> np.ndarray:
     """``(len(texts), num_perm)`` uint32 MinHash signatures. A document with no shingle gets
     the all-``0xFFFFFFFF`` signature (datasketch's empty MinHash)."""
     if isinstance(texts, pa.ChunkedArray):
@@ -196,19 +196,34 @@ def signatures(texts: pa.Array, params: MinHashParams, chunk_shingles: int = 1 <
     out = np.full((len(texts), params.num_perm), MAX32, dtype=U32)
     with np.errstate(over="ignore"):
         mixed = _fmix32(hv)
-        docs = np.flatnonzero(np.diff(sh_off) > 0)
-        i = 0
-        while i < len(docs):
-            # a run of documents whose shingles fit the chunk (at least one document)
-            j = i + 1
-            base = sh_off[docs[i]]
-            while j < len(docs) and sh_off[docs[j] + 1] - base <= chunk_shingles:
-                j += 1
-            lo, hi = sh_off[docs[i]], sh_off[docs[j - 1] + 1]
-            phv = mixed[lo:hi, None] * a[None, :] + b[None, :]
-            starts = sh_off[docs[i:j]] - lo
-            out[docs[i:j]] = np.minimum.reduceat(phv, starts, axis=0)
-            i = j
+    # permutations × shingles in a small reused buffer: every reduction runs over contiguous,
+    # cache-resident memory (measured 15x faster than allocating shingles × permutations)
+    buf = np.empty((params.num_perm, chunk_shingles), dtype=U32)
+    a_col, b_col = a[:, None], b[:, None]
+
+    def permuted(lo: int, hi: int) -> np.ndarray:
+        view = buf[:, : hi - lo]
+        np.multiply(a_col, mixed[None, lo:hi], out=view)
+        view += b_col
+        return view
+
+    docs = np.flatnonzero(np.diff(sh_off) > 0)
+    i = 0
+    while i < len(docs):
+        d = docs[i]
+        if sh_off[d + 1] - sh_off[d] > chunk_shingles:  # one long document, in pieces
+            acc = out[d]
+            for lo in range(sh_off[d], sh_off[d + 1], chunk_shingles):
+                acc = np.minimum(acc, permuted(lo, min(lo + chunk_shingles, sh_off[d + 1])).min(axis=1))
+            out[d] = acc
+            i += 1
+            continue
+        j = i + 1  # the longest run of whole documents that fits the buffer
+        while j < len(docs) and sh_off[docs[j] + 1] - sh_off[d] <= chunk_shingles:
+            j += 1
+        lo, hi = sh_off[d], sh_off[docs[j - 1] + 1]
+        out[docs[i:j]] = np.minimum.reduceat(permuted(lo, hi), sh_off[docs[i:j]] - lo, axis=1).T
+        i = j
     return out
 
 

@@ -159,6 +159,26 @@ def verify_edges(u: np.ndarray, v: np.ndarray, sig_of: dict[int, np.ndarray], th
     return (a == b).mean(axis=1) >= threshold
 
 
+def contract(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Replace a partition's edges by stars around the smallest node of each local component
+    (scipy's connected components on the partition's own edges). The global components are
+    unchanged, and the large-star / small-star rounds start from a graph of small diameter."""
+    if len(u) == 0:
+        return u, v
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    nodes, inv = np.unique(np.concatenate([u, v]), return_inverse=True)
+    n = len(nodes)
+    graph = coo_matrix((np.ones(len(u), dtype=np.int8), (inv[: len(u)], inv[len(u):])), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    smallest = np.full(comp.max() + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(smallest, comp, nodes)
+    centre = smallest[comp]
+    keep = nodes != centre
+    return nodes[keep], centre[keep]
+
+
 def both_directions(u: np.ndarray, v: np.ndarray) -> pa.Table:
     return pa.table({"u": np.concatenate([u, v]), "v": np.concatenate([v, u])}, schema=EDGE_SCHEMA)
 

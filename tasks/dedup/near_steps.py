@@ -44,26 +44,23 @@ def _attribute_scores(storage: Storage, ctx: RunContext, shard: str, name: str, 
     return np.array([score.get(i, np.nan) if score.get(i) is not None else np.nan for i in ids.to_pylist()])
 
 
-def map_step(ctx: RunContext, shard: str, prev_stage: str) -> dict[str, Any]:
+def map_outputs(storage: Storage, ctx: RunContext, shard: str, work: pa.Table) -> dict[str, Any]:
+    """The map side of near dedup for one shard's documents: signatures, band rows by key
+    partition, node priorities by node partition. Runs inside the previous stage's task (it
+    already holds the documents), saving a read and a round of task runs."""
     cfg = ctx.config.near_dedup
     params, parts = cfg.params(), ctx.near_partitions
-
-    def compute(storage: Storage) -> dict[str, Any]:
-        work = storage.read_parquet(layout.work_path(ctx.release, prev_stage, shard),
-                                    columns=["id", "text", "order", "added"])
-        sig_table, sigs = near.signature_table(work, params)
-        storage.write_parquet(_sigs_path(ctx, shard), sig_table)
-        bands = near.band_table(work.column("order").to_numpy(), sigs, params)
-        for p, part in near.split_by(bands, near.partition_of(bands.column("key").to_numpy(), parts), parts).items():
-            storage.write_parquet(layout.shuffle_path(ctx.release, "near_bands", shard, p), part)
-        scores = (_attribute_scores(storage, ctx, shard, cfg.survivor_attribute, work.column("id"))
-                  if cfg.survivor == "attribute" else None)
-        nodes = near.node_table(work, cfg.survivor, scores)
-        for p, part in near.split_by(nodes, near.partition_of(nodes.column("node").to_numpy(), parts), parts).items():
-            storage.write_parquet(layout.shuffle_path(ctx.release, "near_nodes", shard, p), part)
-        return {"docs": work.num_rows, "no_shingles": int(near.empty_signature(sigs).sum())}
-
-    return _once(ctx, "near_dedup_map", shard, compute)
+    sig_table, sigs = near.signature_table(work, params)
+    storage.write_parquet(_sigs_path(ctx, shard), sig_table)
+    bands = near.band_table(work.column("order").to_numpy(), sigs, params)
+    for p, part in near.split_by(bands, near.partition_of(bands.column("key").to_numpy(), parts), parts).items():
+        storage.write_parquet(layout.shuffle_path(ctx.release, "near_bands", shard, p), part)
+    scores = (_attribute_scores(storage, ctx, shard, cfg.survivor_attribute, work.column("id"))
+              if cfg.survivor == "attribute" else None)
+    nodes = near.node_table(work, cfg.survivor, scores)
+    for p, part in near.split_by(nodes, near.partition_of(nodes.column("node").to_numpy(), parts), parts).items():
+        storage.write_parquet(layout.shuffle_path(ctx.release, "near_nodes", shard, p), part)
+    return {"docs": work.num_rows, "no_shingles": int(near.empty_signature(sigs).sum())}
 
 
 def reduce_step(ctx: RunContext, p: int, view: dict[str, Any]) -> dict[str, Any]:
@@ -82,6 +79,7 @@ def reduce_step(ctx: RunContext, p: int, view: dict[str, Any]) -> dict[str, Any]
             sig_of = _signatures_for(storage, ctx, iv, np.unique(np.concatenate([u, v])))
             keep = near.verify_edges(u, v, sig_of, cfg.verify_threshold)
             u, v = u[keep], v[keep]
+        u, v = near.contract(u, v)
         # node info of the earlier-release documents that take part, for the survivor choice
         touched = np.unique(np.concatenate([u, v])) if len(u) else np.zeros(0, np.int64)
         old_nodes = touched[touched >= near.OLD_BIT]
@@ -133,6 +131,23 @@ def cc_step(ctx: RunContext, round_no: int, p: int, kind: str) -> dict[str, Any]
         return {"violations": bad, "edges_in": e.num_rows}
 
     return _once(ctx, f"near_dedup_cc_r{round_no:03d}", name, compute)
+
+
+def cc_local_step(ctx: RunContext) -> dict[str, Any]:
+    """Connected components of a small candidate graph in one task (scipy), written as the
+    converged stars of round 1, which ``finalize_step`` reads like any converged round."""
+    parts = ctx.near_partitions
+
+    def compute(storage: Storage) -> dict[str, Any]:
+        files = [f for p in range(parts) for f in _bucket_files(storage, ctx, "near_cc_r000", p)]
+        e = _concat(storage, files, near.EDGE_SCHEMA)
+        a, b = near.contract(e.column("u").to_numpy(), e.column("v").to_numpy())
+        out = near.both_directions(a, b)
+        for q, part in near.split_by(out, near.partition_of(out.column("u").to_numpy(), parts), parts).items():
+            storage.write_parquet(layout.shuffle_path(ctx.release, "near_cc_r001", "local", q), part)
+        return {"edges_in": e.num_rows, "nodes": len(a) + int(len(np.unique(b)))}
+
+    return _once(ctx, "near_dedup_cc_local", "all", compute)
 
 
 def finalize_step(ctx: RunContext, round_no: int, p: int) -> dict[str, Any]:
