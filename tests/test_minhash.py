@@ -110,7 +110,7 @@ def _distributed_cc(u: np.ndarray, v: np.ndarray, partitions: int) -> dict[int, 
     edges = near.both_directions(u, v)
 
     def split(t):
-        parts = near.split_by(t, near.partition_of(t.column("u").to_numpy(), partitions), partitions)
+        parts = near.shuffle(t, t.column("u").to_numpy(), partitions)
         return [parts.get(p, near.EDGE_SCHEMA.empty_table()) for p in range(partitions)]
 
     current = split(edges)

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.schema import to_rejects, whole_document_spans
+from tasks.shuffle import split_by
 
 KEY_COLUMNS = ["content_hash", "id", "order"]
 DECISION_SCHEMA = pa.schema(
@@ -44,14 +45,7 @@ def partition_keys(work: pa.Table, buckets: int) -> dict[int, pa.Table]:
     keys = work.select(KEY_COLUMNS)
     if keys.num_rows == 0:
         return {}
-    b = bucket_of(keys.column("content_hash"), buckets)
-    order = np.argsort(b, kind="stable")
-    sorted_b = b[order]
-    keys = keys.take(pa.array(order))
-    bounds = np.flatnonzero(np.diff(sorted_b)) + 1
-    starts = np.concatenate([[0], bounds])
-    ends = np.concatenate([bounds, [len(sorted_b)]])
-    return {int(sorted_b[s]): keys.slice(s, e - s) for s, e in zip(starts, ends, strict=True)}
+    return split_by(keys, bucket_of(keys.column("content_hash"), buckets).astype(np.int64))
 
 
 def reduce_bucket(keys: pa.Table) -> pa.Table:

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from tasks.dedup.minhash import MinHashParams, band_keys, empty_signature, signatures
+from tasks.shuffle import split_by
 
 OLD_BIT = np.int64(1) << np.int64(62)
 
@@ -56,16 +57,9 @@ def partition_of(values: np.ndarray, partitions: int) -> np.ndarray:
     return ((v >> np.uint64(33)) % np.uint64(partitions)).astype(np.int64)
 
 
-def split_by(table: pa.Table, part: np.ndarray, partitions: int) -> dict[int, pa.Table]:
-    if table.num_rows == 0:
-        return {}
-    order = np.argsort(part, kind="stable")
-    sp = part[order]
-    table = table.take(pa.array(order))
-    bounds = np.flatnonzero(np.diff(sp)) + 1
-    starts = np.concatenate([[0], bounds])
-    ends = np.concatenate([bounds, [len(sp)]])
-    return {int(sp[s]): table.slice(s, e - s) for s, e in zip(starts, ends, strict=True)}
+def shuffle(table: pa.Table, values: np.ndarray, partitions: int) -> dict[int, pa.Table]:
+    """``table``'s rows by the partition of ``values`` (band keys or nodes)."""
+    return split_by(table, partition_of(values, partitions))
 
 
 # -- map --------------------------------------------------------------------------------------

@@ -53,12 +53,12 @@ def map_outputs(storage: Storage, ctx: RunContext, shard: str, work: pa.Table) -
     sig_table, sigs = near.signature_table(work, params)
     storage.write_parquet(_sigs_path(ctx, shard), sig_table)
     bands = near.band_table(work.column("order").to_numpy(), sigs, params)
-    for p, part in near.split_by(bands, near.partition_of(bands.column("key").to_numpy(), parts), parts).items():
+    for p, part in near.shuffle(bands, bands.column("key").to_numpy(), parts).items():
         storage.write_parquet(layout.shuffle_path(ctx.release, "near_bands", shard, p), part)
     scores = (_attribute_scores(storage, ctx, shard, cfg.survivor_attribute, work.column("id"))
               if cfg.survivor == "attribute" else None)
     nodes = near.node_table(work, cfg.survivor, scores)
-    for p, part in near.split_by(nodes, near.partition_of(nodes.column("node").to_numpy(), parts), parts).items():
+    for p, part in near.shuffle(nodes, nodes.column("node").to_numpy(), parts).items():
         storage.write_parquet(layout.shuffle_path(ctx.release, "near_nodes", shard, p), part)
     return {"docs": work.num_rows, "no_shingles": int(near.empty_signature(sigs).sum())}
 
@@ -90,10 +90,10 @@ def reduce_step(ctx: RunContext, p: int, view: dict[str, Any]) -> dict[str, Any]
             info = pa.table({"node": o.column("node"), "id": o.column("id"), "release": o.column("release"),
                              "old": pa.array(np.zeros(o.num_rows, np.int8)), "rank": pa.array(np.zeros(o.num_rows)),
                              "order": pa.array(np.zeros(o.num_rows, np.int64))}, schema=near.NODE_SCHEMA)
-            for q, part in near.split_by(info, near.partition_of(nodes_np, parts), parts).items():
+            for q, part in near.shuffle(info, nodes_np, parts).items():
                 storage.write_parquet(layout.shuffle_path(ctx.release, "near_nodes", name, q), part)
         edges = near.both_directions(u, v)
-        for q, part in near.split_by(edges, near.partition_of(edges.column("u").to_numpy(), parts), parts).items():
+        for q, part in near.shuffle(edges, edges.column("u").to_numpy(), parts).items():
             storage.write_parquet(layout.shuffle_path(ctx.release, "near_cc_r000", name, q), part)
         return {"band_rows": rows.num_rows, "index_rows": old.num_rows, "candidates": candidates, "edges": len(u)}
 
@@ -126,7 +126,7 @@ def cc_step(ctx: RunContext, round_no: int, p: int, kind: str) -> dict[str, Any]
         bad = near.violations(u, v)
         a, b = near.large_star(u, v) if kind == "large" else near.small_star(u, v)
         out = near.both_directions(a, b)
-        for q, part in near.split_by(out, near.partition_of(out.column("u").to_numpy(), parts), parts).items():
+        for q, part in near.shuffle(out, out.column("u").to_numpy(), parts).items():
             storage.write_parquet(layout.shuffle_path(ctx.release, f"near_cc_r{round_no + 1:03d}", name, q), part)
         return {"violations": bad, "edges_in": e.num_rows}
 
@@ -143,7 +143,7 @@ def cc_local_step(ctx: RunContext) -> dict[str, Any]:
         e = _concat(storage, files, near.EDGE_SCHEMA)
         a, b = near.contract(e.column("u").to_numpy(), e.column("v").to_numpy())
         out = near.both_directions(a, b)
-        for q, part in near.split_by(out, near.partition_of(out.column("u").to_numpy(), parts), parts).items():
+        for q, part in near.shuffle(out, out.column("u").to_numpy(), parts).items():
             storage.write_parquet(layout.shuffle_path(ctx.release, "near_cc_r001", "local", q), part)
         return {"edges_in": e.num_rows, "nodes": len(a) + int(len(np.unique(b)))}
 
@@ -165,7 +165,7 @@ def finalize_step(ctx: RunContext, round_no: int, p: int) -> dict[str, Any]:
         info = info.take(pa.array(first))
         label_of = labels[np.searchsorted(nodes, uniq)]
         members = info.append_column("cluster", pa.array(label_of, pa.int64()))
-        for q, part in near.split_by(members, near.partition_of(label_of, parts), parts).items():
+        for q, part in near.shuffle(members, label_of, parts).items():
             storage.write_parquet(layout.shuffle_path(ctx.release, "near_members", name, q), part)
         return {"nodes": len(nodes)}
 
@@ -238,7 +238,7 @@ def filter_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> di
         if cfg.cross_release:
             sig_table = storage.read_parquet(_sigs_path(ctx, shard))
             rows = near.index_rows(kept, sig_table, params, ctx.release)
-            for p, part in near.split_by(rows, near.partition_of(rows.column("key").to_numpy(), parts), parts).items():
+            for p, part in near.shuffle(rows, rows.column("key").to_numpy(), parts).items():
                 storage.write_parquet(nindex.segment_part(ctx.release, p, shard), part)
             kept_sigs = sig_table.filter(pc.is_in(sig_table.column("order"), value_set=kept.column("order")))
             nodes = [near.old_node(ctx.release, i) for i in kept_sigs.column("id").to_pylist()]
