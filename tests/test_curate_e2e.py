@@ -124,13 +124,16 @@ def test_curate_on_s3(stack, ray_local, tmp_path):
     specs = shared_specs()
     specs[0] = InputSpec(uri="s3://refinery/inputs/cc_web", source="cc_web", columns={"text": "text", "id": "id"})
     root = "s3://refinery/corpus-test"
-    manifest = _run(_config(root, specs + [inj], "rel-s3"))
+    manifest = _run(_config(root, specs + [inj], "rel-s3", near_dedup={"verify_threshold": 0.7}))
     storage = StorageSpec(root).open()
     verify_release(storage, manifest)
     _check_injected(storage, manifest, copies)
     _check_prefect(manifest, shards=4)
     assert manifest["inputs"][0]["uri"].startswith("s3://refinery/inputs/cc_web/")
     assert "etag" in manifest["inputs"][0]
+    near_m = manifest["dedup"]["near"]
+    assert near_m["parameters"]["verify_threshold"] == 0.7
+    assert 0 < near_m["edges"] <= near_m["candidate_pairs"]
     assert fs.exists("refinery/corpus-test/releases/rel-s3/manifest.json")
     # credentials appear in no published file
     secret = os.environ["AWS_SECRET_ACCESS_KEY"]

@@ -17,6 +17,7 @@ from tasks.dedup import near
 from tasks.dedup.minhash import (
     MinHashParams,
     candidate_probability,
+    char_shingle_hash32,
     normalize_for_dedup,
     shingle_hash32,
     signatures,
@@ -71,6 +72,33 @@ def test_signatures_equal_datasketch(hash_function, num_perm, seed, ngram):
         assert np.array_equal(m.hashvalues, sig)
         lean = to_lean_minhash(sig, seed)
         assert isinstance(lean, LeanMinHash) and lean.jaccard(LeanMinHash(m)) == 1.0
+
+
+@pytest.mark.parametrize("hash_function", ["xxh3", "sha1"])
+def test_character_shingles_equal_datasketch(hash_function):
+    docs = _random_docs(60, 11)
+    params = MinHashParams(num_perm=64, bands=8, rows=8, ngram=4, shingle="char", hash_function=hash_function)
+    sigs = signatures(pa.array(docs), params)
+    for doc, sig in zip(normalize_for_dedup(pa.array(docs)).to_pylist(), sigs, strict=True):
+        chars = list(doc)
+        grams = ["".join(chars[i:i + 4]).encode() for i in range(max(len(chars) - 3, 1))] if chars else []
+        kwargs = {} if hash_function == "sha1" else {"hashfunc": char_shingle_hash32}
+        m = MinHash(num_perm=64, seed=1, **kwargs)
+        m.update_batch(grams)
+        assert np.array_equal(m.hashvalues, sig)
+
+
+def test_verification_keeps_pairs_by_estimated_jaccard():
+    docs = pq.read_table(shared("conversations_hh_rlhf/conversations_hh_rlhf.parquet")).slice(0, 40)
+    texts = docs.column("chosen").to_pylist() + docs.column("rejected").to_pylist()
+    sigs = signatures(pa.array(texts), MinHashParams())
+    u = np.arange(40, dtype=np.int64)
+    v = u + 40  # chosen vs rejected of the same conversation
+    est = (sigs[u] == sigs[v]).mean(axis=1)
+    sig_of = {i: sigs[i] for i in range(80)}
+    for threshold in (0.3, 0.6, 0.9):
+        assert np.array_equal(near.verify_edges(u, v, sig_of, threshold), est >= threshold)
+    assert 0 < (est >= 0.6).sum() < 40  # the shared data has both kinds of pairs
 
 
 def test_signature_chunking_does_not_change_results():

@@ -102,22 +102,30 @@ def _word_hash64(word: bytes) -> int:
     return xxhash.xxh3_64_intdigest(word)
 
 
-def shingle_hash32(shingle: bytes) -> int:
-    """Scalar form of the vectorized shingle hash: pass it to ``datasketch.MinHash(hashfunc=)``.
-
-    A shingle is its tokens joined by single spaces (tokens never contain spaces)."""
-    words = shingle.split(b" ")
-    acc = np.array([_word_hash64(words[0])], dtype=U64)
+def _hash_tokens(tokens: list[bytes]) -> int:
+    acc = np.array([_word_hash64(tokens[0])], dtype=U64)
     with np.errstate(over="ignore"):
-        for w in words[1:]:
+        for w in tokens[1:]:
             acc = _combine(acc, np.array([_word_hash64(w)], dtype=U64))
         return int(_fmix64(acc)[0] >> U64(32))
 
 
+def shingle_hash32(shingle: bytes) -> int:
+    """Scalar form of the vectorized hash of a word shingle (its words joined by single
+    spaces): pass it to ``datasketch.MinHash(hashfunc=...)``."""
+    return _hash_tokens(shingle.split(b" "))
+
+
+def char_shingle_hash32(shingle: bytes) -> int:
+    """The same for a character shingle (its characters concatenated)."""
+    return _hash_tokens([c.encode("utf-8") for c in shingle.decode("utf-8")])
+
+
 def _chars(norm: pa.Array) -> pa.ListArray:
-    # one token per character (spaces included): split on the empty boundary between characters
-    texts = norm.to_pylist()
-    return pa.array([list(t) if t else [] for t in texts], pa.list_(pa.string()))
+    """One token per character (spaces included), without a Python loop: a NUL after every
+    character, then a split on NUL (normalized text holds no NUL; the empty tail tokens are
+    dropped with the other empty tokens)."""
+    return pc.split_pattern(pc.replace_substring_regex(norm, "(?s)(.)", "\\1\x00"), "\x00")
 
 
 def _shingle_hashes(tokens: pa.ListArray, params: MinHashParams) -> tuple[np.ndarray, np.ndarray]:
