@@ -21,6 +21,8 @@ from tasks.config import ConfigError, InputSpec, load_config
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Refinery: curate pretraining corpora.")
 config_app = typer.Typer(no_args_is_help=True, help="The pipeline config.")
 app.add_typer(config_app, name="config")
+export_app = typer.Typer(no_args_is_help=True, help="Export a release to other layouts.")
+app.add_typer(export_app, name="export")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -162,6 +164,41 @@ def manifest(
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps(m, indent=2) if as_json else summarize(m))
+
+
+@app.command()
+def explain(
+    url: Annotated[str, typer.Argument(help="Release URL (<root>/releases/<id>) or a corpus root (its latest).")],
+    doc_id: Annotated[str, typer.Option("--id", help="The document id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+) -> None:
+    """Why a document was dropped, what it duplicated, and its fate across releases."""
+    from tasks.explain import explain as explain_doc
+    from tasks.explain import render
+
+    try:
+        result = explain_doc(url, doc_id)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(result, indent=2, default=str) if as_json else render(result))
+    if not result["found"] and not result["other_releases"]:
+        raise typer.Exit(4)
+
+
+@export_app.command("dolma")
+def export_dolma(
+    url: Annotated[str, typer.Argument(help="Release URL (<root>/releases/<id>) or a corpus root (its latest).")],
+    to: Annotated[str, typer.Option("--to", help="Output folder or URL.")],
+) -> None:
+    """Write a release in Dolma's layout: documents/*.jsonl.gz and row-aligned attributes/."""
+    from tasks.export import export_dolma as export
+
+    try:
+        counts = export(url, to)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"exported {counts['documents']:,} documents in {counts['files']} files "
+               f"({counts['attribute_files']} attribute files) to {to}")
 
 
 @config_app.command("schema")

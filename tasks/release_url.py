@@ -6,7 +6,7 @@ from typing import Any
 
 from tasks import layout
 from tasks.publish import read_catalog
-from tasks.storage import StorageSpec, endpoint_from_env
+from tasks.storage import Storage, StorageSpec, endpoint_from_env
 
 
 def split_release_url(url: str) -> tuple[str, str | None]:
@@ -20,7 +20,9 @@ def split_release_url(url: str) -> tuple[str, str | None]:
     return url, None
 
 
-def read_manifest(url: str) -> dict[str, Any]:
+def open_release(url: str) -> tuple[Storage, dict[str, Any]]:
+    """The corpus root's storage and the manifest of the release ``url`` names (a corpus root
+    means its latest release)."""
     root, release = split_release_url(url)
     storage = StorageSpec(root, endpoint_from_env()).open()
     if release is None:
@@ -28,8 +30,12 @@ def read_manifest(url: str) -> dict[str, Any]:
         if release is None:
             raise FileNotFoundError(f"{url}: no published release (no catalog.json with a latest release)")
     try:
-        return storage.read_json(layout.manifest_path(release))
+        return storage, storage.read_json(layout.manifest_path(release))
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{storage.url(layout.manifest_path(release))}: no manifest: release {release} is not published"
         ) from None
+
+
+def read_manifest(url: str) -> dict[str, Any]:
+    return open_release(url)[1]

@@ -1,0 +1,124 @@
+"""`refinery explain`: what happened to one document, across the releases of a corpus root."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow.compute as pc
+
+from tasks.publish import read_catalog
+from tasks.release_url import open_release
+from tasks.storage import Storage
+
+
+def _find_all(storage: Storage, files: list[str], doc_id: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in files:
+        t = storage.read_parquet(path)
+        hit = t.filter(pc.equal(t.column("id"), doc_id))
+        out += [(path, row) for row in hit.to_pylist()]
+    return out
+
+
+def _find(storage: Storage, files: list[str], doc_id: str) -> tuple[str, dict[str, Any]] | None:
+    found = _find_all(storage, files, doc_id)
+    return found[0] if found else None
+
+
+def _attributes(storage: Storage, release: str, doc_id: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path in storage.list(f"releases/{release}/attributes", ".parquet"):
+        found = _find(storage, [path], doc_id)
+        if found:
+            out.update({k: v for k, v in found[1].items() if k != "id"})
+    return out
+
+
+def explain_in_release(storage: Storage, manifest: dict[str, Any], doc_id: str) -> dict[str, Any] | None:
+    """The document's fate in one release, or None when the release never saw it."""
+    release = manifest["release"]
+    stages = [st["stage"] for st in manifest["funnel"]]
+    # Inputs without ids take the id of their content, so exact copies share an id: the copy
+    # that went furthest is the document; the others are reported as identical copies.
+    rejects = _find_all(storage, [f["path"] for f in manifest["outputs"]["rejects"]], doc_id)
+    rejects.sort(key=lambda fr: stages.index(fr[1]["stage"]) if fr[1]["stage"] in stages else -1, reverse=True)
+    doc = _find(storage, [f["path"] for f in manifest["outputs"]["documents"]], doc_id)
+    if doc:
+        return {"release": release, "status": "published", "file": doc[0], "stages": stages,
+                "text": doc[1]["text"], "source": doc[1]["source"], "changed_by": [],
+                "attributes": _attributes(storage, release, doc_id), "identical_copies_dropped": len(rejects)}
+    if rejects:
+        rej = rejects[0]
+        r = rej[1]
+        stage = r["stage"]
+        out = {"release": release, "status": "dropped", "stage": stage, "reason": r["reason"],
+               "detail": r["detail"], "file": rej[0], "source": r["source"], "text": r["text"],
+               "stages": stages[: stages.index(stage) + 1] if stage in stages else [stage],
+               "input": {"uri": r["input_uri"], "row": r["input_row"]},
+               "attributes": _attributes(storage, release, doc_id), "identical_copies_dropped": len(rejects) - 1}
+        if r["survivor_id"]:
+            survivor_release = release
+            if r["detail"] and " in release " in r["detail"]:
+                survivor_release = r["detail"].rsplit(" in release ", 1)[1]
+            out["duplicate_of"] = {"id": r["survivor_id"], "release": survivor_release}
+        return out
+    return None
+
+
+def explain(release_url: str, doc_id: str) -> dict[str, Any]:
+    """The document in the named release, what it duplicated (with that document's text),
+    and its fate in every other release of the corpus root."""
+    storage, manifest = open_release(release_url)
+    here = explain_in_release(storage, manifest, doc_id)
+    history = []
+    for entry in read_catalog(storage)["releases"]:
+        if entry["id"] == manifest["release"]:
+            continue
+        other = storage.read_json(entry["manifest"])
+        found = explain_in_release(storage, other, doc_id)
+        if found:
+            history.append({k: found[k] for k in ("release", "status") if k in found}
+                           | ({"stage": found["stage"], "reason": found["reason"]} if found["status"] == "dropped"
+                              else {}))
+    if here and "duplicate_of" in here:
+        dup = here["duplicate_of"]
+        other = manifest if dup["release"] == manifest["release"] else storage.read_json(
+            f"releases/{dup['release']}/manifest.json")
+        found = explain_in_release(storage, other, dup["id"])
+        if found:
+            dup["status"] = found["status"]
+            dup["text"] = found["text"]
+    return {"id": doc_id, "release": manifest["release"], "found": here is not None, "here": here,
+            "other_releases": history}
+
+
+def render(result: dict[str, Any], width: int = 300) -> str:
+    """Readable text for the terminal."""
+    lines = [f"document {result['id']} in release {result['release']}"]
+    here = result["here"]
+    if not here:
+        lines.append("  not seen by this release")
+    else:
+        lines.append(f"  status:  {here['status']}" + (f" at stage {here['stage']}: {here['reason']}"
+                                                      if here["status"] == "dropped" else ""))
+        if here.get("detail"):
+            lines.append(f"  detail:  {here['detail']}")
+        lines.append(f"  source:  {here['source']}   stages: {' → '.join(here['stages'])}")
+        if here["status"] == "published":
+            lines.append("  changed: " + (", ".join(here["changed_by"]) or "no stage modified its text"))
+        if here.get("identical_copies_dropped"):
+            lines.append(f"  copies:  {here['identical_copies_dropped']} identical copies with this id were dropped")
+        for name, value in sorted(here.get("attributes", {}).items()):
+            lines.append(f"  attr     {name} = {value}")
+        text = (here.get("text") or "").replace("\n", " ")
+        lines.append(f"  text:    {text[:width]}{'…' if len(text) > width else ''}")
+        dup = here.get("duplicate_of")
+        if dup:
+            lines.append(f"  duplicate of {dup['id']} (release {dup['release']}, {dup.get('status', 'unknown')})")
+            if dup.get("text"):
+                t = dup["text"].replace("\n", " ")
+                lines.append(f"    its text: {t[:width]}{'…' if len(t) > width else ''}")
+    for h in result["other_releases"]:
+        extra = f" at {h['stage']}: {h['reason']}" if h["status"] == "dropped" else ""
+        lines.append(f"  release {h['release']}: {h['status']}{extra}")
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""`refinery export dolma`: a release in Dolma's own layout.
+
+    <out>/documents/<source>/part-NNNNN.jsonl.gz          one JSON document per line
+    <out>/attributes/<tagger-set>/<source>/part-NNNNN.jsonl.gz
+                                                         row-aligned with the documents file:
+                                                         {"id": ..., "attributes": {name: [[start, end, score], ...]}}
+
+Attribute columns that are not spans (e.g. a cluster id) are exported as
+``[[0, len(text), value]]`` so that every Dolma attribute keeps its span shape.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from tasks.release_url import open_release
+from tasks.storage import Storage, StorageSpec, endpoint_from_env
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _jsonl_gz(rows: list[dict[str, Any]]) -> bytes:
+    data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()
+    return gzip.compress(data, mtime=0)  # mtime 0: the same release exports to the same bytes
+
+
+def _attribute_tables(storage: Storage, release: str, source: str, part: str) -> dict[str, pa.Table]:
+    out = {}
+    base = f"releases/{release}/attributes"
+    for path in storage.list(base, ".parquet"):
+        tagger_set, src, name = path[len(base) + 1:].split("/")
+        if src == source and name == f"{part}.parquet":
+            out[tagger_set] = storage.read_parquet(path)
+    return out
+
+
+def export_dolma(release_url: str, out_url: str) -> dict[str, int]:
+    """Write the release at ``release_url`` in Dolma's layout under ``out_url``."""
+    storage, manifest = open_release(release_url)
+    out = StorageSpec(out_url, endpoint_from_env()).open()
+    release = manifest["release"]
+    counts = {"documents": 0, "files": 0, "attribute_files": 0}
+    for f in manifest["outputs"]["documents"]:
+        source = f["source"]
+        part = f["path"].rsplit("/", 1)[1][: -len(".parquet")]
+        docs = storage.read_parquet(f["path"])
+        rows = []
+        for d in docs.to_pylist():
+            rows.append({
+                "id": d["id"], "text": d["text"], "source": d["source"], "version": d["version"],
+                "added": _iso(d["added"]), "created": _iso(d["created"]),
+                "metadata": json.loads(d["metadata"]) if d["metadata"] else {},
+            })
+        out.write_bytes(f"documents/{source}/{part}.jsonl.gz", _jsonl_gz(rows))
+        counts["documents"] += len(rows)
+        counts["files"] += 1
+        lengths = {d["id"]: len(d["text"]) for d in rows}
+        for tagger_set, table in _attribute_tables(storage, release, source, part).items():
+            by_id = {r["id"]: r for r in table.to_pylist()}
+            attr_rows = []
+            for d in rows:
+                values = by_id.get(d["id"], {})
+                attrs = {}
+                for name, v in values.items():
+                    if name == "id" or v is None:
+                        continue
+                    if isinstance(v, list):
+                        attrs[name] = [[s["start"], s["end"], s["score"]] for s in v]
+                    else:
+                        attrs[name] = [[0, lengths[d["id"]], v]]
+                attr_rows.append({"id": d["id"], "attributes": attrs})
+            out.write_bytes(f"attributes/{tagger_set}/{source}/{part}.jsonl.gz", _jsonl_gz(attr_rows))
+            counts["attribute_files"] += 1
+    return counts

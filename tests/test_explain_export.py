@@ -1,0 +1,123 @@
+"""`refinery explain` and `refinery export dolma` on a real release."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.config import InputSpec, PipelineConfig
+from tasks.ingest import stable_id
+from tasks.storage import StorageSpec
+from tests.conftest import shared
+from tests.corpora import write_jsonl
+
+pytestmark = pytest.mark.slow
+REFINERY = str(Path(sys.executable).with_name("refinery"))
+
+
+@pytest.fixture(scope="module")
+def release(stack, ray_local, tmp_path_factory):
+    """cc_web_samples, plus an exact copy and an edited (near) copy of two of its pages."""
+    from flows.curate import run_curate
+
+    tmp = tmp_path_factory.mktemp("explain")
+    web = pq.read_table(shared("cc_web_samples/cc_web_samples.parquet")).select(["id", "text"]).to_pylist()
+    long_pages = [r for r in web if len(r["text"].split()) > 400]
+    exact_of, near_of = long_pages[0], long_pages[1]
+    words = near_of["text"].split()
+    words[len(words) // 2] = "EDITED"
+    extra = [{"id": "exact-copy", "text": exact_of["text"]}, {"id": "near-copy", "text": " ".join(words)}]
+    write_jsonl(tmp / "extra" / "copies.jsonl", extra)
+    root = str(tmp / "corpus")
+    cfg = PipelineConfig(release="rel-x", output=root, inputs=[
+        InputSpec(uri=str(shared("cc_web_samples/cc_web_samples.parquet")), source="web", columns={"id": "id"}),
+        InputSpec(uri=str(tmp / "extra"), source="web", columns={"id": "id"})])
+    manifest = run_curate(cfg)
+    return {"root": root, "manifest": manifest, "tmp": tmp,
+            "exact": (stable_id("web", "exact-copy", ""), stable_id("web", exact_of["id"], "")),
+            "near": (stable_id("web", "near-copy", ""), stable_id("web", near_of["id"], ""))}
+
+
+def _explain(root: str, doc_id: str) -> dict:
+    out = subprocess.run([REFINERY, "explain", f"{root}/releases/rel-x", "--id", doc_id, "--json"],
+                         capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_explain_dropped_duplicated_and_published(release):
+    copy_id, original_id = release["exact"]
+    r = _explain(release["root"], copy_id)["here"]
+    assert r["status"] == "dropped" and r["stage"] == "exact_dedup" and r["reason"] == "exact duplicate"
+    assert r["duplicate_of"]["id"] == original_id and r["duplicate_of"]["status"] == "published"
+    assert r["stages"] == ["ingest", "exact_dedup"]
+    assert r["input"]["row"] == 0
+
+    copy_id, original_id = release["near"]
+    r = _explain(release["root"], copy_id)["here"]
+    assert r["status"] == "dropped" and r["stage"] == "near_dedup"
+    assert r["duplicate_of"]["id"] == original_id
+    assert "EDITED" in r["text"] and "EDITED" not in r["duplicate_of"]["text"]
+
+    r = _explain(release["root"], original_id)["here"]
+    assert r["status"] == "published" and r["changed_by"] == []
+    assert "near_dedup__minhash__cluster_size" in r["attributes"]
+    assert r["attributes"]["near_dedup__minhash__cluster_size"][0]["score"] == 2.0
+
+    missing = subprocess.run([REFINERY, "explain", release["root"], "--id", "no-such-id"], capture_output=True,
+                             text=True, timeout=120)
+    assert missing.returncode == 4 and "not seen by this release" in missing.stdout
+
+
+def test_dolma_export_round_trips(release):
+    out = release["tmp"] / "dolma"
+    run = subprocess.run([REFINERY, "export", "dolma", f"{release['root']}/releases/rel-x", "--to", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    storage = StorageSpec(release["root"]).open()
+    manifest = release["manifest"]
+    for f in manifest["outputs"]["documents"]:
+        rel = f["path"].split("/documents/", 1)[1].replace(".parquet", ".jsonl.gz")
+        docs = [json.loads(line) for line in gzip.decompress((out / "documents" / rel).read_bytes()).splitlines()]
+        table = storage.read_parquet(f["path"])
+        assert [d["id"] for d in docs] == table.column("id").to_pylist()
+        assert [d["text"] for d in docs] == table.column("text").to_pylist()
+        for tagger in ("ingest", "exact_dedup", "near_dedup"):
+            attrs = [json.loads(line) for line in
+                     gzip.decompress((out / "attributes" / tagger / rel).read_bytes()).splitlines()]
+            assert [a["id"] for a in attrs] == [d["id"] for d in docs]  # row-aligned
+            source = storage.read_parquet(f["path"].replace("/documents/", f"/attributes/{tagger}/"))
+            by_id = {r["id"]: r for r in source.to_pylist()}
+            for a in attrs:
+                for name, spans in a["attributes"].items():
+                    value = by_id[a["id"]][name]
+                    if isinstance(value, list):
+                        assert spans == [[s["start"], s["end"], s["score"]] for s in value]
+                    else:
+                        assert spans[0][2] == value
+
+
+def test_release_loads_with_pyarrow_dataset_and_datasets_offline(release):
+    docs_dir = Path(release["root"]) / "releases" / "rel-x" / "documents"
+    table = ds.dataset(str(docs_dir), format="parquet").to_table()
+    assert table.num_rows == release["manifest"]["totals"]["documents"]
+    code = (
+        "import datasets, sys; d = datasets.load_dataset('parquet', data_files=sys.argv[1], split='train'); "
+        "print(len(d), d.column_names)"
+    )
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+           "HF_HOME": str(release["tmp"] / "hf")}
+    out = subprocess.run([sys.executable, "-c", code, f"{docs_dir}/*/*.parquet"], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    n, cols = out.stdout.strip().split(" ", 1)
+    assert int(n) == table.num_rows
+    assert "id" in cols and "text" in cols
