@@ -10,7 +10,7 @@ from typing import Any
 from tasks import layout
 from tasks.manifest import SCHEMA_VERSION, add_funnel, code_version, config_sha256, validate_manifest
 from tasks.report import render_report
-from tasks.steps import RunContext
+from tasks.steps import LENGTH_BINS, RunContext
 from tasks.storage import Storage
 
 STAGE_ORDER = ["ingest", "exact_dedup", "near_dedup"]
@@ -58,12 +58,14 @@ def build_manifest(
             total = add_funnel(total, m["funnel"])
         funnel.append({"stage": stage, **(total or add_funnel({}, {}))})
 
-    sources: dict[str, dict[str, int]] = {}
+    sources: dict[str, dict[str, Any]] = {}
     for f in documents:
-        s = sources.setdefault(f["source"], {"documents": 0, "tokens": 0, "bytes": 0})
+        s = sources.setdefault(f["source"], {"documents": 0, "tokens": 0, "bytes": 0,
+                                             "length_histogram": [0] * len(LENGTH_BINS)})
         s["documents"] += f["rows"]
         s["tokens"] += f["tokens"]
         s["bytes"] += f["bytes"]
+        s["length_histogram"] = [a + b for a, b in zip(s["length_histogram"], f["length_histogram"], strict=True)]
 
     dedup: dict[str, Any] = {}
     if "exact_dedup_reduce" in markers:
@@ -108,8 +110,32 @@ def build_manifest(
             "rejected": sum(f["rows"] for f in rejects),
         },
         "urls": "urls.txt",
+        "length_bins": LENGTH_BINS,
     }
+    manifest["drift"] = drift(storage, manifest)
     return manifest
+
+
+def drift(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """This release against its parent: size, pass rate per stage, duplicate rates."""
+    parent_id = manifest.get("parent")
+    parent = storage.read_json_or_none(f"releases/{parent_id}/manifest.json") if parent_id else None
+    if parent is None:
+        return None
+
+    def rates(m):
+        return {st["stage"]: round(st["docs_out"] / st["docs_in"], 6) if st["docs_in"] else None for st in m["funnel"]}
+
+    def dup(m, kind):
+        return m.get("dedup", {}).get(kind, {}).get("duplicate_rate")
+
+    return {
+        "parent": parent_id,
+        "documents": {"parent": parent["totals"]["documents"], "this": manifest["totals"]["documents"]},
+        "tokens": {"parent": parent["totals"]["tokens"], "this": manifest["totals"]["tokens"]},
+        "pass_rate": {"parent": rates(parent), "this": rates(manifest)},
+        "duplicate_rate": {k: {"parent": dup(parent, k), "this": dup(manifest, k)} for k in ("exact", "near")},
+    }
 
 
 def near_figures(ctx: RunContext, markers: dict[str, list[dict[str, Any]]], funnel: list[dict[str, Any]],

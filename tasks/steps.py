@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -110,8 +111,20 @@ def _emit(storage: Storage, ctx: RunContext, stage: str, shard: str, work: pa.Ta
     files = _write_by_source(storage, docs, sources, lambda src: layout.documents_path(ctx.release, src, shard))
     for info in files:
         part = docs.filter(pc.equal(sources, info["source"]))
-        info["tokens"] = int(pc.sum(word_counts(part.column("text"))).as_py() or 0)
+        words = word_counts(part.column("text"))
+        info["tokens"] = int(pc.sum(words).as_py() or 0)
+        info["length_histogram"] = length_histogram(words)
     return {"documents": files}
+
+
+# Bin edges (words per document) of the length histograms in the manifest and the report.
+LENGTH_BINS = [0, 10, 30, 100, 300, 1000, 3000, 10000]
+
+
+def length_histogram(words: pa.Array) -> list[int]:
+    counts = np.bincount(np.searchsorted(LENGTH_BINS, words.to_numpy(zero_copy_only=False), side="right") - 1,
+                         minlength=len(LENGTH_BINS))
+    return [int(c) for c in counts[: len(LENGTH_BINS)]]
 
 
 # -- stage 1 (with the map side of the exact-dedup shuffle fused in) ---------------------------

@@ -1,4 +1,4 @@
-"""`refinery explain` and `refinery export dolma` on a real release."""
+"""`refinery explain`, `refinery export dolma` and the HTML report, on real releases."""
 
 from __future__ import annotations
 
@@ -121,3 +121,50 @@ def test_release_loads_with_pyarrow_dataset_and_datasets_offline(release):
     n, cols = out.stdout.strip().split(" ", 1)
     assert int(n) == table.num_rows
     assert "id" in cols and "text" in cols
+
+
+def test_report_renders_in_chromium_with_the_manifests_numbers(release, artifacts):
+    """A child release (same inputs again: everything matches the parent) gives a report with
+    drift; headless Chromium loads it from disk with no network and no console error."""
+    from playwright.sync_api import sync_playwright
+
+    from flows.curate import run_curate
+
+    cfg = PipelineConfig(release="rel-y", output=release["root"], inputs=[
+        InputSpec(uri=str(shared("cc_web_samples/cc_web_samples.parquet")), source="web", columns={"id": "id"})])
+    m = run_curate(cfg)
+    assert m["parent"] == "rel-x" and m["drift"]["parent"] == "rel-x"
+    page_path = Path(release["root"]) / "releases" / "rel-y" / "report.html"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors, requests = [], []
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("request", lambda req: requests.append(req.url))
+        page.goto(page_path.as_uri())
+        page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+        for chart in ("chart-funnel", "chart-drops", "chart-lengths", "chart-clusters", "chart-scurve"):
+            assert page.locator(f"svg#{chart}").count() == 1, chart
+        bars = page.locator("svg#chart-funnel rect").evaluate_all("rs => rs.map(r => Number(r.dataset.value))")
+        assert bars == [st["docs_out"] for st in m["funnel"]]
+        rows = page.locator("table#funnel tr").all_inner_texts()[1:]
+        for st, row in zip(m["funnel"], rows, strict=True):
+            cells = row.split("\t")
+            assert cells[0] == st["stage"]
+            assert int(cells[1].replace(",", "")) == st["docs_in"] and int(cells[2].replace(",", "")) == st["docs_out"]
+        lengths = page.locator("svg#chart-lengths rect").evaluate_all("rs => rs.map(r => Number(r.dataset.value))")
+        assert lengths == [sum(s["length_histogram"][i] for s in m["sources"].values())
+                           for i in range(len(m["length_bins"]))]
+        total = page.locator("table#totals td").first.inner_text()
+        assert int(total.replace(",", "")) == m["totals"]["documents"]
+        near_text = page.locator("#near-summary").inner_text()
+        assert f"{m['dedup']['near']['duplicates']:,} near duplicates" in near_text
+        assert page.locator("h2", has_text="Drift against parent rel-x").count() == 1
+        drift_rows = page.locator("table#drift tr").all_inner_texts()
+        assert drift_rows[1].split("\t") == ["documents", f"{m['drift']['documents']['parent']:,}",
+                                             f"{m['drift']['documents']['this']:,}"]
+        browser.close()
+    assert errors == []
+    assert all(u.startswith("file://") for u in requests), requests
