@@ -23,6 +23,8 @@ config_app = typer.Typer(no_args_is_help=True, help="The pipeline config.")
 app.add_typer(config_app, name="config")
 export_app = typer.Typer(no_args_is_help=True, help="Export a release to other layouts.")
 app.add_typer(export_app, name="export")
+metrics_app = typer.Typer(no_args_is_help=True, help="Prometheus metrics of a corpus root.")
+app.add_typer(metrics_app, name="metrics")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -199,6 +201,26 @@ def export_dolma(
         _fail(str(exc))
     typer.echo(f"exported {counts['documents']:,} documents in {counts['files']} files "
                f"({counts['attribute_files']} attribute files) to {to}")
+
+
+@metrics_app.command("serve")
+def metrics_serve(
+    root: Annotated[str, typer.Argument(help="Corpus root whose releases to export.")],
+    port: Annotated[int, typer.Option(help="Port of the /metrics endpoint.")] = 9108,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+) -> None:
+    """Serve the releases' metrics for Prometheus (dashboards in dashboards/grafana/)."""
+    import time
+
+    from prometheus_client import start_http_server
+
+    from tasks.metrics import registry_for
+    from tasks.storage import StorageSpec, endpoint_from_env
+
+    start_http_server(port, addr=host, registry=registry_for(StorageSpec(root, endpoint_from_env()).open()))
+    typer.echo(f"serving metrics of {root} at http://{host}:{port}/metrics", err=True)
+    while True:
+        time.sleep(3600)
 
 
 @config_app.command("schema")

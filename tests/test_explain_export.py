@@ -168,3 +168,53 @@ def test_report_renders_in_chromium_with_the_manifests_numbers(release, artifact
         browser.close()
     assert errors == []
     assert all(u.startswith("file://") for u in requests), requests
+
+
+def test_metrics_exporter_serves_what_the_grafana_panels_query(release):
+    import re
+    import socket
+    import time
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tasks.metrics import metric_names
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([REFINERY, "metrics", "serve", release["root"], "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        body = None
+        for _ in range(100):
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert body is not None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    samples = {}
+    for fam in text_string_to_metric_families(body):
+        for s in fam.samples:
+            samples.setdefault(s.name, []).append(s)
+    m = release["manifest"]
+    docs = [s.value for s in samples["refinery_release_documents"] if s.labels["release"] == "rel-x"]
+    assert docs == [m["totals"]["documents"]]
+    outs = {s.labels["stage"]: s.value for s in samples["refinery_stage_documents_out_total"]
+            if s.labels["release"] == "rel-x"}
+    assert outs == {st["stage"]: st["docs_out"] for st in m["funnel"]}
+
+    dashboards = list((Path(__file__).resolve().parents[1] / "dashboards" / "grafana").glob("*.json"))
+    assert dashboards
+    exported = metric_names()
+    for path in dashboards:
+        dash = json.loads(path.read_text())
+        exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+        exprs += [v["query"] for v in dash["templating"]["list"] if v["type"] == "query"]
+        queried = {n for e in exprs for n in re.findall(r"\b(refinery_[a-z_]+)\b", e)}
+        assert queried and queried <= exported, (path.name, queried - exported)
+        assert queried <= set(samples), queried - set(samples)
