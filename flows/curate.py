@@ -11,13 +11,14 @@ import ray
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows.artifacts import Progress, publish_artifacts
 from tasks import layout
 from tasks.config import PipelineConfig
 from tasks.dedup import index as near_index
 from tasks.dedup import near_steps
 from tasks.ingest import plan_shards
 from tasks.manifest import config_sha256
-from tasks.parallel import make_task_runner, shard_map, shard_task
+from tasks.parallel import PROGRESS, make_task_runner, shard_map, shard_task
 from tasks.publish import build_manifest, publish_release, read_catalog
 from tasks.steps import (
     RunContext,
@@ -95,6 +96,9 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
         return existing
 
     execution = ctx.config.execution
+    waves = 1 + 2 * ctx.config.exact_dedup.enabled + 5 * ctx.config.near_dedup.enabled
+    progress = Progress(ctx.release, waves)
+    PROGRESS.set(progress)
     timing: dict[str, float] = {}
     markers: dict[str, list[dict[str, Any]]] = {}
     failures: list[dict[str, Any]] = []
@@ -149,6 +153,9 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     timing["publish"] = time.perf_counter() - t0
     manifest["timing"]["publish"] = round(timing["publish"], 3)
     publish_release(storage, manifest)
+    report = storage.url(layout.report_path(ctx.release))
+    publish_artifacts(manifest, report if "://" in report else f"file://{report}")
+    progress.finish(f"published {manifest['totals']['documents']:,} documents")
     if near and ctx.config.near_dedup.cross_release:
         _maybe_compact(storage, ctx)
     logger.info("published release %s: %d documents (%d rejected, %d failed shards)", ctx.release,

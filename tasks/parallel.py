@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -95,6 +96,10 @@ def shard_task(fn: Callable[..., dict[str, Any]], name: str) -> Task:
     )
 
 
+# Set by a flow to hear about finished shard tasks (a progress artifact, for example).
+PROGRESS: ContextVar[Callable[[str, int, int], None] | None] = ContextVar("refinery_progress", default=None)
+
+
 def shard_map(
     step: Task, calls: Sequence[tuple[str, tuple[Any, ...]]], execution: ExecutionConfig, stage: str
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
@@ -124,6 +129,9 @@ def shard_map(
             errors.append((shard, exc))
             logger.error("%s shard %s failed after retries: %r", stage, shard, exc)
         if done == total or done % max(1, total // 10) == 0:
+            hook = PROGRESS.get()
+            if hook is not None:
+                hook(stage, done, total)
             logger.info("%s: %d/%d shards done (%d failed)", stage, done, total, len(failures) + len(errors))
     if errors:
         shard, exc = sorted(errors, key=lambda e: e[0])[0]

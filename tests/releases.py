@@ -86,3 +86,13 @@ def file_states(storage: Storage) -> dict[str, tuple[str, float]]:
         mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
         out[rel] = (storage.sha256(rel), str(mtime))
     return out
+
+
+def prefect_artifacts(flow_run_id: str) -> dict[str, dict[str, Any]]:
+    """The artifacts a flow run created, by key (latest version of each)."""
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value().rstrip("/")
+    arts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}},
+                      timeout=10).raise_for_status().json()
+    return {a["key"]: a for a in sorted(arts, key=lambda a: a["updated"])}

@@ -61,6 +61,17 @@ def _check_injected(storage, manifest, copies):
 
 
 def _check_prefect(manifest, shards, failed=0):
+    from tests.releases import prefect_artifacts
+
+    arts = prefect_artifacts(manifest["flow_run_id"])
+    key = manifest["release"].lower().replace("_", "-").replace(".", "-")
+    funnel = arts[f"funnel-{key}"]
+    assert funnel["type"] == "table"
+    rows = json.loads(funnel["data"]) if isinstance(funnel["data"], str) else funnel["data"]
+    assert [r["docs out"] for r in rows] == [st["docs_out"] for st in manifest["funnel"]]
+    # Prefect stores a link artifact as markdown: [text](url)
+    assert f"releases/{manifest['release']}/report.html)" in arts[f"report-{key}"]["data"]
+    assert arts[f"progress-{key}"]["type"] == "progress" and float(arts[f"progress-{key}"]["data"]) == 100.0
     flow_run, task_runs = prefect_runs(manifest["flow_run_id"])
     assert flow_run["state"]["type"] == "COMPLETED"
     by_stage = collections.Counter(t["name"].rsplit("-", 1)[0] for t in task_runs)
