@@ -114,6 +114,27 @@ def run(
 
 
 @app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML: inputs (partitioned roots) and output.")],
+    cron: Annotated[str, typer.Option(help="Schedule of the refresh deployment (cron).")] = "0 3 * * *",
+    interval: Annotated[int, typer.Option(help="Schedule every N seconds instead of the cron.")] = 0,
+) -> None:
+    """Serve the deployments: `curate` (UI-triggered, with a parameter form) and `refresh` (scheduled)."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+    cfg = cfg.export_secrets_to_env()
+    try:
+        _ensure_prefect_server(needs_s3=False)
+    except StackError as exc:
+        _fail(str(exc))
+    from flows.deployments import serve_all
+
+    serve_all(cfg, cron=None if interval else cron, interval=interval or None)
+
+
+@app.command()
 def up(
     prefect_port: Annotated[int, typer.Option(help="Prefect server port.")] = 4200,
     s3_port: Annotated[int, typer.Option(help="S3 gateway port.")] = 8333,

@@ -1,0 +1,59 @@
+"""The ``refresh`` flow: an incremental release from the input partitions no earlier release
+consumed. Each input of the config names a partitioned root (its immediate children, folders
+or files, are the partitions); near duplicates of earlier releases go through the
+cross-release index."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.curate import ReleaseError, run_release, storage_spec
+from tasks.config import InputSpec, PipelineConfig
+from tasks.ingest import _default_source
+from tasks.parallel import make_task_runner
+from tasks.publish import read_catalog
+from tasks.storage import Storage, filesystem_for
+
+
+def list_partitions(spec: InputSpec, endpoint_url: str | None = None) -> list[str]:
+    fs, base = filesystem_for(spec.uri, endpoint_url)
+    if not fs.isdir(base):
+        raise ReleaseError(f"{spec.uri}: a refresh input must be a folder of partitions")
+    protocol = spec.uri.split("://", 1)[0] if "://" in spec.uri else None
+    children = sorted(p for p in fs.ls(base, detail=False) if not p.rsplit("/", 1)[-1].startswith((".", "_")))
+    return [f"{protocol}://{p}" if protocol and protocol != "file" else p for p in children]
+
+
+def consumed_inputs(storage: Storage) -> set[str]:
+    """Every input file any committed release read."""
+    out: set[str] = set()
+    for entry in read_catalog(storage)["releases"]:
+        out |= {i["uri"] for i in storage.read_json(entry["manifest"])["inputs"]}
+    return out
+
+
+def new_partitions(config: PipelineConfig, storage: Storage) -> list[InputSpec]:
+    consumed = consumed_inputs(storage)
+    fresh = []
+    for spec in config.inputs:
+        fs, base = filesystem_for(spec.uri, config.storage.endpoint_url)
+        source = spec.source or _default_source(spec, fs, base, True)
+        for part in list_partitions(spec, config.storage.endpoint_url):
+            if not any(u == part or u.startswith(part.rstrip("/") + "/") for u in consumed):
+                fresh.append(spec.model_copy(update={"uri": part, "source": source}))
+    return fresh
+
+
+@flow(name="refresh", task_runner=make_task_runner(PipelineConfig().execution), persist_result=False)
+def refresh(config: PipelineConfig) -> dict[str, Any] | None:
+    """Curate only the input partitions that no earlier release consumed (nothing new: no release)."""
+    logger = get_run_logger()
+    storage = storage_spec(config).open()
+    fresh = new_partitions(config, storage)
+    if not fresh:
+        logger.info("no new input partitions under %s: nothing to release", [i.uri for i in config.inputs])
+        return None
+    logger.info("new partitions: %s", [i.uri for i in fresh])
+    return run_release(config.model_copy(update={"inputs": fresh, "release": config.release}))

@@ -1,0 +1,93 @@
+"""Deployments served by `refinery serve`: a schedule fires and releases; a refresh after a new
+partition lands processes only that partition and removes its near copies of earlier releases."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tasks.ingest import stable_id
+from tasks.storage import StorageSpec
+from tests.conftest import shared
+from tests.corpora import write_jsonl
+from tests.releases import verify_release
+
+pytestmark = pytest.mark.slow
+REFINERY = str(Path(sys.executable).with_name("refinery"))
+
+
+def _wait_for_releases(storage, n: int, proc, timeout: float = 300) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "refinery serve exited"
+        catalog = storage.read_json_or_none("catalog.json")
+        if catalog and len(catalog["releases"]) >= n:
+            return catalog["releases"]
+        time.sleep(2)
+    raise AssertionError(f"no {n} releases after {timeout:.0f}s")
+
+
+def test_scheduled_refresh_releases_only_new_partitions(stack, tmp_path):
+    rng = random.Random(9)
+    wiki = [r for r in pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"))
+            .select(["page_id", "text"]).to_pylist() if len(r["text"].split()) >= 120]
+    rng.shuffle(wiki)
+    day1, fresh = wiki[:200], wiki[200:260]
+    write_jsonl(tmp_path / "raw" / "wiki" / "day-1" / "part-0.jsonl", day1)
+    root = tmp_path / "corpus"
+    cfg = {"output": str(root), "near_dedup": {"partitions": 2},
+           "inputs": [{"uri": str(tmp_path / "raw" / "wiki"), "source": "wiki", "columns": {"id": "page_id"}}]}
+    cfg_path = tmp_path / "pipeline.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "REFINERY_HOME": str(tmp_path / "home")}
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - the server writes to it until killed
+    proc = subprocess.Popen([REFINERY, "serve", "--config", str(cfg_path), "--interval", "10"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    storage = StorageSpec(str(root)).open()
+    try:
+        first = _wait_for_releases(storage, 1, proc)[0]
+        m1 = storage.read_json(first["manifest"])
+        verify_release(storage, m1)
+        assert all("/day-1/" in i["uri"] for i in m1["inputs"])
+
+        def edit(text: str) -> str:
+            words = text.split()
+            for i in rng.sample(range(len(words)), max(1, len(words) // 50)):
+                words[i] = "changed"
+            return " ".join(words)
+
+        copies = [{"page_id": f"copy-{r['page_id']}", "text": edit(r["text"]), "of": r["page_id"]} for r in day1[:30]]
+        write_jsonl(tmp_path / "raw" / "wiki" / "day-2" / "part-0.jsonl", copies + fresh)
+        releases = _wait_for_releases(storage, 2, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    m2 = storage.read_json(releases[1]["manifest"])
+    verify_release(storage, m2)
+    assert m2["parent"] == m1["release"]
+    assert [i["uri"] for i in m2["inputs"]] == [str(tmp_path / "raw" / "wiki" / "day-2" / "part-0.jsonl")]
+    assert m2["config"]["inputs"][0]["source"] == "wiki"
+    rejects = pa.concat_tables([storage.read_parquet(f["path"]) for f in m2["outputs"]["rejects"]
+                                if "/near_dedup/" in f["path"]])
+    dropped = dict(zip(rejects.column("id").to_pylist(), rejects.column("detail").to_pylist(), strict=True))
+    caught = [c for c in copies if stable_id("wiki", c["page_id"], "") in dropped]
+    assert len(caught) >= 0.85 * len(copies)
+    assert all(d.endswith(f"in release {m1['release']}") for d in dropped.values())
+    # the scheduled runs after that found nothing new: still two releases
+    assert len(json.loads((root / "catalog.json").read_text())["releases"]) == 2
