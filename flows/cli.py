@@ -134,6 +134,34 @@ def serve(
     serve_all(cfg, cron=None if interval else cron, interval=interval or None)
 
 
+@app.command("backfill")
+def backfill_cmd(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML; its inputs are partitioned roots.")],
+    partition: Annotated[list[str], typer.Option("--partition", "-p", help="Partition name (repeatable).")] = None,
+    start: Annotated[str, typer.Option(help="First partition name of a range (inclusive).")] = None,
+    end: Annotated[str, typer.Option(help="Last partition name of a range (inclusive).")] = None,
+    single: Annotated[bool, typer.Option(help="One release for all partitions instead of one each.")] = False,
+    max_concurrent: Annotated[int, typer.Option(help="Partitions curated at once.")] = 2,
+    prefix: Annotated[str, typer.Option(help="Release id prefix.")] = "backfill",
+) -> None:
+    """Curate a list or range of input partitions (one release each, or one for all)."""
+    try:
+        cfg = load_config(config).export_secrets_to_env()
+        _ensure_prefect_server(needs_s3=False)
+    except (ConfigError, StackError) as exc:
+        _fail(str(exc))
+    from flows.backfill import BackfillSpec, backfill
+    from flows.curate import ReleaseError
+
+    spec = BackfillSpec(partitions=partition or [], start=start, end=end, max_concurrent=max_concurrent,
+                        mode="single" if single else "per_partition", release_prefix=prefix)
+    try:
+        ids = backfill(config=cfg, spec=spec)
+    except ReleaseError as exc:
+        _fail(str(exc))
+    typer.echo("released: " + ", ".join(ids))
+
+
 @app.command()
 def up(
     prefect_port: Annotated[int, typer.Option(help="Prefect server port.")] = 4200,

@@ -10,6 +10,7 @@ from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType
 
+from flows.backfill import BackfillSpec, backfill
 from flows.curate import curate
 from flows.refresh import refresh
 from tasks.config import PipelineConfig
@@ -29,4 +30,7 @@ def serve_all(config: PipelineConfig, cron: str | None = "0 3 * * *", interval: 
                               concurrency_limit=ConcurrencyLimitConfig(
                                   limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
                               description="Scheduled incremental release from new input partitions.", **schedule),
+        backfill.to_deployment(name="backfill", parameters={**params, "spec": BackfillSpec().model_dump()},
+                               tags=["refinery"], **module,
+                               description="Curate a list or range of partitions, bounded concurrency."),
     )

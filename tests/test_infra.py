@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_prefect_yaml_deployments_reference_real_flows():
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     names = {d["name"]: d for d in spec["deployments"]}
-    assert set(names) == {"curate", "refresh"}
+    assert set(names) == {"curate", "refresh", "backfill"}
     from tasks.config import PipelineConfig
 
     for d in names.values():
@@ -24,6 +24,9 @@ def test_prefect_yaml_deployments_reference_real_flows():
         PipelineConfig.model_validate(d["parameters"]["config"])  # the form's defaults are valid
         assert d["work_pool"]["name"] == "refinery"
     assert names["refresh"]["schedules"][0]["cron"]
+    from flows.backfill import BackfillSpec
+
+    BackfillSpec.model_validate(names["backfill"]["parameters"]["spec"])
     assert names["refresh"]["concurrency_limit"]["collision_strategy"] in ConcurrencyLimitStrategy.__members__
 
 

@@ -91,3 +91,41 @@ def test_scheduled_refresh_releases_only_new_partitions(stack, tmp_path):
     assert all(d.endswith(f"in release {m1['release']}") for d in dropped.values())
     # the scheduled runs after that found nothing new: still two releases
     assert len(json.loads((root / "catalog.json").read_text())["releases"]) == 2
+
+
+def test_backfill_three_partitions_with_bounded_concurrency(stack, ray_local, tmp_path):
+    from datetime import datetime
+
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.backfill import LIMIT_NAME, BackfillSpec, backfill
+    from tasks.config import InputSpec, PipelineConfig
+
+    wiki = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).select(["page_id", "text"]).to_pylist()
+    for k, day in enumerate(["day-1", "day-2", "day-3", "day-4"]):
+        write_jsonl(tmp_path / "raw" / day / "part-0.jsonl", wiki[k * 80:(k + 1) * 80])
+    root = str(tmp_path / "corpus")
+    cfg = PipelineConfig(output=root, inputs=[InputSpec(uri=str(tmp_path / "raw"), source="wiki",
+                                                        columns={"id": "page_id"})])
+    ids = backfill(config=cfg, spec=BackfillSpec(start="day-1", end="day-3", max_concurrent=2, release_prefix="bf"))
+    assert sorted(ids) == ["bf-day-1", "bf-day-2", "bf-day-3"]
+    storage = StorageSpec(root).open()
+    spans = []
+    for rid in ids:
+        m = storage.read_json(f"releases/{rid}/manifest.json")
+        verify_release(storage, m)
+        day = rid.removeprefix("bf-")
+        assert [i["uri"] for i in m["inputs"]] == [str(tmp_path / "raw" / day / "part-0.jsonl")]
+        spans.append((datetime.fromisoformat(m["created"]), datetime.fromisoformat(m["published"])))
+    # never more partitions at once than the limit: at any start, at most 2 runs are open
+    for start, _ in spans:
+        assert sum(1 for s, e in spans if s <= start < e) <= 2
+    api = PREFECT_API_URL.value().rstrip("/")
+    limit = httpx.get(f"{api}/v2/concurrency_limits/{LIMIT_NAME}", timeout=10).raise_for_status().json()
+    assert limit["limit"] == 2 and limit["active_slots"] == 0
+
+    single = backfill(config=cfg, spec=BackfillSpec(partitions=["day-2", "day-4"], mode="single", release_prefix="all"))
+    m = storage.read_json(f"releases/{single[0]}/manifest.json")
+    assert single == ["all-day-2-day-4"]
+    assert [i["uri"].rsplit("/", 2)[1] for i in m["inputs"]] == ["day-2", "day-4"]

@@ -1,0 +1,96 @@
+"""The ``backfill`` flow: curate a list or a range of input partitions, one release per
+partition (at most ``max_concurrent`` at once, held by a Prefect global concurrency limit)
+or one release for all of them."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.curate import ReleaseError, curate, run_release
+from flows.refresh import list_partitions
+from tasks.config import PipelineConfig
+from tasks.ingest import _default_source
+from tasks.parallel import make_task_runner
+from tasks.storage import filesystem_for
+
+LIMIT_NAME = "refinery-backfill"
+
+
+class BackfillSpec(BaseModel):
+    """Which partitions of the config's inputs to curate, and how."""
+
+    model_config = ConfigDict(extra="forbid")
+    partitions: list[str] = Field(default_factory=list, title="Partitions",
+                                  description="Partition names (folder or file names); empty: use the range.")
+    start: str | None = Field(None, title="From partition", description="First partition name (inclusive).")
+    end: str | None = Field(None, title="To partition", description="Last partition name (inclusive).")
+    mode: Literal["per_partition", "single"] = Field("per_partition", title="Releases",
+                                                     description="One release per partition, or one for all.")
+    max_concurrent: int = Field(2, ge=1, le=64, title="Partitions at once")
+    release_prefix: str = Field("backfill", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", title="Release id prefix")
+
+
+def select_partitions(config: PipelineConfig, spec: BackfillSpec) -> list[tuple[Any, str]]:
+    """(input spec for one partition, partition name) in name order."""
+    chosen = []
+    for inp in config.inputs:
+        fs, base = filesystem_for(inp.uri, config.storage.endpoint_url)
+        source = inp.source or _default_source(inp, fs, base, True)
+        for uri in list_partitions(inp, config.storage.endpoint_url):
+            name = uri.rstrip("/").rsplit("/", 1)[-1]
+            wanted = name in spec.partitions if spec.partitions else (
+                (spec.start is None or name >= spec.start) and (spec.end is None or name <= spec.end))
+            if wanted:
+                chosen.append((inp.model_copy(update={"uri": uri, "source": source}), name))
+    if spec.partitions:
+        missing = set(spec.partitions) - {n for _, n in chosen}
+        if missing:
+            raise ReleaseError(f"backfill: no such partitions: {', '.join(sorted(missing))}")
+    return sorted(chosen, key=lambda x: x[1])
+
+
+def _ensure_limit(slots: int) -> None:
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(LIMIT_NAME)
+            client.update_global_concurrency_limit(LIMIT_NAME, GlobalConcurrencyLimitUpdate(limit=slots))
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=LIMIT_NAME, limit=slots))
+
+
+@flow(name="backfill", task_runner=make_task_runner(PipelineConfig().execution), persist_result=False)
+def backfill(config: PipelineConfig, spec: BackfillSpec) -> list[str]:
+    """Curate the chosen partitions; returns the release ids."""
+    logger = get_run_logger()
+    chosen = select_partitions(config, spec)
+    if not chosen:
+        raise ReleaseError("backfill: no partition matches the list or range")
+    logger.info("backfill of %d partitions: %s", len(chosen), [n for _, n in chosen])
+    if spec.mode == "single":
+        name = f"{spec.release_prefix}-{chosen[0][1]}-{chosen[-1][1]}"
+        cfg = config.model_copy(update={"inputs": [i for i, _ in chosen], "release": _release_id(name)})
+        return [run_release(cfg)["release"]]
+
+    _ensure_limit(spec.max_concurrent)
+
+    def one(item) -> str:
+        inp, name = item
+        cfg = config.model_copy(update={"inputs": [inp], "release": _release_id(f"{spec.release_prefix}-{name}")})
+        with concurrency(LIMIT_NAME, occupy=1, lease_duration=3600):
+            return curate.with_options(flow_run_name=f"backfill-{name}")(config=cfg)["release"]
+
+    with ThreadPoolExecutor(max_workers=spec.max_concurrent) as pool:
+        return list(pool.map(one, chosen))
+
+
+def _release_id(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)[:128]
