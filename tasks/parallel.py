@@ -67,15 +67,16 @@ class RayRunner(RayTaskRunner):
         runtime_env = dict(self.init_kwargs.get("runtime_env") or {})
         runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
         self.init_kwargs["runtime_env"] = runtime_env
-        self.init_kwargs.setdefault("include_dashboard", False)
+        if self.address == "local":
+            self.init_kwargs.setdefault("include_dashboard", False)
         self.init_kwargs.setdefault("log_to_driver", True)
-        if not (self.address or os.environ.get("RAY_ADDRESS")):
-            self.init_kwargs.setdefault("num_cpus", os.cpu_count() or 1)
         return super().__enter__()
 
 
 def make_task_runner(execution: ExecutionConfig) -> RayRunner:
-    return RayRunner(address=execution.ray_address or os.environ.get("RAY_ADDRESS") or None)
+    """Join the configured cluster (config, else RAY_ADDRESS); otherwise start a private local
+    Ray ("local"), even when a `ray start` cluster happens to run on this machine."""
+    return RayRunner(address=execution.ray_address or os.environ.get("RAY_ADDRESS") or "local")
 
 
 def _retry_unless_bad_input(task: Task, task_run: Any, state: Any) -> bool:

@@ -51,10 +51,17 @@ def _once(ctx: RunContext, stage: str, shard: str, compute: Callable[[Storage], 
         return done
     t0 = time.perf_counter()
     result = compute(storage)
-    result.update(stage=stage, shard=shard, seconds=round(time.perf_counter() - t0, 3))
+    result.update(stage=stage, shard=shard, seconds=round(time.perf_counter() - t0, 3), node=_ray_node())
     storage.write_json(marker, result)  # last: its presence means every output above is complete
     result["skipped"] = False
     return result
+
+
+def _ray_node() -> str | None:
+    """The Ray node a step ran on (recorded in its marker; shows how work spread)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def _write_by_source(storage: Storage, table: pa.Table, sources: pa.Array, path_of: Callable[[str], str]) -> list[dict]:

@@ -129,3 +129,57 @@ def test_backfill_three_partitions_with_bounded_concurrency(stack, ray_local, tm
     m = storage.read_json(f"releases/{single[0]}/manifest.json")
     assert single == ["all-day-2-day-4"]
     assert [i["uri"].rsplit("/", 2)[1] for i in m["inputs"]] == ["day-2", "day-4"]
+
+
+def test_two_node_ray_cluster_spreads_shards_and_publishes_the_same_release(stack, tmp_path):
+    """A real two-node Ray cluster on this machine (head + a second node joining it): the run
+    given its address spreads shard tasks over both nodes and publishes what a local run does."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    # Ray 2.60 turns on token auth for `ray start` clusters; this loopback-only test cluster
+    # runs without it (the variable is set for the cluster's and the run's processes only).
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "REFINERY_HOME": str(tmp_path / "home")}
+    common = ["--num-cpus", "1", "--disable-usage-stats", "--node-ip-address", "127.0.0.1", "--block"]
+    nodes = [subprocess.Popen([ray_bin, "start", "--head", "--port", str(port), "--include-dashboard=false",
+                               *common], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        time.sleep(8)
+        nodes.append(subprocess.Popen([ray_bin, "start", "--address", f"127.0.0.1:{port}", *common], env=env,
+                                      start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(8)
+        args = ["-i", str(shared("cc_web_samples/cc_web_samples.parquet")),
+                "-i", str(shared("simple_wikipedia/simple_wikipedia.parquet")), "--release", "two"]
+        cfg = tmp_path / "p.yaml"
+        cfg.write_text(yaml.safe_dump({"execution": {"shard_rows": 2000}}))
+        runs = {}
+        for name, extra in (("cluster", ["--ray-address", f"127.0.0.1:{port}"]), ("local", [])):
+            out = subprocess.run([REFINERY, "run", "-c", str(cfg), "-o", str(tmp_path / name), *args, *extra],
+                                 env=env, capture_output=True, text=True, timeout=600)
+            assert out.returncode == 0, out.stderr[-3000:]
+            runs[name] = StorageSpec(str(tmp_path / name)).open()
+    finally:
+        for proc in reversed(nodes):
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in reversed(nodes):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    cluster, local = runs["cluster"], runs["local"]
+    mc, ml = cluster.read_json("releases/two/manifest.json"), local.read_json("releases/two/manifest.json")
+    assert mc["cluster"]["ray_nodes"] == 2 and ml["cluster"]["ray_address"] != mc["cluster"]["ray_address"]
+    used = {cluster.read_json(f)["node"] for f in cluster.list("state/work/two", ".done.json")}
+    assert len(used) == 2, used
+    assert mc["funnel"] == ml["funnel"] and mc["totals"] == ml["totals"]
+
+    def docs(storage, m):
+        t = pa.concat_tables([storage.read_parquet(f["path"]).select(["id", "text"]) for f in m["outputs"]["documents"]])
+        return sorted(zip(t.column("id").to_pylist(), t.column("text").to_pylist(), strict=True))
+
+    assert docs(cluster, mc) == docs(local, ml)
