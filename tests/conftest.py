@@ -74,7 +74,8 @@ def ray_local(stack):
     task runner joins it instead of starting a Ray per flow run."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": always a private instance, never a `ray start` cluster that happens to run here
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
