@@ -183,3 +183,79 @@ def test_two_node_ray_cluster_spreads_shards_and_publishes_the_same_release(stac
         return sorted(zip(t.column("id").to_pylist(), t.column("text").to_pylist(), strict=True))
 
     assert docs(cluster, mc) == docs(local, ml)
+
+
+def test_custom_run_from_the_prefect_ui(stack, tmp_path, artifacts):
+    """In headless Chromium: open the local Prefect UI, find the `curate` deployment, start a
+    custom run with changed parameters, and find them in the published release's manifest."""
+    import httpx
+    from playwright.sync_api import sync_playwright
+    from prefect.settings import PREFECT_API_URL
+
+    wiki = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).select(["page_id", "text"])
+    write_jsonl(tmp_path / "raw" / "day-1" / "part-0.jsonl", wiki.slice(0, 120).to_pylist())
+    root = tmp_path / "corpus"
+    cfg_path = tmp_path / "pipeline.yaml"
+    cfg_path.write_text(yaml.safe_dump({"output": str(root), "inputs": [
+        {"uri": str(tmp_path / "raw"), "source": "wiki", "columns": {"id": "page_id"}}]}))
+    env = {**os.environ, "REFINERY_HOME": str(tmp_path / "home")}
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - the server writes to it until killed
+    proc = subprocess.Popen([REFINERY, "serve", "--config", str(cfg_path), "--cron", "0 0 1 1 *"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    api = PREFECT_API_URL.value().rstrip("/")
+    ui = api.removesuffix("/api")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            names = [d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()]
+            if "curate" in names:
+                break
+            time.sleep(1)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{ui}/deployments", wait_until="networkidle")
+            page.locator("a[href^='/deployments/deployment/']").filter(has_text="curate").first.click()
+            page.wait_for_load_state("networkidle")
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_text("Custom run", exact=True).first.click()
+            page.wait_for_load_state("networkidle")
+            def prop(title: str):  # the innermost form property labelled with a pydantic title
+                label = page.locator("span.schema-form-property__label", has_text=title)
+                return page.locator("div.schema-form-property", has=label).last
+
+            release = prop("Release id")
+            release.get_by_role("button", name="str", exact=True).click()  # Optional[str]: pick "str"
+            release.locator("textarea, input").first.fill("ui-run")
+            prop("MinHash permutations").locator("input, textarea").first.fill("128")
+            page.screenshot(path=str(artifacts / "prefect-custom-run-form.png"), full_page=True)
+            page.get_by_role("button", name="Submit").click()
+            # after a submit the UI returns to the deployment (a toast links the new run)
+            page.wait_for_url(lambda url: "/run?" not in url and url.rstrip("/").split("?")[0].count("/run") == 0,
+                              timeout=60_000)
+            browser.close()
+        storage = StorageSpec(str(root)).open()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not storage.exists("releases/ui-run/manifest.json"):
+            assert proc.poll() is None, "refinery serve exited"
+            time.sleep(2)
+        run_id = storage.read_json("releases/ui-run/manifest.json")["flow_run_id"]
+        while time.monotonic() < deadline:  # the run finishes after its manifest (artifacts)
+            run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
+            if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                break
+            time.sleep(1)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    m = storage.read_json("releases/ui-run/manifest.json")
+    verify_release(storage, m)
+    assert m["config"]["near_dedup"]["num_perm"] == 128
+    assert m["dedup"]["near"]["parameters"]["num_perm"] == 128
+    assert run["state"]["type"] == "COMPLETED" and run["deployment_id"]
