@@ -27,6 +27,16 @@ pytestmark = pytest.mark.slow
 REFINERY = str(Path(sys.executable).with_name("refinery"))
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a process group started with start_new_session (SIGTERM, then SIGKILL)."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _wait_for_releases(storage, n: int, proc, timeout: float = 300) -> list[dict]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -71,12 +81,7 @@ def test_scheduled_refresh_releases_only_new_partitions(stack, tmp_path):
         write_jsonl(tmp_path / "raw" / "wiki" / "day-2" / "part-0.jsonl", copies + fresh)
         releases = _wait_for_releases(storage, 2, proc)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _stop(proc)
         log.close()
     m2 = storage.read_json(releases[1]["manifest"])
     verify_release(storage, m2)
@@ -164,13 +169,7 @@ def test_two_node_ray_cluster_spreads_shards_and_publishes_the_same_release(stac
             runs[name] = StorageSpec(str(tmp_path / name)).open()
     finally:
         for proc in reversed(nodes):
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in reversed(nodes):
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            _stop(proc)
     cluster, local = runs["cluster"], runs["local"]
     mc, ml = cluster.read_json("releases/two/manifest.json"), local.read_json("releases/two/manifest.json")
     assert mc["cluster"]["ray_nodes"] == 2 and ml["cluster"]["ray_address"] != mc["cluster"]["ray_address"]
@@ -247,12 +246,7 @@ def test_custom_run_from_the_prefect_ui(stack, tmp_path, artifacts):
                 break
             time.sleep(1)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _stop(proc)
         log.close()
     m = storage.read_json("releases/ui-run/manifest.json")
     verify_release(storage, m)
