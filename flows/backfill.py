@@ -16,11 +16,9 @@ from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.curate import ReleaseError, curate, run_release
-from flows.refresh import list_partitions
+from flows.refresh import partition_inputs
 from tasks.config import PipelineConfig
-from tasks.ingest import _default_source
 from tasks.parallel import make_task_runner
-from tasks.storage import filesystem_for
 
 LIMIT_NAME = "refinery-backfill"
 
@@ -41,16 +39,9 @@ class BackfillSpec(BaseModel):
 
 def select_partitions(config: PipelineConfig, spec: BackfillSpec) -> list[tuple[Any, str]]:
     """(input spec for one partition, partition name) in name order."""
-    chosen = []
-    for inp in config.inputs:
-        fs, base = filesystem_for(inp.uri, config.storage.endpoint_url)
-        source = inp.source or _default_source(inp, fs, base, True)
-        for uri in list_partitions(inp, config.storage.endpoint_url):
-            name = uri.rstrip("/").rsplit("/", 1)[-1]
-            wanted = name in spec.partitions if spec.partitions else (
-                (spec.start is None or name >= spec.start) and (spec.end is None or name <= spec.end))
-            if wanted:
-                chosen.append((inp.model_copy(update={"uri": uri, "source": source}), name))
+    chosen = [(inp, name) for inp, name in partition_inputs(config)
+              if (name in spec.partitions if spec.partitions else
+                  (spec.start is None or name >= spec.start) and (spec.end is None or name <= spec.end))]
     if spec.partitions:
         missing = set(spec.partitions) - {n for _, n in chosen}
         if missing:

@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 
 from flows.curate import ReleaseError, run_release, storage_spec
 from tasks.config import InputSpec, PipelineConfig
-from tasks.ingest import _default_source
+from tasks.ingest import source_name
 from tasks.parallel import make_task_runner
 from tasks.publish import read_catalog
 from tasks.storage import Storage, filesystem_for
@@ -34,16 +34,22 @@ def consumed_inputs(storage: Storage) -> set[str]:
     return out
 
 
-def new_partitions(config: PipelineConfig, storage: Storage) -> list[InputSpec]:
-    consumed = consumed_inputs(storage)
-    fresh = []
+def partition_inputs(config: PipelineConfig) -> list[tuple[InputSpec, str]]:
+    """One input spec per partition of every configured root, with the partition's name; the
+    source keeps the root's name."""
+    out = []
     for spec in config.inputs:
         fs, base = filesystem_for(spec.uri, config.storage.endpoint_url)
-        source = spec.source or _default_source(spec, fs, base, True)
-        for part in list_partitions(spec, config.storage.endpoint_url):
-            if not any(u == part or u.startswith(part.rstrip("/") + "/") for u in consumed):
-                fresh.append(spec.model_copy(update={"uri": part, "source": source}))
-    return fresh
+        source = spec.source or source_name(spec, fs, base, True)
+        for uri in list_partitions(spec, config.storage.endpoint_url):
+            out.append((spec.model_copy(update={"uri": uri, "source": source}), uri.rstrip("/").rsplit("/", 1)[-1]))
+    return out
+
+
+def new_partitions(config: PipelineConfig, storage: Storage) -> list[InputSpec]:
+    consumed = consumed_inputs(storage)
+    return [spec for spec, _ in partition_inputs(config)
+            if not any(u == spec.uri or u.startswith(spec.uri.rstrip("/") + "/") for u in consumed)]
 
 
 @flow(name="refresh", task_runner=make_task_runner(PipelineConfig().execution), persist_result=False)

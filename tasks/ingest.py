@@ -80,7 +80,7 @@ def _format_of(path: str, declared: str) -> str:
     raise InputError(f"{path}: cannot tell the format from the name (expected one of {', '.join(DATA_SUFFIXES)})")
 
 
-def _default_source(spec: InputSpec, fs, base: str, is_dir: bool) -> str:
+def source_name(spec: InputSpec, fs, base: str, is_dir: bool) -> str:
     if spec.source:
         return spec.source
     name = base.rstrip("/").rsplit("/", 1)[-1]
@@ -112,7 +112,7 @@ def expand_input(spec: InputSpec, endpoint_url: str | None = None) -> tuple[str,
         raise InputError(f"{spec.uri}: input not found")
     if not files:
         raise InputError(f"{spec.uri}: no data files found (looked for {', '.join(DATA_SUFFIXES)})")
-    source = _default_source(spec, fs, base, is_dir)
+    source = source_name(spec, fs, base, is_dir)
     urls = [f"{protocol}://{p}" if protocol and protocol != "file" else p for p in files]
     return source, urls, fs
 
