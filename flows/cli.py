@@ -25,6 +25,10 @@ export_app = typer.Typer(no_args_is_help=True, help="Export a release to other l
 app.add_typer(export_app, name="export")
 metrics_app = typer.Typer(no_args_is_help=True, help="Prometheus metrics of a corpus root.")
 app.add_typer(metrics_app, name="metrics")
+quality_app = typer.Typer(no_args_is_help=True, help="The quality stage's models.")
+app.add_typer(quality_app, name="quality")
+models_app = typer.Typer(no_args_is_help=True, help="Model files the stages use.")
+app.add_typer(models_app, name="models")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -84,6 +88,8 @@ def run(
                    err=True)
         cfg = cfg.model_copy(update={"inputs": [InputSpec(uri=f"{folder}/package_descriptions"),
                                                 InputSpec(uri=f"{folder}/package_licenses")]})
+        if config is None:  # the default job shows every non-model stage
+            cfg = cfg.model_copy(update={"quality": cfg.quality.model_copy(update={"enabled": True})})
     if not cfg.output:
         cfg = cfg.model_copy(update={"output": str(home / "corpus")})
     try:
@@ -101,10 +107,11 @@ def run(
     from tasks.ingest import InputError
     from tasks.manifest import summarize
     from tasks.parallel import PrefectServerMissing, ShardFailed
+    from tasks.quality.rules import RuleError
 
     try:
         manifest = run_curate(cfg)
-    except (ReleaseError, InputError, PrefectServerMissing, ShardFailed) as exc:
+    except (ReleaseError, InputError, PrefectServerMissing, ShardFailed, RuleError) as exc:
         _fail(str(exc))
     typer.echo(summarize(manifest))
     typer.echo(f"\nrelease: {cfg.output.rstrip('/')}/releases/{manifest['release']}")
@@ -250,6 +257,47 @@ def export_dolma(
         _fail(str(exc))
     typer.echo(f"exported {counts['documents']:,} documents in {counts['files']} files "
                f"({counts['attribute_files']} attribute files) to {to}")
+
+
+@quality_app.command("train")
+def quality_train(
+    positive: Annotated[list[str], typer.Option(help="Good text: URL or URL#text_column (repeatable).")],
+    negative: Annotated[list[str], typer.Option(help="Other text: URL or URL#text_column (repeatable).")],
+    output: Annotated[str, typer.Option(help="Folder URL for model.bin and model_card.json.")],
+    name: Annotated[str | None, typer.Option(help="Model name for the card; default: the folder name.")] = None,
+    epoch: Annotated[int, typer.Option(help="fastText epochs.")] = 5,
+    dim: Annotated[int, typer.Option(help="fastText vector size.")] = 100,
+    bucket: Annotated[int, typer.Option(help="Hash buckets of the word bigrams.")] = 200_000,
+    balance: Annotated[bool, typer.Option(help="Downsample the larger class to the smaller.")] = True,
+    min_count: Annotated[int, typer.Option(help="Ignore words rarer than this.")] = 3,
+    validation: Annotated[float, typer.Option(help="Share held out for validation.")] = 0.1,
+    max_docs: Annotated[int | None, typer.Option(help="At most this many documents per corpus.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split and of fastText.")] = 0,
+) -> None:
+    """Train a fastText quality classifier (DCLM recipe: word bigrams, hq vs cc labels)."""
+    from tasks.ingest import InputError
+    from tasks.quality.classifier import TrainParams
+    from tasks.quality.training import train_to_storage
+
+    params = TrainParams(dim=dim, bucket=bucket, balance=balance, epoch=epoch, min_count=min_count, validation_fraction=validation, seed=seed,
+                         max_docs_per_class=max_docs)
+    try:
+        card = train_to_storage(positive, negative, output, params, name)
+    except (InputError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    val = card["validation"]
+    typer.echo(f"model {card['model']}: trained on {card['counts']['train']}, validation {val}")
+
+
+@models_app.command("fetch")
+def models_fetch() -> None:
+    """Fetch the model files that are not Python packages (the lid.176 language-ID model)."""
+    from tasks.quality.models import ModelError, lid_model_path
+
+    try:
+        typer.echo(f"language ID: {lid_model_path()}")
+    except ModelError as exc:
+        _fail(str(exc))
 
 
 @metrics_app.command("serve")

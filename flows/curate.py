@@ -20,6 +20,7 @@ from tasks.ingest import plan_shards
 from tasks.manifest import config_sha256
 from tasks.parallel import PROGRESS, make_task_runner, shard_map, shard_task
 from tasks.publish import build_manifest, publish_release, read_catalog
+from tasks.quality import steps as quality_steps
 from tasks.steps import (
     RunContext,
     exact_filter_step,
@@ -37,6 +38,9 @@ near_cc_local_task = shard_task(near_steps.cc_local_step, "near_dedup_cc_local")
 near_finalize_task = shard_task(near_steps.finalize_step, "near_dedup_finalize")
 near_survivor_task = shard_task(near_steps.survivor_step, "near_dedup_survivors")
 near_filter_task = shard_task(near_steps.filter_step, "near_dedup")
+quality_task = shard_task(quality_steps.quality_step, "quality")
+quality_values_task = shard_task(quality_steps.threshold_value_step, "quality_threshold_values")
+quality_threshold_task = shard_task(quality_steps.threshold_filter_step, "quality_threshold")
 MAX_CC_ROUNDS = 100
 
 
@@ -96,7 +100,9 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
         return existing
 
     execution = ctx.config.execution
-    waves = 1 + 2 * ctx.config.exact_dedup.enabled + 5 * ctx.config.near_dedup.enabled
+    quality = ctx.config.quality.enabled
+    thresholds = quality and bool(ctx.config.quality.thresholds)
+    waves = 1 + 2 * ctx.config.exact_dedup.enabled + 5 * ctx.config.near_dedup.enabled + quality + 2 * thresholds
     progress = Progress(ctx.release, waves)
     PROGRESS.set(progress)
     timing: dict[str, float] = {}
@@ -114,7 +120,10 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     ctx = replace(ctx, exact_buckets=ctx.config.exact_dedup.bucket_count(len(shards)),
                   near_partitions=ctx.config.near_dedup.partition_count(len(shards)))
     # the last map stage writes the release's documents itself
-    results, failed = shard_map(ingest_task, [(s.name, (ctx, s, not (dedup or near))) for s in shards], execution,
+    if quality:
+        quality_steps.stage.stage_rules(ctx.config.quality)  # unknown names fail before any work starts
+    results, failed = shard_map(ingest_task, [(s.name, (ctx, s, not (dedup or near or quality))) for s in shards],
+                                execution,
                                 "ingest")
     by_name = {s.name: s for s in shards}
     for f in failed:
@@ -134,19 +143,33 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
         buckets = range(ctx.exact_buckets)
         markers["exact_dedup_reduce"] = _checked(shard_map(
             exact_reduce_task, [(f"b{b:05d}", (ctx, b)) for b in buckets], execution, "exact_dedup_reduce"))
-        markers["exact_dedup"] = _checked(shard_map(exact_filter_task, [(n, (ctx, n, not near)) for n in names],
-                                                    execution, "exact_dedup"))
+        markers["exact_dedup"] = _checked(shard_map(exact_filter_task, [(n, (ctx, n, not (near or quality)))
+                                                                        for n in names], execution, "exact_dedup"))
         timing["exact_dedup"] = time.perf_counter() - t0
         prev = "exact_dedup"
 
     if near:
         t0 = time.perf_counter()
         view = _near_view(storage, ctx)
-        markers.update(_near_dedup(ctx, names, prev, view, execution))
+        markers.update(_near_dedup(ctx, names, prev, view, execution, final=not quality))
         if ctx.config.near_dedup.cross_release:  # counts only once the release is committed
             storage.write_json(f"{near_index.segment_dir(ctx.release)}/meta.json",
                                {"partitions": ctx.near_partitions})
         timing["near_dedup"] = time.perf_counter() - t0
+        prev = "near_dedup"
+
+    if quality:
+        t0 = time.perf_counter()
+        markers["quality"] = _checked(shard_map(quality_task, [(n, (ctx, n, prev, True)) for n in names], execution,
+                                                "quality"))
+        if thresholds:
+            values = _checked(shard_map(quality_values_task, [("all", (ctx, names))], execution,
+                                        "quality_threshold_values"))
+            markers["quality_threshold_values"] = values
+            markers["quality_threshold"] = _checked(shard_map(
+                quality_threshold_task, [(n, (ctx, n, values[0]["thresholds"], True)) for n in names], execution,
+                "quality_threshold"))
+        timing["quality"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     manifest = build_manifest(ctx, markers, failures, timing, cluster_info(), _flow_run_id(), storage)
@@ -178,7 +201,8 @@ def _near_view(storage: Storage, ctx: RunContext) -> near_index.IndexView:
     return view
 
 
-def _near_dedup(ctx: RunContext, names: list[str], prev: str, view: near_index.IndexView, execution) -> dict:
+def _near_dedup(ctx: RunContext, names: list[str], prev: str, view: near_index.IndexView, execution,
+                final: bool) -> dict:
     """Map → reduce → connected components (large-star / small-star rounds) → survivors → filter."""
     parts = [(f"p{p:05d}", p) for p in range(ctx.near_partitions)]
     out: dict[str, Any] = {}
@@ -207,8 +231,8 @@ def _near_dedup(ctx: RunContext, names: list[str], prev: str, view: near_index.I
                        "near_dedup_finalize"))
     out["near_dedup_survivors"] = _checked(shard_map(near_survivor_task, [(n, (ctx, p)) for n, p in parts], execution,
                                                      "near_dedup_survivors"))
-    out["near_dedup"] = _checked(shard_map(near_filter_task, [(n, (ctx, n, prev, True)) for n in names], execution,
-                                           "near_dedup"))
+    out["near_dedup"] = _checked(shard_map(near_filter_task, [(n, (ctx, n, prev, final)) for n in names],
+                                           execution, "near_dedup"))
     out["near_dedup_info"] = [{"cc_rounds": rounds + 1 if distributed else 0, "cc": "distributed" if distributed
                                else "local", "index_before": near_index.index_size(
         ctx.storage.open(), view), "index_releases": view.releases}]

@@ -445,3 +445,18 @@ def _parse_rejects(bad_rows: list[tuple[int, str, str | None]], shard: Shard, re
 def documents_of(work: pa.Table) -> pa.Table:
     """The published columns of a work table."""
     return work.select(DOCUMENT_SCHEMA.names).cast(DOCUMENT_SCHEMA)
+
+
+def read_texts(spec: InputSpec, endpoint_url: str | None = None, limit: int | None = None) -> list[str]:
+    """The normalized texts of one input (every file of it), read exactly as a release reads
+    them; used where a whole run is not wanted, e.g. classifier training data."""
+    _, urls, fs = expand_input(spec, endpoint_url)
+    texts: list[str] = []
+    epoch = datetime.fromtimestamp(0, UTC)
+    for k, url in enumerate(urls):
+        fmt = _format_of(url, spec.format)
+        shard = Shard(k, url, fmt, "training", spec.columns, None, endpoint_url)
+        texts.extend(ingest_shard(shard, IngestConfig(), "text", "training", epoch).work.column("text").to_pylist())
+        if limit is not None and len(texts) >= limit:
+            return texts[:limit]
+    return texts

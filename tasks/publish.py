@@ -13,7 +13,7 @@ from tasks.report import render_report
 from tasks.steps import LENGTH_BINS, RunContext
 from tasks.storage import Storage
 
-STAGE_ORDER = ["ingest", "exact_dedup", "near_dedup"]
+STAGE_ORDER = ["ingest", "exact_dedup", "near_dedup", "quality", "quality_threshold"]
 
 
 def _files(markers: Iterable[dict[str, Any]], key: str = "files") -> list[dict[str, Any]]:
@@ -84,6 +84,7 @@ def build_manifest(
         dedup["near"] = near_figures(ctx, markers, funnel, storage)
 
     public = ctx.config.public_dict()
+    quality = quality_figures(ctx, markers, funnel) if "quality" in markers else None
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "release": ctx.release,
@@ -100,6 +101,7 @@ def build_manifest(
         "sources": dict(sorted(sources.items())),
         "funnel": funnel,
         "dedup": dedup,
+        **({"quality": quality} if quality is not None else {}),
         "failures": failures,
         "timing": {k: round(v, 3) for k, v in timing.items()},
         "cluster": cluster,
@@ -114,6 +116,36 @@ def build_manifest(
     }
     manifest["drift"] = drift(storage, manifest)
     return manifest
+
+
+def quality_figures(ctx: RunContext, markers: dict[str, list[dict[str, Any]]],
+                    funnel: list[dict[str, Any]]) -> dict[str, Any]:
+    """Taggers, per-rule drop counts, score histograms and the thresholds used."""
+    from tasks.quality import stage
+
+    cfg = ctx.config.quality
+    histograms: dict[str, list[int]] = {}
+    languages: dict[str, int] = {}
+    for m in markers["quality"]:
+        for name, counts in m["histograms"].items():
+            histograms[name] = [a + b for a, b in zip(histograms.get(name, [0] * len(counts)), counts, strict=True)]
+        for lang, n in m["languages"].items():
+            languages[lang] = languages.get(lang, 0) + n
+    drops: dict[str, int] = {}
+    for st in funnel:
+        if st["stage"] in ("quality", "quality_threshold"):
+            drops.update(st["dropped"])
+    rules = [r.name for r, _ in stage.stage_rules(cfg)] + [t.name for t in cfg.thresholds]
+    bins = [round(i / stage.HISTOGRAM_BINS, 6) for i in range(stage.HISTOGRAM_BINS + 1)]
+    return {
+        "taggers": stage.enabled_taggers(cfg),
+        "attributes": stage.attribute_names(cfg),
+        "rules": {name: drops.get(name, 0) for name in rules},
+        "histograms": {name: {"bins": bins, "counts": counts} for name, counts in sorted(histograms.items())},
+        "thresholds": (markers.get("quality_threshold_values") or [{"thresholds": []}])[0]["thresholds"],
+        "languages": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "classifier": cfg.classifier.model,
+    }
 
 
 def drift(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any] | None:

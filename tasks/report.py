@@ -61,6 +61,41 @@ def s_curve_chart(chart_id: str, bands: int, rows: int, points: dict[str, float]
         f'<path d="{path}" class="curve"/>{marks}</svg>')
 
 
+def histogram_chart(chart_id: str, edges: list[float], counts: list[int], marks: dict[str, float]) -> Markup:
+    """Vertical bars over [edges[0], edges[-1]], with a dashed line at each marked value (the
+    thresholds the stage used)."""
+    w, h, pad = 460, 200, 34
+    lo, hi = edges[0], edges[-1]
+    top = max(counts, default=0) or 1
+    bw = (w - 2 * pad) / max(len(counts), 1)
+    parts = [f'<svg id="{chart_id}" class="chart" width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg">',
+             f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" class="axis"/>']
+    for i, c in enumerate(counts):
+        bh = (h - 2 * pad) * c / top
+        parts.append(f'<rect x="{pad + i * bw + 1:.1f}" y="{h - pad - bh:.1f}" width="{bw - 2:.1f}" height="{bh:.1f}" '
+                     f'class="bar" data-label="{edges[i]}-{edges[i + 1]}" data-value="{c}">'
+                     f'<title>{edges[i]}-{edges[i + 1]}: {c:,}</title></rect>')
+    for label, value in marks.items():
+        x = pad + (min(max(value, lo), hi) - lo) / ((hi - lo) or 1) * (w - 2 * pad)
+        parts.append(f'<line x1="{x:.1f}" y1="{pad - 8}" x2="{x:.1f}" y2="{h - pad}" class="mark-line" '
+                     f'data-label="{escape(label)}" data-value="{value}"/>'
+                     f'<text x="{x + 4:.1f}" y="{pad - 10}" class="val">{escape(label)} {value:.3g}</text>')
+    parts.append(f'<text x="{pad}" y="{h - 12}" class="lbl">{lo}</text>'
+                 f'<text x="{w - pad}" y="{h - 12}" class="lbl" text-anchor="end">{hi}</text></svg>')
+    return Markup("".join(parts))
+
+
+def quality_marks(m: dict[str, Any], attribute: str) -> dict[str, float]:
+    """The cut-offs drawn on an attribute's histogram: its thresholds and its taggers' rules."""
+    q, cfg = m["quality"], m["config"].get("quality", {})
+    marks = {t["name"]: t["value"] for t in q["thresholds"] if t["attribute"] == attribute and t["value"] is not None}
+    if attribute == "quality__lid__score" and "language" in q["rules"]:
+        marks["language"] = cfg["language_id"]["min_score"]
+    if attribute == "quality__classifier__score" and cfg.get("classifier", {}).get("min_score") is not None:
+        marks["classifier"] = cfg["classifier"]["min_score"]
+    return marks
+
+
 def charts(m: dict[str, Any]) -> dict[str, Markup]:
     out = {
         "funnel": bar_chart("chart-funnel", [st["stage"] for st in m["funnel"]],
@@ -78,6 +113,12 @@ def charts(m: dict[str, Any]) -> dict[str, Markup]:
         out["clusters"] = bar_chart("chart-clusters", [f"size {k}" for k in sizes], list(sizes.values()))
         out["scurve"] = s_curve_chart("chart-scurve", near["parameters"]["bands"], near["parameters"]["rows"],
                                       near["s_curve"])
+    if m.get("quality"):
+        q = m["quality"]
+        out["quality_rules"] = bar_chart("chart-quality-rules", list(q["rules"]), list(q["rules"].values()))
+        for name, hist in q["histograms"].items():
+            out[f"hist:{name}"] = histogram_chart(f"chart-hist-{name}", hist["bins"], hist["counts"],
+                                                  quality_marks(m, name))
     return out
 
 

@@ -75,6 +75,11 @@ def expected_task_runs(manifest: dict[str, Any], shards: int, failed: int = 0) -
         if near["components"] == "local":
             out["near_dedup_cc_local"] = 1
         out.update({f"near_dedup_cc_r{r:03d}": parts for r in range(near["cc_rounds"])})
+    quality = manifest.get("quality")
+    if quality:
+        out["quality"] = ok
+        if quality["thresholds"]:
+            out.update(quality_threshold_values=1, quality_threshold=ok)
     return out
 
 

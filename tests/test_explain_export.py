@@ -124,14 +124,17 @@ def test_release_loads_with_pyarrow_dataset_and_datasets_offline(release):
 
 
 def test_report_renders_in_chromium_with_the_manifests_numbers(release, artifacts):
-    """A child release (same inputs again: everything matches the parent) gives a report with
-    drift; headless Chromium loads it from disk with no network and no console error."""
+    """A child release (same inputs again, with the quality stage) gives a report with drift and
+    quality charts; headless Chromium loads it from disk with no network and no console error."""
     from playwright.sync_api import sync_playwright
 
     from flows.curate import run_curate
 
     cfg = PipelineConfig(release="rel-y", output=release["root"], inputs=[
-        InputSpec(uri=str(shared("cc_web_samples/cc_web_samples.parquet")), source="web", columns={"id": "id"})])
+        InputSpec(uri=str(shared("cc_web_samples/cc_web_samples.parquet")), source="web", columns={"id": "id"})],
+        near_dedup={"cross_release": False},  # so that the documents reach the quality stage
+        quality={"enabled": True, "thresholds": [{"name": "top-lid", "attribute": "quality__lid__score",
+                                                  "keep_top_percent": 80}]})
     m = run_curate(cfg)
     assert m["parent"] == "rel-x" and m["drift"]["parent"] == "rel-x"
     page_path = Path(release["root"]) / "releases" / "rel-y" / "report.html"
@@ -145,8 +148,18 @@ def test_report_renders_in_chromium_with_the_manifests_numbers(release, artifact
         page.on("request", lambda req: requests.append(req.url))
         page.goto(page_path.as_uri())
         page.screenshot(path=str(artifacts / "report.png"), full_page=True)
-        for chart in ("chart-funnel", "chart-drops", "chart-lengths", "chart-clusters", "chart-scurve"):
+        hists = [f"chart-hist-{name}" for name in m["quality"]["histograms"]]
+        for chart in ("chart-funnel", "chart-drops", "chart-lengths", "chart-clusters", "chart-scurve",
+                      "chart-quality-rules", *hists):
             assert page.locator(f"svg#{chart}").count() == 1, chart
+        lid = m["quality"]["histograms"]["quality__lid__score"]
+        assert page.locator("svg#chart-hist-quality__lid__score rect").evaluate_all(
+            "rs => rs.map(r => Number(r.dataset.value))") == lid["counts"]
+        marks = page.locator("svg#chart-hist-quality__lid__score line.mark-line").evaluate_all(
+            "ls => Object.fromEntries(ls.map(l => [l.dataset.label, Number(l.dataset.value)]))")
+        assert marks == {"top-lid": m["quality"]["thresholds"][0]["value"], "language": 0.65}
+        rule_rows = page.locator("table#quality-rules tr").all_inner_texts()[1:]
+        assert {r.split("\t")[0]: int(r.split("\t")[1].replace(",", "")) for r in rule_rows} == m["quality"]["rules"]
         bars = page.locator("svg#chart-funnel rect").evaluate_all("rs => rs.map(r => Number(r.dataset.value))")
         assert bars == [st["docs_out"] for st in m["funnel"]]
         rows = page.locator("table#funnel tr").all_inner_texts()[1:]

@@ -1,0 +1,135 @@
+"""Heuristic taggers: datatrove's own filter classes, run as non-destructive taggers.
+
+Each filter's ``filter(doc)`` decides exactly as it does inside a datatrove pipeline; we only
+record the decision (pass 1/0 and the reason it gives) as Dolma-style attributes. C4's line
+filter is also observed line by line (through the ``stat_update`` calls it makes for every
+line, in order) so that the lines it would remove become spans; as a modifier its output
+text replaces the document's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from tasks.quality.models import load_once
+from tasks.schema import SPANS
+
+TAGGERS = ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")
+
+
+def _classes() -> dict[str, type]:
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
+
+    class ObservedC4(C4QualityFilter):
+        """C4QualityFilter recording, per line of ``splitlines()``, whether it kept the line."""
+
+        def __init__(self, **kwargs: Any):
+            super().__init__(**kwargs)
+            self.line_kept: list[bool] = []
+
+        def stat_update(self, *labels: str, value: int = 1, unit: str | None = None) -> None:
+            for label in labels:
+                if label == "line-kept":
+                    self.line_kept.append(True)
+                elif label.startswith("line-filter-"):
+                    self.line_kept.append(False)
+            super().stat_update(*labels, value=value, unit=unit)
+
+    return {
+        "gopher_repetition": GopherRepetitionFilter,
+        "gopher_quality": GopherQualityFilter,
+        "c4_quality": ObservedC4,
+        "fineweb_quality": FineWebQualityFilter,
+    }
+
+
+def make_filter(name: str, params: dict[str, Any]) -> Any:
+    """A datatrove filter built with ``params`` (datatrove's own argument names)."""
+    cls = _classes()[name]
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ValueError(f"quality tagger {name}: bad parameters {params}: {exc}") from None
+
+
+def _filter_for(name: str, params: dict[str, Any]) -> Any:
+    key = ("datatrove", name, tuple(sorted((k, repr(v)) for k, v in params.items())))
+    return load_once(key, lambda: make_filter(name, params))
+
+
+@dataclass
+class TaggerOutput:
+    columns: dict[str, pa.Array] = field(default_factory=dict)
+    new_text: list[str] | None = None  # set when a tagger modified the documents
+
+
+def run_filter(flt: Any, text: str, doc_id: str = "") -> tuple[bool, str | None, str]:
+    """One datatrove decision: (keep, reason, text after the filter)."""
+    from datatrove.data import Document
+
+    doc = Document(text=text, id=doc_id)
+    try:
+        res = flt.filter(doc)
+    except Exception as exc:  # datatrove raises on some edge cases (e.g. no words at all)
+        return False, f"error_{type(exc).__name__}", text
+    if isinstance(res, tuple):
+        return bool(res[0]), res[1], doc.text
+    return bool(res), None, doc.text
+
+
+def _line_spans(text: str, kept: list[bool]) -> list[dict[str, Any]]:
+    spans, pos = [], 0
+    for line, keep in zip(text.splitlines(keepends=True), kept, strict=False):
+        if not keep:
+            body = line.rstrip("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+            spans.append({"start": pos, "end": pos + len(body), "score": 1.0})
+        pos += len(line)
+    return spans
+
+
+def tag(name: str, params: dict[str, Any], texts: list[str], ids: list[str], modify: bool = False) -> TaggerOutput:
+    """Attributes ``quality__<name>__pass`` (whole-document span, 1.0 or 0.0) and
+    ``quality__<name>__reason`` (datatrove's reason, null when kept); for C4 also
+    ``removed_lines`` spans and ``removed_fraction`` (share of characters in removed lines)."""
+    flt = _filter_for(name, params)
+    passed, reasons, out_text, line_spans, removed = [], [], [], [], []
+    for text, doc_id in zip(texts, ids, strict=True):
+        if name == "c4_quality":
+            flt.line_kept = []
+        keep, reason, after = run_filter(flt, text, doc_id)
+        passed.append(1.0 if keep else 0.0)
+        reasons.append(None if keep else (reason or "failed"))
+        out_text.append(after if keep else text)
+        if name == "c4_quality":
+            spans = _line_spans(text, flt.line_kept) if flt.split_paragraph else []
+            line_spans.append(spans)
+            removed.append(sum(s["end"] - s["start"] for s in spans) / len(text) if text else 0.0)
+    lengths = [len(t) for t in texts]
+    prefix = f"quality__{name}__"
+    out = TaggerOutput()
+    out.columns[prefix + "pass"] = _whole(lengths, passed)
+    out.columns[prefix + "reason"] = pa.array(reasons, pa.string())
+    if name == "c4_quality":
+        out.columns[prefix + "removed_lines"] = pa.array(line_spans, SPANS)
+        out.columns[prefix + "removed_fraction"] = _whole(lengths, removed)
+        if modify:
+            out.new_text = out_text
+    return out
+
+
+def _whole(lengths: list[int], scores: list[float]) -> pa.Array:
+    return pa.array([[{"start": 0, "end": n, "score": float(s)}] for n, s in zip(lengths, scores, strict=True)], SPANS)
+
+
+def attribute_names(name: str) -> list[str]:
+    prefix = f"quality__{name}__"
+    extra = ["removed_lines", "removed_fraction"] if name == "c4_quality" else []
+    return [prefix + a for a in ["pass", "reason", *extra]]

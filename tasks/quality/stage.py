@@ -1,0 +1,169 @@
+"""The quality stage as plain functions over Arrow tables: tag, apply rules, thresholds."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks.config import QualityConfig
+from tasks.quality import heuristics
+from tasks.quality.rules import BUILTIN_NAMES, Rule, check_names, compile_rule, matches, rule_table
+from tasks.schema import whole_document_spans
+
+HISTOGRAM_BINS = 20  # equal bins over [0, 1]
+LID = "quality__lid__"
+CLASSIFIER = "quality__classifier__score"
+
+
+def enabled_taggers(cfg: QualityConfig) -> list[str]:
+    """In FineWeb's order: language, repetition, Gopher quality, C4, FineWeb, then the classifier."""
+    out = ["lid"] if cfg.language_id.enabled else []
+    out += [n for n in heuristics.TAGGERS if getattr(cfg, n).enabled]
+    if cfg.classifier.model:
+        out.append("classifier")
+    return out
+
+
+def attribute_names(cfg: QualityConfig) -> list[str]:
+    names: list[str] = []
+    for tagger in enabled_taggers(cfg):
+        if tagger == "lid":
+            names += [LID + "lang", LID + "score"] + ([LID + "paragraphs"] if cfg.language_id.paragraphs else [])
+        elif tagger == "classifier":
+            names.append(CLASSIFIER)
+        else:
+            names += heuristics.attribute_names(tagger)
+    return names
+
+
+def score_attributes(cfg: QualityConfig) -> list[str]:
+    """The whole-document scores in [0, 1] that get histograms in the manifest."""
+    scores = {LID + "score", CLASSIFIER, "quality__c4_quality__removed_fraction"}
+    return [n for n in attribute_names(cfg) if n in scores]
+
+
+@dataclass
+class Tagged:
+    attributes: dict[str, pa.Array] = field(default_factory=dict)
+    text: pa.Array | None = None  # the documents' text after modifiers, when one ran
+
+
+def tag(docs: pa.Table, cfg: QualityConfig, endpoint_url: str | None = None) -> Tagged:
+    texts = docs.column("text").to_pylist()
+    ids = docs.column("id").to_pylist()
+    out = Tagged()
+    modified = False
+    for tagger in enabled_taggers(cfg):
+        lengths = pa.array([len(t) for t in texts], pa.int64())
+        if tagger == "lid":
+            from tasks.quality import lid
+
+            langs, scores = lid.predict(texts, cfg.language_id.model_path)
+            out.attributes[LID + "lang"] = pa.array(langs, pa.string())
+            out.attributes[LID + "score"] = whole_document_spans(lengths, pa.array(scores, pa.float64()))
+            if cfg.language_id.paragraphs:
+                target = cfg.language_id.keep[0] if cfg.language_id.keep else "en"
+                out.attributes[LID + "paragraphs"] = lid.paragraph_spans(texts, target, cfg.language_id.model_path)
+        elif tagger == "classifier":
+            from tasks.quality import classifier
+
+            scores = classifier.score(texts, cfg.classifier.model, endpoint_url)
+            out.attributes[CLASSIFIER] = whole_document_spans(lengths, pa.array(scores, pa.float64()))
+        else:
+            spec = getattr(cfg, tagger)
+            res = heuristics.tag(tagger, spec.params, texts, ids, modify=getattr(spec, "mode", "tag") == "modify")
+            out.attributes.update(res.columns)
+            if res.new_text is not None:
+                # later taggers see the modified text, as in a datatrove pipeline
+                texts, modified = res.new_text, True
+    if modified:
+        out.text = pa.array(texts, pa.string())
+    return out
+
+
+def stage_rules(cfg: QualityConfig) -> list[tuple[Rule, str | None]]:
+    """The taggers' own drop rules (in tagger order), then the configured ones; each with the
+    attribute that explains a drop (its value becomes the reject's detail)."""
+    rules: list[tuple[Rule, str | None]] = []
+    for tagger in enabled_taggers(cfg):
+        if tagger == "lid" and cfg.language_id.keep:
+            langs = ", ".join(repr(lang) for lang in cfg.language_id.keep)
+            expr = f"{LID}lang not in [{langs}] or {LID}score < {cfg.language_id.min_score}"
+            rules.append((compile_rule("language", expr), LID + "lang"))
+        elif tagger == "classifier" and cfg.classifier.min_score is not None:
+            rules.append((compile_rule("classifier", f"{CLASSIFIER} < {cfg.classifier.min_score}"), CLASSIFIER))
+        elif tagger in heuristics.TAGGERS and getattr(cfg, tagger).drop:
+            rules.append((compile_rule(tagger, f"quality__{tagger}__pass == 0"), f"quality__{tagger}__reason"))
+    for r in cfg.rules:
+        mode = "exclude" if r.exclude is not None else "include"
+        rules.append((compile_rule(r.name, r.exclude if r.exclude is not None else r.include, mode), None))
+    available = set(attribute_names(cfg)) | set(BUILTIN_NAMES)
+    for rule, _ in rules:
+        check_names(rule, available)
+    for t in cfg.thresholds:
+        check_names(compile_rule(t.name, t.attribute), available)
+    return rules
+
+
+@dataclass
+class Decisions:
+    keep: np.ndarray
+    reason: list[str | None]
+    detail: list[str | None]
+
+
+def _describe(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):  # a span list: its score
+        value = value[0]["score"] if value else None
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def apply_rules(docs: pa.Table, attributes: dict[str, pa.Array], rules: list[tuple[Rule, str | None]]) -> Decisions:
+    """The first rule (in order) that drops a document is its reason."""
+    n = docs.num_rows
+    keep = np.ones(n, dtype=bool)
+    reason: list[str | None] = [None] * n
+    detail: list[str | None] = [None] * n
+    table = rule_table(docs, attributes, [r for r, _ in rules])
+    for rule, explain in rules:
+        hit = matches(rule, table).to_numpy(zero_copy_only=False)
+        drop = hit if rule.mode == "exclude" else ~hit
+        newly = np.flatnonzero(drop & keep)
+        keep[newly] = False
+        values = attributes[explain].to_pylist() if explain and len(newly) else None
+        for i in newly:
+            reason[i] = rule.name
+            detail[i] = _describe(values[i]) if values is not None else f"{rule.mode}: {rule.source}"
+    return Decisions(keep, reason, detail)
+
+
+def histogram(column: pa.Array) -> list[int]:
+    values = rule_values(column)
+    values = values[~np.isnan(values)]
+    idx = np.minimum((np.clip(values, 0.0, 1.0) * HISTOGRAM_BINS).astype(np.int64), HISTOGRAM_BINS - 1)
+    return [int(c) for c in np.bincount(idx, minlength=HISTOGRAM_BINS)]
+
+
+def rule_values(column: pa.Array) -> np.ndarray:
+    """A numeric attribute as the floats a rule compares (NaN where missing)."""
+    from tasks.quality.rules import _rule_value
+
+    values = _rule_value(column)
+    return pc.fill_null(pc.cast(values, pa.float64()), math.nan).to_numpy(zero_copy_only=False)
+
+
+def top_percent_threshold(values: np.ndarray, percent: float) -> float | None:
+    """The value v such that keeping ``score >= v`` keeps ceil(percent% of n) documents, up to
+    ties at v. Missing values rank last."""
+    present = np.sort(values[~np.isnan(values)])[::-1]
+    k = math.ceil(len(values) * percent / 100)
+    if k == 0 or len(present) == 0:
+        return None
+    return float(present[min(k, len(present)) - 1])
