@@ -36,8 +36,11 @@ def ensure_prefect(home: Path) -> None:
         return
     from flows.stack import Stack, _free_port
 
+    import atexit
+
     stack = Stack(home)
     stack.up(prefect_port=_free_port(), with_s3=False)
+    atexit.register(stack.down)  # the benchmark's server goes with it
     os.environ.update(stack.environment())
 
 

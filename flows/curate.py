@@ -19,6 +19,7 @@ from tasks.dedup import near_steps
 from tasks.ingest import plan_shards
 from tasks.manifest import config_sha256
 from tasks.parallel import PROGRESS, make_task_runner, shard_map, shard_task
+from tasks.prox import steps as prox_steps
 from tasks.publish import build_manifest, publish_release, read_catalog
 from tasks.quality import steps as quality_steps
 from tasks.steps import (
@@ -41,6 +42,7 @@ near_filter_task = shard_task(near_steps.filter_step, "near_dedup")
 quality_task = shard_task(quality_steps.quality_step, "quality")
 quality_values_task = shard_task(quality_steps.threshold_value_step, "quality_threshold_values")
 quality_threshold_task = shard_task(quality_steps.threshold_filter_step, "quality_threshold")
+prox_task = shard_task(prox_steps.prox_step, "prox")
 MAX_CC_ROUNDS = 100
 
 
@@ -102,7 +104,9 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     execution = ctx.config.execution
     quality = ctx.config.quality.enabled
     thresholds = quality and bool(ctx.config.quality.thresholds)
-    waves = 1 + 2 * ctx.config.exact_dedup.enabled + 5 * ctx.config.near_dedup.enabled + quality + 2 * thresholds
+    prox = ctx.config.prox.enabled
+    waves = (1 + 2 * ctx.config.exact_dedup.enabled + 5 * ctx.config.near_dedup.enabled + quality + 2 * thresholds
+             + prox)
     progress = Progress(ctx.release, waves)
     PROGRESS.set(progress)
     timing: dict[str, float] = {}
@@ -122,7 +126,8 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     # the last map stage writes the release's documents itself
     if quality:
         quality_steps.stage.stage_rules(ctx.config.quality)  # unknown names fail before any work starts
-    results, failed = shard_map(ingest_task, [(s.name, (ctx, s, not (dedup or near or quality))) for s in shards],
+    results, failed = shard_map(ingest_task, [(s.name, (ctx, s, not (dedup or near or quality or prox)))
+                                                for s in shards],
                                 execution,
                                 "ingest")
     by_name = {s.name: s for s in shards}
@@ -143,7 +148,7 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
         buckets = range(ctx.exact_buckets)
         markers["exact_dedup_reduce"] = _checked(shard_map(
             exact_reduce_task, [(f"b{b:05d}", (ctx, b)) for b in buckets], execution, "exact_dedup_reduce"))
-        markers["exact_dedup"] = _checked(shard_map(exact_filter_task, [(n, (ctx, n, not (near or quality)))
+        markers["exact_dedup"] = _checked(shard_map(exact_filter_task, [(n, (ctx, n, not (near or quality or prox)))
                                                                         for n in names], execution, "exact_dedup"))
         timing["exact_dedup"] = time.perf_counter() - t0
         prev = "exact_dedup"
@@ -151,7 +156,7 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     if near:
         t0 = time.perf_counter()
         view = _near_view(storage, ctx)
-        markers.update(_near_dedup(ctx, names, prev, view, execution, final=not quality))
+        markers.update(_near_dedup(ctx, names, prev, view, execution, final=not (quality or prox)))
         if ctx.config.near_dedup.cross_release:  # counts only once the release is committed
             storage.write_json(f"{near_index.segment_dir(ctx.release)}/meta.json",
                                {"partitions": ctx.near_partitions})
@@ -160,16 +165,24 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
 
     if quality:
         t0 = time.perf_counter()
-        markers["quality"] = _checked(shard_map(quality_task, [(n, (ctx, n, prev, True)) for n in names], execution,
-                                                "quality"))
+        markers["quality"] = _checked(shard_map(quality_task, [(n, (ctx, n, prev, not prox)) for n in names],
+                                                execution, "quality"))
         if thresholds:
             values = _checked(shard_map(quality_values_task, [("all", (ctx, names))], execution,
                                         "quality_threshold_values"))
             markers["quality_threshold_values"] = values
             markers["quality_threshold"] = _checked(shard_map(
-                quality_threshold_task, [(n, (ctx, n, values[0]["thresholds"], True)) for n in names], execution,
+                quality_threshold_task, [(n, (ctx, n, values[0]["thresholds"], not prox)) for n in names], execution,
                 "quality_threshold"))
         timing["quality"] = time.perf_counter() - t0
+        prev = "quality_threshold" if thresholds else "quality"
+
+    if prox:
+        t0 = time.perf_counter()
+        markers["prox"] = _with_model(ctx, lambda actor: _checked(shard_map(
+            prox_task, [(n, (ctx, n, prev, True, actor)) for n in names], execution, "prox")), uses_model=(
+            prox_steps.stage.writer_kind(ctx.config) != "heuristic"))
+        timing["prox"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     manifest = build_manifest(ctx, markers, failures, timing, cluster_info(), _flow_run_id(), storage)
@@ -237,6 +250,20 @@ def _near_dedup(ctx: RunContext, names: list[str], prev: str, view: near_index.I
                                else "local", "index_before": near_index.index_size(
         ctx.storage.open(), view), "index_releases": view.releases}]
     return out
+
+
+def _with_model(ctx: RunContext, run, uses_model: bool):
+    """Run a model-backed stage with the run's model actor (loaded once, shared by every shard
+    task), stopping the actor afterwards."""
+    if not uses_model or not ray.is_initialized():
+        return run(None)
+    from tasks.llm.client import start_actor, stop_actor
+
+    name = start_actor(ctx.release, ctx.config.llm)
+    try:
+        return run(name)
+    finally:
+        stop_actor(name)
 
 
 def _maybe_compact(storage: Storage, ctx: RunContext) -> None:

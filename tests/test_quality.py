@@ -324,3 +324,14 @@ def test_quality_stage_through_the_flow(stack, ray_local, tmp_path):
     names = Counter(tr["name"].rsplit("-", 1)[0] for tr in task_runs)
     assert {k: names[k] for k in ("quality", "quality_threshold_values", "quality_threshold")} == {
         k: v for k, v in expected_task_runs(m, 2).items() if k.startswith("quality")}
+
+
+def test_short_circuit_decides_exactly_as_tagging_everything(cc_web):
+    docs, _, full = cc_web
+    cfg = QualityConfig(enabled=True, short_circuit=True)
+    tagged = stage.tag(docs, cfg)
+    fast = stage.apply_rules(docs, tagged.attributes, stage.stage_rules(cfg))
+    assert fast.reason == full.reason and fast.detail == full.detail
+    # later taggers never saw what the language rule dropped
+    dropped = [i for i, r in enumerate(full.reason) if r == "language"]
+    assert all(tagged.attributes["quality__fineweb_quality__pass"][i].as_py() is None for i in dropped)

@@ -95,38 +95,67 @@ def _line_spans(text: str, kept: list[bool]) -> list[dict[str, Any]]:
     return spans
 
 
-def tag(name: str, params: dict[str, Any], texts: list[str], ids: list[str], modify: bool = False) -> TaggerOutput:
-    """Attributes ``quality__<name>__pass`` (whole-document span, 1.0 or 0.0) and
-    ``quality__<name>__reason`` (datatrove's reason, null when kept); for C4 also
-    ``removed_lines`` spans and ``removed_fraction`` (share of characters in removed lines)."""
-    flt = _filter_for(name, params)
-    passed, reasons, out_text, line_spans, removed = [], [], [], [], []
-    for text, doc_id in zip(texts, ids, strict=True):
-        if name == "c4_quality":
-            flt.line_kept = []
-        keep, reason, after = run_filter(flt, text, doc_id)
-        passed.append(1.0 if keep else 0.0)
-        reasons.append(None if keep else (reason or "failed"))
-        out_text.append(after if keep else text)
-        if name == "c4_quality":
-            spans = _line_spans(text, flt.line_kept) if flt.split_paragraph else []
-            line_spans.append(spans)
-            removed.append(sum(s["end"] - s["start"] for s in spans) / len(text) if text else 0.0)
-    lengths = [len(t) for t in texts]
-    prefix = f"quality__{name}__"
+@dataclass(frozen=True)
+class TaggerSpec:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    modify: bool = False  # C4 only: its output text replaces the document's
+    drop: bool = False  # with short_circuit, a fail hides the document from later taggers
+
+
+def tag_all(specs: list[TaggerSpec], texts: list[str], ids: list[str], short_circuit: bool = False) -> TaggerOutput:
+    """Run the taggers document by document, each document through every tagger in turn, as a
+    datatrove pipeline streams it: datatrove caches the word tokenization of the last few
+    texts (``split_into_parts`` is an ``lru_cache(5)``), so the taggers after the first reuse
+    it. Per tagger: ``quality__<name>__pass`` (whole-document span scored 1.0 or 0.0) and
+    ``quality__<name>__reason`` (datatrove's reason, null when it passes); for C4 also
+    ``removed_lines`` (spans of the lines it would remove, in the text it saw) and
+    ``removed_fraction``. A document a tagger never saw (short_circuit) has nulls."""
+    filters = [_filter_for(s.name, s.params) for s in specs]
+    n = len(texts)
+    passed: list[list[float | None]] = [[None] * n for _ in specs]
+    reasons: list[list[str | None]] = [[None] * n for _ in specs]
+    seen_len: list[list[int]] = [[0] * n for _ in specs]
+    c4_spans: list[Any] = [None] * n
+    c4_removed: list[float | None] = [None] * n
+    out_text = list(texts)
+    for d, (text, doc_id) in enumerate(zip(texts, ids, strict=True)):
+        for k, (spec, flt) in enumerate(zip(specs, filters, strict=True)):
+            if spec.name == "c4_quality":
+                flt.line_kept = []
+            keep, reason, after = run_filter(flt, text, doc_id)
+            passed[k][d] = 1.0 if keep else 0.0
+            reasons[k][d] = None if keep else (reason or "failed")
+            seen_len[k][d] = len(text)
+            if spec.name == "c4_quality":
+                spans = _line_spans(text, flt.line_kept) if flt.split_paragraph else []
+                c4_spans[d] = spans
+                c4_removed[d] = sum(s["end"] - s["start"] for s in spans) / len(text) if text else 0.0
+                if spec.modify and keep:
+                    text = out_text[d] = after
+            if short_circuit and spec.drop and not keep:
+                break
     out = TaggerOutput()
-    out.columns[prefix + "pass"] = _whole(lengths, passed)
-    out.columns[prefix + "reason"] = pa.array(reasons, pa.string())
-    if name == "c4_quality":
-        out.columns[prefix + "removed_lines"] = pa.array(line_spans, SPANS)
-        out.columns[prefix + "removed_fraction"] = _whole(lengths, removed)
-        if modify:
-            out.new_text = out_text
+    for k, spec in enumerate(specs):
+        prefix = f"quality__{spec.name}__"
+        out.columns[prefix + "pass"] = _whole(seen_len[k], passed[k])
+        out.columns[prefix + "reason"] = pa.array(reasons[k], pa.string())
+        if spec.name == "c4_quality":
+            out.columns[prefix + "removed_lines"] = pa.array(c4_spans, SPANS)
+            out.columns[prefix + "removed_fraction"] = _whole(seen_len[k], c4_removed)
+            if spec.modify:
+                out.new_text = out_text
     return out
 
 
-def _whole(lengths: list[int], scores: list[float]) -> pa.Array:
-    return pa.array([[{"start": 0, "end": n, "score": float(s)}] for n, s in zip(lengths, scores, strict=True)], SPANS)
+def tag(name: str, params: dict[str, Any], texts: list[str], ids: list[str], modify: bool = False) -> TaggerOutput:
+    """One tagger over every document (see :func:`tag_all`)."""
+    return tag_all([TaggerSpec(name, params, modify)], texts, ids)
+
+
+def _whole(lengths: list[int], scores: list[float | None]) -> pa.Array:
+    return pa.array([None if s is None else [{"start": 0, "end": n, "score": float(s)}]
+                     for n, s in zip(lengths, scores, strict=True)], SPANS)
 
 
 def attribute_names(name: str) -> list[str]:

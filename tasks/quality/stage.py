@@ -53,52 +53,94 @@ class Tagged:
     text: pa.Array | None = None  # the documents' text after modifiers, when one ran
 
 
+def _run_model_tagger(tagger: str, cfg: QualityConfig, texts: list[str],
+                      endpoint_url: str | None) -> dict[str, pa.Array]:
+    lengths = pa.array([len(t) for t in texts], pa.int64())
+    cols: dict[str, pa.Array] = {}
+    if tagger == "lid":
+        from tasks.quality import lid
+
+        langs, scores = lid.predict(texts, cfg.language_id.model_path)
+        cols[LID + "lang"] = pa.array(langs, pa.string())
+        cols[LID + "score"] = whole_document_spans(lengths, pa.array(scores, pa.float64()))
+        if cfg.language_id.paragraphs:
+            target = cfg.language_id.keep[0] if cfg.language_id.keep else "en"
+            cols[LID + "paragraphs"] = lid.paragraph_spans(texts, target, cfg.language_id.model_path)
+        return cols
+    from tasks.quality import classifier
+
+    scores = classifier.score(texts, cfg.classifier.model, endpoint_url)
+    return {CLASSIFIER: whole_document_spans(lengths, pa.array(scores, pa.float64()))}
+
+
 def tag(docs: pa.Table, cfg: QualityConfig, endpoint_url: str | None = None) -> Tagged:
+    """Every enabled tagger over the documents, in order: language ID (batched), datatrove's
+    filters (document by document, see heuristics.tag_all), the classifier (batched). With
+    ``short_circuit`` a document that a tagger's own drop rule removes is not shown to the
+    later taggers (their attributes are null for it), which is what a datatrove pipeline of
+    filters does."""
     texts = docs.column("text").to_pylist()
     ids = docs.column("id").to_pylist()
     out = Tagged()
-    modified = False
-    for tagger in enabled_taggers(cfg):
-        lengths = pa.array([len(t) for t in texts], pa.int64())
-        if tagger == "lid":
-            from tasks.quality import lid
-
-            langs, scores = lid.predict(texts, cfg.language_id.model_path)
-            out.attributes[LID + "lang"] = pa.array(langs, pa.string())
-            out.attributes[LID + "score"] = whole_document_spans(lengths, pa.array(scores, pa.float64()))
-            if cfg.language_id.paragraphs:
-                target = cfg.language_id.keep[0] if cfg.language_id.keep else "en"
-                out.attributes[LID + "paragraphs"] = lid.paragraph_spans(texts, target, cfg.language_id.model_path)
-        elif tagger == "classifier":
-            from tasks.quality import classifier
-
-            scores = classifier.score(texts, cfg.classifier.model, endpoint_url)
-            out.attributes[CLASSIFIER] = whole_document_spans(lengths, pa.array(scores, pa.float64()))
+    alive = np.ones(len(texts), dtype=bool)
+    taggers = enabled_taggers(cfg)
+    groups: list[list[str]] = []
+    for t in taggers:  # consecutive heuristic taggers run as one document-by-document group
+        if t in heuristics.TAGGERS and groups and groups[-1][0] in heuristics.TAGGERS:
+            groups[-1].append(t)
         else:
-            spec = getattr(cfg, tagger)
-            res = heuristics.tag(tagger, spec.params, texts, ids, modify=getattr(spec, "mode", "tag") == "modify")
-            out.attributes.update(res.columns)
-            if res.new_text is not None:
-                # later taggers see the modified text, as in a datatrove pipeline
-                texts, modified = res.new_text, True
+            groups.append([t])
+    modified = False
+    for group in groups:
+        idx = np.flatnonzero(alive)
+        whole = len(idx) == len(texts)
+        sub_texts = texts if whole else [texts[i] for i in idx]
+        if group[0] in heuristics.TAGGERS:
+            specs = [heuristics.TaggerSpec(t, getattr(cfg, t).params, getattr(getattr(cfg, t), "mode", "tag")
+                                           == "modify", getattr(cfg, t).drop) for t in group]
+            res = heuristics.tag_all(specs, sub_texts, ids if whole else [ids[i] for i in idx], cfg.short_circuit)
+            cols, new_text = res.columns, res.new_text
+        else:
+            cols, new_text = _run_model_tagger(group[0], cfg, sub_texts, endpoint_url), None
+        if not whole:
+            where = np.full(len(texts), -1)
+            where[idx] = np.arange(len(idx))
+            take = pa.array(where, mask=where < 0)
+            cols = {k: v.take(take) for k, v in cols.items()}
+        out.attributes.update(cols)
+        if new_text is not None:
+            # later taggers see the modified text, as in a datatrove pipeline
+            for k, i in enumerate(idx):
+                texts[i] = new_text[k]
+            modified = True
+        if cfg.short_circuit and len(idx):
+            rules = [r for t in group if (r := own_rule(cfg, t)) is not None]
+            if rules:
+                sub = docs.take(pa.array(idx))
+                dropped = ~apply_rules(sub, {k: v.take(pa.array(idx)) for k, v in cols.items()}, rules).keep
+                alive[idx[dropped]] = False
     if modified:
         out.text = pa.array(texts, pa.string())
     return out
 
 
+def own_rule(cfg: QualityConfig, tagger: str) -> tuple[Rule, str] | None:
+    """The drop rule a tagger brings, with the attribute that explains a drop; None if it drops nothing."""
+    if tagger == "lid" and cfg.language_id.keep:
+        langs = ", ".join(repr(lang) for lang in cfg.language_id.keep)
+        expr = f"{LID}lang not in [{langs}] or {LID}score < {cfg.language_id.min_score}"
+        return compile_rule("language", expr), LID + "lang"
+    if tagger == "classifier" and cfg.classifier.min_score is not None:
+        return compile_rule("classifier", f"{CLASSIFIER} < {cfg.classifier.min_score}"), CLASSIFIER
+    if tagger in heuristics.TAGGERS and getattr(cfg, tagger).drop:
+        return compile_rule(tagger, f"quality__{tagger}__pass == 0"), f"quality__{tagger}__reason"
+    return None
+
+
 def stage_rules(cfg: QualityConfig) -> list[tuple[Rule, str | None]]:
     """The taggers' own drop rules (in tagger order), then the configured ones; each with the
     attribute that explains a drop (its value becomes the reject's detail)."""
-    rules: list[tuple[Rule, str | None]] = []
-    for tagger in enabled_taggers(cfg):
-        if tagger == "lid" and cfg.language_id.keep:
-            langs = ", ".join(repr(lang) for lang in cfg.language_id.keep)
-            expr = f"{LID}lang not in [{langs}] or {LID}score < {cfg.language_id.min_score}"
-            rules.append((compile_rule("language", expr), LID + "lang"))
-        elif tagger == "classifier" and cfg.classifier.min_score is not None:
-            rules.append((compile_rule("classifier", f"{CLASSIFIER} < {cfg.classifier.min_score}"), CLASSIFIER))
-        elif tagger in heuristics.TAGGERS and getattr(cfg, tagger).drop:
-            rules.append((compile_rule(tagger, f"quality__{tagger}__pass == 0"), f"quality__{tagger}__reason"))
+    rules: list[tuple[Rule, str | None]] = [r for t in enabled_taggers(cfg) if (r := own_rule(cfg, t)) is not None]
     for r in cfg.rules:
         mode = "exclude" if r.exclude is not None else "include"
         rules.append((compile_rule(r.name, r.exclude if r.exclude is not None else r.include, mode), None))
