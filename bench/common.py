@@ -34,9 +34,9 @@ def ensure_prefect(home: Path) -> None:
     under ``home`` (started here). Must run before Prefect is imported."""
     if os.environ.get("PREFECT_API_URL"):
         return
-    from flows.stack import Stack, _free_port
-
     import atexit
+
+    from flows.stack import Stack, _free_port
 
     stack = Stack(home)
     stack.up(prefect_port=_free_port(), with_s3=False)

@@ -259,11 +259,12 @@ def _with_model(ctx: RunContext, run, uses_model: bool):
         return run(None)
     from tasks.llm.client import start_actor, stop_actor
 
-    name = start_actor(ctx.release, ctx.config.llm)
+    name, handle = start_actor(ctx.release, ctx.config.llm)
     try:
         return run(name)
     finally:
         stop_actor(name)
+        del handle
 
 
 def _maybe_compact(storage: Storage, ctx: RunContext) -> None:

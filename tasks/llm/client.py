@@ -64,15 +64,16 @@ def actor_name(release: str, cfg: LLMConfig) -> str:
     return f"refinery-llm-{release}-{hashlib.sha256(canonical_json(cfg.model_dump(mode='json'))).hexdigest()[:12]}"
 
 
-def start_actor(release: str, cfg: LLMConfig) -> str:
-    """Start (or find) the run's model actor; returns its name for the shard tasks."""
+def start_actor(release: str, cfg: LLMConfig) -> tuple[str, Any]:
+    """Start (or find) the run's model actor; returns its name, for the shard tasks, and its
+    handle, which the caller must hold: Ray destroys a non-detached actor without handles."""
     import ray
 
     name = actor_name(release, cfg)
     remote = ray.remote(num_cpus=cfg.actor_cpus, max_concurrency=max(1, cfg.concurrency))(LLMService)
     handle = remote.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote(cfg)
     ray.get(handle.model_id.remote())  # fail here, in the flow, if the model cannot load
-    return name
+    return name, handle
 
 
 def stop_actor(name: str) -> dict[str, int] | None:
