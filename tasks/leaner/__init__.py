@@ -1,0 +1,1 @@
+"""Stage 6, leaner: TinyHelen-style rewriting into simple English, validated."""

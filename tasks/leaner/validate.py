@@ -1,0 +1,120 @@
+"""Validation of rewrites: what upstream TinyHelen never checked.
+
+Per window: the ``EDITED: ... <end>`` contract. Per document: the length-ratio band of its
+genre, lean-vocabulary coverage (must rise, and reach a floor), fastText language ID (must
+stay English), a bound on placeholder phrases ("NA country"), code that still parses (Python
+through ``ast``; other languages: balanced brackets), and at least 100 characters (upstream
+drops shorter results). The first failing check is the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+from tasks.leaner.vocab import lean_coverage
+
+CONTRACT = re.compile(r"^\s*EDITED:\s*\n?(?P<body>.*?)\s*<end>\s*$", re.S)
+PLACEHOLDER = re.compile(r"\b[A-Z]{2} (?:country|countries|city|cities|state|town|village|place|river|lake|island|"
+                         r"continent|region|street|road|company|school|university|team|mountain|sea|ocean)\b")
+FENCE = re.compile(r"```([\w+-]*)[^\n]*\n(.*?)```", re.S)
+
+# median rewrite/original word ratios measured upstream (PROX_LEANER.md); others 1.0
+MEDIAN_RATIO = {"web": 0.84, "wiki": 1.05, "textbook": 1.01, "code": 0.95}
+
+
+def default_band(genre: str) -> tuple[float, float]:
+    """0.4× to 1.8× the genre's measured median ratio (covers the 1st-99th percentile of the
+    upstream pairs in ../shared/data/tinyhelen_leaner_sample for every genre)."""
+    m = MEDIAN_RATIO.get(genre, 1.0)
+    return round(0.4 * m, 3), round(1.8 * m, 3)
+
+
+@dataclass(frozen=True)
+class Limits:
+    band: tuple[float, float]
+    min_coverage: float
+    require_rise: bool = True
+    vocab_size: int = 2000
+    lid_min_score: float = 0.5
+    max_placeholders_per_100_words: float = 10.0
+    min_chars: int = 100
+
+
+@dataclass
+class Verdict:
+    accepted: bool
+    reason: str | None
+    coverage_before: float
+    coverage_after: float
+    length_ratio: float
+    details: dict = field(default_factory=dict)
+
+
+def parse_answer(answer: str) -> str | None:
+    """The body of an ``EDITED:\\n<text> <end>`` answer, or None if the contract is broken."""
+    m = CONTRACT.match(answer)
+    if m is None or not m.group("body").strip() or "<end>" in m.group("body"):
+        return None
+    return m.group("body").strip()
+
+
+def _balanced(code: str) -> bool:
+    pairs, stack = {")": "(", "]": "[", "}": "{"}, []
+    body = re.sub(r"\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'", "", code)  # string literals
+    for ch in body:
+        if ch in "([{":
+            stack.append(ch)
+        elif ch in pairs and (not stack or stack.pop() != pairs[ch]):
+            return False
+    return not stack
+
+
+def code_parses(lang: str, code: str) -> bool:
+    if lang.lower() in ("python", "py", "python3"):
+        try:
+            ast.parse(code)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return False
+        return True
+    return _balanced(code)
+
+
+def code_ok(original: str, rewrite: str) -> bool:
+    """Every fenced block of the original that parses (Python) or is balanced (other
+    languages) must still do so in the rewrite, and no block may be lost."""
+    before = FENCE.findall(original)
+    after = FENCE.findall(rewrite)
+    if len(after) < len(before):
+        return False
+    return all(code_parses(la or lo, ca) for (lo, co), (la, ca) in zip(before, after, strict=False) if code_parses(lo, co))
+
+
+def validate(original: str, rewrite: str, genre: str, limits: Limits, lid_predict=None) -> Verdict:
+    words_o, words_r = len(original.split()), len(rewrite.split())
+    ratio = words_r / words_o if words_o else 0.0
+    before, after = lean_coverage(original, limits.vocab_size), lean_coverage(rewrite, limits.vocab_size)
+
+    def verdict(reason: str | None, **details) -> Verdict:
+        return Verdict(reason is None, reason, round(before, 6), round(after, 6), round(ratio, 6), details)
+
+    if len(rewrite.strip()) <= limits.min_chars:
+        return verdict("too_short")
+    lo, hi = limits.band
+    if not lo <= ratio <= hi:
+        return verdict("length_ratio", band=[lo, hi])
+    if limits.require_rise and after <= before:
+        return verdict("coverage_not_raised")
+    if after < limits.min_coverage:
+        return verdict("coverage_below_floor", floor=limits.min_coverage)
+    if lid_predict is not None:
+        (lang,), (score,) = lid_predict([rewrite])
+        if lang != "en" or score < limits.lid_min_score:
+            return verdict("not_english", language=lang, score=round(float(score), 4))
+    placeholders = len(PLACEHOLDER.findall(rewrite))
+    if words_r and placeholders / words_r * 100 > limits.max_placeholders_per_100_words:
+        return verdict("placeholders", count=placeholders)
+    if genre == "code" and not code_ok(original, rewrite):
+        return verdict("code_broken")
+    return verdict(None)

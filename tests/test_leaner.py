@@ -1,0 +1,182 @@
+"""Leaner rewriting: the validator against upstream's reference rewrites and corrupted
+variants of them, genre detection, windows, the lean vocabulary, and real rewriting with
+Gemma 270M through the flow."""
+
+from __future__ import annotations
+
+import random
+import re
+import statistics
+from collections import Counter
+
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.config import LeanerConfig
+from tasks.leaner.stage import limits_for
+from tasks.leaner.text import GENRES, detect_genre, preclean, units, windows
+from tasks.leaner.validate import FENCE, Limits, code_parses, default_band, parse_answer, validate
+from tasks.leaner.vocab import lean_coverage, lean_vocabulary, words_of
+from tasks.llm.backends import approx_tokens
+from tasks.quality import lid
+from tests.conftest import shared
+from tests.corpora import tinyhelen_pairs
+
+CFG = LeanerConfig(enabled=True)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return tinyhelen_pairs()
+
+
+def _check(original: str, rewrite: str, genre: str, limits: Limits | None = None):
+    return validate(original, rewrite, genre, limits or limits_for(CFG, genre), lid.predict)
+
+
+def test_validator_accepts_most_reference_rewrites(pairs):
+    verdicts = [(p["genre"], _check(p["original"], p["rewrite"], p["genre"])) for p in pairs]
+    accepted = sum(v.accepted for _, v in verdicts)
+    before = statistics.mean(v.coverage_before for _, v in verdicts)
+    after = statistics.mean(v.coverage_after for _, v in verdicts)
+    print(f"{len(pairs)} upstream pairs: lean coverage of originals {before:.3f}, of the references {after:.3f}; "
+          f"accepted {accepted} ({accepted / len(pairs):.1%}); rejected: "
+          f"{dict(Counter((g, v.reason) for g, v in verdicts if not v.accepted))}")
+    assert len(pairs) == 421
+    assert accepted >= 0.85 * len(pairs)
+    assert after > before + 0.08
+
+
+def test_validator_rejects_corrupted_rewrites(pairs):
+    rng = random.Random(7)
+    prose = [p for p in pairs if p["genre"] != "code"]
+    # truncated: the first fifth of the rewrite, contract intact
+    truncated = [_check(p["original"], " ".join(p["rewrite"].split()[: len(p["rewrite"].split()) // 5]), p["genre"])
+                 for p in prose]
+    assert sum(not v.accepted for v in truncated) >= 0.95 * len(truncated)
+    assert Counter(v.reason for v in truncated).most_common(1)[0][0] in ("length_ratio", "too_short")
+    # vocabulary left unchanged: the original handed back as its own rewrite
+    unchanged = [_check(p["original"], p["original"], p["genre"]) for p in pairs]
+    assert all(v.reason in ("coverage_not_raised", "too_short") for v in unchanged)
+    # translated away from English: real Spanish text of the same length (the shared Spanish Q&A)
+    cc = pq.read_table(shared("cc_web_samples/cc_web_samples.parquet"), columns=["collection", "text"])
+    spanish = " ".join(t for c, t in zip(cc.column("collection").to_pylist(), cc.column("text").to_pylist(),
+                                          strict=True) if c.startswith("stackexchange")).split()
+    sample = rng.sample(prose, 60)
+    translated = []
+    for p in sample:
+        n = len(p["rewrite"].split())
+        start = rng.randrange(0, len(spanish) - n)
+        translated.append((p, " ".join(spanish[start:start + n])))
+    verdicts = [_check(p["original"], t, p["genre"]) for p, t in translated]
+    assert all(not v.accepted for v in verdicts)
+    # the language check on its own (coverage checks off): it is what catches them
+    loose = Limits(band=(0.0, 100.0), min_coverage=0.0, require_rise=False)
+    assert all(_check(p["original"], t, p["genre"], loose).reason == "not_english" for p, t in translated)
+    # code broken: an unclosed call added to the first code block (as a model mangling it would);
+    # Python blocks must still parse, other languages keep their brackets balanced
+    broken = 0
+    for p in pairs:
+        blocks, before = FENCE.findall(p["rewrite"]), FENCE.findall(p["original"])
+        if not blocks or not before or not code_parses(*before[0]) or p["genre"] != "code" \
+                or not _check(p["original"], p["rewrite"], "code").accepted:
+            continue
+        code = blocks[0][1]
+        bad = p["rewrite"].replace(code, code.rstrip("\n") + "\nresult = compute(items[0]\n", 1)
+        assert _check(p["original"], bad, "code").reason == "code_broken"
+        broken += 1
+    print(f"code rewrites broken on purpose and caught: {broken}")
+    assert broken >= 50
+
+
+def test_answer_contract():
+    assert parse_answer("EDITED:\nThe cat sat. <end>") == "The cat sat."
+    assert parse_answer("EDITED: The cat sat.\n<end>\n") == "The cat sat."
+    for bad in ["The cat sat. <end>", "EDITED:\nThe cat sat.", "EDITED:\n <end>", "EDITED:\na <end> b <end>",
+                "Sure! EDITED:\nx <end>"]:
+        assert parse_answer(bad) is None, bad
+
+
+def test_genre_detection_on_the_upstream_sample(pairs):
+    hits = Counter()
+    for p in pairs:
+        hits[(p["genre"], detect_genre(p["original"]) == p["genre"])] += 1
+    rate = sum(v for (g, ok), v in hits.items() if ok) / len(pairs)
+    print("genre detection:", {g: f"{hits[(g, True)]}/{hits[(g, True)] + hits[(g, False)]}" for g in
+                               sorted({p['genre'] for p in pairs})}, f"overall {rate:.2f}")
+    assert rate >= 0.75
+    assert detect_genre("anything at all", metadata='{"genre": "conversation"}') == "conversation"
+    assert detect_genre("Human: hi there\nAssistant: hello, how can I help?\nHuman: tell me a joke\n") == "conversation"
+    assert set(GENRES) == {"web", "book", "wiki", "textbook", "conversation", "code", "instruction"}
+
+
+def test_windows_cover_the_text_in_order(pairs):
+    for p in pairs[:120]:
+        genre = p["genre"]
+        text = preclean(p["original"]) if genre != "code" else p["original"]
+        limit = CFG.window_tokens[genre]
+        ws = windows(text, genre, limit, approx_tokens)
+        assert " ".join(" ".join(ws).split()) == " ".join(text.split())
+        for w in ws:
+            assert approx_tokens(w) <= limit or len(units(w, genre)) == 1
+        if genre == "code":
+            for w in ws:
+                assert w.count("```") % 2 == 0  # a fenced block is never split
+
+
+def test_preclean_and_vocabulary():
+    assert preclean("A \u2014 B \u2026 \u2192 \u2022 caf\u00e9 \u201cq\u201d") == 'A  -  B ... -> - caf "q"'
+    vocab = lean_vocabulary(2000)
+    assert 1900 <= len(vocab) <= 2000 and {"the", "house", "don't"} <= vocab
+    assert all(re.fullmatch(r"[^\W\d_]+(?:'[^\W\d_]+)*", w) for w in vocab)
+    assert lean_coverage("The dog ran to the house.") == 1.0
+    assert lean_coverage("Photosynthesis chlorophyll") == 0.0
+    assert words_of("It\u2019s 3 cats") == ["it's", "cats"]
+    assert default_band("web") == (0.336, 1.512)
+
+
+@pytest.mark.slow
+def test_leaner_through_the_flow_with_gemma(stack, ray_local, tmp_path):
+    """Real rewriting with Gemma 270M through the run's model actor: whatever the model
+    writes, validation decides, and the counts reconcile; a rerun is served from the cache."""
+    import pyarrow as pa
+
+    from flows.curate import run_curate
+    from tasks.config import InputSpec, PipelineConfig
+    from tasks.storage import StorageSpec
+    from tests.corpora import write_jsonl
+    from tests.releases import verify_release
+
+    wiki = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"), columns=["text"]).column("text")
+    docs = [t for t in wiki.to_pylist() if 60 <= len(t.split()) <= 90][:3]
+    write_jsonl(tmp_path / "in" / "docs.jsonl", [{"text": t} for t in docs])
+    root = str(tmp_path / "corpus")
+
+    def cfg(release):
+        return PipelineConfig(release=release, output=root, inputs=[InputSpec(uri=str(tmp_path / "in"), source="wiki")],
+                              near_dedup={"cross_release": False},
+                              leaner={"enabled": True, "max_output_tokens": 160, "window_tokens": {"wiki": 120}},
+                              llm={"n_ctx": 2048})
+
+    m = run_curate(cfg("lean-1"))
+    storage = StorageSpec(root).open()
+    verify_release(storage, m)
+    lean = m["leaner"]
+    print("leaner with Gemma 270M:", {k: lean[k] for k in ("accepted", "rejected", "windows", "window_failures",
+                                                          "coverage", "tokens")})
+    assert lean["documents"] == len(docs) == lean["accepted"] + sum(lean["rejected"].values())
+    assert m["llm"]["stages"]["leaner"]["requests"] == lean["windows"] >= len(docs)
+    attrs = pa.concat_tables([storage.read_parquet(f["path"]) for f in m["outputs"]["attributes"]
+                              if "/attributes/leaner/" in f["path"]])
+    status = attrs.column("leaner__rewrite__status").to_pylist()
+    assert Counter(s for s in status if s != "accepted") == Counter(lean["rejected"])
+    published = pa.concat_tables([storage.read_parquet(f["path"]) for f in m["outputs"]["documents"]])
+    by_id = dict(zip(published.column("id").to_pylist(), published.column("text").to_pylist(), strict=True))
+    for doc_id, st in zip(attrs.column("id").to_pylist(), status, strict=True):
+        if st != "accepted":  # a failed rewrite keeps the original
+            assert by_id[doc_id] in docs
+    assert m["funnel"][-1]["modified"] == lean["accepted"]
+    m2 = run_curate(cfg("lean-2"))
+    assert m2["llm"]["stages"]["leaner"]["requests"] == 0
+    assert m2["llm"]["stages"]["leaner"]["cache_hits"] == lean["windows"]
+    assert m2["leaner"]["rejected"] == lean["rejected"]
