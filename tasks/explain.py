@@ -34,6 +34,26 @@ def _attributes(storage: Storage, release: str, doc_id: str) -> dict[str, Any]:
     return out
 
 
+def _changes(storage: Storage, manifest: dict[str, Any], doc_id: str, final: str) -> list[dict[str, Any]]:
+    """Each stage that changed the document: its text before and after that stage, and the diff."""
+    import difflib
+
+    stages = [st["stage"] for st in manifest["funnel"]]
+    befores = []
+    for stage in stages:
+        files = [f["path"] for f in manifest["outputs"].get("changes", []) if f"/changes/{stage}/" in f["path"]]
+        found = _find(storage, files, doc_id)
+        if found:
+            befores.append((stage, found[1]["text"]))
+    out = []
+    for k, (stage, before) in enumerate(befores):
+        after = befores[k + 1][1] if k + 1 < len(befores) else final
+        diff = list(difflib.unified_diff(before.split("\n"), after.split("\n"), f"before {stage}", f"after {stage}",
+                                         lineterm="", n=1))
+        out.append({"stage": stage, "before": before, "after": after, "diff": diff})
+    return out
+
+
 def explain_in_release(storage: Storage, manifest: dict[str, Any], doc_id: str) -> dict[str, Any] | None:
     """The document's fate in one release, or None when the release never saw it."""
     release = manifest["release"]
@@ -44,9 +64,11 @@ def explain_in_release(storage: Storage, manifest: dict[str, Any], doc_id: str) 
     rejects.sort(key=lambda fr: stages.index(fr[1]["stage"]) if fr[1]["stage"] in stages else -1, reverse=True)
     doc = _find(storage, [f["path"] for f in manifest["outputs"]["documents"]], doc_id)
     if doc:
+        changes = _changes(storage, manifest, doc_id, doc[1]["text"])
         return {"release": release, "status": "published", "file": doc[0], "stages": stages,
-                "text": doc[1]["text"], "source": doc[1]["source"], "changed_by": [],
-                "attributes": _attributes(storage, release, doc_id), "identical_copies_dropped": len(rejects)}
+                "text": doc[1]["text"], "source": doc[1]["source"], "changed_by": [c["stage"] for c in changes],
+                "changes": changes, "attributes": _attributes(storage, release, doc_id),
+                "identical_copies_dropped": len(rejects)}
     if rejects:
         rej = rejects[0]
         r = rej[1]
@@ -106,6 +128,12 @@ def render(result: dict[str, Any], width: int = 300) -> str:
         lines.append(f"  source:  {here['source']}   stages: {' → '.join(here['stages'])}")
         if here["status"] == "published":
             lines.append("  changed: " + (", ".join(here["changed_by"]) or "no stage modified its text"))
+            for change in here.get("changes", []):
+                diff = change["diff"]
+                lines.append(f"  diff of {change['stage']} ({len(diff)} lines):")
+                lines += [f"    {d[:width]}" for d in diff[:60]]
+                if len(diff) > 60:
+                    lines.append(f"    … {len(diff) - 60} more lines (--json for all)")
         if here.get("identical_copies_dropped"):
             lines.append(f"  copies:  {here['identical_copies_dropped']} identical copies with this id were dropped")
         for name, value in sorted(here.get("attributes", {}).items()):

@@ -34,6 +34,11 @@ def rejects_path(release: str, stage: str, source: str, shard: str) -> str:
     return f"releases/{release}/rejects/{stage}/{source}/part-{shard}.parquet"
 
 
+def changes_path(release: str, stage: str, source: str, shard: str) -> str:
+    """The text a modifying stage started from, for each document it changed."""
+    return f"releases/{release}/changes/{stage}/{source}/part-{shard}.parquet"
+
+
 def work_dir(release: str) -> str:
     return f"state/work/{release}"
 

@@ -49,6 +49,8 @@ def build_manifest(
     stage_files = [f for st in STAGE_ORDER for f in _files(markers.get(st, []))]
     attributes = [f for f in stage_files if "/attributes/" in f["path"]]
     rejects = [f for f in stage_files if "/rejects/" in f["path"]]
+    changes = [f for f in stage_files if "/changes/" in f["path"]]
+    samples = [x for st in STAGE_ORDER for m in markers.get(st, []) for x in m.get("samples", [])]
 
     funnel = []
     for stage in STAGE_ORDER:
@@ -101,7 +103,9 @@ def build_manifest(
         "config_sha256": config_sha256(public),
         "storage": {"root": storage.url(), "endpoint_url": ctx.storage.endpoint_url},
         "inputs": _inputs(markers.get("ingest", [])),
-        "outputs": {"documents": documents, "attributes": attributes, "rejects": rejects},
+        "outputs": {"documents": documents, "attributes": attributes, "rejects": rejects, "changes": changes},
+        # a few documents each modifying stage changed, for the report (texts cut at 1,500 characters)
+        "samples": _first_per_stage(samples, 3),
         "sources": dict(sorted(sources.items())),
         "funnel": funnel,
         "dedup": dedup,
@@ -154,6 +158,15 @@ def quality_figures(ctx: RunContext, markers: dict[str, list[dict[str, Any]]],
         "languages": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
         "classifier": cfg.classifier.model,
     }
+
+
+def _first_per_stage(samples: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    out, seen = [], {}
+    for x in sorted(samples, key=lambda x: (STAGE_ORDER.index(x["stage"]), x["id"])):
+        if seen.get(x["stage"], 0) < k:
+            seen[x["stage"]] = seen.get(x["stage"], 0) + 1
+            out.append(x)
+    return out
 
 
 def _sum_dicts(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:

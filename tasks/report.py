@@ -96,6 +96,24 @@ def quality_marks(m: dict[str, Any], attribute: str) -> dict[str, float]:
     return marks
 
 
+def diff_html(before: str, after: str, context: int = 1, limit: int = 80) -> Markup:
+    """A line diff: removed lines in <del>, added ones in <ins>, a line of context around."""
+    import difflib
+
+    out = []
+    for line in list(difflib.unified_diff(before.split("\n"), after.split("\n"), lineterm="", n=context))[2:limit]:
+        body = escape(line[1:])
+        if line.startswith("-"):
+            out.append(f"<del>{body}</del>")
+        elif line.startswith("+"):
+            out.append(f"<ins>{body}</ins>")
+        elif line.startswith("@@"):
+            out.append('<span class="hunk">…</span>')
+        else:
+            out.append(f"<span>{body}</span>")
+    return Markup("\n".join(out))
+
+
 def charts(m: dict[str, Any]) -> dict[str, Markup]:
     out = {
         "funnel": bar_chart("chart-funnel", [st["stage"] for st in m["funnel"]],
@@ -113,6 +131,10 @@ def charts(m: dict[str, Any]) -> dict[str, Markup]:
         out["clusters"] = bar_chart("chart-clusters", [f"size {k}" for k in sizes], list(sizes.values()))
         out["scurve"] = s_curve_chart("chart-scurve", near["parameters"]["bands"], near["parameters"]["rows"],
                                       near["s_curve"])
+    if m.get("leaner"):
+        lean = m["leaner"]
+        out["leaner_rejected"] = bar_chart("chart-leaner-rejected", ["accepted", *lean["rejected"]],
+                                           [lean["accepted"], *lean["rejected"].values()])
     if m.get("quality"):
         q = m["quality"]
         out["quality_rules"] = bar_chart("chart-quality-rules", list(q["rules"]), list(q["rules"].values()))
@@ -128,4 +150,5 @@ def render_report(manifest: dict[str, Any]) -> str:
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         undefined=jinja2.StrictUndefined,
     )
-    return env.get_template("report.html.j2").render(m=manifest, charts=charts(manifest))
+    diffs = [diff_html(x["before"], x["after"]) for x in manifest.get("samples", [])]
+    return env.get_template("report.html.j2").render(m=manifest, charts=charts(manifest), diffs=diffs)

@@ -92,6 +92,27 @@ def _write_attributes(storage: Storage, ctx: RunContext, tagger_set: str, shard:
     )
 
 
+SAMPLE_CHARS = 1500
+
+
+def _write_changes(storage: Storage, ctx: RunContext, stage: str, shard: str, before: pa.Table,
+                   after: list[str], keep: Any) -> tuple[list[dict], list[dict[str, Any]]]:
+    """For the documents a stage modified (and kept): their text before it, under
+    ``changes/<stage>/``, so that ``refinery explain`` can show the diff; plus up to two samples
+    (before, after) for the report."""
+    texts = before.column("text").to_pylist()
+    changed = [i for i, (a, b) in enumerate(zip(texts, after, strict=True)) if a != b and bool(keep[i])]
+    if not changed:
+        return [], []
+    rows = before.take(pa.array(changed, pa.int64())).select(["id", "source", "text"])
+    files = _write_by_source(storage, rows, rows.column("source").combine_chunks(),
+                             lambda src: layout.changes_path(ctx.release, stage, src, shard))
+    ids = before.column("id").to_pylist()
+    samples = [{"stage": stage, "id": ids[i], "before": texts[i][:SAMPLE_CHARS], "after": after[i][:SAMPLE_CHARS]}
+               for i in changed[:2]]
+    return files, samples
+
+
 def _funnel(docs_in: int, work_out: pa.Table, tokens_in: int, rejects: pa.Table) -> dict[str, Any]:
     dropped: dict[str, int] = {}
     for reason in rejects.column("reason").to_pylist():

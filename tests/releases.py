@@ -16,13 +16,16 @@ def verify_release(storage: Storage, manifest: dict[str, Any]) -> None:
     """Row counts and checksums of every file, the funnel arithmetic, urls.txt, catalog."""
     validate_manifest(manifest)
     outputs = manifest["outputs"]
-    for kind in ("documents", "attributes", "rejects"):
-        for f in outputs[kind]:
+    for kind in ("documents", "attributes", "rejects", "changes"):
+        for f in outputs.get(kind, []):
             data = storage.read_bytes(f["path"])
             assert sha256_bytes(data) == f["sha256"], f["path"]
             assert len(data) == f["bytes"], f["path"]
             assert pq.read_metadata(io.BytesIO(data)).num_rows == f["rows"], f["path"]
     funnel = manifest["funnel"]
+    for st in funnel:  # every modified document's earlier text is kept under changes/<stage>/
+        changed = sum(f["rows"] for f in outputs.get("changes", []) if f"/changes/{st['stage']}/" in f["path"])
+        assert st["modified"] == changed, st
     for st in funnel:
         assert st["docs_in"] == st["docs_out"] + sum(st["dropped"].values()), st
     for prev, nxt in zip(funnel, funnel[1:], strict=False):

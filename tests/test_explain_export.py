@@ -123,19 +123,49 @@ def test_release_loads_with_pyarrow_dataset_and_datasets_offline(release):
     assert "id" in cols and "text" in cols
 
 
-def test_report_renders_in_chromium_with_the_manifests_numbers(release, artifacts):
-    """A child release (same inputs again, with the quality stage) gives a report with drift and
-    quality charts; headless Chromium loads it from disk with no network and no console error."""
-    from playwright.sync_api import sync_playwright
-
+@pytest.fixture(scope="module")
+def child(release):
+    """rel-y: the same pages again, through quality (with a top-X% threshold) and ProX."""
     from flows.curate import run_curate
 
     cfg = PipelineConfig(release="rel-y", output=release["root"], inputs=[
         InputSpec(uri=str(shared("cc_web_samples/cc_web_samples.parquet")), source="web", columns={"id": "id"})],
-        near_dedup={"cross_release": False},  # so that the documents reach the quality stage
+        near_dedup={"cross_release": False},  # so that the documents reach the later stages
         quality={"enabled": True, "thresholds": [{"name": "top-lid", "attribute": "quality__lid__score",
-                                                  "keep_top_percent": 80}]})
-    m = run_curate(cfg)
+                                                  "keep_top_percent": 80}]},
+        prox={"enabled": True})
+    return run_curate(cfg)
+
+
+def test_explain_shows_how_a_modified_document_changed(release, child):
+    from tests.releases import verify_release
+
+    storage = StorageSpec(release["root"]).open()
+    verify_release(storage, child)
+    changes = [f["path"] for f in child["outputs"]["changes"] if "/changes/prox/" in f["path"]]
+    before = storage.read_parquet(changes[0]).to_pylist()[0]
+    out = subprocess.run([REFINERY, "explain", f"{release['root']}/releases/rel-y", "--id", before["id"], "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    here = json.loads(out.stdout)["here"]
+    assert here["status"] == "published" and here["changed_by"] == ["prox"]
+    (change,) = here["changes"]
+    assert change["before"] == before["text"] and change["after"] == here["text"] != before["text"]
+    removed = [d[1:] for d in change["diff"] if d.startswith("-") and not d.startswith("---")]
+    assert removed and all(line in before["text"] for line in removed)
+    assert "prox__program__chunks" in here["attributes"]
+    text = subprocess.run([REFINERY, "explain", f"{release['root']}/releases/rel-y", "--id", before["id"]],
+                          capture_output=True, text=True, timeout=120).stdout
+    assert "changed: prox" in text and "diff of prox" in text
+
+
+def test_report_renders_in_chromium_with_the_manifests_numbers(release, child, artifacts):
+    """A child release (same inputs again, with the quality and ProX stages) gives a report
+    with drift, quality charts, ProX figures and sample diffs; headless Chromium loads it from
+    disk with no network and no console error."""
+    from playwright.sync_api import sync_playwright
+
+    m = child
     assert m["parent"] == "rel-x" and m["drift"]["parent"] == "rel-x"
     page_path = Path(release["root"]) / "releases" / "rel-y" / "report.html"
     with sync_playwright() as p:
@@ -158,6 +188,12 @@ def test_report_renders_in_chromium_with_the_manifests_numbers(release, artifact
         marks = page.locator("svg#chart-hist-quality__lid__score line.mark-line").evaluate_all(
             "ls => Object.fromEntries(ls.map(l => [l.dataset.label, Number(l.dataset.value)]))")
         assert marks == {"top-lid": m["quality"]["thresholds"][0]["value"], "language": 0.65}
+        prox_rows = page.locator("table#prox-ops tr").all_inner_texts()[1:]
+        assert {r.split("\t")[0]: int(r.split("\t")[1].replace(",", "")) for r in prox_rows} == m["prox"]["ops"]
+        assert page.locator("#prox-summary").inner_text().count(f"{m['prox']['programs_run']:,} programs") == 1
+        samples = page.locator("div.sample")
+        assert samples.count() == len(m["samples"]) > 0
+        assert page.locator("div.sample del").count() > 0
         rule_rows = page.locator("table#quality-rules tr").all_inner_texts()[1:]
         assert {r.split("\t")[0]: int(r.split("\t")[1].replace(",", "")) for r in rule_rows} == m["quality"]["rules"]
         bars = page.locator("svg#chart-funnel rect").evaluate_all("rs => rs.map(r => Number(r.dataset.value))")

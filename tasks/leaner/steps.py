@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 from tasks import layout
 from tasks.leaner import stage
 from tasks.schema import to_rejects, word_counts
-from tasks.steps import RunContext, _emit, _funnel, _once, _write_attributes, _write_rejects
+from tasks.steps import RunContext, _emit, _funnel, _once, _write_attributes, _write_changes, _write_rejects
 from tasks.storage import Storage
 
 STAGE = "leaner"
@@ -27,6 +27,7 @@ def leaner_step(ctx: RunContext, shard: str, prev_stage: str, final: bool, actor
         texts = work.column("text").to_pylist()
         client = LLMClient(cfg.llm, storage, actor)
         res = stage.rewrite(work, cfg.leaner, client, token_counter(cfg.llm), lid.predict, prefill=not cfg.llm.chat)
+        changes, samples = _write_changes(storage, ctx, STAGE, shard, work, res.text, res.keep)
         work = work.set_column(work.schema.get_field_index("text"), "text", pa.array(res.text, pa.string()))
         kept = work.filter(pa.array(res.keep))
         gone = ~res.keep
@@ -36,11 +37,11 @@ def leaner_step(ctx: RunContext, shard: str, prev_stage: str, final: bool, actor
                                              pa.string()))
         attrs = pa.table({"id": work.column("id"), **res.attributes})
         files = _write_attributes(storage, ctx, STAGE, shard, attrs, work.column("source").combine_chunks())
-        files += _write_rejects(storage, ctx, STAGE, shard, rejects)
+        files += _write_rejects(storage, ctx, STAGE, shard, rejects) + changes
         out = _emit(storage, ctx, STAGE, shard, kept, final)
         funnel = _funnel(work.num_rows, kept, int(pc.sum(word_counts(pa.array(texts, pa.string()))).as_py() or 0),
                          rejects)
-        funnel["modified"] = sum(1 for s, k in zip(res.status, res.keep, strict=True) if s == "accepted" and k)
-        return {"funnel": funnel, "files": files, **out, "leaner": res.figures}
+        funnel["modified"] = sum(c["rows"] for c in changes)
+        return {"funnel": funnel, "files": files, **out, "leaner": res.figures, "samples": samples}
 
     return _once(ctx, STAGE, shard, compute)

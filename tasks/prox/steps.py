@@ -11,7 +11,7 @@ from tasks import layout
 from tasks.llm.backends import approx_tokens
 from tasks.prox import stage
 from tasks.schema import to_rejects, word_counts
-from tasks.steps import RunContext, _emit, _funnel, _once, _write_attributes, _write_rejects
+from tasks.steps import RunContext, _emit, _funnel, _once, _write_attributes, _write_changes, _write_rejects
 from tasks.storage import Storage
 
 STAGE = "prox"
@@ -32,7 +32,7 @@ def prox_step(ctx: RunContext, shard: str, prev_stage: str, final: bool, actor: 
         writer = stage.make_writer(cfg, texts, client)
         res = stage.refine(texts, cfg.prox, writer, count)
         new_text = pa.array(res.text, pa.string())
-        modified = int(sum(1 for a, b, k in zip(texts, res.text, res.keep, strict=True) if k and a != b))
+        changes, samples = _write_changes(storage, ctx, STAGE, shard, work, res.text, res.keep)
         work = work.set_column(work.schema.get_field_index("text"), "text", new_text)
         keep = pa.array(res.keep)
         kept = work.filter(keep)
@@ -45,11 +45,12 @@ def prox_step(ctx: RunContext, shard: str, prev_stage: str, final: bool, actor: 
                              if g], pa.string()))
         attrs = pa.table({"id": work.column("id"), **res.attributes})
         files = _write_attributes(storage, ctx, STAGE, shard, attrs, work.column("source").combine_chunks())
-        files += _write_rejects(storage, ctx, STAGE, shard, rejects)
+        files += _write_rejects(storage, ctx, STAGE, shard, rejects) + changes
         out = _emit(storage, ctx, STAGE, shard, kept, final)
         tokens_in = int(pc.sum(word_counts(pa.array(texts, pa.string()))).as_py() or 0)
         funnel = _funnel(work.num_rows, kept, tokens_in, rejects)
-        funnel["modified"] = modified
-        return {"funnel": funnel, "files": files, **out, "prox": res.figures, "writer": writer.name}
+        funnel["modified"] = sum(c["rows"] for c in changes)
+        return {"funnel": funnel, "files": files, **out, "prox": res.figures, "writer": writer.name,
+                "samples": samples}
 
     return _once(ctx, STAGE, shard, compute)

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from tasks import layout
 from tasks.quality import stage
 from tasks.schema import to_rejects, word_counts
-from tasks.steps import RunContext, _emit, _funnel, _once, _write_attributes, _write_rejects
+from tasks.steps import RunContext, _emit, _funnel, _once, _write_attributes, _write_changes, _write_rejects
 from tasks.storage import Storage
 
 STAGE = "quality"
@@ -29,11 +29,12 @@ def quality_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> d
     def compute(storage: Storage) -> dict[str, Any]:
         work = storage.read_parquet(layout.work_path(ctx.release, prev_stage, shard))
         tagged = stage.tag(work, cfg, ctx.config.storage.endpoint_url)
-        modified = 0
+        before = work
         if tagged.text is not None:
-            modified = int(pc.sum(pc.not_equal(tagged.text, work.column("text"))).as_py() or 0)
             work = work.set_column(work.schema.get_field_index("text"), "text", tagged.text)
         decisions = stage.apply_rules(work, tagged.attributes, stage.stage_rules(cfg))
+        changes, samples = ([], []) if tagged.text is None else _write_changes(
+            storage, ctx, STAGE, shard, before, tagged.text.to_pylist(), decisions.keep)
         keep = pa.array(decisions.keep)
         kept = work.filter(keep)
         dropped = ~decisions.keep
@@ -44,7 +45,7 @@ def quality_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> d
         # attributes of every document the stage saw: a dropped one's scores explain its drop
         attrs = pa.table({"id": work.column("id"), **tagged.attributes})
         files = _write_attributes(storage, ctx, STAGE, shard, attrs, work.column("source").combine_chunks())
-        files += _write_rejects(storage, ctx, STAGE, shard, rejects)
+        files += _write_rejects(storage, ctx, STAGE, shard, rejects) + changes
         if thresholds:
             table = stage.rule_table(kept, {k: v.filter(keep) for k, v in tagged.attributes.items()}, [
                 stage.compile_rule(t.name, t.attribute) for t in thresholds])
@@ -55,8 +56,8 @@ def quality_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> d
             out = _emit(storage, ctx, STAGE, shard, kept, final)
         tokens_in = int(pc.sum(word_counts(work.column("text"))).as_py() or 0)
         funnel = _funnel(work.num_rows, kept, tokens_in, rejects)
-        funnel["modified"] = modified
-        return {"funnel": funnel, "files": files, **out,
+        funnel["modified"] = sum(c["rows"] for c in changes)
+        return {"funnel": funnel, "files": files, **out, "samples": samples,
                 "histograms": {a: stage.histogram(tagged.attributes[a]) for a in stage.score_attributes(cfg)},
                 "languages": _counts(tagged.attributes.get(stage.LID + "lang"))}
 
