@@ -44,6 +44,10 @@ def _families() -> dict[str, Any]:
         "model_requests": c(f"{PREFIX}_model_requests", "Language-model requests sent", labels=["release", "stage"]),
         "model_tokens": c(f"{PREFIX}_model_tokens", "Language-model tokens (prompt + completion)",
                           labels=["release", "stage"]),
+        "model_cache_hits": c(f"{PREFIX}_model_cache_hits", "Prompts answered from the response cache",
+                              labels=["release", "stage"]),
+        "model_failures": c(f"{PREFIX}_model_failures", "Language-model requests that failed or were over budget",
+                            labels=["release", "stage"]),
         "ray_cpus": g(f"{PREFIX}_ray_cpus", "CPUs of the Ray cluster a release ran on", labels=["release"]),
     }
 
@@ -68,9 +72,11 @@ def manifest_samples(fam: dict[str, Any], m: dict[str, Any]) -> None:
         if secs is not None:
             fam["stage_seconds"].add_metric([r, s], secs)
             fam["stage_throughput"].add_metric([r, s], st["docs_in"] / secs if secs else 0.0)
-        llm = m.get("llm", {}).get(s, {})
+        llm = m.get("llm", {}).get("stages", {}).get(s, {})
         fam["model_requests"].add_metric([r, s], llm.get("requests", 0))
-        fam["model_tokens"].add_metric([r, s], llm.get("tokens", 0))
+        fam["model_tokens"].add_metric([r, s], llm.get("prompt_tokens", 0) + llm.get("completion_tokens", 0))
+        fam["model_cache_hits"].add_metric([r, s], llm.get("cache_hits", 0))
+        fam["model_failures"].add_metric([r, s], llm.get("failures", 0))
     for source, v in m["sources"].items():
         fam["source_documents"].add_metric([r, source], v["documents"])
     for kind, d in m.get("dedup", {}).items():
