@@ -13,11 +13,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flows.curate import ReleaseError, curate, run_release
 from flows.refresh import partition_inputs
-from tasks.config import PipelineConfig
+from tasks.config import PipelineConfig, safe_name
 from tasks.parallel import make_task_runner
 
 LIMIT_NAME = "refinery-backfill"
@@ -35,6 +35,15 @@ class BackfillSpec(BaseModel):
                                                      description="One release per partition, or one for all.")
     max_concurrent: int = Field(2, ge=1, le=64, title="Partitions at once")
     release_prefix: str = Field("backfill", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", title="Release id prefix")
+
+    @field_validator("partitions")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            safe_name(name, "partition")  # a partition is one folder or file name, never a path
+        return v
+
+    _check_bounds = field_validator("start", "end")(lambda v: safe_name(v, "partition"))
 
 
 def select_partitions(config: PipelineConfig, spec: BackfillSpec) -> list[tuple[Any, str]]:

@@ -33,7 +33,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-def _safe_name(value: str | None, what: str) -> str | None:
+def safe_name(value: str | None, what: str) -> str | None:
     if value is not None and (not NAME_RE.match(value) or ".." in value):
         raise ValueError(f"{what} {value!r} must match {NAME_RE.pattern} (no slashes, no '..')")
     return value
@@ -61,7 +61,7 @@ class InputSpec(_Model):
     format: Literal["auto", "parquet", "jsonl"] = Field("auto", title="Format", description="'auto' decides by file name.")
     columns: ColumnMap = Field(default_factory=ColumnMap, title="Column map")
 
-    _check_source = field_validator("source")(lambda v: _safe_name(v, "source"))
+    _check_source = field_validator("source")(lambda v: safe_name(v, "source"))
 
 
 class IngestConfig(_Model):
@@ -179,7 +179,7 @@ class QualityRule(_Model):
     exclude: str | None = Field(None, title="Drop documents where")
     include: str | None = Field(None, title="Keep only documents where")
 
-    _check_name = field_validator("name")(lambda v: _safe_name(v, "rule name"))
+    _check_name = field_validator("name")(lambda v: safe_name(v, "rule name"))
 
     @model_validator(mode="after")
     def _one(self) -> QualityRule:
@@ -201,7 +201,7 @@ class QualityThreshold(_Model):
     attribute: str = Field(..., title="Attribute", description="Any name a rule may use, e.g. quality__classifier__score.")
     keep_top_percent: float = Field(..., gt=0, le=100, title="Keep the top X%")
 
-    _check_name = field_validator("name")(lambda v: _safe_name(v, "threshold name"))
+    _check_name = field_validator("name")(lambda v: safe_name(v, "threshold name"))
 
 
 class QualityConfig(_Model):
@@ -366,7 +366,7 @@ class PipelineConfig(_Model):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig, title="Execution")
     storage: StorageConfig = Field(default_factory=StorageConfig, title="Storage")
 
-    _check_release = field_validator("release")(lambda v: _safe_name(v, "release"))
+    _check_release = field_validator("release")(lambda v: safe_name(v, "release"))
 
     def public_dict(self) -> dict[str, Any]:
         """The config as recorded in the manifest and in Prefect: secrets removed."""

@@ -102,7 +102,11 @@ def expand_input(spec: InputSpec, endpoint_url: str | None = None) -> tuple[str,
         files = sorted(p for p in fs.glob(base) if not fs.isdir(p))
         is_dir = True
     elif fs.isdir(base):
-        files = sorted(p for p in fs.find(base) if p.lower().endswith(DATA_SUFFIXES))
+        # a directory named like a data file is kept as a "file": its shard fails with a clear
+        # error instead of being skipped without a word
+        entries = fs.find(base, withdirs=True, detail=True)
+        files = sorted(p for p, info in entries.items() if p.lower().endswith(DATA_SUFFIXES)
+                       and p.rstrip("/") != base.rstrip("/") and info.get("type") in ("file", "directory"))
         is_dir = True
         if spec.format != "auto":
             files = sorted(p for p in fs.find(base) if not p.rsplit("/", 1)[-1].startswith("."))
@@ -285,6 +289,9 @@ def _read_jsonl(shard: Shard, data: bytes) -> _Raw:
         except ValueError as exc:
             raw.bad_rows.append((lineno, f"invalid JSON: {exc.msg} at column {exc.colno}", decoded))
             continue
+        except RecursionError:
+            raw.bad_rows.append((lineno, "invalid JSON: nested too deeply", decoded))
+            continue
         if not isinstance(obj, dict):
             raw.bad_rows.append((lineno, f"not a JSON object ({type(obj).__name__})", decoded))
             continue
@@ -382,6 +389,12 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str, release: str, 
             reasons.append(None)
 
     ids = [stable_id(s, i, t) for s, i, t in zip(sources, ids_src, text_list, strict=True)]
+    first_row: dict[str, int] = {}
+    for k, doc_id in enumerate(ids):
+        # the same source id twice would give two documents one id: the later rows are rejected
+        if doc_id in first_row and reasons[k] is None and ids_src[k] is not None:
+            reasons[k] = f"duplicate id {ids_src[k]!r} (first at row {rows[first_row[doc_id]]})"
+        first_row.setdefault(doc_id, k)
     hashes = [xxhash.xxh3_128_digest(content_key(t, dedup_key).encode("utf-8")) for t in text_list]
     added = _to_timestamp([raw.added[i] for i in keep])
     added = pc.fill_null(added, pa.scalar(added_default, TIMESTAMP))

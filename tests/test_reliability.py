@@ -1,0 +1,283 @@
+"""Reliability (RELIABILITY.md): bad input of many kinds in one real run, a Ray worker and
+the flow process killed mid-run, secrets kept out of every output, path traversal refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks import layout
+from tasks.config import ConfigError, InputSpec, PipelineConfig, parse_config
+from tasks.storage import StorageSpec
+from tests.conftest import shared
+from tests.corpora import write_jsonl
+from tests.releases import verify_release
+
+REFINERY = str(Path(sys.executable).with_name("refinery"))
+
+
+def _wiki(n: int, start: int = 0) -> list[str]:
+    return pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).column("text").to_pylist()[start:start + n]
+
+
+def _bad_inputs(folder: Path) -> tuple[dict[str, str], dict[str, int], int]:
+    """One file per kind of bad input, generated here; returns the files that must fail (with
+    the problem their error must name), the row-level reasons expected, and the valid rows."""
+    folder.mkdir(parents=True)
+    good = shared("cc_web_samples/cc_web_samples.parquet").read_bytes()
+    texts = _wiki(240)
+    fails: dict[str, str] = {}
+    reasons: dict[str, int] = {}
+    valid = 0
+    # 1 truncated Parquet
+    (folder / "01-truncated.parquet").write_bytes(good[: len(good) // 3])
+    fails["01-truncated.parquet"] = "not a readable Parquet file"
+    # 2 wrong schema: no text column at all
+    pq.write_table(pa.table({"body": texts[:5]}), folder / "02-wrong-schema.parquet")
+    fails["02-wrong-schema.parquet"] = "no text column 'text'"
+    # 3 non-string text column
+    pq.write_table(pa.table({"text": [1, 2, 3]}), folder / "03-int-text.parquet")
+    fails["03-int-text.parquet"] = "has type int64"
+    # 4 nulls in the text column (rows), with valid rows around them
+    pq.write_table(pa.table({"text": texts[0:10] + [None, None] + texts[10:20]}), folder / "04-nulls.parquet")
+    reasons["missing text"] = reasons.get("missing text", 0) + 2
+    valid += 20
+    # 5 JSONL rows: missing text key, non-string text, invalid UTF-8, invalid JSON, not an object, blank text
+    lines = [json.dumps({"text": t}).encode() for t in texts[20:40]]
+    lines += [b'{"body": "no text key"}', b'{"text": 42}', b'{"text": "caf\xe9"}', b"{oops", b"[1, 2]",
+              b'{"text": "   "}']
+    (folder / "05-rows.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    reasons["missing text"] += 1
+    for r in ("text is not a string (int)", "invalid UTF-8", "invalid JSON", "not a JSON object (list)",
+              "empty text"):
+        reasons[r] = reasons.get(r, 0) + 1
+    valid += 20
+    # 6 one document of 50 MB (published: no max_chars is set), next to a valid row
+    big = " ".join(["lorem"] * 8_400_000)
+    assert len(big) >= 50_000_000
+    write_jsonl(folder / "06-huge.jsonl", [{"text": big}, {"text": texts[40]}])
+    valid += 2
+    # 7 empty files
+    (folder / "07-empty.jsonl").write_bytes(b"")
+    (folder / "07-empty.parquet").write_bytes(b"")
+    fails["07-empty.parquet"] = "Parquet file size is 0 bytes"
+    # 8 duplicate ids: the later row with the same id is rejected
+    write_jsonl(folder / "08-dup-ids.jsonl", [{"id": "same", "text": texts[41]}, {"id": "same", "text": texts[42]},
+                                             {"id": "other", "text": texts[43]}])
+    reasons["duplicate id 'same' (first at row 0)"] = 1
+    valid += 2
+    # 9 deeply nested metadata: beyond any parser's depth is a reject; deep but parsable is kept
+    deep = '{"text": ' + json.dumps(texts[44]) + ', "meta": ' + '{"a":' * 100_000 + "1" + "}" * 100_000 + "}"
+    ok_deep = {"text": texts[45], "meta": json.loads('{"a":' * 200 + "1" + "}" * 200)}
+    (folder / "09-nested.jsonl").write_text(deep + "\n" + json.dumps(ok_deep) + "\n")
+    reasons["invalid JSON: nested too deeply"] = 1
+    valid += 1
+    # 10 corrupt zstd
+    bad = write_jsonl(folder / "10-corrupt.jsonl.zst", [{"text": t} for t in texts[50:100]], "zst")
+    bad.write_bytes(bad.read_bytes()[:300])
+    fails["10-corrupt.jsonl.zst"] = "corrupt compressed stream"
+    # 11 a directory named like a data file
+    (folder / "11-directory.jsonl").mkdir()
+    fails["11-directory.jsonl"] = "is a directory"
+    # 12 a gzip file that is not gzip
+    (folder / "12-not-gzip.jsonl.gz").write_bytes(b"this is not gzip data at all")
+    fails["12-not-gzip.jsonl.gz"] = "corrupt compressed stream"
+    # 13 a valid file among them all
+    pq.write_table(pa.table({"text": texts[100:200]}), folder / "13-good.parquet")
+    valid += 100
+    return fails, reasons, valid
+
+
+@pytest.mark.slow
+def test_bad_input_of_every_kind_in_one_run(stack, ray_local, tmp_path):
+    from flows.curate import run_curate
+
+    fails, reasons, valid = _bad_inputs(tmp_path / "in")
+    root = str(tmp_path / "corpus")
+    m = run_curate(PipelineConfig(release="bad", output=root, inputs=[InputSpec(uri=str(tmp_path / "in"),
+                                                                                source="bad")],
+                                  exact_dedup={"enabled": False}, near_dedup={"enabled": False}))
+    storage = StorageSpec(root).open()
+    verify_release(storage, m)
+    failed = {Path(f["uri"]).name: f["error"] for f in m["failures"]}
+    assert set(failed) == set(fails)
+    for name, problem in fails.items():  # the error names the file and the problem
+        assert str(tmp_path / "in" / name) in failed[name] and problem in failed[name], failed[name]
+    rejects = pa.concat_tables([storage.read_parquet(f["path"]) for f in m["outputs"]["rejects"]])
+    got: dict[str, int] = {}
+    for r in rejects.column("reason").to_pylist():
+        key = next((k for k in reasons if r == k or r.startswith(k)), r)
+        got[key] = got.get(key, 0) + 1
+    assert got == reasons
+    assert all(rejects.column("input_uri").to_pylist())  # each reject names its file (and row)
+    # every valid row is published, the funnel and the files agree
+    assert m["totals"]["documents"] == valid
+    assert m["funnel"][0]["docs_in"] == valid + sum(reasons.values())
+    assert max(f["bytes"] for f in m["outputs"]["documents"]) > 50_000_000 // 8  # the 50 MB document
+
+
+def _run_in_thread(cfg: PipelineConfig) -> tuple[threading.Thread, dict]:
+    from flows.curate import run_curate
+
+    box: dict = {}
+
+    def target():
+        try:
+            box["manifest"] = run_curate(cfg)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            box["error"] = exc
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    return th, box
+
+
+def _wait_for(predicate, timeout: float = 300, step: float = 0.05) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise TimeoutError("condition not reached")
+
+
+def _checksums(manifest: dict) -> dict[str, str]:
+    return {f["path"].replace(manifest["release"], "R"): f["sha256"]
+            for kind in ("documents", "attributes", "rejects") for f in manifest["outputs"][kind]}
+
+
+def _inputs(tmp_path: Path) -> list[InputSpec]:
+    texts = _wiki(4000)
+    for k in range(8):
+        write_jsonl(tmp_path / "in" / f"part-{k}.jsonl", [{"id": f"{k}-{i}", "text": t}
+                                                          for i, t in enumerate(texts[k * 500:(k + 1) * 500])])
+    return [InputSpec(uri=str(tmp_path / "in"), source="wiki", columns={"id": "id"})]
+
+
+@pytest.mark.slow
+def test_a_killed_ray_worker_changes_no_byte_of_the_release(stack, ray_local, tmp_path):
+    """SIGKILL the Ray worker running a shard task mid-stage: Ray/Prefect retry it, and the
+    published release equals a clean run's, checksum for checksum."""
+    import psutil
+
+    from flows.curate import run_curate
+
+    inputs = _inputs(tmp_path)
+    clean = run_curate(PipelineConfig(release="clean", output=str(tmp_path / "a"), inputs=inputs,
+                                      quality={"enabled": True, "language_id": {"enabled": False}}))
+    cfg = PipelineConfig(release="clean", output=str(tmp_path / "b"), inputs=inputs,
+                         quality={"enabled": True, "language_id": {"enabled": False}})
+    storage = StorageSpec(cfg.output).open()
+    th, box = _run_in_thread(cfg)
+    # wait until the quality stage is under way (its first marker), then kill a worker running it
+    _wait_for(lambda: any(p.endswith(".done.json") for p in storage.list("state/work/clean/quality")))
+    victims = [p for p in psutil.process_iter(["cmdline"]) if any("ray::quality" in c for c in
+                                                                  (p.info["cmdline"] or []))]
+    assert victims, "no Ray worker was running a quality task"
+    victims[0].send_signal(signal.SIGKILL)
+    th.join(600)
+    assert "error" not in box, box.get("error")
+    m = box["manifest"]
+    verify_release(storage, m)
+    assert _checksums(m) == _checksums(clean)
+    assert m["totals"] == clean["totals"] and m["funnel"] == clean["funnel"]
+
+
+@pytest.mark.slow
+def test_a_killed_flow_process_resumes_to_the_same_release(stack, tmp_path):
+    """SIGKILL `refinery run` mid-run: nothing is published; the rerun skips the finished
+    shards and publishes a release identical to an uninterrupted run's."""
+    inputs = _inputs(tmp_path)
+    cfg = {"output": str(tmp_path / "corpus"), "inputs": [i.model_dump(mode="json") for i in inputs],
+           "quality": {"enabled": True, "language_id": {"enabled": False}}}
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(json.dumps({**cfg, "release": "killed"}))
+    env = dict(os.environ)
+    storage = StorageSpec(cfg["output"]).open()
+    proc = subprocess.Popen([REFINERY, "run", "-c", str(path)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(lambda: len([p for p in storage.list("state/work/killed/quality")
+                               if p.endswith(".done.json")]) >= 2, timeout=600)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the flow process and the Ray it started
+        proc.wait(60)
+    assert not storage.exists(layout.manifest_path("killed"))
+    done_before = {p: storage.read_bytes(p) for p in storage.list("state/work/killed") if p.endswith(".done.json")}
+    rerun = subprocess.run([REFINERY, "run", "-c", str(path)], env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    m = storage.read_json(layout.manifest_path("killed"))
+    verify_release(storage, m)
+    for p, data in done_before.items():  # finished shards were skipped, not redone
+        assert storage.read_bytes(p) == data
+    path.write_text(json.dumps({**cfg, "output": str(tmp_path / "clean"), "release": "killed"}))
+    clean = subprocess.run([REFINERY, "run", "-c", str(path)], env=env, capture_output=True, text=True, timeout=900)
+    assert clean.returncode == 0, clean.stderr
+    reference = StorageSpec(str(tmp_path / "clean")).open().read_json(layout.manifest_path("killed"))
+    assert _checksums(m) == _checksums(reference)
+
+
+@pytest.mark.slow
+def test_secrets_appear_in_no_output(stack, ray_local, tmp_path):
+    """A run on S3 with the stack's keys and a (fake) model API key in the environment: the
+    secret values are nowhere in the release, its state, the report, the Prefect records
+    (flow run parameters, logs, artifacts) or the process output."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.curate import run_curate
+
+    api_key = "sk-refinery-test-" + os.urandom(8).hex()
+    os.environ["REFINERY_TEST_API_KEY"] = api_key
+    secrets = [os.environ["AWS_SECRET_ACCESS_KEY"], os.environ["AWS_ACCESS_KEY_ID"], api_key]
+    write_jsonl(tmp_path / "in" / "docs.jsonl", [{"text": t} for t in _wiki(50)])
+    root = "s3://refinery/secrets-test"
+    cfg = parse_config({"release": "sec", "output": root, "inputs": [{"uri": str(tmp_path / "in")}],
+                        "llm": {"api_key_env": "REFINERY_TEST_API_KEY"}, "quality": {"enabled": True},
+                        "storage": {"access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
+                                    "secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"]}})
+    m = run_curate(cfg.export_secrets_to_env())
+    storage = StorageSpec(root).open()
+    blobs = [json.dumps(m)]
+    for rel in storage.list("", ""):
+        blobs.append(storage.read_bytes(rel).decode("utf-8", "replace"))
+    api = PREFECT_API_URL.value().rstrip("/")
+    run = httpx.get(f"{api}/flow_runs/{m['flow_run_id']}", timeout=10).json()
+    logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [m["flow_run_id"]]}},
+                                                  "limit": 200}, timeout=10).json()
+    arts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [m["flow_run_id"]]}}},
+                      timeout=10).json()
+    blobs += [json.dumps(run), json.dumps(logs), json.dumps(arts)]
+    assert len(blobs) > 10
+    for secret in secrets:
+        assert not any(secret in b for b in blobs), "a secret value leaked into an output"
+    assert m["config"]["llm"]["api_key_env"] == "REFINERY_TEST_API_KEY"
+    assert "secret_access_key" not in m["config"]["storage"]
+
+
+@pytest.mark.parametrize("config", [
+    {"release": "../escape"}, {"release": "a/b"}, {"inputs": [{"uri": "x", "source": "../../etc"}]},
+    {"inputs": [{"uri": "x", "source": "a/b"}]}, {"quality": {"rules": [{"name": "../r", "exclude": "words < 1"}]}},
+    {"quality": {"thresholds": [{"name": "a/../b", "attribute": "words", "keep_top_percent": 5}]}},
+])
+def test_path_traversal_in_config_values_is_rejected(config):
+    with pytest.raises(ConfigError, match="no slashes"):
+        parse_config(config)
+
+
+def test_path_traversal_in_partition_names_is_rejected(tmp_path):
+    from flows.backfill import BackfillSpec
+
+    for bad in ("../x", "a/b", ".."):
+        with pytest.raises(ValueError):
+            BackfillSpec(partitions=[bad])
