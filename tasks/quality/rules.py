@@ -201,7 +201,7 @@ def compile_rule(name: str, text: str, mode: str = "exclude") -> Rule:
         expr = compiler.compile(tree.body)
     except RecursionError:
         raise RuleError(f"rule {name!r}: the expression is nested too deeply") from None
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError, OverflowError) as exc:
         raise RuleError(f"rule {name!r}: {exc}") from None
     return Rule(name, text, mode, expr, frozenset(compiler.names))
 
