@@ -31,6 +31,18 @@ models_app = typer.Typer(no_args_is_help=True, help="Model files the stages use.
 app.add_typer(models_app, name="models")
 
 
+def default_job_quality():
+    """The bundled job's quality stage: every tagger runs (attributes, histograms, report), but
+    only the language rule drops. The web-text heuristics would reject most of the Markdown
+    and reStructuredText package descriptions (symbols count as non-words for Gopher), and
+    fastText is less sure of English in Markdown, hence the lower language floor."""
+    from tasks.config import QualityConfig
+
+    tag_only = {"drop": False}
+    return QualityConfig(enabled=True, language_id={"min_score": 0.3}, gopher_repetition=tag_only,
+                         gopher_quality=tag_only, c4_quality=tag_only, fineweb_quality=tag_only)
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -89,7 +101,7 @@ def run(
         cfg = cfg.model_copy(update={"inputs": [InputSpec(uri=f"{folder}/package_descriptions"),
                                                 InputSpec(uri=f"{folder}/package_licenses")]})
         if config is None:  # the default job shows every non-model stage
-            cfg = cfg.model_copy(update={"quality": cfg.quality.model_copy(update={"enabled": True})})
+            cfg = cfg.model_copy(update={"quality": default_job_quality()})
     if not cfg.output:
         cfg = cfg.model_copy(update={"output": str(home / "corpus")})
     try:

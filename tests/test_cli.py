@@ -31,6 +31,11 @@ def test_default_job_curates_the_bundled_input(stack, tmp_path):
     # installed packages share license texts: the default input really has exact duplicates
     assert manifest["dedup"]["exact"]["duplicates"] > 0
     assert "default-1" in run.stdout and "exact dedup" in run.stdout
+    # the quality stage ran: every tagger's attributes, only the language rule dropped anything
+    q = manifest["quality"]
+    assert q["taggers"] == ["lid", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]
+    assert list(q["rules"]) == ["language"]
+    assert sum(q["histograms"]["quality__lid__score"]["counts"]) == manifest["funnel"][-1]["docs_in"]
 
     show = subprocess.run([REFINERY, "manifest", str(root)], env=env, capture_output=True, text=True, timeout=120)
     assert show.returncode == 0 and "release   default-1" in show.stdout

@@ -92,18 +92,13 @@ def train(positives: list[str], negatives: list[str], params: TrainParams) -> tu
         path = os.path.join(tmp, "train.txt")
         with open(path, "w", encoding="utf-8") as fh:
             fh.writelines(f"{lab} {t}\n" for lab, t in train_rows)
-        try:
-            model = fasttext.train_supervised(
-                input=path, dim=params.dim, wordNgrams=params.word_ngrams, bucket=params.bucket,
-                minCount=params.min_count, epoch=params.epoch, lr=params.lr, seed=params.seed, thread=1, verbose=0,
-            )
-        except RuntimeError as exc:  # fastText diverges on some small corpora / settings
-            raise ValueError(f"fastText training failed ({exc}); try another dim, bucket or a lower lr") from None
         out = os.path.join(tmp, "model.bin")
-        model.save_model(out)
+        lr_used = _train_isolated(path, out, params)
+        model = fasttext.load_model(out)
         with open(out, "rb") as fh:
             data = fh.read()
     figures: dict[str, Any] = {
+        "lr_used": lr_used,
         "train": {"positive": sum(lab == POSITIVE for lab, _ in train_rows),
                   "negative": sum(lab == NEGATIVE for lab, _ in train_rows)},
         "validation": {"positive": sum(lab == POSITIVE for lab, _ in val_rows),
@@ -120,6 +115,38 @@ def train(positives: list[str], negatives: list[str], params: TrainParams) -> tu
             auc=round(auc(scores, labels), 4),
         )
     return data, figures
+
+
+def _train_isolated(train_file: str, model_file: str, params: TrainParams) -> float:
+    """fastText training in a fresh process: in a long-lived process that has run other native
+    code, training was seen to diverge ("Encountered NaN") at any learning rate, while the same
+    data and settings train cleanly in a new process. Halves the rate on divergence."""
+    import json
+    import subprocess
+    import sys
+
+    lr = params.lr
+    for _ in range(4):
+        args = {"input": train_file, "output": model_file, "dim": params.dim, "wordNgrams": params.word_ngrams,
+                "bucket": params.bucket, "minCount": params.min_count, "epoch": params.epoch, "lr": lr,
+                "seed": params.seed}
+        proc = subprocess.run([sys.executable, "-c", _TRAIN_CHILD, json.dumps(args)], capture_output=True, text=True)
+        if proc.returncode == 0:
+            return lr
+        if "NaN" not in proc.stderr:
+            raise ValueError(f"fastText training failed: {proc.stderr.strip()[-500:]}")
+        lr /= 2
+    raise ValueError(f"fastText training diverged (NaN) down to lr={lr * 2}; try another dim or bucket")
+
+
+_TRAIN_CHILD = """
+import json, sys
+import fasttext
+a = json.loads(sys.argv[1])
+out = a.pop("output")
+model = fasttext.train_supervised(thread=1, verbose=0, **a)
+model.save_model(out)
+"""
 
 
 def _hq_probability(model: Any, texts: list[str]) -> np.ndarray:
