@@ -431,7 +431,8 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str, release: str, 
     reason_counts = Counter(r.split(" (")[0] for r in rejects.column("reason").to_pylist())
     stats = {
         "file": file_info,
-        "rows_read": len(raw.rows) + len(raw.bad_rows),
+        # a Parquet null text is both a row and a bad row: count each input row once
+        "rows_read": len(set(raw.rows) | {b[0] for b in raw.bad_rows}),
         "docs_out": work.num_rows,
         "rejected": dict(sorted(reason_counts.items())),
     }
