@@ -292,6 +292,15 @@ def test_openai_backend_against_a_real_server_and_cache_rerun(tmp_path):
         assert ModelWriter(rerun, False, 8, 48).doc_programs(GEMMA_DOCS) == programs
         assert rerun.usage.requests == 0 and rerun.usage.cache_hits == len(GEMMA_DOCS)
         assert served() == len(GEMMA_DOCS)  # the server saw no new request
+        # the teacher writer: instructions in a chat (the server applies the GGUF's chat template)
+        chat = LLMClient(cfg.model_copy(update={"chat": True}), storage)
+        teacher = ModelWriter(chat, True, 8, 48)
+        assert all(p in ("keep_doc()", "drop_doc()") for p in teacher.doc_programs(GEMMA_DOCS[:2]))
+        chunks = make_chunks(GEMMA_DOCS[0], approx_tokens, limit=200)
+        (programs_0,) = teacher.chunk_programs(GEMMA_DOCS[:1], [chunks])
+        assert all(parse_program(p).errors == [] for p in programs_0), programs_0
+        assert chat.usage.requests == 3
+        assert len(re.findall(r"POST /v1/chat/completions", (tmp_path / "server.log").read_text())) == 3
         # a request budget: the second prompt is refused, not sent
         budget = LLMClient(cfg.model_copy(update={"max_requests": 1, "cache": False}), storage)
         out = ModelWriter(budget, False, 8, 48).doc_programs(["A short new document about rivers.", "Another one."])
