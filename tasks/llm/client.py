@@ -181,9 +181,11 @@ def token_counter(cfg: LLMConfig | None):
     def load():
         from llama_cpp import Llama
 
-        from tasks.llm.backends import default_gguf
+        from tasks.llm.backends import close_at_exit, default_gguf
 
-        return Llama(model_path=cfg.model or default_gguf(), vocab_only=True, verbose=False)
+        vocab = Llama(model_path=cfg.model or default_gguf(), vocab_only=True, verbose=False)
+        close_at_exit(vocab)
+        return vocab
 
     vocab = load_once(("llama-vocab", cfg.model), load)
     return lambda text: len(vocab.tokenize(text.encode("utf-8"), add_bos=False))
