@@ -235,6 +235,8 @@ def _port_open(port: int) -> bool:
 
 def _require_free_port(port: int, what: str, flag: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as the servers themselves do: a closed connection in TIME_WAIT does not hold the port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((LOOPBACK, port))
         except OSError:

@@ -287,3 +287,84 @@ def test_path_traversal_in_partition_names_is_rejected(tmp_path):
     for bad in ("../x", "a/b", ".."):
         with pytest.raises(ValueError):
             BackfillSpec(partitions=[bad])
+
+
+def _restart(stack, service: str, down_seconds: float = 3.0) -> None:
+    """Stop one service of the session's stack (its whole process group) and start it again on
+    the same port, with the same data and credentials."""
+    from flows.stack import _terminate
+
+    state = stack.read_state()
+    rec = state["services"][service]
+    _terminate(rec, 30)
+    time.sleep(down_seconds)
+    _wait_for(lambda: not _listening(rec["port"]), timeout=60, step=0.5)
+    stack.up(prefect_port=state["services"]["prefect"]["port"], s3_port=state["services"]["s3"]["port"],
+             with_s3=True, timeout=180)
+
+
+def _listening(port: int) -> bool:
+    import psutil
+
+    return any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+               for c in psutil.net_connections(kind="tcp"))
+
+
+def _outcome_then_rerun(cfg: PipelineConfig, box: dict, storage) -> dict:
+    """The interrupted run either completed, or failed with nothing published; a rerun then
+    completes."""
+    from flows.curate import run_curate
+
+    if "error" in box:
+        assert not storage.exists(layout.manifest_path(cfg.release)), "a failed run left a manifest"
+        return run_curate(cfg)
+    return box["manifest"]
+
+
+@pytest.mark.slow
+def test_s3_server_stopped_mid_run_and_restarted(stack, ray_local, tmp_path):
+    """SeaweedFS is stopped while the shards are being written and started again: retries
+    carry the run through, or it fails with no manifest and a rerun completes; either way the
+    release equals a clean run's."""
+    from flows.curate import run_curate
+
+    inputs = _inputs(tmp_path)
+    quality = {"enabled": True, "language_id": {"enabled": False}}
+    execution = {"max_retries": 4, "retry_delay_seconds": 5}
+    cfg = PipelineConfig(release="s3r", output="s3://refinery/s3-restart", inputs=inputs, quality=quality,
+                         execution=execution)
+    storage = StorageSpec(cfg.output).open()
+    th, box = _run_in_thread(cfg)
+    _wait_for(lambda: any(p.endswith(".done.json") for p in storage.list("state/work/s3r/ingest")), step=0.2)
+    _restart(stack, "s3")
+    th.join(900)
+    m = _outcome_then_rerun(cfg, box, storage)
+    verify_release(storage, m)
+    clean = run_curate(PipelineConfig(release="s3r", output=str(tmp_path / "clean"), inputs=inputs, quality=quality))
+    assert _checksums(m) == _checksums(clean)
+
+
+@pytest.mark.slow
+def test_prefect_server_restarted_mid_run(stack, ray_local, tmp_path):
+    """The Prefect server is restarted while the run is going: the release is still correct,
+    and the flow run's final state is recorded on the (same) server."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.curate import run_curate
+
+    inputs = _inputs(tmp_path)
+    quality = {"enabled": True, "language_id": {"enabled": False}}
+    cfg = PipelineConfig(release="pfr", output=str(tmp_path / "corpus"), inputs=inputs, quality=quality,
+                         execution={"max_retries": 4, "retry_delay_seconds": 5})
+    storage = StorageSpec(cfg.output).open()
+    th, box = _run_in_thread(cfg)
+    _wait_for(lambda: any(p.endswith(".done.json") for p in storage.list("state/work/pfr/ingest")), step=0.2)
+    _restart(stack, "prefect")
+    th.join(900)
+    m = _outcome_then_rerun(cfg, box, storage)
+    verify_release(storage, m)
+    clean = run_curate(PipelineConfig(release="pfr", output=str(tmp_path / "clean"), inputs=inputs, quality=quality))
+    assert _checksums(m) == _checksums(clean)
+    run = httpx.get(f"{PREFECT_API_URL.value().rstrip('/')}/flow_runs/{m['flow_run_id']}", timeout=10).json()
+    assert run["state"]["type"] == "COMPLETED"
