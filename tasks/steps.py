@@ -21,7 +21,7 @@ from tasks import layout
 from tasks.config import PipelineConfig
 from tasks.dedup import exact
 from tasks.ingest import Shard, documents_of, ingest_shard
-from tasks.schema import whole_document_spans, word_counts
+from tasks.schema import to_rejects, whole_document_spans, word_counts
 from tasks.storage import Storage, StorageSpec
 
 
@@ -111,6 +111,27 @@ def _write_changes(storage: Storage, ctx: RunContext, stage: str, shard: str, be
     samples = [{"stage": stage, "id": ids[i], "before": texts[i][:SAMPLE_CHARS], "after": after[i][:SAMPLE_CHARS]}
                for i in changed[:2]]
     return files, samples
+
+
+def finish_text_stage(storage: Storage, ctx: RunContext, stage: str, shard: str, work: pa.Table,
+                      new_text: list[str], keep: Any, reasons: list[str | None], details: list[str | None],
+                      attributes: dict[str, pa.Array], final: bool) -> dict[str, Any]:
+    """The common end of a map stage that rewrites and drops documents (ProX, leaner): its
+    attributes for every document it saw, rejects (with the text they came in with), the
+    earlier text of what it changed, its output, and the funnel."""
+    changes, samples = _write_changes(storage, ctx, stage, shard, work, new_text, keep)
+    gone = pa.array(~np.asarray(keep, dtype=bool))
+    rejects = to_rejects(work.filter(gone), stage, pa.array(reasons, pa.string()).filter(gone),
+                         detail=pa.array(details, pa.string()).filter(gone))
+    sources = work.column("source").combine_chunks()
+    files = _write_attributes(storage, ctx, stage, shard, pa.table({"id": work.column("id"), **attributes}), sources)
+    files += _write_rejects(storage, ctx, stage, shard, rejects) + changes
+    tokens_in = int(pc.sum(word_counts(work.column("text"))).as_py() or 0)
+    rewritten = work.set_column(work.schema.get_field_index("text"), "text", pa.array(new_text, pa.string()))
+    kept = rewritten.filter(pa.array(np.asarray(keep, dtype=bool)))
+    funnel = _funnel(work.num_rows, kept, tokens_in, rejects)
+    funnel["modified"] = sum(c["rows"] for c in changes)
+    return {"funnel": funnel, "files": files, **_emit(storage, ctx, stage, shard, kept, final), "samples": samples}
 
 
 def _funnel(docs_in: int, work_out: pa.Table, tokens_in: int, rejects: pa.Table) -> dict[str, Any]:

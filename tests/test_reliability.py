@@ -322,32 +322,12 @@ def _outcome_then_rerun(cfg: PipelineConfig, box: dict, storage) -> dict:
 
 
 @pytest.mark.slow
-def test_s3_server_stopped_mid_run_and_restarted(stack, ray_local, tmp_path):
-    """SeaweedFS is stopped while the shards are being written and started again: retries
-    carry the run through, or it fails with no manifest and a rerun completes; either way the
-    release equals a clean run's."""
-    from flows.curate import run_curate
-
-    inputs = _inputs(tmp_path)
-    quality = {"enabled": True, "language_id": {"enabled": False}}
-    execution = {"max_retries": 4, "retry_delay_seconds": 5}
-    cfg = PipelineConfig(release="s3r", output="s3://refinery/s3-restart", inputs=inputs, quality=quality,
-                         execution=execution)
-    storage = StorageSpec(cfg.output).open()
-    th, box = _run_in_thread(cfg)
-    _wait_for(lambda: any(p.endswith(".done.json") for p in storage.list("state/work/s3r/ingest")), step=0.2)
-    _restart(stack, "s3")
-    th.join(900)
-    m = _outcome_then_rerun(cfg, box, storage)
-    verify_release(storage, m)
-    clean = run_curate(PipelineConfig(release="s3r", output=str(tmp_path / "clean"), inputs=inputs, quality=quality))
-    assert _checksums(m) == _checksums(clean)
-
-
-@pytest.mark.slow
-def test_prefect_server_restarted_mid_run(stack, ray_local, tmp_path):
-    """The Prefect server is restarted while the run is going: the release is still correct,
-    and the flow run's final state is recorded on the (same) server."""
+@pytest.mark.parametrize("service", ["s3", "prefect"])
+def test_server_restarted_mid_run(stack, ray_local, tmp_path, service):
+    """SeaweedFS (the run's corpus root is on it) or the Prefect server is stopped while the
+    shards are being written and started again: retries carry the run through, or it fails
+    with no manifest and a rerun completes; either way the release equals a clean run's, and
+    the flow run is recorded as completed."""
     import httpx
     from prefect.settings import PREFECT_API_URL
 
@@ -355,16 +335,19 @@ def test_prefect_server_restarted_mid_run(stack, ray_local, tmp_path):
 
     inputs = _inputs(tmp_path)
     quality = {"enabled": True, "language_id": {"enabled": False}}
-    cfg = PipelineConfig(release="pfr", output=str(tmp_path / "corpus"), inputs=inputs, quality=quality,
+    release = f"restart-{service}"
+    output = "s3://refinery/s3-restart" if service == "s3" else str(tmp_path / "corpus")
+    cfg = PipelineConfig(release=release, output=output, inputs=inputs, quality=quality,
                          execution={"max_retries": 4, "retry_delay_seconds": 5})
     storage = StorageSpec(cfg.output).open()
     th, box = _run_in_thread(cfg)
-    _wait_for(lambda: any(p.endswith(".done.json") for p in storage.list("state/work/pfr/ingest")), step=0.2)
-    _restart(stack, "prefect")
+    _wait_for(lambda: any(p.endswith(".done.json") for p in storage.list(f"state/work/{release}/ingest")), step=0.2)
+    _restart(stack, service)
     th.join(900)
     m = _outcome_then_rerun(cfg, box, storage)
     verify_release(storage, m)
-    clean = run_curate(PipelineConfig(release="pfr", output=str(tmp_path / "clean"), inputs=inputs, quality=quality))
+    clean = run_curate(PipelineConfig(release=release, output=str(tmp_path / "clean"), inputs=inputs,
+                                      quality=quality))
     assert _checksums(m) == _checksums(clean)
     run = httpx.get(f"{PREFECT_API_URL.value().rstrip('/')}/flow_runs/{m['flow_run_id']}", timeout=10).json()
     assert run["state"]["type"] == "COMPLETED"
