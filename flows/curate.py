@@ -37,6 +37,7 @@ exact_filter_task = shard_task(exact_filter_step, "exact_dedup")
 near_reduce_task = shard_task(near_steps.reduce_step, "near_dedup_reduce")
 near_cc_task = shard_task(near_steps.cc_step, "near_dedup_cc")
 near_cc_local_task = shard_task(near_steps.cc_local_step, "near_dedup_cc_local")
+near_single_task = shard_task(near_steps.single_task_step, "near_dedup_global")
 near_finalize_task = shard_task(near_steps.finalize_step, "near_dedup_finalize")
 near_survivor_task = shard_task(near_steps.survivor_step, "near_dedup_survivors")
 near_filter_task = shard_task(near_steps.filter_step, "near_dedup")
@@ -159,10 +160,12 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     if near:
         t0 = time.perf_counter()
         view = _near_view(storage, ctx)
-        markers.update(_near_dedup(ctx, names, prev, view, execution, final=not (quality or prox or leaner)))
+        band_rows = ctx.config.near_dedup.bands * sum(
+            m["near_map"]["docs"] - m["near_map"]["no_shingles"] for m in markers[prev] if "near_map" in m)
+        markers.update(_near_dedup(ctx, names, prev, view, band_rows + near_index.index_rows(storage, view), execution,
+                                   final=not (quality or prox or leaner)))
         if ctx.config.near_dedup.cross_release:  # counts only once the release is committed
-            storage.write_json(f"{near_index.segment_dir(ctx.release)}/meta.json",
-                               {"partitions": ctx.near_partitions})
+            near_index.write_segment_meta(storage, ctx.release, ctx.near_partitions, _scheme(ctx))
         timing["near_dedup"] = time.perf_counter() - t0
         prev = "near_dedup"
 
@@ -219,20 +222,38 @@ def _near_view(storage: Storage, ctx: RunContext) -> near_index.IndexView:
     view = near_index.IndexView()
     if ctx.config.near_dedup.cross_release:
         committed = [r["id"] for r in read_catalog(storage)["releases"] if r["id"] != ctx.release]
-        view = near_index.live_view(storage, committed)
+        view = near_index.live_view(storage, committed, _scheme(ctx))
+        if view.skipped:
+            get_run_logger().warning(
+                "near dedup: %d earlier release(s) were indexed with other MinHash parameters and cannot be matched: "
+                "%s", len(view.skipped), ", ".join(f"{r} ({s})" for r, s in sorted(view.skipped.items())))
     storage.write_json(path, view.to_dict())
     return view
 
 
-def _near_dedup(ctx: RunContext, names: list[str], prev: str, view: near_index.IndexView, execution,
+def _scheme(ctx: RunContext) -> str:
+    from tasks.dedup.minhash import signature_scheme
+
+    return signature_scheme(ctx.config.near_dedup.params())
+
+
+def _near_dedup(ctx: RunContext, names: list[str], prev: str, view: near_index.IndexView, rows: int, execution,
                 final: bool) -> dict:
-    """Map → reduce → connected components (large-star / small-star rounds) → survivors → filter."""
+    """Map (done by the previous stage) → reduce → connected components → survivors → filter;
+    the global part in one task when its ``rows`` band rows fit one, else distributed."""
     parts = [(f"p{p:05d}", p) for p in range(ctx.near_partitions)]
+    limit = ctx.config.near_dedup.single_task_max_rows
     out: dict[str, Any] = {}
+    if rows <= limit:
+        single = _checked(shard_map(near_single_task, [("all", (ctx, view.to_dict()))], execution, "near_dedup_global"))
+        out["near_dedup_reduce"], out["near_dedup_survivors"] = single[0]["reduce"], single[0]["survivors"]
+        out.update(_near_filter(ctx, names, prev, execution, final))
+        out["near_dedup_info"] = [_near_info(ctx, view, "single_task", 0)]
+        return out
     out["near_dedup_reduce"] = _checked(shard_map(near_reduce_task, [(n, (ctx, p, view.to_dict())) for n, p in parts],
                                                   execution, "near_dedup_reduce"))
     edges = sum(m["edges"] for m in out["near_dedup_reduce"])
-    distributed = edges > ctx.config.near_dedup.local_components_max_edges
+    distributed = edges > limit
     if not distributed:
         _checked(shard_map(near_cc_local_task, [("all", (ctx,))], execution, "near_dedup_cc_local"))
         rounds = 1  # the local task writes its converged stars as round 1
@@ -254,12 +275,20 @@ def _near_dedup(ctx: RunContext, names: list[str], prev: str, view: near_index.I
                        "near_dedup_finalize"))
     out["near_dedup_survivors"] = _checked(shard_map(near_survivor_task, [(n, (ctx, p)) for n, p in parts], execution,
                                                      "near_dedup_survivors"))
-    out["near_dedup"] = _checked(shard_map(near_filter_task, [(n, (ctx, n, prev, final)) for n in names],
-                                           execution, "near_dedup"))
-    out["near_dedup_info"] = [{"cc_rounds": rounds + 1 if distributed else 0, "cc": "distributed" if distributed
-                               else "local", "index_before": near_index.index_size(
-        ctx.storage.open(), view), "index_releases": view.releases}]
+    out.update(_near_filter(ctx, names, prev, execution, final))
+    out["near_dedup_info"] = [_near_info(ctx, view, "distributed" if distributed else "local",
+                                         rounds + 1 if distributed else 0)]
     return out
+
+
+def _near_filter(ctx: RunContext, names: list[str], prev: str, execution, final: bool) -> dict:
+    return {"near_dedup": _checked(shard_map(near_filter_task, [(n, (ctx, n, prev, final)) for n in names],
+                                             execution, "near_dedup"))}
+
+
+def _near_info(ctx: RunContext, view: near_index.IndexView, cc: str, rounds: int) -> dict[str, Any]:
+    return {"cc_rounds": rounds, "cc": cc, "index_before": near_index.index_size(ctx.storage.open(), view),
+            "index_releases": view.releases, "skipped": view.skipped}
 
 
 def _with_model(ctx: RunContext, run, uses_model: bool):
@@ -279,9 +308,9 @@ def _with_model(ctx: RunContext, run, uses_model: bool):
 
 def _maybe_compact(storage: Storage, ctx: RunContext) -> None:
     committed = [r["id"] for r in read_catalog(storage)["releases"]]
-    view = near_index.live_view(storage, committed)
+    view = near_index.live_view(storage, committed, _scheme(ctx))
     if len(view.segments) >= ctx.config.near_dedup.compact_after:
-        near_index.compact(storage, view, ctx.release, ctx.near_partitions)
+        near_index.compact(storage, view, ctx.release, ctx.near_partitions, _scheme(ctx))
 
 
 def _checked(result: tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]) -> list[dict[str, Any]]:

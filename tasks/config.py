@@ -100,9 +100,10 @@ class NearDedupConfig(_Model):
         description="datatrove: datatrove's simplify_text (lowercase, digits, punctuation, diacritics); "
         "words: lower-cased \\w+ tokens only.",
     )
-    hash_function: Literal["xxh3", "sha1"] = Field(
-        "xxh3", title="Shingle hash",
-        description="xxh3: vectorized (tasks.dedup.minhash.shingle_hash32); sha1: datasketch's default, slower.",
+    hash_function: Literal["fnv1a", "sha1"] = Field(
+        "fnv1a", title="Shingle hash",
+        description="fnv1a: FNV-1a word hashes combined per shingle, compiled (tasks.dedup.minhash.shingle_hash32); "
+        "sha1: datasketch's default, slower.",
     )
     verify_threshold: float | None = Field(
         None, ge=0, le=1, title="Verify candidates at",
@@ -117,10 +118,11 @@ class NearDedupConfig(_Model):
     partitions: int | None = Field(None, ge=1, le=4096, title="Shuffle partitions",
                                    description="Partitions of the band shuffle and the components; empty: one per four shards.")
     compact_after: int = Field(8, ge=2, title="Compact the index after this many segments")
-    local_components_max_edges: int = Field(
-        2_000_000, ge=0, title="Largest graph for single-task components",
-        description="Candidate graphs up to this many edges get their components in one task; larger ones "
-        "run the distributed large-star / small-star rounds.",
+    single_task_max_rows: int = Field(
+        20_000_000, ge=0, title="Largest global phase in one task",
+        description="Band rows (this run's plus the index's) up to which the whole global phase (candidate "
+        "edges, components, survivors) runs in one task; beyond it, reduce runs per partition and components "
+        "as distributed large-star / small-star rounds (in one task again when the candidate edges fit).",
     )
 
     def partition_count(self, shards: int) -> int:

@@ -39,6 +39,11 @@ def changes_path(release: str, stage: str, source: str, shard: str) -> str:
     return f"releases/{release}/changes/{stage}/{source}/part-{shard}.parquet"
 
 
+def is_scratch(rel: str) -> bool:
+    """A run's own intermediates and markers: never published, read by the run itself."""
+    return rel.startswith("state/work/")
+
+
 def work_dir(release: str) -> str:
     return f"state/work/{release}"
 

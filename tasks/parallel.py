@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import httpx
+import ray
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
@@ -59,6 +60,11 @@ class RayRunner(RayTaskRunner):
     """prefect-ray's runner, with the Prefect server and storage environment handed to workers."""
 
     def __enter__(self):
+        if _in_ray_worker():
+            # Prefect re-enters the flow's task runner around every task run inside a worker:
+            # the checks below were done by the driver, and repeating them cost a health
+            # request and a TLS context per task run
+            return super().__enter__()
         api_url = require_prefect_server()
         env = {k: os.environ[k] for k in PROPAGATED_ENV if os.environ.get(k)}
         env["PREFECT_API_URL"] = api_url
@@ -71,6 +77,10 @@ class RayRunner(RayTaskRunner):
             self.init_kwargs.setdefault("include_dashboard", False)
         self.init_kwargs.setdefault("log_to_driver", True)
         return super().__enter__()
+
+
+def _in_ray_worker() -> bool:
+    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
 
 
 def make_task_runner(execution: ExecutionConfig) -> RayRunner:

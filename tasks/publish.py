@@ -267,7 +267,7 @@ def drift(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any] | None:
 def near_figures(ctx: RunContext, markers: dict[str, list[dict[str, Any]]], funnel: list[dict[str, Any]],
                  storage: Storage) -> dict[str, Any]:
     from tasks.dedup import index as near_index
-    from tasks.dedup.minhash import candidate_probability
+    from tasks.dedup.minhash import candidate_probability, signature_scheme
 
     cfg = ctx.config.near_dedup
     info = markers["near_dedup_info"][0]
@@ -279,7 +279,8 @@ def near_figures(ctx: RunContext, markers: dict[str, list[dict[str, Any]]], funn
         for k, c in m["cluster_sizes"].items():
             sizes[k] = sizes.get(k, 0) + c
     committed = [r["id"] for r in read_catalog(storage)["releases"] if r["id"] != ctx.release] + [ctx.release]
-    after = near_index.index_size(storage, near_index.live_view(storage, committed)) if cfg.cross_release else None
+    scheme = signature_scheme(cfg.params())
+    after = near_index.index_size(storage, near_index.live_view(storage, committed, scheme)) if cfg.cross_release else None
     return {
         "parameters": {k: getattr(cfg, k) for k in ("num_perm", "bands", "rows", "seed", "ngram", "shingle",
                                                      "hash_function", "verify_threshold", "survivor",
@@ -298,7 +299,8 @@ def near_figures(ctx: RunContext, markers: dict[str, list[dict[str, Any]]], funn
         "components": info["cc"],
         "no_shingle_docs": sum(m["near_map"]["no_shingles"] for st in ("ingest", "exact_dedup")
                                for m in markers.get(st, []) if "near_map" in m),
-        "index": {"earlier_releases": info["index_releases"], "before": info["index_before"], "after": after},
+        "index": {"earlier_releases": info["index_releases"], "before": info["index_before"], "after": after,
+                  "scheme": scheme, "skipped": [{"release": r, "scheme": s} for r, s in sorted(info["skipped"].items())]},
     }
 
 

@@ -182,7 +182,8 @@ def ingest_step(ctx: RunContext, shard: Shard, final: bool) -> dict[str, Any]:
     dedup = ctx.config.exact_dedup
 
     def compute(storage: Storage) -> dict[str, Any]:
-        res = ingest_shard(shard, ctx.config.ingest, dedup.key, ctx.release, ctx.created_at)
+        res = ingest_shard(shard, ctx.config.ingest, dedup.key if dedup.enabled else None, ctx.release,
+                           ctx.created_at)
         out = _emit(storage, ctx, "ingest", shard.name, res.work, final)
         near_out = {}
         if ctx.config.near_dedup.enabled and not dedup.enabled:

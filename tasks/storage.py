@@ -21,6 +21,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks import layout
+
 # Parquet settings are fixed so that rewriting the same table gives the same bytes.
 PARQUET_WRITE_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
@@ -29,6 +31,10 @@ PARQUET_WRITE_OPTIONS: dict[str, Any] = {
     "write_statistics": True,
     "row_group_size": 64 * 1024,
 }
+# A run's own intermediates (under state/work/) are read once or twice by the run itself:
+# written for speed (zstd level 1 writes the benchmark corpus 2x faster than level 3, and
+# dictionaries never pay off on texts, hashes and signatures).
+SCRATCH_WRITE_OPTIONS: dict[str, Any] = {**PARQUET_WRITE_OPTIONS, "compression_level": 1, "use_dictionary": False}
 
 
 class StorageError(RuntimeError):
@@ -90,9 +96,9 @@ def canonical_json(obj: Any) -> bytes:
     return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=str) + "\n").encode()
 
 
-def table_to_parquet_bytes(table: pa.Table) -> bytes:
+def table_to_parquet_bytes(table: pa.Table, scratch: bool = False) -> bytes:
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **PARQUET_WRITE_OPTIONS)
+    pq.write_table(table, sink, **(SCRATCH_WRITE_OPTIONS if scratch else PARQUET_WRITE_OPTIONS))
     return sink.getvalue().to_pybytes()
 
 
@@ -180,7 +186,7 @@ class Storage:
         return FileInfo(rel, 0, len(data), sha256_bytes(data))
 
     def write_parquet(self, rel: str, table: pa.Table) -> FileInfo:
-        data = table_to_parquet_bytes(table)
+        data = table_to_parquet_bytes(table, scratch=layout.is_scratch(rel))
         self.write_bytes(rel, data)
         return FileInfo(rel, table.num_rows, len(data), sha256_bytes(data))
 

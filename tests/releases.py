@@ -73,8 +73,11 @@ def expected_task_runs(manifest: dict[str, Any], shards: int, failed: int = 0) -
     near = manifest["dedup"].get("near")
     if near:
         parts = near["partitions"]
-        out.update(near_dedup_reduce=parts, near_dedup_finalize=parts,
-                   near_dedup_survivors=parts, near_dedup=ok)
+        out["near_dedup"] = ok
+        if near["components"] == "single_task":
+            out["near_dedup_global"] = 1
+        else:
+            out.update(near_dedup_reduce=parts, near_dedup_finalize=parts, near_dedup_survivors=parts)
         if near["components"] == "local":
             out["near_dedup_cc_local"] = 1
         out.update({f"near_dedup_cc_r{r:03d}": parts for r in range(near["cc_rounds"])})

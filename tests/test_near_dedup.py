@@ -138,9 +138,10 @@ def test_incremental_release_removes_copies_of_the_earlier_release(stack, ray_lo
     root = str(tmp_path / "corpus")
 
     def cfg(release, folder):
-        # no single-task shortcut: the distributed large-star / small-star rounds run
+        # no single-task shortcut: reduce per partition and the distributed large-star /
+        # small-star rounds run
         return PipelineConfig(release=release, output=root,
-                              near_dedup={"partitions": 2, "local_components_max_edges": 0},
+                              near_dedup={"partitions": 2, "single_task_max_rows": 0},
                               inputs=[InputSpec(uri=str(tmp_path / folder), source="wiki",
                                                 columns={"id": "page_id"})])
 

@@ -10,14 +10,15 @@ import pyarrow.parquet as pq
 
 from tasks.dedup import index as nindex
 from tasks.dedup import near
-from tasks.dedup.minhash import MinHashParams
+from tasks.dedup.minhash import MinHashParams, signature_scheme
 from tasks.storage import StorageSpec
 from tests.conftest import shared
 
 PARAMS = MinHashParams()
+SCHEME = signature_scheme(PARAMS)
 
 
-def _segment(storage, release: str, texts: list[str], ids: list[str], partitions: int) -> None:
+def _segment(storage, release: str, texts: list[str], ids: list[str], partitions: int, scheme: str = SCHEME) -> None:
     work = pa.table({"id": ids, "text": texts, "order": pa.array(range(len(ids)), pa.int64())})
     sig_table, _ = near.signature_table(work, PARAMS)
     rows = near.index_rows(work, sig_table, PARAMS, release)
@@ -26,7 +27,7 @@ def _segment(storage, release: str, texts: list[str], ids: list[str], partitions
     nodes = [near.old_node(release, i) for i in ids]
     storage.write_parquet(nindex.segment_sigs(release, "00000"),
                           pa.table({"node": pa.array(nodes, pa.int64()), "signature": sig_table.column("signature")}))
-    storage.write_json(f"{nindex.segment_dir(release)}/meta.json", {"partitions": partitions})
+    nindex.write_segment_meta(storage, release, partitions, scheme)
 
 
 def _all_rows(storage, view, partitions):
@@ -42,16 +43,16 @@ def test_uncommitted_segments_are_ignored_and_compaction_keeps_every_row(tmp_pat
         chunk = texts[k * 50:(k + 1) * 50]
         _segment(storage, release, chunk, [f"{release}-{i}" for i in range(len(chunk))], partitions=3)
 
-    view = nindex.live_view(storage, ["r1", "r2", "r3"])  # r-crashed never published a manifest
+    view = nindex.live_view(storage, ["r1", "r2", "r3"], SCHEME)  # r-crashed never published a manifest
     assert sorted(view.segments) == ["r1", "r2", "r3"]
     before = _all_rows(storage, view, 3)
     assert {r for _, _, r in before} == {"r1", "r2", "r3"}
     # read with another partition count: the same rows, filtered on the fly
     assert _all_rows(storage, view, 5) == before
 
-    compacted = nindex.compact(storage, view, "r3", 3)
+    compacted = nindex.compact(storage, view, "r3", 3, SCHEME)
     assert compacted.compacted == "r3" and compacted.segments == {}
-    again = nindex.live_view(storage, ["r1", "r2", "r3"])
+    again = nindex.live_view(storage, ["r1", "r2", "r3"], SCHEME)
     assert again.compacted == "r3" and again.covers == ["r1", "r2", "r3"]
     assert _all_rows(storage, again, 3) == before
     assert not storage.exists(f"{nindex.segment_dir('r1')}/meta.json")
@@ -61,9 +62,25 @@ def test_uncommitted_segments_are_ignored_and_compaction_keeps_every_row(tmp_pat
     assert node in sigs and sigs[node].shape == (PARAMS.num_perm,)
     # a later segment is read on top of the compacted base
     _segment(storage, "r4", texts[400:420], [f"r4-{i}" for i in range(20)], partitions=3)
-    latest = nindex.live_view(storage, ["r1", "r2", "r3", "r4"])
+    latest = nindex.live_view(storage, ["r1", "r2", "r3", "r4"], SCHEME)
     assert latest.compacted == "r3" and list(latest.segments) == ["r4"]
     assert {r for _, _, r in _all_rows(storage, latest, 3)} == {"r1", "r2", "r3", "r4"}
+
+
+def test_segments_of_another_signature_scheme_are_skipped_and_named(tmp_path):
+    storage = StorageSpec(str(tmp_path)).open()
+    texts = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).column("text").to_pylist()
+    other = signature_scheme(MinHashParams(num_perm=128, bands=16))
+    _segment(storage, "r1", texts[:30], [f"r1-{i}" for i in range(30)], 2, scheme=other)
+    _segment(storage, "r2", texts[30:60], [f"r2-{i}" for i in range(30)], 2)
+    view = nindex.live_view(storage, ["r1", "r2"], SCHEME)
+    assert list(view.segments) == ["r2"] and view.skipped == {"r1": other}
+    assert {r for _, _, r in _all_rows(storage, view, 2)} == {"r2"}
+    # compaction under the other scheme keeps the two apart
+    nindex.compact(storage, nindex.live_view(storage, ["r1", "r2"], other), "r2", 2, other)
+    again = nindex.live_view(storage, ["r1", "r2"], SCHEME)
+    assert again.compacted is None and list(again.segments) == ["r2"] and again.skipped == {"r1": other}
+    assert nindex.IndexView.from_dict(again.to_dict()) == again
 
 
 def test_node_priorities_follow_the_policy():

@@ -6,10 +6,15 @@ is committed (its manifest is in the catalog), so the index is versioned with th
 a crashed run leaves nothing a later run would trust. Compaction merges the live segments
 into one file per partition (``compacted/<release>/``, valid once its ``covers.json`` exists).
 
-    segments/<release>/meta.json                 {"partitions": P}
+    segments/<release>/meta.json                 {"partitions": P, "scheme": S}
     segments/<release>/p-NNNNN/part-<shard>.parquet   INDEX_SCHEMA rows
     segments/<release>/sigs/part-<shard>.parquet      (node, signature)
-    compacted/<release>/covers.json              {"releases": [...], "partitions": P}
+    compacted/<release>/covers.json              {"releases": [...], "partitions": P, "scheme": S}
+
+``scheme`` (:func:`tasks.dedup.minhash.signature_scheme`) names everything that decides band
+keys and signatures. Band keys of different schemes never match, so a run reads only the
+segments of its own scheme and lists the others as skipped (in its manifest and its log)
+rather than silently finding no duplicates in them.
     compacted/<release>/p-NNNNN.parquet, sigs.parquet
 """
 
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from tasks.dedup.near import INDEX_SCHEMA, partition_of
 from tasks.storage import Storage
@@ -47,6 +53,7 @@ class IndexView:
     compacted_partitions: int = 0
     covers: list[str] = field(default_factory=list)
     segments: dict[str, int] = field(default_factory=dict)  # release -> partitions
+    skipped: dict[str, str] = field(default_factory=dict)  # release -> its other scheme
 
     @property
     def releases(self) -> list[str]:
@@ -54,22 +61,28 @@ class IndexView:
 
     def to_dict(self) -> dict:
         return {"compacted": self.compacted, "compacted_partitions": self.compacted_partitions,
-                "covers": self.covers, "segments": self.segments}
+                "covers": self.covers, "segments": self.segments, "skipped": self.skipped}
 
     @classmethod
     def from_dict(cls, d: dict) -> IndexView:
-        return cls(d["compacted"], d["compacted_partitions"], list(d["covers"]), dict(d["segments"]))
+        return cls(d["compacted"], d["compacted_partitions"], list(d["covers"]), dict(d["segments"]),
+                   dict(d.get("skipped", {})))
 
 
-def live_view(storage: Storage, committed: list[str]) -> IndexView:
-    """The index of the committed releases (oldest first), ignoring anything uncommitted."""
+def live_view(storage: Storage, committed: list[str], scheme: str) -> IndexView:
+    """The index of the committed releases (oldest first) built with ``scheme``, ignoring
+    anything uncommitted; committed segments of another scheme are listed in ``skipped``."""
     view = IndexView()
     rank = {r: i for i, r in enumerate(committed)}
     best = None
     for path in storage.fs.glob(storage.full(f"{ROOT}/compacted/*/covers.json")):
         name = path.rstrip("/").split("/")[-2]
         covers = storage.read_json(f"{ROOT}/compacted/{name}/covers.json")
-        if name in rank and all(r in rank for r in covers["releases"]) and (best is None or rank[name] > rank[best[0]]):
+        if name not in rank or not all(r in rank for r in covers["releases"]):
+            continue
+        if covers.get("scheme") != scheme:
+            view.skipped.update({r: str(covers.get("scheme")) for r in covers["releases"]})
+        elif best is None or rank[name] > rank[best[0]]:
             best = (name, covers)
     if best:
         view.compacted, view.compacted_partitions, view.covers = best[0], best[1]["partitions"], best[1]["releases"]
@@ -77,9 +90,21 @@ def live_view(storage: Storage, committed: list[str]) -> IndexView:
         if release in view.covers:
             continue
         meta = storage.read_json_or_none(f"{segment_dir(release)}/meta.json")
-        if meta is not None:
+        if meta is None:
+            continue
+        if meta.get("scheme") == scheme:
             view.segments[release] = meta["partitions"]
+            view.skipped.pop(release, None)
+        else:
+            view.skipped[release] = str(meta.get("scheme"))
+    for release in view.covers:
+        view.skipped.pop(release, None)
     return view
+
+
+def write_segment_meta(storage: Storage, release: str, partitions: int, scheme: str) -> None:
+    """Written last for a segment: with the release's manifest, it makes the segment count."""
+    storage.write_json(f"{segment_dir(release)}/meta.json", {"partitions": partitions, "scheme": scheme})
 
 
 def _read_partitioned(storage: Storage, files_for: list[tuple[list[str], bool]], p: int, partitions: int) -> pa.Table:
@@ -129,6 +154,23 @@ def read_signatures(storage: Storage, view: IndexView, nodes: np.ndarray) -> dic
     return out
 
 
+def _band_files(storage: Storage, view: IndexView) -> list[str]:
+    files = [f for f in storage.list(f"{ROOT}/compacted/{view.compacted}", ".parquet")
+             if f.rsplit("/", 1)[-1].startswith("p-")] if view.compacted else []
+    for release in view.segments:
+        files += [f for f in storage.list(segment_dir(release), ".parquet") if "/sigs/" not in f]
+    return files
+
+
+def index_rows(storage: Storage, view: IndexView) -> int:
+    """Band rows in the index (from the Parquet footers, no data read)."""
+    total = 0
+    for f in _band_files(storage, view):
+        with storage.fs.open(storage.full(f), "rb") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
 def index_size(storage: Storage, view: IndexView) -> dict[str, int]:
     files = storage.list(f"{ROOT}/compacted/{view.compacted}", ".parquet") if view.compacted else []
     for release in view.segments:
@@ -137,7 +179,7 @@ def index_size(storage: Storage, view: IndexView) -> dict[str, int]:
     return {"releases": len(view.releases), "files": len(files), "bytes": int(total)}
 
 
-def compact(storage: Storage, view: IndexView, name: str, partitions: int) -> IndexView:
+def compact(storage: Storage, view: IndexView, name: str, partitions: int, scheme: str) -> IndexView:
     """Merge the compacted base and every segment into ``compacted/<name>/``; the old files
     are deleted only after the new ``covers.json`` is written."""
     base = f"{ROOT}/compacted/{name}"
@@ -150,7 +192,7 @@ def compact(storage: Storage, view: IndexView, name: str, partitions: int) -> In
     if sig_tables:
         storage.write_parquet(f"{base}/sigs.parquet", pa.concat_tables(sig_tables))
     covers = view.covers + list(view.segments)
-    storage.write_json(f"{base}/covers.json", {"releases": covers, "partitions": partitions})
+    storage.write_json(f"{base}/covers.json", {"releases": covers, "partitions": partitions, "scheme": scheme})
     if view.compacted and view.compacted != name:
         storage.delete(f"{ROOT}/compacted/{view.compacted}", recursive=True)
     for release in view.segments:

@@ -1,0 +1,235 @@
+"""The compiled inner loops of near dedup (numba): normalization of ASCII words and the
+shingle → MinHash loop, over the raw UTF-8 buffers of Arrow string arrays.
+
+Everything here works on ``(data, offsets)`` pairs as ``tasks/kernels.py`` describes. ASCII
+bytes are decided inline in every loop and only the others go through
+:func:`tasks.kernels.unicode_space_len` (one helper for both was measured 7x slower).
+
+Arithmetic is spelled out in uint64/uint32 on purpose: numba promotes ``uint64 op int`` to
+float64, which would silently break the hashes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from tasks.kernels import unicode_space_len
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_K1 = np.uint64(0xBF58476D1CE4E5B9)
+_K2 = np.uint64(0x94D049BB133111EB)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_S30, _S27, _S31, _S32, _S5, _S59 = (np.uint64(s) for s in (30, 27, 31, 32, 5, 59))
+_MAX32 = np.uint32(0xFFFFFFFF)
+
+# byte classes of the ASCII normalizer
+SEP, KEEP, DIGIT = 0, 1, 2
+SPACE = np.uint8(32)
+ZERO = np.uint8(48)
+
+
+@njit(cache=True)
+def _token_end(data, i, end, space):
+    """The end of the token that starts at byte ``i``: the next whitespace character."""
+    while i < end:
+        c = data[i]
+        if c < 0x80:
+            if space[c]:
+                return i
+        elif unicode_space_len(data, i, end):
+            return i
+        i += 1
+    return end
+
+
+@njit(cache=True)
+def wide_tokens(data, offsets, space):
+    """``(start, stop)`` byte spans of the whitespace-delimited tokens that hold a non-ASCII
+    character (the rest are left to :func:`normalize`). ``space[b]`` is 1 for the ASCII
+    whitespace bytes."""
+    count = 0
+    for pass_no in range(2):
+        if pass_no == 1:
+            start = np.empty(count, np.int64)
+            stop = np.empty(count, np.int64)
+            count = 0
+        for d in range(len(offsets) - 1):
+            i, end = offsets[d], offsets[d + 1]
+            tok = i  # first byte after the last whitespace
+            while i < end:
+                c = data[i]
+                if c < 0x80:
+                    i += 1
+                    if space[c]:
+                        tok = i
+                    continue
+                w = unicode_space_len(data, i, end)
+                if w:
+                    i += w
+                    tok = i
+                    continue
+                j = _token_end(data, i + 1, end, space)
+                if pass_no == 1:
+                    start[count], stop[count] = tok, j
+                count += 1
+                i = tok = j
+    return start, stop
+
+
+@njit(cache=True)
+def normalize(data, offsets, space, wide_start, wide_stop, wide_index, rep_data, rep_offsets, classes, lower,
+              numbers, capacity):
+    """The normalized text of every value: its tokens' words joined by single spaces.
+
+    ASCII tokens are normalized here, byte by byte: ``classes`` maps a byte to SEP (ends a
+    word), KEEP (``lower[b]`` is written) or DIGIT; with ``numbers`` a digit run with at most
+    one ``.``/``,``-separated digit run after it becomes one ``0`` (datatrove's number rule).
+    The ``k``-th token with a non-ASCII byte (``wide_start/stop[k]``, from :func:`wide_tokens`)
+    takes the replacement ``rep[wide_index[k]]`` (already normalized, words joined by single
+    spaces), computed outside for the distinct ones. ``capacity`` bounds the output's bytes."""
+    n = len(offsets) - 1
+    out = np.empty(capacity, np.uint8)
+    out_offsets = np.zeros(n + 1, np.int64)
+    pos = 0
+    wk = 0
+    next_wide = wide_start[0] if len(wide_start) else -1
+    for d in range(n):
+        doc_start = pos
+        i, end = offsets[d], offsets[d + 1]
+        in_word = False
+        while i < end:
+            if i == next_wide:
+                r = wide_index[wk]
+                lo, hi = rep_offsets[r], rep_offsets[r + 1]
+                if hi > lo:
+                    if pos > doc_start:
+                        out[pos] = SPACE
+                        pos += 1
+                    out[pos:pos + hi - lo] = rep_data[lo:hi]
+                    pos += hi - lo
+                i = wide_stop[wk]
+                wk += 1
+                next_wide = wide_start[wk] if wk < len(wide_start) else -1
+                in_word = False
+                continue
+            c = data[i]
+            if c >= 0x80:  # outside a wide token, only a whitespace character
+                i += unicode_space_len(data, i, end)
+                in_word = False
+                continue
+            cls = classes[c]
+            if cls == SEP:  # whitespace and punctuation alike
+                in_word = False
+                i += 1
+                continue
+            if not in_word:
+                if pos > doc_start:
+                    out[pos] = SPACE
+                    pos += 1
+                in_word = True
+            if cls == DIGIT and numbers:
+                i += 1
+                while i < end and classes[data[i]] == DIGIT:
+                    i += 1
+                if i + 1 < end and (data[i] == 46 or data[i] == 44) and classes[data[i + 1]] == DIGIT:
+                    i += 2
+                    while i < end and classes[data[i]] == DIGIT:
+                        i += 1
+                out[pos] = ZERO
+            else:
+                out[pos] = lower[c]
+                i += 1
+            pos += 1
+        out_offsets[d + 1] = pos
+    return out[:pos], out_offsets
+
+
+@njit(cache=True, inline="always")
+def _fmix64(x):
+    x = x ^ (x >> _S30)
+    x = x * _K1
+    x = x ^ (x >> _S27)
+    x = x * _K2
+    return x ^ (x >> _S31)
+
+
+@njit(cache=True, inline="always")
+def _fmix32(h):
+    h = h ^ (h >> np.uint32(16))
+    h = np.uint32(h * np.uint32(0x85EBCA6B))
+    h = h ^ (h >> np.uint32(13))
+    h = np.uint32(h * np.uint32(0xC2B2AE35))
+    return h ^ (h >> np.uint32(16))
+
+
+@njit(cache=True, inline="always")
+def _shingle32(hashes, first, n):
+    """The uint32 hash of the ``n`` token hashes from ``first`` on."""
+    acc = hashes[first]
+    for j in range(first + 1, first + n):
+        acc = ((acc << _S5) | (acc >> _S59)) ^ (hashes[j] * _MIX)
+    return np.uint32(_fmix64(acc) >> _S32)
+
+
+@njit(cache=True, inline="always")
+def _absorb(sig, h32, a, b):
+    m = _fmix32(h32)
+    for p in range(len(sig)):
+        v = np.uint32(a[p] * m + b[p])
+        if v < sig[p]:
+            sig[p] = v
+
+
+@njit(cache=True)
+def signatures(data, offsets, ngram, chars, a, b):
+    """MinHash signatures of normalized texts (tokens separated by single spaces; with
+    ``chars`` every UTF-8 character is a token). A token's hash is FNV-1a over its bytes,
+    then the splitmix64 finalizer. A value with fewer than ``ngram`` tokens is one shingle of
+    all of them; an empty value keeps the all-0xFFFFFFFF signature."""
+    n = len(offsets) - 1
+    sigs = np.full((n, len(a)), _MAX32, np.uint32)
+    hashes = np.empty(1024, np.uint64)
+    for d in range(n):
+        i, end = offsets[d], offsets[d + 1]
+        if end - i + 1 > len(hashes):  # a value has at most one token per byte
+            hashes = np.empty(2 * (end - i + 1), np.uint64)
+        count = 0
+        h = _FNV_OFFSET
+        while i < end:
+            c = data[i]
+            if chars:
+                h = (h ^ np.uint64(c)) * _FNV_PRIME
+                if i + 1 == end or (data[i + 1] & 0xC0) != 0x80:  # the character's last byte
+                    hashes[count] = _fmix64(h)
+                    count += 1
+                    h = _FNV_OFFSET
+            elif c == 32:
+                hashes[count] = _fmix64(h)
+                count += 1
+                h = _FNV_OFFSET
+            else:
+                h = (h ^ np.uint64(c)) * _FNV_PRIME
+            i += 1
+        if not chars and end > offsets[d]:
+            hashes[count] = _fmix64(h)
+            count += 1
+        sig = sigs[d]
+        if 0 < count < ngram:
+            _absorb(sig, _shingle32(hashes, 0, count), a, b)
+        for first in range(count - ngram + 1):
+            _absorb(sig, _shingle32(hashes, first, ngram), a, b)
+    return sigs
+
+
+@njit(cache=True)
+def signatures_of_hashes(hv, offsets, a, b):
+    """MinHash signatures from precomputed uint32 shingle hashes (``offsets`` per value)."""
+    n = len(offsets) - 1
+    sigs = np.full((n, len(a)), _MAX32, np.uint32)
+    for d in range(n):
+        sig = sigs[d]
+        for s in range(offsets[d], offsets[d + 1]):
+            _absorb(sig, hv[s], a, b)
+    return sigs

@@ -1,0 +1,111 @@
+"""Compiled text loops shared by the stages (numba), over the raw UTF-8 buffers of Arrow
+string arrays: ``data`` the uint8 bytes, ``offsets`` int64 value offsets (``offsets[i]:
+offsets[i+1]`` is value ``i``; :func:`utf8_buffers` gives both without copying the bytes).
+Kernels are compiled on first use and cached on disk (``cache=True``), so a Ray worker pays
+the compile once per machine, not once per task.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pyarrow as pa
+from numba import njit
+
+
+@cache
+def ascii_space() -> np.ndarray:
+    """1 for the ASCII bytes that Python's ``str.isspace`` (and so ``str.split``) treats as
+    whitespace."""
+    return np.array([chr(b).isspace() if b < 128 else 0 for b in range(256)], np.uint8)
+
+
+def utf8_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The (bytes, int64 offsets) of a string array, without copying the bytes."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
+    _, off_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(off_buf, np.int64 if large else np.int32)[arr.offset:arr.offset + len(arr) + 1]
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    return data, offsets.astype(np.int64)
+
+
+def large_strings(data: np.ndarray, offsets: np.ndarray) -> pa.Array:
+    """A large_string array over the given bytes and int64 offsets."""
+    return pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def word_counts(texts: pa.Array) -> pa.Array:
+    """Whitespace-separated words per value (``len(text.split())``), nulls count 0."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    data, offsets = utf8_buffers(texts)
+    counts = count_words(data, offsets, ascii_space())
+    return pa.array(counts, mask=texts.is_null().to_numpy(zero_copy_only=False) if texts.null_count else None)
+
+
+@njit(cache=True)
+def unicode_space_len(data, i, end):
+    """Length of the whitespace character (Python's ``str.isspace``) starting at byte ``i``,
+    0 if there is none. ASCII whitespace is a byte class of its own, not handled here."""
+    c = data[i]
+    if c == 0xC2 and i + 1 < end and (data[i + 1] == 0x85 or data[i + 1] == 0xA0):
+        return 2
+    if i + 2 < end:
+        c1, c2 = data[i + 1], data[i + 2]
+        if c == 0xE1 and c1 == 0x9A and c2 == 0x80:
+            return 3
+        if c == 0xE2 and c1 == 0x80 and (c2 <= 0x8A or c2 == 0xA8 or c2 == 0xA9 or c2 == 0xAF) and c2 >= 0x80:
+            return 3
+        if c == 0xE2 and c1 == 0x81 and c2 == 0x9F:
+            return 3
+        if c == 0xE3 and c1 == 0x80 and c2 == 0x80:
+            return 3
+    return 0
+
+
+@njit(cache=True)
+def count_words(data, offsets, space):
+    n = len(offsets) - 1
+    out = np.zeros(n, np.int64)
+    for d in range(n):
+        i, end = offsets[d], offsets[d + 1]
+        words, in_word = 0, False
+        while i < end:
+            c = data[i]
+            # ASCII bytes decided inline: branching through one helper for both kinds of byte
+            # was measured 7x slower
+            if c < 0x80:
+                if space[c]:
+                    in_word = False
+                elif not in_word:
+                    words += 1
+                    in_word = True
+                i += 1
+                continue
+            w = unicode_space_len(data, i, end)
+            if w:
+                in_word = False
+                i += w
+            else:
+                if not in_word:
+                    words += 1
+                    in_word = True
+                i += 1
+        out[d] = words
+    return out
+
+
+@njit(cache=True)
+def gather(data, start, stop):
+    """The bytes of the given spans, concatenated, with their offsets."""
+    offsets = np.empty(len(start) + 1, np.int64)
+    offsets[0] = 0
+    for k in range(len(start)):
+        offsets[k + 1] = offsets[k] + stop[k] - start[k]
+    out = np.empty(offsets[-1], np.uint8)
+    for k in range(len(start)):
+        out[offsets[k]:offsets[k + 1]] = data[start[k]:stop[k]]
+    return out, offsets
