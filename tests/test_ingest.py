@@ -92,6 +92,26 @@ def test_bad_rows_become_rejects_with_reasons_and_valid_rows_survive(tmp_path):
     assert res.stats["rows_read"] == 27
 
 
+def test_parquet_strings_that_are_not_utf8_become_rejects(tmp_path):
+    """Parquet does not check UTF-8: the bad values are named rejects, every other row stays."""
+    texts = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).column("text").to_pylist()[:30]
+    blobs = [t.encode() for t in texts]
+    blobs[4] = b"\xff" + blobs[4]
+    blobs[17] = blobs[17][:10] + b"\xc3(" + blobs[17][10:]
+    offsets = [0]
+    for b in blobs:
+        offsets.append(offsets[-1] + len(b))
+    raw = pa.Array.from_buffers(pa.string(), len(blobs), [None, pa.py_buffer(pa.array(offsets, pa.int32()).buffers()[1]),
+                                                          pa.py_buffer(b"".join(blobs))])
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"text": raw}), path)
+    res = _ingest(_shard(path, "parquet"))
+    assert res.work.num_rows == 28
+    assert sorted(res.rejects.column("reason").to_pylist()) == ["invalid UTF-8 at byte 0", "invalid UTF-8 at byte 10"]
+    assert sorted(res.rejects.column("input_row").to_pylist()) == [4, 17]
+    assert res.stats["rows_read"] == 30
+
+
 def json_line(row) -> bytes:
     import json
 

@@ -115,14 +115,15 @@ def normalize(data, offsets, space, wide_start, wide_stop, wide_index, rep_data,
                 in_word = False
                 continue
             c = data[i]
-            if c >= 0x80:  # outside a wide token, only a whitespace character
-                i += unicode_space_len(data, i, end)
-                in_word = False
-                continue
-            cls = classes[c]
-            if cls == SEP:  # whitespace and punctuation alike
-                in_word = False
+            cls = classes[c]  # SEP for every byte >= 0x80
+            if cls == KEEP and in_word:  # the hot path: the rest of a word
+                out[pos] = lower[c]
+                pos += 1
                 i += 1
+                continue
+            if cls == SEP:  # whitespace (ASCII or not: outside a wide token) and punctuation
+                i += unicode_space_len(data, i, end) if c >= 0x80 else 1
+                in_word = False
                 continue
             if not in_word:
                 if pos > doc_start:

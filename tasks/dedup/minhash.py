@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import unicodedata
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from math import comb
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import regex
-from datatrove.utils.text import PUNCTUATION, simplify_text
+from datatrove.utils.text import NUMBERS_PATTERN, PUNCTUATION, PUNCTUATION_TRANS
 
 from tasks.dedup import kernels
 from tasks.kernels import ascii_space, gather, large_strings, utf8_buffers
@@ -73,12 +74,20 @@ def signature_scheme(params: MinHashParams) -> str:
 _WORD = regex.compile(r"[\p{L}\p{N}_]+")
 
 
+@lru_cache(maxsize=1 << 18)
 def _normalize_token(token: str, mode: str) -> str:
-    """The reference normalization of one whitespace-free token, in Python (exact: final
-    sigma, special casing); used for the distinct tokens that hold a non-ASCII character."""
+    """The normalization of one whitespace-free token holding a non-ASCII character, in
+    Python: datatrove's ``simplify_text`` step by step (its own number pattern and
+    punctuation table; Python's ``lower`` for final sigma and special casing), then split
+    as its whitespace tokenizer splits. Cached per process: the same tokens recur in every
+    shard a worker runs."""
     if mode == "words":
         return " ".join(_WORD.findall(token.lower()))
-    return " ".join(simplify_text(token).split())
+    t = NUMBERS_PATTERN.sub("0", token.lower()).translate(PUNCTUATION_TRANS)
+    if not t.isascii():
+        # every nonspacing mark (category Mn, datatrove's own test) lies at U+0300 or above
+        t = "".join(c for c in unicodedata.normalize("NFD", t) if c < "\u0300" or unicodedata.category(c) != "Mn")
+    return " ".join(t.split())
 
 
 @cache
@@ -106,7 +115,7 @@ def normalize_for_dedup(texts: pa.Array, mode: str = "datatrove") -> pa.Array:
 
     Every step of both is local to a whitespace-delimited token, so tokens are normalized one
     by one: ASCII tokens by a compiled byte loop, the distinct tokens holding any other
-    character by datatrove's own function (:func:`_normalize_token`)."""
+    character in Python (:func:`_normalize_token`)."""
     classes, lower = _ascii_tables(mode)
     space = ascii_space()
     data, offsets = utf8_buffers(texts)
