@@ -14,7 +14,7 @@ Prints docs/s of each, the ratios, peak memory (the whole process tree, sampled)
 and precision against the injected ground truth. Needs the `bench` extra
 (`pip install -e .[bench]`).
 
-    python bench/minhash_vs_datatrove.py [--docs 100000] [--files 16]
+    python bench/minhash_vs_datatrove.py [--docs 100000] [--files 16] [--skip-default-tokenizer]
 """
 
 from __future__ import annotations
@@ -204,7 +204,8 @@ def main() -> None:
     out = {"corpus": {k: info[k] for k in ("docs", "duplicates", "files", "seed", "bytes", "words")},
            "parameters": {"ngram": 5, "bands": 14, "rows": 8, "num_perm": 112, "seed": 1, "workers": WORKERS},
            "results": results, **ratios}
-    path = write_results("minhash_vs_datatrove", out)
+    # one results file per corpus size, so that the 100k and the 1M figures stand side by side
+    path = write_results("minhash_vs_datatrove" if docs == 100_000 else f"minhash_vs_datatrove_{docs // 1000}k", out)
     print(f"\ncorpus: {docs:,} docs ({info['duplicates']:,} injected near-duplicates), {WORKERS} workers")
     print(f"{'':<24}{'seconds':>9}{'docs/s':>10}{'peak MB':>9}{'recall':>8}{'R@J>=.8':>9}{'precision':>10}")
     for k, v in results.items():

@@ -134,7 +134,8 @@ def finish_text_stage(storage: Storage, ctx: RunContext, stage: str, shard: str,
     return {"funnel": funnel, "files": files, **_emit(storage, ctx, stage, shard, kept, final), "samples": samples}
 
 
-def _funnel(docs_in: int, work_out: pa.Table, tokens_in: int, rejects: pa.Table) -> dict[str, Any]:
+def _funnel(docs_in: int, work_out: pa.Table, tokens_in: int, rejects: pa.Table,
+            tokens_out: int | None = None) -> dict[str, Any]:
     dropped: dict[str, int] = {}
     for reason in rejects.column("reason").to_pylist():
         key = reason.split(" (")[0].split(":")[0]
@@ -143,26 +144,29 @@ def _funnel(docs_in: int, work_out: pa.Table, tokens_in: int, rejects: pa.Table)
         "docs_in": docs_in,
         "docs_out": work_out.num_rows,
         "tokens_in": tokens_in,
-        "tokens_out": int(pc.sum(word_counts(work_out.column("text"))).as_py() or 0),
+        "tokens_out": tokens_out if tokens_out is not None else int(
+            pc.sum(word_counts(work_out.column("text"))).as_py() or 0),
         "modified": 0,
         "dropped": dict(sorted(dropped.items())),
     }
 
 
-def _emit(storage: Storage, ctx: RunContext, stage: str, shard: str, work: pa.Table, final: bool) -> dict[str, Any]:
+def _emit(storage: Storage, ctx: RunContext, stage: str, shard: str, work: pa.Table, final: bool,
+          words: pa.Array | None = None) -> dict[str, Any]:
     """The output of a map stage: the next stage's work table or, for the last map stage,
-    the release's document files (publishing is fused into it, saving a read and a write)."""
+    the release's document files (publishing is fused into it, saving a read and a write).
+    ``words``: the word counts of ``work``, when the caller has them."""
     if not final:
         storage.write_parquet(layout.work_path(ctx.release, stage, shard), work)
         return {}
     docs = documents_of(work)
     sources = docs.column("source").combine_chunks()
     files = _write_by_source(storage, docs, sources, lambda src: layout.documents_path(ctx.release, src, shard))
+    words = words if words is not None else word_counts(docs.column("text"))
     for info in files:
-        part = docs.filter(pc.equal(sources, info["source"]))
-        words = word_counts(part.column("text"))
-        info["tokens"] = int(pc.sum(words).as_py() or 0)
-        info["length_histogram"] = length_histogram(words)
+        mine = words.filter(pc.equal(sources, info["source"]))
+        info["tokens"] = int(pc.sum(mine).as_py() or 0)
+        info["length_histogram"] = length_histogram(mine)
     return {"documents": files}
 
 
@@ -184,7 +188,8 @@ def ingest_step(ctx: RunContext, shard: Shard, final: bool) -> dict[str, Any]:
     def compute(storage: Storage) -> dict[str, Any]:
         res = ingest_shard(shard, ctx.config.ingest, dedup.key if dedup.enabled else None, ctx.release,
                            ctx.created_at)
-        out = _emit(storage, ctx, "ingest", shard.name, res.work, final)
+        words = word_counts(res.work.column("text"))
+        out = _emit(storage, ctx, "ingest", shard.name, res.work, final, words)
         near_out = {}
         if ctx.config.near_dedup.enabled and not dedup.enabled:
             from tasks.dedup.near_steps import map_outputs
@@ -193,7 +198,6 @@ def ingest_step(ctx: RunContext, shard: Shard, final: bool) -> dict[str, Any]:
         if dedup.enabled:
             for bucket, part in exact.partition_keys(res.work, ctx.exact_buckets).items():
                 storage.write_parquet(layout.shuffle_path(ctx.release, "exact_dedup", shard.name, bucket), part)
-        words = word_counts(res.work.column("text"))
         chars = pc.utf8_length(res.work.column("text"))
         attrs = pa.table(
             {
@@ -204,7 +208,7 @@ def ingest_step(ctx: RunContext, shard: Shard, final: bool) -> dict[str, Any]:
         )
         files = _write_rejects(storage, ctx, "ingest", shard.name, res.rejects)
         files += _write_attributes(storage, ctx, "ingest", shard.name, attrs, res.work.column("source").combine_chunks())
-        funnel = _funnel(res.stats["rows_read"], res.work, 0, res.rejects)
+        funnel = _funnel(res.stats["rows_read"], res.work, 0, res.rejects, int(pc.sum(words).as_py() or 0))
         funnel["tokens_in"] = funnel["tokens_out"] + int(
             pc.sum(word_counts(pc.fill_null(res.rejects.column("text"), ""))).as_py() or 0
         )

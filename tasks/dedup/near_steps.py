@@ -244,7 +244,9 @@ def filter_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> di
             "near_dedup__minhash__cluster": pa.array(
                 [c if c is not None else None for c in cluster[~dropped]], pa.string()),
         })
-        out = _emit(storage, ctx, STAGE, shard, kept, final)
+        words = word_counts(work.column("text"))
+        kept_words = words.filter(pa.array(~dropped))
+        out = _emit(storage, ctx, STAGE, shard, kept, final, kept_words)
         files_out = _write_rejects(storage, ctx, STAGE, shard, rejects)
         files_out += _write_attributes(storage, ctx, STAGE, shard, attrs, kept.column("source").combine_chunks())
         if cfg.cross_release:
@@ -257,8 +259,8 @@ def filter_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> di
             storage.write_parquet(nindex.segment_sigs(ctx.release, shard),
                                   pa.table({"node": pa.array(nodes, pa.int64()),
                                             "signature": kept_sigs.column("signature")}))
-        tokens_in = int(pc.sum(word_counts(work.column("text"))).as_py() or 0)
-        return {"funnel": _funnel(work.num_rows, kept, tokens_in, rejects), "files": files_out, **out}
+        return {"funnel": _funnel(work.num_rows, kept, int(pc.sum(words).as_py() or 0), rejects,
+                                  int(pc.sum(kept_words).as_py() or 0)), "files": files_out, **out}
 
     return _once(ctx, STAGE, shard, compute)
 
