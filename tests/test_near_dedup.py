@@ -182,3 +182,60 @@ def _check_prefect_runs(manifest):
     _, task_runs = prefect_runs(manifest["flow_run_id"])
     by_stage = collections.Counter(t["name"].rsplit("-", 1)[0] for t in task_runs)
     assert by_stage == expected_task_runs(manifest, shards=1)
+
+
+def test_single_task_and_distributed_global_phases_agree(tmp_path):
+    """The two ways the flow runs the global phase (one task for small runs; reduce per
+    partition and large-star / small-star rounds for large ones) choose the same survivors,
+    clusters and drops. The steps are plain functions: they run here without Prefect or Ray."""
+    from dataclasses import replace
+
+    from flows.curate import start_or_resume, storage_spec
+    from tasks.config import InputSpec, PipelineConfig
+    from tasks.dedup import near_steps
+    from tasks.ingest import plan_shards
+    from tasks.steps import ingest_step
+    from tests.corpora import write_jsonl
+
+    keys, texts = _ground_truth_docs()
+    for k in range(3):  # three input files: candidate pairs cross shard and partition boundaries
+        write_jsonl(tmp_path / "in" / f"part-{k}.jsonl",
+                    [{"id": key, "text": t} for key, t in zip(keys[k::3], texts[k::3], strict=True)])
+    decisions = {}
+    for release, limit in (("single", 20_000_000), ("spread", 0)):
+        cfg = PipelineConfig(release=release, output=str(tmp_path / release), exact_dedup={"enabled": False},
+                             near_dedup={"partitions": 3, "single_task_max_rows": limit, "cross_release": False},
+                             inputs=[InputSpec(uri=str(tmp_path / "in"), source="gt")])
+        spec = storage_spec(cfg)
+        ctx = start_or_resume(spec.open(), cfg, spec)
+        shards = plan_shards(ctx.config)
+        ctx = replace(ctx, near_partitions=3)
+        for s in shards:
+            ingest_step(ctx, s, False)
+        view = {"compacted": None, "compacted_partitions": 0, "covers": [], "segments": {}}
+        if limit:
+            near_steps.single_task_step(ctx, view)
+        else:
+            for p in range(3):
+                near_steps.reduce_step(ctx, p, view)
+            rounds = 0
+            while sum(near_steps.cc_step(ctx, rounds, p, "large")["violations"] for p in range(3)):
+                for p in range(3):
+                    near_steps.cc_step(ctx, rounds + 1, p, "small")
+                rounds += 2
+            for p in range(3):  # every partition's members are routed before any survivor step reads them
+                near_steps.finalize_step(ctx, rounds, p)
+            for p in range(3):
+                near_steps.survivor_step(ctx, p)
+        storage = spec.open()
+        files = storage.list(f"state/work/{release}/near_dedup_decisions", ".parquet")
+        t = pa.concat_tables([storage.read_parquet(f) for f in files])
+        clusters = {}
+        for node, cluster in zip(t.column("node").to_pylist(), t.column("cluster").to_pylist(), strict=True):
+            clusters.setdefault(cluster, set()).add(node)
+        decisions[release] = (
+            sorted(zip(t.column("id").to_pylist(), [s or "" for s in t.column("survivor_id").to_pylist()],
+                       strict=True)),
+            sorted(sorted(c) for c in clusters.values()))
+    assert decisions["single"] == decisions["spread"]
+    assert sum(s != "" for _, s in decisions["single"][0]) > 100  # the ground truth has many duplicates
