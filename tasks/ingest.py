@@ -66,6 +66,7 @@ class Shard:
 class IngestResult:
     work: pa.Table
     rejects: pa.Table
+    words: pa.Array  # word counts of ``work``'s texts, row by row
     stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -437,7 +438,8 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     if cfg.max_chars is not None:
         for k in np.flatnonzero(pc.utf8_length(texts).to_numpy() > cfg.max_chars):
             reasons[k] = f"longer than max_chars ({len(texts[int(k)].as_py())} > {cfg.max_chars})"
-    for k in np.flatnonzero(word_counts(texts).to_numpy() == 0):  # nothing but whitespace
+    words = word_counts(texts)
+    for k in np.flatnonzero(words.to_numpy() == 0):  # nothing but whitespace
         reasons[k] = "empty text"
 
     by_text = [k for k, i in enumerate(ids_src) if i is None or i == ""]  # ids from the text itself
@@ -491,7 +493,7 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
         "docs_out": work.num_rows,
         "rejected": dict(sorted(reason_counts.items())),
     }
-    return IngestResult(work, rejects, stats)
+    return IngestResult(work, rejects, words.filter(pc.invert(bad_mask)), stats)
 
 
 def _parse_rejects(bad_rows: list[tuple[int, str, str | None]], shard: Shard, release: str) -> pa.Table:

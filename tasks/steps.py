@@ -188,7 +188,7 @@ def ingest_step(ctx: RunContext, shard: Shard, final: bool) -> dict[str, Any]:
     def compute(storage: Storage) -> dict[str, Any]:
         res = ingest_shard(shard, ctx.config.ingest, dedup.key if dedup.enabled else None, ctx.release,
                            ctx.created_at)
-        words = word_counts(res.work.column("text"))
+        words = res.words  # counted once, by the empty-text check
         out = _emit(storage, ctx, "ingest", shard.name, res.work, final, words)
         near_out = {}
         if ctx.config.near_dedup.enabled and not dedup.enabled:

@@ -31,6 +31,9 @@ def test_parquet_with_column_map_keeps_every_row_and_packs_metadata():
     source = pq.read_table(path)
     assert res.work.num_rows + res.rejects.num_rows == source.num_rows
     assert res.stats["rows_read"] == source.num_rows
+    from tasks.schema import word_counts
+
+    assert res.words.equals(word_counts(res.work.column("text")))  # counted once, before the rejects split
     # unmapped columns survive in the metadata JSON
     import json
 
