@@ -234,3 +234,18 @@ def signatures_of_hashes(hv, offsets, a, b):
         for s in range(offsets[d], offsets[d + 1]):
             _absorb(sig, hv[s], a, b)
     return sigs
+
+
+@njit(cache=True)
+def band_keys(sigs, bands, rows):
+    """``(n, bands)`` uint64 keys: a band's key mixes its index and its ``rows`` values, the
+    same combine and finalizer as the shingle hash."""
+    keys = np.empty((len(sigs), bands), np.uint64)
+    for d in range(len(sigs)):
+        for band in range(bands):
+            acc = np.uint64(band) * _K1
+            for r in range(rows):
+                acc = ((acc << _S5) | (acc >> _S59)) ^ ((np.uint64(sigs[d, band * rows + r]) + np.uint64(1)) * _MIX)
+            keys[d, band] = _fmix64(acc)
+    return keys
+

@@ -39,11 +39,7 @@ from tasks.dedup import kernels
 from tasks.kernels import ascii_space, gather, large_strings, utf8_buffers
 
 U32 = np.uint32
-U64 = np.uint64
 MAX32 = np.uint32(0xFFFFFFFF)
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-_K1 = np.uint64(0xBF58476D1CE4E5B9)
-_K2 = np.uint64(0x94D049BB133111EB)
 
 
 @dataclass(frozen=True)
@@ -207,27 +203,9 @@ def _sha1_shingles(docs: list[str], n: int, kind: str) -> tuple[np.ndarray, np.n
     return np.array(hv, dtype=U32), np.array(sh_offsets, dtype=np.int64)
 
 
-def _fmix64(x: np.ndarray) -> np.ndarray:
-    x = x ^ (x >> U64(30))
-    x = x * _K1
-    x = x ^ (x >> U64(27))
-    x = x * _K2
-    return x ^ (x >> U64(31))
-
-
-def _combine(acc: np.ndarray, h: np.ndarray) -> np.ndarray:
-    return ((acc << U64(5)) | (acc >> U64(59))) ^ h * _MIX
-
-
 def band_keys(sigs: np.ndarray, params: MinHashParams) -> np.ndarray:
     """``(n, bands)`` uint64 keys: a band's key is a hash of its ``rows`` values and its index."""
-    n = len(sigs)
-    used = sigs[:, : params.bands * params.rows].reshape(n, params.bands, params.rows).astype(U64)
-    with np.errstate(over="ignore"):
-        acc = np.broadcast_to(np.arange(params.bands, dtype=U64)[None, :] * _K1, (n, params.bands)).copy()
-        for r in range(params.rows):
-            acc = _combine(acc, used[:, :, r] + U64(1))
-        return _fmix64(acc)
+    return kernels.band_keys(np.ascontiguousarray(sigs), params.bands, params.rows)
 
 
 def empty_signature(sigs: np.ndarray) -> np.ndarray:
