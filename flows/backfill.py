@@ -21,6 +21,15 @@ from tasks.config import PipelineConfig, safe_name
 from tasks.parallel import make_task_runner
 
 LIMIT_NAME = "refinery-backfill"
+# Partition threads of one backfill: more than the limit on purpose, so that the Prefect global
+# concurrency limit (shared by every backfill of the pipeline, in any process) is what holds the
+# number of partitions at once, not this pool.
+MAX_THREADS = 32
+
+
+def limit_name(config: PipelineConfig) -> str:
+    """The global concurrency limit of a pipeline's backfills (one per pipeline on a shared server)."""
+    return f"{LIMIT_NAME}-{config.name}" if config.name else LIMIT_NAME
 
 
 class BackfillSpec(BaseModel):
@@ -58,13 +67,13 @@ def select_partitions(config: PipelineConfig, spec: BackfillSpec) -> list[tuple[
     return sorted(chosen, key=lambda x: x[1])
 
 
-def _ensure_limit(slots: int) -> None:
+def _ensure_limit(name: str, slots: int) -> None:
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(LIMIT_NAME)
-            client.update_global_concurrency_limit(LIMIT_NAME, GlobalConcurrencyLimitUpdate(limit=slots))
+            client.read_global_concurrency_limit_by_name(name)
+            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=slots))
         except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=LIMIT_NAME, limit=slots))
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
 
 
 @flow(name="backfill", task_runner=make_task_runner(PipelineConfig().execution), persist_result=False)
@@ -80,15 +89,16 @@ def backfill(config: PipelineConfig, spec: BackfillSpec) -> list[str]:
         cfg = config.model_copy(update={"inputs": [i for i, _ in chosen], "release": _release_id(name)})
         return [run_release(cfg)["release"]]
 
-    _ensure_limit(spec.max_concurrent)
+    limit = limit_name(config)
+    _ensure_limit(limit, spec.max_concurrent)
 
     def one(item) -> str:
         inp, name = item
         cfg = config.model_copy(update={"inputs": [inp], "release": _release_id(f"{spec.release_prefix}-{name}")})
-        with concurrency(LIMIT_NAME, occupy=1, lease_duration=3600):
+        with concurrency(limit, occupy=1, lease_duration=3600):
             return curate.with_options(flow_run_name=f"backfill-{name}")(config=cfg)["release"]
 
-    with ThreadPoolExecutor(max_workers=spec.max_concurrent) as pool:
+    with ThreadPoolExecutor(max_workers=min(len(chosen), MAX_THREADS)) as pool:
         return list(pool.map(one, chosen))
 
 

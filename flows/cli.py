@@ -138,11 +138,15 @@ def serve(
     cron: Annotated[str, typer.Option(help="Schedule of the refresh deployment (cron).")] = "0 3 * * *",
     interval: Annotated[int, typer.Option(help="Schedule every N seconds instead of the cron.")] = 0,
 ) -> None:
-    """Serve the deployments: `curate` (UI-triggered, with a parameter form) and `refresh` (scheduled)."""
+    """Serve the pipeline's deployments: `curate/<name>` (UI-triggered, with a parameter form),
+    `refresh/<name>` (scheduled) and `backfill/<name>`."""
     try:
         cfg = load_config(config)
     except ConfigError as exc:
         _fail(str(exc))
+    if not cfg.name:
+        _fail(f"pipeline config {config}: `name` is required by `refinery serve` (it names the pipeline's "
+              "deployments, tags and limits on the shared Prefect server)")
     cfg = cfg.export_secrets_to_env()
     try:
         _ensure_prefect_server(needs_s3=False)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import ray
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags
 from prefect.runtime import flow_run
 
 from flows.artifacts import Progress, publish_artifacts
@@ -334,5 +334,13 @@ def curate(config: PipelineConfig) -> dict[str, Any]:
 
 def run_curate(config: PipelineConfig) -> dict[str, Any]:
     """Run the flow with the Ray address the config asks for."""
-    runner = make_task_runner(config.execution)
-    return curate.with_options(task_runner=runner)(config=config)
+    runner = make_task_runner(config.execution, needs_storage=uses_remote_storage(config))
+    # a named pipeline's ad-hoc runs carry its tag, as its deployments' runs do
+    with tags(*(["refinery", f"pipeline:{config.name}"] if config.name else ["refinery"])):
+        return curate.with_options(task_runner=runner)(config=config)
+
+
+def uses_remote_storage(config: PipelineConfig) -> bool:
+    """Whether the root or any input lives in object storage (not a local path or file://)."""
+    urls = [config.output or "", *(i.uri for i in config.inputs)]
+    return any("://" in u and not u.startswith("file://") for u in urls)

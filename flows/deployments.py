@@ -1,6 +1,12 @@
 """The deployments users run: `curate` from the Prefect UI (the pipeline models are its
 parameter form) and `refresh` on a schedule. Served by `refinery serve` (a process runner;
-`prefect.yaml` holds the same deployments for a work pool)."""
+`prefect.yaml` holds the same deployments for a work pool).
+
+One Prefect server is shared by every pipeline of a team, so each pipeline's deployments are
+named after the pipeline (`curate/<name>`, `refresh/<name>`, `backfill/<name>`: Prefect names a
+deployment within its flow) and tagged `pipeline:<name>`. A served runner polls only the ids of
+the deployments it registered, so with distinct names two pipelines never replace each other's
+parameter defaults or pick up each other's runs."""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from datetime import timedelta
 
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-from prefect.deployments.runner import EntrypointType
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
 from flows.backfill import BackfillSpec, backfill
 from flows.curate import curate
@@ -16,21 +22,35 @@ from flows.refresh import refresh
 from tasks.config import PipelineConfig
 
 
-def serve_all(config: PipelineConfig, cron: str | None = "0 3 * * *", interval: int | None = None) -> None:
+def pipeline_tags(name: str) -> list[str]:
+    return ["refinery", f"pipeline:{name}"]
+
+
+def build_deployments(config: PipelineConfig, cron: str | None = "0 3 * * *",
+                      interval: int | None = None) -> list[RunnerDeployment]:
+    """The three deployments of one named pipeline, ready to serve."""
+    if not config.name:
+        raise ValueError("the pipeline needs a `name` to be served (it names its deployments on the Prefect server)")
+    name, tags = config.name, pipeline_tags(config.name)
     params = {"config": config.model_dump(mode="json")}
     schedule = {"interval": timedelta(seconds=interval)} if interval else {"cron": cron}
     # Module-path entrypoints: flow runs import `flows.curate` as a package module, which Ray
     # workers can import too (a file-path entrypoint would load it as a bare `curate` module).
     module = {"entrypoint_type": EntrypointType.MODULE_PATH}
-    serve(
-        curate.to_deployment(name="curate", parameters=params, **module,
-                             description="Curate one release; edit any parameter in the form.", tags=["refinery"]),
+    return [
+        curate.to_deployment(name=name, parameters=params, **module, tags=tags,
+                             description=f"Curate one release of pipeline {name}; edit any parameter in the form."),
         # one refresh at a time: a tick that finds one running is cancelled, the next picks up
-        refresh.to_deployment(name="refresh", parameters=params, tags=["refinery"], **module,
+        refresh.to_deployment(name=name, parameters=params, tags=tags, **module,
                               concurrency_limit=ConcurrencyLimitConfig(
                                   limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
-                              description="Scheduled incremental release from new input partitions.", **schedule),
-        backfill.to_deployment(name="backfill", parameters={**params, "spec": BackfillSpec().model_dump()},
-                               tags=["refinery"], **module,
-                               description="Curate a list or range of partitions, bounded concurrency."),
-    )
+                              description=f"Scheduled incremental release of pipeline {name} from new input partitions.",
+                              **schedule),
+        backfill.to_deployment(name=name, parameters={**params, "spec": BackfillSpec().model_dump()},
+                               tags=tags, **module,
+                               description=f"Curate a list or range of partitions of pipeline {name}, bounded concurrency."),
+    ]
+
+
+def serve_all(config: PipelineConfig, cron: str | None = "0 3 * * *", interval: int | None = None) -> None:
+    serve(*build_deployments(config, cron, interval))

@@ -5,12 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
-# Browser tests drive Debian's Chromium (Playwright's own browser download is not used).
-if ! command -v chromium >/dev/null 2>&1; then
+# Browser tests drive Debian's Chromium (Playwright's own browser download is not used); the
+# dashboard test scrapes the metrics exporter with Debian's Prometheus.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "the browser tests need Debian's chromium: sudo apt-get install chromium" >&2
+    echo "the browser and dashboard tests need Debian's ${missing[*]}: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
 fi

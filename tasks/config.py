@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PIPELINE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 class ConfigError(ValueError):
@@ -355,6 +356,10 @@ class StorageConfig(_Model):
 class PipelineConfig(_Model):
     """A whole curation run: inputs, stages and how to execute them."""
 
+    name: str | None = Field(
+        None, title="Pipeline name",
+        description="Names this pipeline's deployments, tags and limits on a shared Prefect server "
+                    "(required by `refinery serve`): lower-case letters, digits and '-'.")
     release: str | None = Field(None, title="Release id", description="Default: a time-based id. Rerunning an id resumes it.")
     output: str | None = Field(None, title="Corpus root", description="Where releases are published (path, file://, s3://).")
     inputs: list[InputSpec] = Field(default_factory=list, title="Inputs")
@@ -369,6 +374,15 @@ class PipelineConfig(_Model):
     storage: StorageConfig = Field(default_factory=StorageConfig, title="Storage")
 
     _check_release = field_validator("release")(lambda v: safe_name(v, "release"))
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str | None) -> str | None:
+        # a DNS-label-like slug: it becomes part of deployment names, tags and a concurrency-limit
+        # name, which must stay unambiguous and URL-safe on a server shared by several teams
+        if v is not None and not PIPELINE_NAME_RE.match(v):
+            raise ValueError(f"pipeline name {v!r} must match {PIPELINE_NAME_RE.pattern}")
+        return v
 
     def public_dict(self) -> dict[str, Any]:
         """The config as recorded in the manifest and in Prefect: secrets removed."""

@@ -23,13 +23,14 @@ from prefect_ray import RayTaskRunner
 
 from tasks.config import ExecutionConfig
 from tasks.ingest import InputError
+from tasks.secrets import SECRET_ENV, SECRETS_FILE_ENV, remove_secrets_file, write_secrets_file
 
-# Environment every Ray worker needs to report to the same server and reach the same storage.
-PROPAGATED_ENV = (
-    "PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_LOGGING_LEVEL",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-    "AWS_DEFAULT_REGION", "REFINERY_HOME",
-)
+# Environment every Ray worker needs to report to the same server, safe to show: Ray writes a
+# job's runtime env, values included, into its session logs (runtime_env_agent.log, world-readable
+# under /tmp/ray), so nothing secret may ever travel this way.
+PROPAGATED_ENV = ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_LOGGING_LEVEL", "REFINERY_HOME")
+# Where the storage is (not who may use it): passed only when a root or input is remote.
+STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
 
 
 class PrefectServerMissing(RuntimeError):
@@ -57,7 +58,22 @@ def require_prefect_server(timeout: float = 10.0) -> str:
 
 
 class RayRunner(RayTaskRunner):
-    """prefect-ray's runner, with the Prefect server and storage environment handed to workers."""
+    """prefect-ray's runner, with the Prefect server and storage environment handed to workers.
+
+    Secrets (storage keys, the Prefect API key) never travel in Ray's runtime env, whose values
+    Ray logs. A local Ray, started by this process, inherits the driver's environment. Workers
+    of a cluster that this run joins get only the path of a credentials file readable by this
+    user alone, read by a worker start hook, removed when the run ends; nodes that cannot read
+    that path use the cluster's own credential chain (instance roles, Kubernetes secrets:
+    infra/README.md)."""
+
+    def __init__(self, *args: Any, needs_storage: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.needs_storage = needs_storage
+        self._secrets_file: str | None = None
+
+    def duplicate(self) -> RayRunner:
+        return type(self)(address=self.address, init_kwargs=self.init_kwargs, needs_storage=self.needs_storage)
 
     def __enter__(self):
         if _in_ray_worker():
@@ -66,27 +82,54 @@ class RayRunner(RayTaskRunner):
             # request and a TLS context per task run
             return super().__enter__()
         api_url = require_prefect_server()
-        env = {k: os.environ[k] for k in PROPAGATED_ENV if os.environ.get(k)}
-        env["PREFECT_API_URL"] = api_url
-        env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         os.environ.update({"PREFECT_API_URL": api_url})  # local workers inherit the driver's env
-        runtime_env = dict(self.init_kwargs.get("runtime_env") or {})
-        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
-        self.init_kwargs["runtime_env"] = runtime_env
+        self.init_kwargs["runtime_env"] = self.worker_runtime_env(api_url)
         if self.address == "local":
             self.init_kwargs.setdefault("include_dashboard", False)
         self.init_kwargs.setdefault("log_to_driver", True)
         return super().__enter__()
+
+    def worker_runtime_env(self, api_url: str) -> dict[str, Any]:
+        """Ray's runtime env for this run's workers: nothing secret in it (Ray logs it)."""
+        names = PROPAGATED_ENV + (STORAGE_ENV if self.needs_storage else ())
+        env = {k: os.environ[k] for k in names if os.environ.get(k)}
+        env["PREFECT_API_URL"] = api_url
+        env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        runtime_env = dict(self.init_kwargs.get("runtime_env") or {})
+        joins_cluster = self.address not in (None, "local")
+        if joins_cluster:
+            secret_names = SECRET_ENV if self.needs_storage else ("PREFECT_API_KEY",)
+            self.forget_secrets()
+            self._secrets_file = write_secrets_file({k: os.environ[k] for k in secret_names if os.environ.get(k)})
+            if self._secrets_file:
+                env[SECRETS_FILE_ENV] = self._secrets_file
+                runtime_env["worker_process_setup_hook"] = "tasks.secrets.load_secrets_file"
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **env}
+        return runtime_env
+
+    def forget_secrets(self) -> None:
+        if self._secrets_file:
+            remove_secrets_file(self._secrets_file)
+            self._secrets_file = None
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            super().__exit__(*exc_info)
+        finally:
+            self.forget_secrets()
 
 
 def _in_ray_worker() -> bool:
     return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
 
 
-def make_task_runner(execution: ExecutionConfig) -> RayRunner:
+def make_task_runner(execution: ExecutionConfig, needs_storage: bool = True) -> RayRunner:
     """Join the configured cluster (config, else RAY_ADDRESS); otherwise start a private local
-    Ray ("local"), even when a `ray start` cluster happens to run on this machine."""
-    return RayRunner(address=execution.ray_address or os.environ.get("RAY_ADDRESS") or "local")
+    Ray ("local"), even when a `ray start` cluster happens to run on this machine.
+    ``needs_storage``: whether any root or input is remote (its storage settings then reach
+    the workers)."""
+    return RayRunner(address=execution.ray_address or os.environ.get("RAY_ADDRESS") or "local",
+                     needs_storage=needs_storage)
 
 
 def _retry_unless_bad_input(task: Task, task_run: Any, state: Any) -> bool:

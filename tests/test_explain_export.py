@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from tasks.config import InputSpec, PipelineConfig
 from tasks.ingest import stable_id
@@ -267,3 +268,89 @@ def test_metrics_exporter_serves_what_the_grafana_panels_query(release):
         queried = {n for e in exprs for n in re.findall(r"\b(refinery_[a-z_]+)\b", e)}
         assert queried and queried <= exported, (path.name, queried - exported)
         assert queried <= set(samples), queried - set(samples)
+
+
+def _serve_metrics(root: str) -> tuple[subprocess.Popen, int]:
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([REFINERY, "metrics", "serve", root, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+            return proc, port
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("refinery metrics serve did not come up")
+
+
+@pytest.mark.slow
+def test_every_grafana_query_returns_series_through_a_real_prometheus(release, tmp_path):
+    """Debian's Prometheus scrapes `refinery metrics serve`; every PromQL query of every panel
+    (with the dashboard's `$release` variable set to the release) and the variable's own
+    `label_values` query return at least one series through Prometheus's HTTP API."""
+    import re
+    import shutil
+    import socket
+    import time
+
+    import httpx
+
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "Debian's prometheus is not installed (scripts/test.sh installs it)"
+    exporter, port = _serve_metrics(release["root"])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        prom_port = sock.getsockname()[1]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "refinery", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]}))
+    log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - written until Prometheus stops
+    prom = subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    api = f"http://127.0.0.1:{prom_port}/api/v1"
+    try:
+        deadline = time.monotonic() + 120
+        up = []
+        while time.monotonic() < deadline:
+            assert prom.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+            try:
+                up = httpx.get(f"{api}/query", params={"query": 'up{job="refinery"} == 1'}, timeout=5).json()
+                if up["data"]["result"]:
+                    break
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            time.sleep(0.5)
+        assert up and up["data"]["result"], "Prometheus never scraped the exporter"
+        dashboards = list((Path(__file__).resolve().parents[1] / "dashboards" / "grafana").glob("*.json"))
+        assert dashboards
+        checked = 0
+        for path in dashboards:
+            dash = json.loads(path.read_text())
+            for var in dash["templating"]["list"]:
+                if var["type"] != "query":
+                    continue
+                metric, label = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", var["query"]).groups()
+                values = httpx.get(f"{api}/label/{label}/values", params={"match[]": metric}, timeout=10).json()
+                assert "rel-x" in values["data"], (path.name, var["query"], values)
+            for panel in dash["panels"]:
+                for target in panel["targets"]:
+                    expr = target["expr"].replace("$release", "rel-x")
+                    res = httpx.get(f"{api}/query", params={"query": expr}, timeout=10).json()
+                    assert res["status"] == "success", (panel["title"], expr, res)
+                    assert res["data"]["result"], f"{path.name}: panel {panel['title']!r}: {expr} returned no series"
+                    checked += 1
+        assert checked >= 10
+    finally:
+        prom.terminate()
+        exporter.terminate()
+        prom.wait(timeout=30)
+        exporter.wait(timeout=30)
+        log.close()

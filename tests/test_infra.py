@@ -13,15 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_prefect_yaml_deployments_reference_real_flows():
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    names = {d["name"]: d for d in spec["deployments"]}
+    names = {d["entrypoint"].rsplit(":", 1)[1]: d for d in spec["deployments"]}
     assert set(names) == {"curate", "refresh", "backfill"}
     from tasks.config import PipelineConfig
 
-    for d in names.values():
+    for flow_name, d in names.items():
         module, func = d["entrypoint"].split(":")
         flow = getattr(importlib.import_module(module), func)
-        assert flow.name == d["name"]
-        PipelineConfig.model_validate(d["parameters"]["config"])  # the form's defaults are valid
+        assert flow.name == flow_name
+        cfg = PipelineConfig.model_validate(d["parameters"]["config"])  # the form's defaults are valid
+        # named per pipeline, with the pipeline's own tag and work queue (a shared server)
+        assert d["name"] == cfg.name == d["work_pool"]["work_queue_name"]
+        assert f"pipeline:{cfg.name}" in d["tags"]
         assert d["work_pool"]["name"] == "refinery"
     assert names["refresh"]["schedules"][0]["cron"]
     from flows.backfill import BackfillSpec

@@ -145,9 +145,25 @@ def test_a_signature_does_not_depend_on_its_batch():
     assert np.array_equal(batch[::7], alone)
 
 
-def test_s_curve_matches_the_formula():
-    assert candidate_probability(0.8, 14, 8) == pytest.approx(1 - (1 - 0.8**8) ** 14)
-    assert candidate_probability(0.5, 14, 8) < 0.06 < 0.9 < candidate_probability(0.8, 14, 8)
+def test_s_curve_matches_a_simulation_over_random_signatures():
+    """The banding probability checked against what actually happens: for pairs of random
+    signatures in which each of the 112 values agrees with probability J (what MinHash gives a
+    pair of Jaccard J), the share of pairs that share at least one of the 14 bands of 8 rows
+    is the S-curve's value (within 4 binomial standard errors)."""
+    from tasks.dedup.minhash import MinHashParams, band_keys
+
+    rng = np.random.default_rng(7)
+    bands, rows, n = 14, 8, 4000
+    params = MinHashParams(num_perm=bands * rows, bands=bands, rows=rows)
+    for j in (0.3, 0.5, 0.6, 0.7, 0.8, 0.9):
+        a = rng.integers(0, 2**32, size=(n, bands * rows), dtype=np.uint64).astype(np.uint32)
+        b = rng.integers(0, 2**32, size=(n, bands * rows), dtype=np.uint64).astype(np.uint32)
+        b = np.where(rng.random(a.shape) < j, a, b)
+        ka, kb = band_keys(a, params), band_keys(b, params)
+        observed = float((ka == kb).any(axis=1).mean())
+        expected = candidate_probability(j, bands, rows)
+        se = max(np.sqrt(expected * (1 - expected) / n), 1e-3)
+        assert abs(observed - expected) <= 4 * se, (j, observed, expected)
 
 
 def _reference_components(u: np.ndarray, v: np.ndarray) -> dict[int, int]:

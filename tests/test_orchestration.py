@@ -56,7 +56,7 @@ def test_scheduled_refresh_releases_only_new_partitions(stack, tmp_path):
     day1, fresh = wiki[:200], wiki[200:260]
     write_jsonl(tmp_path / "raw" / "wiki" / "day-1" / "part-0.jsonl", day1)
     root = tmp_path / "corpus"
-    cfg = {"output": str(root), "near_dedup": {"partitions": 2},
+    cfg = {"name": "wiki-refresh", "output": str(root), "near_dedup": {"partitions": 2},
            "inputs": [{"uri": str(tmp_path / "raw" / "wiki"), "source": "wiki", "columns": {"id": "page_id"}}]}
     cfg_path = tmp_path / "pipeline.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
@@ -99,35 +99,42 @@ def test_scheduled_refresh_releases_only_new_partitions(stack, tmp_path):
 
 
 def test_backfill_three_partitions_with_bounded_concurrency(stack, ray_local, tmp_path):
+    """Three partitions, limit 2: the backfill's own thread pool is wider than the limit, so only
+    the pipeline's Prefect global concurrency limit can hold them to two at once; the flow runs'
+    times on the Prefect server show that two did run at once and that three never did."""
     from datetime import datetime
 
     import httpx
     from prefect.settings import PREFECT_API_URL
 
-    from flows.backfill import LIMIT_NAME, BackfillSpec, backfill
+    from flows.backfill import MAX_THREADS, BackfillSpec, backfill, limit_name
     from tasks.config import InputSpec, PipelineConfig
 
     wiki = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).select(["page_id", "text"]).to_pylist()
     for k, day in enumerate(["day-1", "day-2", "day-3", "day-4"]):
         write_jsonl(tmp_path / "raw" / day / "part-0.jsonl", wiki[k * 80:(k + 1) * 80])
     root = str(tmp_path / "corpus")
-    cfg = PipelineConfig(output=root, inputs=[InputSpec(uri=str(tmp_path / "raw"), source="wiki",
-                                                        columns={"id": "page_id"})])
+    cfg = PipelineConfig(name="bf-test", output=root, inputs=[InputSpec(uri=str(tmp_path / "raw"), source="wiki",
+                                                                        columns={"id": "page_id"})])
+    assert MAX_THREADS > 2
     ids = backfill(config=cfg, spec=BackfillSpec(start="day-1", end="day-3", max_concurrent=2, release_prefix="bf"))
     assert sorted(ids) == ["bf-day-1", "bf-day-2", "bf-day-3"]
     storage = StorageSpec(root).open()
+    api = PREFECT_API_URL.value().rstrip("/")
     spans = []
     for rid in ids:
         m = storage.read_json(f"releases/{rid}/manifest.json")
         verify_release(storage, m)
         day = rid.removeprefix("bf-")
         assert [i["uri"] for i in m["inputs"]] == [str(tmp_path / "raw" / day / "part-0.jsonl")]
-        spans.append((datetime.fromisoformat(m["created"]), datetime.fromisoformat(m["published"])))
-    # never more partitions at once than the limit: at any start, at most 2 runs are open
-    for start, _ in spans:
-        assert sum(1 for s, e in spans if s <= start < e) <= 2
-    api = PREFECT_API_URL.value().rstrip("/")
-    limit = httpx.get(f"{api}/v2/concurrency_limits/{LIMIT_NAME}", timeout=10).raise_for_status().json()
+        run = httpx.get(f"{api}/flow_runs/{m['flow_run_id']}", timeout=10).raise_for_status().json()
+        assert run["state"]["type"] == "COMPLETED"
+        spans.append((datetime.fromisoformat(run["start_time"]), datetime.fromisoformat(run["end_time"])))
+    # the most flow runs running at any one start: exactly the limit
+    at_once = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+    assert at_once == 2, spans
+    limit = httpx.get(f"{api}/v2/concurrency_limits/{limit_name(cfg)}", timeout=10).raise_for_status().json()
+    assert limit_name(cfg) == "refinery-backfill-bf-test"
     assert limit["limit"] == 2 and limit["active_slots"] == 0
 
     single = backfill(config=cfg, spec=BackfillSpec(partitions=["day-2", "day-4"], mode="single", release_prefix="all"))
@@ -184,72 +191,117 @@ def test_two_node_ray_cluster_spreads_shards_and_publishes_the_same_release(stac
     assert docs(cluster, mc) == docs(local, ml)
 
 
-def test_custom_run_from_the_prefect_ui(stack, tmp_path, artifacts):
-    """In headless Chromium: open the local Prefect UI, find the `curate` deployment, start a
-    custom run with changed parameters, and find them in the published release's manifest."""
+def _deployment_id(api: str, flow: str, name: str, proc, timeout: float = 180) -> str:
+    """Wait until *this* pipeline's deployment is registered (never another test's)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "refinery serve exited"
+        resp = httpx.get(f"{api}/deployments/name/{flow}/{name}", timeout=10)
+        if resp.status_code == 200:
+            return resp.json()["id"]
+        time.sleep(1)
+    raise AssertionError(f"deployment {flow}/{name} not registered after {timeout:.0f}s")
+
+
+def _custom_run_in_browser(page, ui: str, deployment_id: str, release: str, num_perm: int, shot: Path) -> None:
+    """Open the deployment's page in the Prefect UI and start a custom run with two changed fields."""
+    page.goto(f"{ui}/deployments/deployment/{deployment_id}", wait_until="networkidle")
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Custom run", exact=True).first.click()
+    page.wait_for_load_state("networkidle")
+
+    def prop(title: str):  # the innermost form property labelled with a pydantic title
+        label = page.locator("span.schema-form-property__label", has_text=title)
+        return page.locator("div.schema-form-property", has=label).last
+
+    field = prop("Release id")
+    field.get_by_role("button", name="str", exact=True).click()  # Optional[str]: pick "str"
+    field.locator("textarea, input").first.fill(release)
+    prop("MinHash permutations").locator("input, textarea").first.fill(str(num_perm))
+    page.screenshot(path=str(shot), full_page=True)
+    page.get_by_role("button", name="Submit").click()
+    # after a submit the UI returns to the deployment (a toast links the new run)
+    page.wait_for_url(lambda url: "/run?" not in url and url.rstrip("/").split("?")[0].count("/run") == 0,
+                      timeout=60_000)
+
+
+def test_two_pipelines_on_one_server_each_run_from_the_ui_lands_in_its_own_root(stack, tmp_path, artifacts):
+    """Two pipelines served at once on one Prefect server: each registers its own deployments
+    (`curate/<name>`), and a custom run started in headless Chromium from each one's page is
+    published into that pipeline's root only, with the parameters changed in the form."""
     import httpx
     from playwright.sync_api import sync_playwright
     from prefect.settings import PREFECT_API_URL
 
     wiki = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).select(["page_id", "text"])
-    write_jsonl(tmp_path / "raw" / "day-1" / "part-0.jsonl", wiki.slice(0, 120).to_pylist())
-    root = tmp_path / "corpus"
-    cfg_path = tmp_path / "pipeline.yaml"
-    cfg_path.write_text(yaml.safe_dump({"output": str(root), "inputs": [
-        {"uri": str(tmp_path / "raw"), "source": "wiki", "columns": {"id": "page_id"}}]}))
-    env = {**os.environ, "REFINERY_HOME": str(tmp_path / "home")}
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - the server writes to it until killed
-    proc = subprocess.Popen([REFINERY, "serve", "--config", str(cfg_path), "--cron", "0 0 1 1 *"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     api = PREFECT_API_URL.value().rstrip("/")
     ui = api.removesuffix("/api")
+    pipelines = {"wiki-a": wiki.slice(0, 120), "wiki-b": wiki.slice(120, 100)}
+    procs, logs, roots = {}, [], {}
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            names = [d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()]
-            if "curate" in names:
-                break
-            time.sleep(1)
+        for name, rows in pipelines.items():
+            write_jsonl(tmp_path / name / "raw" / "day-1" / "part-0.jsonl", rows.to_pylist())
+            roots[name] = tmp_path / name / "corpus"
+            cfg_path = tmp_path / name / "pipeline.yaml"
+            cfg_path.write_text(yaml.safe_dump({"name": name, "output": str(roots[name]), "inputs": [
+                {"uri": str(tmp_path / name / "raw"), "source": "wiki", "columns": {"id": "page_id"}}]}))
+            env = {**os.environ, "REFINERY_HOME": str(tmp_path / name / "home")}
+            log = open(tmp_path / name / "serve.log", "wb")  # noqa: SIM115 - written until the server stops
+            logs.append(log)
+            procs[name] = subprocess.Popen([REFINERY, "serve", "--config", str(cfg_path), "--cron", "0 0 1 1 *"],
+                                           env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        ids = {name: _deployment_id(api, "curate", name, procs[name]) for name in pipelines}
+        assert len(set(ids.values())) == 2
+        for name in pipelines:  # each deployment keeps its own pipeline's defaults
+            dep = httpx.get(f"{api}/deployments/{ids[name]}", timeout=10).json()
+            assert dep["parameters"]["config"]["output"] == str(roots[name])
+            assert f"pipeline:{name}" in dep["tags"]
+        runs = {}
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{ui}/deployments", wait_until="networkidle")
-            page.locator("a[href^='/deployments/deployment/']").filter(has_text="curate").first.click()
-            page.wait_for_load_state("networkidle")
-            page.get_by_role("button", name="Run", exact=True).click()
-            page.get_by_text("Custom run", exact=True).first.click()
-            page.wait_for_load_state("networkidle")
-            def prop(title: str):  # the innermost form property labelled with a pydantic title
-                label = page.locator("span.schema-form-property__label", has_text=title)
-                return page.locator("div.schema-form-property", has=label).last
-
-            release = prop("Release id")
-            release.get_by_role("button", name="str", exact=True).click()  # Optional[str]: pick "str"
-            release.locator("textarea, input").first.fill("ui-run")
-            prop("MinHash permutations").locator("input, textarea").first.fill("128")
-            page.screenshot(path=str(artifacts / "prefect-custom-run-form.png"), full_page=True)
-            page.get_by_role("button", name="Submit").click()
-            # after a submit the UI returns to the deployment (a toast links the new run)
-            page.wait_for_url(lambda url: "/run?" not in url and url.rstrip("/").split("?")[0].count("/run") == 0,
-                              timeout=60_000)
+            # one after the other: two Ray clusters at once on 2 cores only make both slow
+            for k, name in enumerate(pipelines):
+                release, perm = f"ui-{name}", 128 + 16 * k
+                _custom_run_in_browser(page, ui, ids[name], release, perm, artifacts / f"prefect-custom-run-{name}.png")
+                storage = StorageSpec(str(roots[name])).open()
+                deadline = time.monotonic() + 400
+                while time.monotonic() < deadline and not storage.exists(f"releases/{release}/manifest.json"):
+                    assert all(pr.poll() is None for pr in procs.values()), "refinery serve exited"
+                    time.sleep(2)
+                run_id = storage.read_json(f"releases/{release}/manifest.json")["flow_run_id"]
+                while time.monotonic() < deadline:  # the run finishes after its manifest (artifacts)
+                    run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
+                    if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                        break
+                    time.sleep(1)
+                runs[name] = (release, perm, run)
             browser.close()
-        storage = StorageSpec(str(root)).open()
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not storage.exists("releases/ui-run/manifest.json"):
-            assert proc.poll() is None, "refinery serve exited"
-            time.sleep(2)
-        run_id = storage.read_json("releases/ui-run/manifest.json")["flow_run_id"]
-        while time.monotonic() < deadline:  # the run finishes after its manifest (artifacts)
-            run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
-            if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                break
-            time.sleep(1)
     finally:
-        _stop(proc)
-        log.close()
-    m = storage.read_json("releases/ui-run/manifest.json")
-    verify_release(storage, m)
-    assert m["config"]["near_dedup"]["num_perm"] == 128
-    assert m["dedup"]["near"]["parameters"]["num_perm"] == 128
-    assert run["state"]["type"] == "COMPLETED" and run["deployment_id"]
+        for proc in procs.values():
+            _stop(proc)
+        for log in logs:
+            log.close()
+    for name, (release, perm, run) in runs.items():
+        storage = StorageSpec(str(roots[name])).open()
+        m = storage.read_json(f"releases/{release}/manifest.json")
+        verify_release(storage, m)
+        assert m["config"]["name"] == name
+        assert m["config"]["near_dedup"]["num_perm"] == perm
+        assert m["dedup"]["near"]["parameters"]["num_perm"] == perm
+        assert run["state"]["type"] == "COMPLETED" and run["deployment_id"] == ids[name]
+        # the run landed only in its own pipeline's root
+        other = next(n for n in pipelines if n != name)
+        assert not (roots[other] / "releases" / release).exists()
+        assert [r["release"] for r in json.loads((roots[name] / "catalog.json").read_text())["releases"]] == [release]
+
+
+def test_serve_requires_a_pipeline_name(tmp_path):
+    cfg_path = tmp_path / "pipeline.yaml"
+    cfg_path.write_text(yaml.safe_dump({"output": str(tmp_path / "corpus")}))
+    out = subprocess.run([REFINERY, "serve", "--config", str(cfg_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "`name` is required by `refinery serve`" in out.stderr and str(cfg_path) in out.stderr

@@ -271,6 +271,125 @@ def test_secrets_appear_in_no_output(stack, ray_local, tmp_path):
     assert "secret_access_key" not in m["config"]["storage"]
 
 
+def _files_containing(folder: Path, needles: list[str], skip: set[Path] = frozenset()) -> list[str]:
+    found = []
+    for path in folder.rglob("*"):
+        if path in skip or not path.is_file() or path.is_symlink():
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        found += [f"{path}: {n[:4]}..." for n in needles if n.encode() in data]
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["environment", "config"])
+def test_storage_keys_never_reach_ray_logs_prefect_or_the_corpus(stack, tmp_path, where):
+    """`refinery run` on S3 (SeaweedFS) with its keys in the environment or in the pipeline
+    file, on a Ray it starts itself: the run publishes, and no file under Ray's temp and
+    session folders (runtime-env agent log included), the run's home, the Prefect server's
+    database, SeaweedFS's data or the corpus, nor the run's output, holds either key. Ray did
+    log the run's runtime env (the Prefect API URL is in its logs), so the scan saw it."""
+    import tempfile
+
+    from prefect.settings import PREFECT_API_URL
+
+    key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+    write_jsonl(tmp_path / "in" / "docs.jsonl", [{"text": t} for t in _wiki(60)])
+    root = f"s3://refinery/creds-{where}"
+    cfg: dict = {"release": "creds", "output": root, "inputs": [{"uri": str(tmp_path / "in")}]}
+    env = dict(os.environ)
+    if where == "config":
+        cfg["storage"] = {"access_key_id": key, "secret_access_key": secret}
+        env.pop("AWS_ACCESS_KEY_ID")
+        env.pop("AWS_SECRET_ACCESS_KEY")
+    # a short private folder: Ray's socket paths must stay under the 107-byte limit
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    env["RAY_TMPDIR"] = str(ray_tmp)
+    env["REFINERY_HOME"] = str(tmp_path / "home")
+    env.pop("RAY_ADDRESS", None)
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(json.dumps(cfg))
+    try:
+        out = subprocess.run([REFINERY, "run", "-c", str(path)], env=env, capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+        storage = StorageSpec(root).open()
+        m = storage.read_json(layout.manifest_path("creds"))
+        verify_release(storage, m)
+        assert m["totals"]["documents"] > 0
+        agent_logs = list(ray_tmp.rglob("runtime_env_agent.log"))
+        assert agent_logs, sorted(str(p) for p in ray_tmp.rglob("*"))[:50]
+        api_url = PREFECT_API_URL.value()
+        assert _files_containing(ray_tmp, [api_url]), "Ray logged no runtime env: the scan proves nothing"
+        needles = [key, secret]
+        leaks = _files_containing(ray_tmp, needles)
+        leaks += _files_containing(tmp_path / "home", needles)
+        # the stack's own credential store (mode 0600) is where the keys live: everything else
+        # under it (the Prefect database, SeaweedFS's data, the logs) must not hold them
+        stores = {stack.state_file, stack.env_file, stack.dir / "s3-identities.json"}
+        assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in stores)
+        leaks += _files_containing(stack.home, needles, skip=stores)
+        for rel in storage.list("", ""):
+            data = storage.read_bytes(rel)
+            leaks += [f"{root}/{rel}" for n in needles if n.encode() in data]
+        leaks += [f"run output: {n[:4]}..." for n in needles if n in out.stdout + out.stderr]
+        assert leaks == [], leaks
+        secrets_dir = tmp_path / "home" / "secrets"  # a local Ray inherits: no credentials file at all
+        assert not secrets_dir.exists() or not any(secrets_dir.iterdir())
+    finally:
+        import shutil
+
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_joined_cluster_workers_get_a_path_not_the_keys(tmp_path, monkeypatch):
+    """For a Ray cluster that the run joins, the runtime env carries only the path of a file
+    readable by this user alone; the worker start hook loads the keys from it; the file goes
+    when the runner exits."""
+    from tasks import secrets as sec
+
+    monkeypatch.setenv("REFINERY_HOME", str(tmp_path / "home"))
+    values = {"AWS_ACCESS_KEY_ID": "AKIA-test-" + os.urandom(4).hex(), "AWS_SECRET_ACCESS_KEY": os.urandom(12).hex()}
+    path = sec.write_secrets_file(values)
+    assert path and oct(Path(path).stat().st_mode & 0o777) == "0o600"
+    assert oct(Path(path).parent.stat().st_mode & 0o777) == "0o700"
+    for k in values:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv(sec.SECRETS_FILE_ENV, path)
+    sec.load_secrets_file()
+    assert {k: os.environ[k] for k in values} == values
+    sec.remove_secrets_file(path)
+    assert not Path(path).exists()
+    assert sec.write_secrets_file({}) is None
+
+    from tasks.parallel import RayRunner
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    for needs_storage in (True, False):
+        runner = RayRunner(address="ray://head.example:10001", needs_storage=needs_storage)
+        runtime_env = runner.worker_runtime_env("http://127.0.0.1:1/api")
+        try:
+            shown = json.dumps(runtime_env)
+            assert not any(v in shown for v in values.values())
+            assert ("AWS_ENDPOINT_URL" in runtime_env["env_vars"]) == needs_storage
+            if needs_storage:
+                stored = json.loads(Path(runtime_env["env_vars"][sec.SECRETS_FILE_ENV]).read_text())
+                assert stored == values
+                assert runtime_env["worker_process_setup_hook"] == "tasks.secrets.load_secrets_file"
+            else:  # a local root: no storage keys leave the driver at all
+                assert sec.SECRETS_FILE_ENV not in runtime_env["env_vars"]
+        finally:
+            runner.forget_secrets()
+    assert not any((tmp_path / "home" / "secrets").iterdir())
+    local = RayRunner(address="local").worker_runtime_env("http://127.0.0.1:1/api")
+    assert sec.SECRETS_FILE_ENV not in local["env_vars"] and not any(v in json.dumps(local) for v in values.values())
+
+
 @pytest.mark.parametrize("config", [
     {"release": "../escape"}, {"release": "a/b"}, {"inputs": [{"uri": "x", "source": "../../etc"}]},
     {"inputs": [{"uri": "x", "source": "a/b"}]}, {"quality": {"rules": [{"name": "../r", "exclude": "words < 1"}]}},
@@ -289,16 +408,18 @@ def test_path_traversal_in_partition_names_is_rejected(tmp_path):
             BackfillSpec(partitions=[bad])
 
 
-def _restart(stack, service: str, down_seconds: float = 3.0) -> None:
-    """Stop one service of the session's stack (its whole process group) and start it again on
-    the same port, with the same data and credentials."""
+def _stop_service(stack, service: str) -> None:
+    """Stop one service of the session's stack (its whole process group)."""
     from flows.stack import _terminate
 
-    state = stack.read_state()
-    rec = state["services"][service]
+    rec = stack.read_state()["services"][service]
     _terminate(rec, 30)
-    time.sleep(down_seconds)
     _wait_for(lambda: not _listening(rec["port"]), timeout=60, step=0.5)
+
+
+def _start_services(stack) -> None:
+    """Start the stopped service again on the same port, with the same data and credentials."""
+    state = stack.read_state()
     stack.up(prefect_port=state["services"]["prefect"]["port"], s3_port=state["services"]["s3"]["port"],
              with_s3=True, timeout=180)
 
@@ -321,11 +442,17 @@ def _outcome_then_rerun(cfg: PipelineConfig, box: dict, storage) -> dict:
     return box["manifest"]
 
 
+def _done_markers(storage, release: str) -> set[str]:
+    return {p for p in storage.list(f"state/work/{release}") if p.endswith(".done.json")}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("service", ["s3", "prefect"])
 def test_server_restarted_mid_run(stack, ray_local, tmp_path, service):
     """SeaweedFS (the run's corpus root is on it) or the Prefect server is stopped while the
-    shards are being written and started again: retries carry the run through, or it fails
+    shards are being written and started again. The fault provably struck mid-run: shard tasks
+    had finished before it (their markers), the run was still going while the service was
+    down, and more shard tasks finished after it. Retries carry the run through, or it fails
     with no manifest and a rerun completes; either way the release equals a clean run's, and
     the flow run is recorded as completed."""
     import httpx
@@ -342,10 +469,21 @@ def test_server_restarted_mid_run(stack, ray_local, tmp_path, service):
     storage = StorageSpec(cfg.output).open()
     th, box = _run_in_thread(cfg)
     _wait_for(lambda: any(p.endswith(".done.json") for p in storage.list(f"state/work/{release}/ingest")), step=0.2)
-    _restart(stack, service)
+    before = _done_markers(storage, release)
+    _stop_service(stack, service)
+    try:
+        assert th.is_alive(), "the run had ended before the service went down: the fault struck nothing"
+        time.sleep(3)
+    finally:
+        _start_services(stack)
     th.join(900)
+    assert not th.is_alive()
     m = _outcome_then_rerun(cfg, box, storage)
     verify_release(storage, m)
+    after = _done_markers(storage, release)
+    assert before and before < after, "no shard task finished after the fault"
+    print(f"{service}: {len(before)} shard markers before the fault, {len(after)} after; "
+          f"outcome: {'failed, rerun' if 'error' in box else 'completed'}")
     clean = run_curate(PipelineConfig(release=release, output=str(tmp_path / "clean"), inputs=inputs,
                                       quality=quality))
     assert _checksums(m) == _checksums(clean)
