@@ -296,7 +296,7 @@ def test_two_pipelines_on_one_server_each_run_from_the_ui_lands_in_its_own_root(
         # the run landed only in its own pipeline's root
         other = next(n for n in pipelines if n != name)
         assert not (roots[other] / "releases" / release).exists()
-        assert [r["release"] for r in json.loads((roots[name] / "catalog.json").read_text())["releases"]] == [release]
+        assert [r["id"] for r in json.loads((roots[name] / "catalog.json").read_text())["releases"]] == [release]
 
 
 def test_serve_requires_a_pipeline_name(tmp_path):
