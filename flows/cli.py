@@ -77,6 +77,8 @@ def run(
     id_field: Annotated[str, typer.Option(help="Id column of --input files.")] = None,
     ray_address: Annotated[str, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else local).")] = None,
     fail_fast: Annotated[bool, typer.Option(help="Abort when an input file cannot be read.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v",
+                                          help="Print Prefect's and Ray's log lines here too (default: the log file).")] = False,
 ) -> None:
     """Curate one release. With no inputs at all, curates the bundled default input."""
     try:
@@ -108,6 +110,12 @@ def run(
         cfg = load_config(None, **cfg.model_dump(mode="python", exclude_none=True))
     except ConfigError as exc:
         _fail(str(exc))
+    from tasks.llm.runtime import require_llm_runtime
+
+    try:
+        require_llm_runtime(cfg)
+    except ConfigError as exc:
+        _fail(str(exc))
     uses_s3 = any(u.startswith("s3://") for u in [cfg.output] + [i.uri for i in cfg.inputs])
     cfg = cfg.export_secrets_to_env()
     try:
@@ -115,21 +123,46 @@ def run(
     except StackError as exc:
         _fail(str(exc))
 
+    from flows.console import LogsToFile, StageProgress, run_log_path
     from flows.curate import ReleaseError, run_curate
     from tasks.ingest import InputError
     from tasks.manifest import summarize
     from tasks.parallel import PrefectServerMissing, ShardFailed
     from tasks.quality.rules import RuleError
 
+    local_log = run_log_path(home)
     try:
-        manifest = run_curate(cfg)
-    except (ReleaseError, InputError, PrefectServerMissing, ShardFailed, RuleError) as exc:
-        _fail(str(exc))
+        if verbose:
+            manifest = run_curate(cfg)
+        else:
+            from rich.console import Console
+
+            with LogsToFile(local_log), StageProgress(Console(stderr=True)):
+                manifest = run_curate(cfg)
+    except (ReleaseError, InputError, PrefectServerMissing, ShardFailed, RuleError, ConfigError) as exc:
+        _fail(str(exc) + ("" if verbose else f"\n(log: {local_log})"))
     typer.echo(summarize(manifest))
+    if not verbose:
+        log_url = _keep_run_log(cfg, manifest["release"], local_log)
+        typer.echo(f"log:     {log_url}")
     typer.echo(f"\nrelease: {cfg.output.rstrip('/')}/releases/{manifest['release']}")
     typer.echo(f"report:  {cfg.output.rstrip('/')}/releases/{manifest['release']}/report.html")
     if manifest["failures"]:
         raise typer.Exit(3)
+
+
+def _keep_run_log(cfg, release: str, local_log: Path) -> str:
+    """Copy the run's log file into the root's state folder beside the release's work; the
+    local copy stays when that fails (the release is published either way)."""
+    from tasks import layout
+    from tasks.storage import StorageSpec
+
+    try:
+        storage = StorageSpec(cfg.output, cfg.storage.endpoint_url, cfg.storage.region).open()
+        storage.write_bytes(layout.run_log_path(release), local_log.read_bytes())
+        return storage.url(layout.run_log_path(release))
+    except Exception:  # noqa: BLE001 - the log is a convenience; never fail a published run on it
+        return str(local_log)
 
 
 @app.command()

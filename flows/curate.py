@@ -18,6 +18,7 @@ from tasks.dedup import index as near_index
 from tasks.dedup import near_steps
 from tasks.ingest import plan_shards
 from tasks.leaner import steps as leaner_steps
+from tasks.llm.runtime import require_llm_runtime
 from tasks.manifest import config_sha256
 from tasks.parallel import PROGRESS, make_task_runner, shard_map, shard_task
 from tasks.prox import steps as prox_steps
@@ -96,6 +97,7 @@ def cluster_info() -> dict[str, Any]:
 def run_release(config: PipelineConfig) -> dict[str, Any]:
     """The body of the flow: plan, map stages on Ray, global dedup, publish."""
     logger = get_run_logger()
+    require_llm_runtime(config)  # before any work: a missing extra is not worth a half run
     spec = storage_spec(config)
     storage = spec.open()
     ctx = start_or_resume(storage, config, spec)

