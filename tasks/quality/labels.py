@@ -9,15 +9,26 @@ naming the file and the row, unless ``skip_bad_rows``: then it is counted and le
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tasks.config import ColumnMap, IngestConfig, InputSpec
-from tasks.ingest import InputError, Shard, _format_of, _read_bytes, _read_jsonl, _read_parquet, expand_input, \
-    normalize_texts
+from tasks.ingest import (
+    InputError,
+    Shard,
+    _format_of,
+    _read_bytes,
+    _read_jsonl,
+    _read_parquet,
+    expand_input,
+    normalize_texts,
+)
 
 
 class LabelError(ValueError):
@@ -48,12 +59,11 @@ def parse_spec(spec: str) -> tuple[str, str, str]:
     return url, text, label
 
 
-_BINARY = {True: 1, False: 0, 1: 1, 0: 0, "1": 1, "0": 0, "true": 1, "false": 0}
+# True == 1 == 1.0 as dict keys, so booleans and integral floats are covered too
+_BINARY = {1: 1, 0: 0, "1": 1, "0": 0, "true": 1, "false": 0}
 
 
 def _binary(value: object) -> int | None:
-    if isinstance(value, float) and value in (0.0, 1.0):
-        value = int(value)
     if isinstance(value, str):
         value = value.strip().lower()
     try:
@@ -99,26 +109,20 @@ def _read_file(shard: Shard, text_col: str, label_col: str, skip: bool, skipped:
     except InputError as exc:
         raise LabelError(str(exc)) from None
     if shard.format == "parquet":
-        import io
-
-        import pyarrow.parquet as pq
-
         names = pq.ParquetFile(io.BytesIO(data)).schema_arrow.names
         if label_col not in names:
             raise LabelError(f"{shard.uri}: no label column {label_col!r} (columns: {', '.join(names)})")
 
-    def bad(row: int, problem: str) -> None:
+    def bad(row: int, kind: str, detail: str | None = None) -> None:
         if not skip:
-            raise LabelError(f"{shard.uri}: row {row}: {problem} (--skip-bad-rows counts and skips such rows)")
-        skipped[problem] += 1
+            where = f"line {row + 1}" if shard.format == "jsonl" else f"row {row + 1}"
+            raise LabelError(f"{shard.uri}: {where}: {detail or kind} (--skip-bad-rows counts and skips such rows)")
+        skipped[kind] += 1
 
-    for row, reason, _ in raw.bad_rows:
-        bad(row, reason)
+    for row, reason, _ in raw.bad_rows:  # unreadable rows: bad JSON or UTF-8, no text
+        bad(row, reason.split(":")[0], reason)
     valid = raw.text.is_valid().to_numpy(zero_copy_only=False)
-    import pyarrow as pa
-
-    normalized = iter(normalize_texts(raw.text.filter(pa.array(valid)), unicode_form).to_pylist()) \
-        if unicode_form != "none" else iter(raw.text.filter(pa.array(valid)).to_pylist())
+    normalized = iter(normalize_texts(raw.text.filter(pa.array(valid)), unicode_form).to_pylist())
     texts: list[str] = []
     labels: list[int] = []
     any_label = False
@@ -128,12 +132,12 @@ def _read_file(shard: Shard, text_col: str, label_col: str, skip: bool, skipped:
         text = next(normalized)
         meta = json.loads(raw.metadata[k]) if raw.metadata[k] else {}
         if label_col not in meta or meta[label_col] is None:
-            bad(row, f"missing label {label_col!r}")
+            bad(row, "missing label", f"missing label {label_col!r}")
             continue
         any_label = True
         label = _binary(meta[label_col])
         if label is None:
-            bad(row, f"label {meta[label_col]!r} is not binary (expected 0/1 or true/false)")
+            bad(row, "label not binary", f"label {meta[label_col]!r} is not binary (expected 0/1 or true/false)")
             continue
         if not text.strip():
             bad(row, "empty text")
@@ -141,6 +145,5 @@ def _read_file(shard: Shard, text_col: str, label_col: str, skip: bool, skipped:
         texts.append(text)
         labels.append(label)
     if raw.rows and not any_label and shard.format != "parquet":
-        skipped_here = sum(1 for _ in raw.rows)
-        raise LabelError(f"{shard.uri}: no row has a label {label_col!r} ({skipped_here} rows)")
+        raise LabelError(f"{shard.uri}: no row has a label {label_col!r} ({len(raw.rows)} rows)")
     return texts, labels
