@@ -196,6 +196,9 @@ def test_eval_uses_the_configs_cutoffs_and_another_attribute(tmp_path):
     top = result["cutoffs"][0]
     assert 0.4 * 218 <= top["kept"] <= 0.5 * 218
     assert result["cutoffs"][1]["value"] == 0.65
+    run = _cli("quality", "eval", "--labels", f"{shared(DEV)}#text,label", "--attribute", "quality__lid__lang",
+               "--output", str(tmp_path / "e.json"))
+    assert run.exit_code == 1 and "'quality__lid__lang' is not a numeric quality attribute" in run.stderr
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> str:
