@@ -13,9 +13,14 @@ FineWeb quality, in FineWeb's order):
 
 Prints docs/s of each, the ratio, our orchestration overhead (our time over datatrove's, minus
 one: for the whole flow, which also ingests, and for the quality stage alone) and whether the
-kept documents are the same set.
+kept documents are the same set. The combined quality score is off in that comparison
+(datatrove has no counterpart); its own cost is measured separately, in process: the quality
+stage's default taggers (language ID and the four filters, every document through every
+tagger) against the combined score on top of them, on the same documents
+(``bench/results/quality_score_cost.json``).
 
     python bench/quality_vs_datatrove.py [--docs 20000] [--files 8]
+    python bench/quality_vs_datatrove.py --score-only [--score-docs 2000]
 """
 
 from __future__ import annotations
@@ -75,7 +80,7 @@ def refinery_run(corpus: Path, work: Path) -> tuple[float, set[str], dict]:
         exact_dedup={"enabled": False}, near_dedup={"enabled": False},
         # C4 as a modifier: in datatrove's pipeline FineWeb sees the text C4 leaves
         quality={"enabled": True, "short_circuit": True, "language_id": {"enabled": False},
-                 "c4_quality": {"mode": "modify"}},
+                 "c4_quality": {"mode": "modify"}, "combined": {"enabled": False}},
     )
     t0 = time.perf_counter()
     manifest = run_curate(cfg)
@@ -89,12 +94,51 @@ def refinery_run(corpus: Path, work: Path) -> tuple[float, set[str], dict]:
     return seconds, {sid for sid in source_ids if stable_id("bench", sid, "") in kept_ids}, manifest
 
 
+def score_cost(corpus: Path, limit: int) -> dict:
+    """Seconds of the stage's taggers (the default quality config without the combined score)
+    and of the combined score on top of them (reusing their language ID), same documents, one
+    process; models are loaded before timing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.config import QualityConfig
+    from tasks.quality import stage
+
+    tables = [pq.read_table(f, columns=["id", "text"]) for f in sorted((corpus / "docs").glob("*.parquet"))]
+    docs = pa.concat_tables(tables).slice(0, limit)
+    docs = docs.append_column("source", pa.array(["bench"] * docs.num_rows))
+    taggers = QualityConfig(enabled=True, combined={"enabled": False})
+    with_score = QualityConfig(enabled=True)
+    warm = docs.slice(0, 20)
+    stage.tag(warm, with_score)
+    t0 = time.perf_counter()
+    tagged = stage.tag(docs, taggers)
+    taggers_s = time.perf_counter() - t0
+    texts = docs.column("text").to_pylist()
+    prior = {k: v for k, v in tagged.attributes.items() if k.startswith(stage.LID)}
+    t0 = time.perf_counter()
+    stage._run_model_tagger("combined", with_score, texts, None, prior)
+    score_s = time.perf_counter() - t0
+    chars = sum(len(t) for t in texts)
+    return {"docs": docs.num_rows, "mean_chars": round(chars / max(1, len(texts))),
+            "taggers": stage.enabled_taggers(taggers), "taggers_seconds": round(taggers_s, 3),
+            "score_seconds": round(score_s, 3), "score_cost_share": round(score_s / taggers_s, 4)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=20_000)
     ap.add_argument("--files", type=int, default=8)
+    ap.add_argument("--score-only", action="store_true", help="Measure only the combined score's cost.")
+    ap.add_argument("--score-docs", type=int, default=2000, help="Documents for the score's cost.")
     args = ap.parse_args()
     corpus = standard_corpus(args.docs, args.files)
+    cost = score_cost(corpus, args.score_docs)
+    path = write_results("quality_score_cost", {"corpus_docs": args.docs, **cost})
+    print(f"combined score: {cost['score_seconds']}s on top of {cost['taggers_seconds']}s of the stage's taggers "
+          f"for {cost['docs']:,} documents: +{cost['score_cost_share']:.1%} -> {path}", flush=True)
+    if args.score_only:
+        return
     docs = json.loads((corpus / "corpus.json").read_text())["docs"]
     work = Path(tempfile.mkdtemp(prefix="refinery-quality-bench-"))
     ensure_prefect(work / "home")

@@ -310,9 +310,14 @@ def export_dolma(
 
 @quality_app.command("train")
 def quality_train(
-    positive: Annotated[list[str], typer.Option(help="Good text: URL or URL#text_column (repeatable).")],
-    negative: Annotated[list[str], typer.Option(help="Other text: URL or URL#text_column (repeatable).")],
-    output: Annotated[str, typer.Option(help="Folder URL for model.bin and model_card.json.")],
+    output: Annotated[str, typer.Option(help="Folder URL for the model files and model_card.json.")],
+    positive: Annotated[list[str] | None, typer.Option(help="Good text: URL or URL#text_column (repeatable).")] = None,
+    negative: Annotated[list[str] | None, typer.Option(help="Other text: URL or URL#text_column (repeatable).")] = None,
+    labels: Annotated[list[str] | None, typer.Option(
+        help="Labelled documents, URL#text_column,label_column (label 1/0; repeatable): train the combined "
+             "score (with --positive/--negative, also its fastText classifier).")] = None,
+    skip_bad_rows: Annotated[bool, typer.Option(help="Count and skip label rows without a binary label or text.")] = False,
+    c: Annotated[float | None, typer.Option("--c", help="Combined score: inverse L2 strength (default 0.1).")] = None,
     name: Annotated[str | None, typer.Option(help="Model name for the card; default: the folder name.")] = None,
     epoch: Annotated[int, typer.Option(help="fastText epochs.")] = 5,
     dim: Annotated[int, typer.Option(help="fastText vector size.")] = 100,
@@ -321,21 +326,69 @@ def quality_train(
     min_count: Annotated[int, typer.Option(help="Ignore words rarer than this.")] = 3,
     validation: Annotated[float, typer.Option(help="Share held out for validation.")] = 0.1,
     max_docs: Annotated[int | None, typer.Option(help="At most this many documents per corpus.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the split and of fastText.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the split, of fastText and of the cross-validation.")] = 0,
 ) -> None:
-    """Train a fastText quality classifier (DCLM recipe: word bigrams, hq vs cc labels)."""
+    """Train a fastText quality classifier (DCLM recipe: word bigrams, hq vs cc labels) from
+    --positive/--negative corpora, or, with --labels, the combined quality score."""
     from tasks.ingest import InputError
     from tasks.quality.classifier import TrainParams
-    from tasks.quality.training import train_to_storage
+    from tasks.quality.labels import LabelError
+    from tasks.quality.models import ModelError
+    from tasks.quality.training import train_scorer_to_storage, train_to_storage
 
     params = TrainParams(dim=dim, bucket=bucket, balance=balance, epoch=epoch, min_count=min_count, validation_fraction=validation, seed=seed,
                          max_docs_per_class=max_docs)
+    if labels:
+        try:
+            card = train_scorer_to_storage(labels, output, positive, negative, params, c=c, skip_bad_rows=skip_bad_rows)
+        except (LabelError, InputError, ModelError, ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
+        cv = card["cross_validation"]
+        lo, hi = cv["auc_fold_interval_95"]
+        typer.echo(f"combined score {card['model']}: {card['labels']['documents']} labelled documents; "
+                   f"cross-validated AUC {cv['auc_mean']} (folds 95%: {lo}-{hi}; length alone {cv['baseline_auc_mean']}, "
+                   f"beaten on {cv['beats_baseline_share']:.0%} of {cv['folds'] * cv['repeats']} folds)")
+        return
+    if not positive or not negative:
+        _fail("give --positive and --negative corpora (a fastText classifier) or --labels (the combined score)")
     try:
         card = train_to_storage(positive, negative, output, params, name)
     except (InputError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     val = card["validation"]
     typer.echo(f"model {card['model']}: trained on {card['counts']['train']}, validation {val}")
+
+
+@quality_app.command("eval")
+def quality_eval(
+    labels: Annotated[list[str], typer.Option(help="Labelled documents: URL#text_column,label_column (repeatable).")],
+    attribute: Annotated[str, typer.Option(help="The score to evaluate.")] = "quality__combined__score",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Pipeline YAML whose quality section "
+                                                "(taggers, models, cut-offs) is evaluated; default: every tagger.")] = None,
+    output: Annotated[Path, typer.Option(help="Where to write the results as JSON.")] = Path("quality_eval.json"),
+    skip_bad_rows: Annotated[bool, typer.Option(help="Count and skip rows without a binary label or text.")] = False,
+) -> None:
+    """AUC of a quality score against labels, precision and recall at its cut-offs, and every
+    quality signal's own AUC."""
+    from tasks.config import QualityConfig
+    from tasks.quality.evaluate import EvalError, evaluate, summary
+    from tasks.quality.labels import LabelError, read_labels
+    from tasks.quality.models import ModelError
+
+    try:
+        cfg = load_config(config) if config else None
+    except ConfigError as exc:
+        _fail(str(exc))
+    quality = cfg.quality if cfg is not None else QualityConfig(enabled=True)
+    endpoint = cfg.storage.endpoint_url if cfg is not None else None
+    try:
+        data = read_labels(labels, skip_bad_rows, endpoint)
+        result = evaluate(data, quality, attribute, endpoint)
+    except (LabelError, EvalError, ModelError) as exc:
+        _fail(str(exc))
+    output.write_text(json.dumps(result, indent=1) + "\n")
+    typer.echo(summary(result))
+    typer.echo(f"\nwritten to {output}")
 
 
 @models_app.command("fetch")

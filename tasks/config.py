@@ -175,6 +175,14 @@ class ClassifierConfig(_Model):
     min_score: float | None = Field(None, ge=0, le=1, title="Lowest score kept", description="Empty: score only.")
 
 
+class CombinedScoreConfig(_Model):
+    """The combined quality score `quality__combined__score` (see docs/quality.md)."""
+
+    enabled: bool = Field(True, title="Compute the combined score")
+    model: str | None = Field(None, title="Model URL", description="Folder (or scorer.json) written by `refinery quality train --labels`; empty: the shipped model.")
+    min_score: float | None = Field(None, ge=0, le=1, title="Lowest score kept", description="Empty: score only (an attribute, not a filter).")
+
+
 class QualityRule(_Model):
     """An include or exclude rule over attributes and metadata (see docs/quality.md)."""
 
@@ -220,6 +228,7 @@ class QualityConfig(_Model):
     c4_quality: C4Tagger = Field(default_factory=C4Tagger, title="C4 quality")
     fineweb_quality: HeuristicTagger = Field(default_factory=HeuristicTagger, title="FineWeb quality")
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig, title="Quality classifier")
+    combined: CombinedScoreConfig = Field(default_factory=CombinedScoreConfig, title="Combined quality score")
     rules: list[QualityRule] = Field(default_factory=list, title="Rules", description="Applied in order after the taggers' own.")
     thresholds: list[QualityThreshold] = Field(default_factory=list, title="Top-X% thresholds")
 

@@ -157,6 +157,8 @@ def quality_figures(ctx: RunContext, markers: dict[str, list[dict[str, Any]]],
         "thresholds": (markers.get("quality_threshold_values") or [{"thresholds": []}])[0]["thresholds"],
         "languages": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
         "classifier": cfg.classifier.model,
+        # the combined score's model: None when it is off, "shipped" for the packaged one
+        "combined": (cfg.combined.model or "shipped") if cfg.combined.enabled else None,
     }
 
 

@@ -93,6 +93,8 @@ def quality_marks(m: dict[str, Any], attribute: str) -> dict[str, float]:
         marks["language"] = cfg["language_id"]["min_score"]
     if attribute == "quality__classifier__score" and cfg.get("classifier", {}).get("min_score") is not None:
         marks["classifier"] = cfg["classifier"]["min_score"]
+    if attribute == "quality__combined__score" and cfg.get("combined", {}).get("min_score") is not None:
+        marks["combined"] = cfg["combined"]["min_score"]
     return marks
 
 

@@ -302,8 +302,10 @@ def test_quality_stage_through_the_flow(stack, ray_local, tmp_path):
     lang_rows = rejects.filter(pa.compute.equal(rejects.column("reason"), "language"))
     assert set(lang_rows.column("detail").to_pylist()) >= {"es", "ja", "zh"}
     entering = funnel["quality"]["docs_in"]
-    for name in ("quality__lid__score", "quality__classifier__score", "quality__c4_quality__removed_fraction"):
+    for name in ("quality__lid__score", "quality__classifier__score", "quality__c4_quality__removed_fraction",
+                 "quality__combined__score"):
         assert sum(q["histograms"][name]["counts"]) == entering
+    assert q["combined"] == "shipped"
     # the threshold: computed over every shard, keeps 60% of what the rules left, up to ties
     (t,) = q["thresholds"]
     n = funnel["quality_threshold"]["docs_in"]

@@ -18,14 +18,18 @@ from tasks.schema import whole_document_spans
 HISTOGRAM_BINS = 20  # equal bins over [0, 1]
 LID = "quality__lid__"
 CLASSIFIER = "quality__classifier__score"
+COMBINED = "quality__combined__score"  # tasks.quality.scorer.ATTRIBUTE
 
 
 def enabled_taggers(cfg: QualityConfig) -> list[str]:
-    """In FineWeb's order: language, repetition, Gopher quality, C4, FineWeb, then the classifier."""
+    """In FineWeb's order: language, repetition, Gopher quality, C4, FineWeb, then the classifier
+    and the combined score."""
     out = ["lid"] if cfg.language_id.enabled else []
     out += [n for n in heuristics.TAGGERS if getattr(cfg, n).enabled]
     if cfg.classifier.model:
         out.append("classifier")
+    if cfg.combined.enabled:
+        out.append("combined")
     return out
 
 
@@ -36,6 +40,8 @@ def attribute_names(cfg: QualityConfig) -> list[str]:
             names += [LID + "lang", LID + "score"] + ([LID + "paragraphs"] if cfg.language_id.paragraphs else [])
         elif tagger == "classifier":
             names.append(CLASSIFIER)
+        elif tagger == "combined":
+            names.append(COMBINED)
         else:
             names += heuristics.attribute_names(tagger)
     return names
@@ -43,7 +49,7 @@ def attribute_names(cfg: QualityConfig) -> list[str]:
 
 def score_attributes(cfg: QualityConfig) -> list[str]:
     """The whole-document scores in [0, 1] that get histograms in the manifest."""
-    scores = {LID + "score", CLASSIFIER, "quality__c4_quality__removed_fraction"}
+    scores = {LID + "score", CLASSIFIER, COMBINED, "quality__c4_quality__removed_fraction"}
     return [n for n in attribute_names(cfg) if n in scores]
 
 
@@ -53,10 +59,30 @@ class Tagged:
     text: pa.Array | None = None  # the documents' text after modifiers, when one ran
 
 
+def english_of(texts: list[str], lid_lang: pa.Array | None, lid_score: pa.Array | None,
+               model_path: str | None = None) -> np.ndarray:
+    """Each text's language-ID probability of English, from the stage's language attributes when
+    it has them (no second prediction), else predicted now."""
+    from tasks.quality import lid
+    from tasks.quality.scorer import english_probability
+
+    if lid_lang is not None and lid_score is not None:
+        return english_probability(lid_lang.to_pylist(), rule_values(lid_score))
+    langs, scores = lid.predict(texts, model_path)
+    return english_probability(langs, scores)
+
+
 def _run_model_tagger(tagger: str, cfg: QualityConfig, texts: list[str],
-                      endpoint_url: str | None) -> dict[str, pa.Array]:
+                      endpoint_url: str | None, prior: dict[str, pa.Array] | None = None) -> dict[str, pa.Array]:
     lengths = pa.array([len(t) for t in texts], pa.int64())
     cols: dict[str, pa.Array] = {}
+    if tagger == "combined":
+        from tasks.quality.scorer import load_scorer
+
+        prior = prior or {}
+        english = english_of(texts, prior.get(LID + "lang"), prior.get(LID + "score"), cfg.language_id.model_path)
+        scores = load_scorer(cfg.combined.model, endpoint_url).score(texts, english)
+        return {COMBINED: whole_document_spans(lengths, pa.array(scores, pa.float64()))}
     if tagger == "lid":
         from tasks.quality import lid
 
@@ -101,7 +127,9 @@ def tag(docs: pa.Table, cfg: QualityConfig, endpoint_url: str | None = None) -> 
             res = heuristics.tag_all(specs, sub_texts, ids if whole else [ids[i] for i in idx], cfg.short_circuit)
             cols, new_text = res.columns, res.new_text
         else:
-            cols, new_text = _run_model_tagger(group[0], cfg, sub_texts, endpoint_url), None
+            prior = {k: (v if whole else v.take(pa.array(idx))) for k, v in out.attributes.items()
+                     if k in (LID + "lang", LID + "score")}
+            cols, new_text = _run_model_tagger(group[0], cfg, sub_texts, endpoint_url, prior), None
         if not whole:
             where = np.full(len(texts), -1)
             where[idx] = np.arange(len(idx))
@@ -132,6 +160,8 @@ def own_rule(cfg: QualityConfig, tagger: str) -> tuple[Rule, str] | None:
         return compile_rule("language", expr), LID + "lang"
     if tagger == "classifier" and cfg.classifier.min_score is not None:
         return compile_rule("classifier", f"{CLASSIFIER} < {cfg.classifier.min_score}"), CLASSIFIER
+    if tagger == "combined" and cfg.combined.min_score is not None:
+        return compile_rule("combined", f"{COMBINED} < {cfg.combined.min_score}"), COMBINED
     if tagger in heuristics.TAGGERS and getattr(cfg, tagger).drop:
         return compile_rule(tagger, f"quality__{tagger}__pass == 0"), f"quality__{tagger}__reason"
     return None

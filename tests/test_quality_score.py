@@ -1,0 +1,297 @@
+"""The combined quality score (``quality__combined__score``): measured against human labels
+on documents it was not fitted on, shipped reproducibly, written by the stage, evaluated and
+retrained from the command line, and drawn in the report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.quality import features, scorer, stage
+from tasks.quality.classifier import auc
+from tasks.quality.labels import LabelError, read_labels
+from tasks.quality.training import scorer_features
+from tests.conftest import REPO, shared
+
+DEV = "dclm_human_quality_dev/dclm_human_quality_dev.parquet"
+SHIPPED = scorer.DEFAULT_DIR
+
+
+def _cli(*args: str):
+    """The command line, in process (the exit code, stdout and stderr of a real invocation)."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def dev():
+    data = read_labels([f"{shared(DEV)}#text,label"])
+    x = scorer_features(data.texts, SHIPPED / scorer.CLASSIFIER_FILE)
+    return data, x
+
+
+def test_cross_validated_auc_on_human_labels_beats_length_on_the_same_folds(dev):
+    """Refitted on 4/5 of the labelled documents, scored on the 5th, 5 folds × 10 repeats: the
+    score ranks the held-out documents clearly better than their length does, fold by fold."""
+    data, x = dev
+    y = data.labels
+    length = x[:, list(features.FEATURES).index("log_words")]
+    cv = scorer.cross_validate(x, y, length, repeats=10, bootstrap=500)
+    print(json.dumps({k: cv[k] for k in ("auc_mean", "auc_fold_interval_95", "oof_auc", "oof_auc_ci_95",
+                                         "baseline_auc_mean", "beats_baseline_share", "first_repeat")}))
+    assert cv["auc_mean"] >= 0.70
+    assert cv["oof_auc_ci_95"][0] > 0.6  # the bootstrap interval of the out-of-fold AUC stays clear of chance
+    assert cv["auc_mean"] >= cv["baseline_auc_mean"] + 0.08
+    assert cv["beats_baseline_share"] >= 0.85
+    # the article classifier never saw a human label: its AUC here is out of sample as it stands
+    assert auc(x[:, 0], y) >= 0.68
+
+
+def test_a_score_without_signal_fails_the_same_bar(dev):
+    """The bar above is not met by a model of the same form over uninformative inputs."""
+    data, x = dev
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=x.shape)
+    cv = scorer.cross_validate(noise, data.labels, x[:, 1], repeats=10, bootstrap=100)
+    assert cv["auc_mean"] < 0.6 and cv["beats_baseline_share"] < 0.5
+
+
+def test_shipped_model_is_monotone_small_and_matches_its_card():
+    spec = json.loads((SHIPPED / scorer.SCORER_FILE).read_text())
+    card = json.loads((SHIPPED / scorer.CARD_FILE).read_text())
+    assert spec["features"] == list(features.FEATURES)
+    for name, weight in zip(spec["features"], spec["coef"], strict=True):
+        # every input moves the score the way it was declared to before fitting
+        assert np.sign(weight) == features.FEATURES[name][0], name
+    clf = SHIPPED / scorer.CLASSIFIER_FILE
+    assert spec["classifier_sha256"] == card["classifier_sha256"] == hashlib.sha256(clf.read_bytes()).hexdigest()
+    assert sum(p.stat().st_size for p in SHIPPED.iterdir()) < 3 * 2**20
+    cv = card["cross_validation"]
+    assert cv["folds"] * cv["repeats"] == len(cv["fold_aucs"]) == 100 and cv["auc_mean"] >= 0.70
+    assert set(card["signal_auc"]) == set(features.FEATURES)
+    assert card["labels"]["documents"] == 218 and "MIT" in card["labels"]["license"]
+    assert set(card["article_classifier"]["licenses"]) == {"web_pages_scrapinghub", "web_pages_readability"}
+
+
+def test_the_script_rebuilds_the_shipped_model_byte_for_byte(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "train_quality_scorer.py"), "--shared",
+                          str(shared(DEV).parents[1]), "--output", str(tmp_path)], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    for name in (scorer.CLASSIFIER_FILE, scorer.SCORER_FILE, scorer.CARD_FILE):
+        assert (tmp_path / name).read_bytes() == (SHIPPED / name).read_bytes(), name
+
+
+def _ingest_and_quality(tmp_path: Path, quality: dict) -> tuple[dict, pa.Table, pa.Table]:
+    """The ingest and quality shard steps, called directly (no Prefect, no Ray) on cc_web_samples."""
+    from tasks.config import PipelineConfig
+    from tasks.ingest import plan_shards
+    from tasks.quality.steps import quality_step
+    from tasks.steps import RunContext, ingest_step
+    from tasks.storage import StorageSpec
+
+    cfg = PipelineConfig(release="r1", output=str(tmp_path / "corpus"),
+                         inputs=[{"uri": str(shared("cc_web_samples/cc_web_samples.parquet")), "source": "cc",
+                                  "columns": {"id": "id", "metadata": ["collection"]}}],
+                         exact_dedup={"enabled": False}, near_dedup={"enabled": False}, quality=quality)
+    ctx = RunContext("r1", datetime.now(UTC).isoformat(), None, StorageSpec(cfg.output), cfg)
+    (shard,) = plan_shards(cfg)
+    ingest_step(ctx, shard, False)
+    result = quality_step(ctx, shard.name, "ingest", False)
+    storage = ctx.storage.open()
+    attrs = pa.concat_tables([storage.read_parquet(f["path"]) for f in result["files"]
+                              if "/attributes/quality/" in f["path"]])
+    docs = pq.read_table(shared("cc_web_samples/cc_web_samples.parquet"), columns=["id", "collection"])
+    return result, attrs, docs
+
+
+def test_the_stage_writes_the_score_for_every_document_and_it_ranks_unseen_web_text(tmp_path):
+    """On cc_web_samples (never used to train or fit the score): every document gets a score
+    in [0, 1]; clean web prose (C4, CCNet head, RealNews) ranks above menu-heavy raw pages, and
+    non-English pages sit at the bottom."""
+    from tasks.ingest import stable_id
+
+    result, attrs, docs = _ingest_and_quality(tmp_path, {"enabled": True})
+    assert stage.COMBINED in attrs.column_names
+    scores = dict(zip(attrs.column("id").to_pylist(), stage.rule_values(attrs.column(stage.COMBINED)), strict=True))
+    assert len(scores) == docs.num_rows and all(0 <= s <= 1 for s in scores.values())
+    assert sum(result["histograms"][stage.COMBINED]) == docs.num_rows
+    by_collection: dict[str, list[float]] = {}
+    for doc_id, coll in zip(docs.column("id").to_pylist(), docs.column("collection").to_pylist(), strict=True):
+        by_collection.setdefault(coll.split(" ")[0], []).append(scores[stable_id("cc", doc_id, "")])
+    clean = by_collection["c4_en"] + by_collection["ccnet_head"] + by_collection["realnews"]
+    menus = by_collection["cc_raw_text"] + [s for c, v in by_collection.items() if c == "warc_html_to_text" for s in v
+                                            if s > 0.05]  # the English 2024 crawl pages (others are ja/zh)
+    foreign = by_collection["stackexchange"]  # Spanish
+    ranking = auc(np.array(clean + menus), np.array([1] * len(clean) + [0] * len(menus)))
+    print(f"medians: clean {np.median(clean):.3f}, menu-heavy {np.median(menus):.3f}, Spanish "
+          f"{np.median(foreign):.3f}; AUC clean vs menu-heavy {ranking:.3f}")
+    assert np.median(clean) > np.median(menus) > np.median(foreign)
+    assert ranking >= 0.65
+    assert np.median(foreign) < 0.05
+
+
+def test_min_score_makes_the_score_a_filter(tmp_path):
+    """Off by default; with ``min_score`` a rule named ``combined`` drops what scores below it
+    (here the only rule: the language and heuristic taggers only tag)."""
+    tag_only = {"drop": False}
+    result, attrs, docs = _ingest_and_quality(tmp_path, {
+        "enabled": True, "combined": {"min_score": 0.5}, "language_id": {"keep": []}, "gopher_repetition": tag_only,
+        "gopher_quality": tag_only, "c4_quality": tag_only, "fineweb_quality": tag_only})
+    values = stage.rule_values(attrs.column(stage.COMBINED))
+    below = int((values < 0.5).sum())
+    assert 0 < below < docs.num_rows
+    assert result["funnel"]["dropped"] == {"combined": below}
+    assert result["funnel"]["docs_out"] == docs.num_rows - below
+
+
+def test_eval_cli_on_the_dev_set(dev, tmp_path):
+    data, x = dev
+    out_json = tmp_path / "eval.json"
+    run = _cli("quality", "eval", "--labels", f"{shared(DEV)}#text,label", "--output", str(out_json))
+    assert run.exit_code == 0, run.stderr
+    result = json.loads(out_json.read_text())
+    assert "quality__combined__score: AUC" in run.stdout
+    # the shipped score, recomputed here from its features, has the AUC the command reports
+    shipped = scorer.load_scorer()
+    assert result["auc"] == round(auc(shipped.predict(x), data.labels), 4)
+    # every quality attribute that is a document score has its own row, and so has each input
+    expected = {"quality__lid__score", "quality__gopher_repetition__pass", "quality__gopher_quality__pass",
+                "quality__c4_quality__pass", "quality__c4_quality__removed_fraction", "quality__fineweb_quality__pass",
+                stage.COMBINED} | {f"combined input: {f}" for f in features.FEATURES}
+    assert set(result["signals"]) == expected
+    assert all(s["documents"] == 218 for s in result["signals"].values())
+    assert result["signals"]["combined input: log_words"]["auc"] == round(auc(x[:, 1], data.labels), 4)
+    # precision and recall at each cut-off follow from the scores and labels
+    scores = shipped.predict(x)
+    for cut in result["cutoffs"]:
+        kept = scores >= cut["value"]
+        assert cut["kept"] == int(kept.sum())
+        assert cut["precision"] == round(data.labels[kept].mean(), 4)
+        assert cut["recall"] == round(kept[data.labels == 1].mean(), 4)
+    assert [c["name"] for c in result["cutoffs"]] == ["0.5", "top-50%"]
+
+
+def test_eval_uses_the_configs_cutoffs_and_another_attribute(tmp_path):
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text("quality:\n  enabled: true\n  thresholds:\n"
+                   "    - {name: top-lid, attribute: quality__lid__score, keep_top_percent: 40}\n")
+    run = _cli("quality", "eval", "--labels", f"{shared(DEV)}#text,label", "--attribute", "quality__lid__score",
+               "--config", str(cfg), "--output", str(tmp_path / "e.json"))
+    assert run.exit_code == 0, run.stderr
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert [c["name"] for c in result["cutoffs"]] == ["top-lid", "language"]
+    top = result["cutoffs"][0]
+    assert 0.4 * 218 <= top["kept"] <= 0.5 * 218
+    assert result["cutoffs"][1]["value"] == 0.65
+    run = _cli("quality", "eval", "--labels", f"{shared(DEV)}#text,label", "--attribute", "quality__lid__lang",
+               "--output", str(tmp_path / "e.json"))
+    assert run.exit_code == 1 and "'quality__lid__lang' is not a numeric quality attribute" in run.stderr
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _dev_rows(n: int = 40) -> list[dict]:
+    t = pq.read_table(shared(DEV), columns=["text", "label"]).slice(0, n)
+    return t.to_pylist()
+
+
+@pytest.mark.parametrize(("extra", "problem", "skipped"), [
+    ({"text": "A document without a label."}, "line 41: missing label 'label'", "missing label"),
+    ({"text": "Scored two out of five.", "label": 2}, "line 41: label 2 is not binary", "label not binary"),
+    ({"text": "Labelled as good.", "label": "good"}, "line 41: label 'good' is not binary", "label not binary"),
+    ({"text": "  \n ", "label": 1}, "line 41: empty text", "empty text"),
+    ({"label": 1}, "line 41: missing text", "missing text"),
+])
+def test_bad_label_rows_name_the_file_and_row_or_are_counted_and_skipped(tmp_path, extra, problem, skipped):
+    path = _write_jsonl(tmp_path / "labels.jsonl", [*_dev_rows(), extra])
+    with pytest.raises(LabelError) as err:
+        read_labels([path])
+    assert str(err.value).startswith(f"{path}: {problem}")
+    data = read_labels([path], skip_bad_rows=True)
+    assert data.skipped == {skipped: 1} and len(data.texts) == 40
+
+
+def test_bad_label_files_fail_with_one_line(tmp_path):
+    single = _write_jsonl(tmp_path / "single.jsonl", [r for r in _dev_rows(60) if r["label"] == 1])
+    pq.write_table(pa.table({"text": ["a b c", "d e f"], "quality": [1, 0]}), tmp_path / "nolabel.parquet")
+    cases = {
+        single: "a single class (every label is 1)",
+        f"{tmp_path / 'nolabel.parquet'}#text,label": "no label column 'label' (columns: text, quality)",
+        str(tmp_path / "missing.jsonl"): "input not found",
+        f"{shared(DEV)}#body,label": "no text column 'body'",
+    }
+    for spec, problem in cases.items():
+        run = _cli("quality", "eval", "--labels", spec, "--output", str(tmp_path / "x.json"))
+        assert run.exit_code == 1
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and problem in lines[0] and spec.split("#")[0] in lines[0], run.stderr
+    # with --skip-bad-rows a file whose rows are all bad is still an error, naming what was skipped
+    bad = _write_jsonl(tmp_path / "allbad.jsonl", [{"text": "x", "label": 3}, {"text": "y"}])
+    run = _cli("quality", "eval", "--labels", bad, "--skip-bad-rows", "--output", str(tmp_path / "x.json"))
+    assert run.exit_code == 1 and "no usable labelled rows" in run.stderr and "label not binary" in run.stderr
+
+
+def test_train_cli_refits_the_combined_score_from_labels(dev, tmp_path):
+    """`refinery quality train --labels` on the same labels reproduces the shipped weights, and
+    the stage scores with the model it wrote."""
+    data, x = dev
+    rows = pq.read_table(shared(DEV), columns=["text", "label"]).to_pylist()
+    path = _write_jsonl(tmp_path / "labels.jsonl", [*rows, {"text": "no label here"}])
+    run = _cli("quality", "train", "--labels", f"{path}#text,label", "--skip-bad-rows", "--output",
+               str(tmp_path / "model"))
+    assert run.exit_code == 0, run.stderr
+    assert "cross-validated AUC" in run.stdout
+    card = json.loads((tmp_path / "model" / scorer.CARD_FILE).read_text())
+    assert card["labels"]["skipped_rows"] == {"missing label": 1} and card["labels"]["documents"] == 218
+    trained = json.loads((tmp_path / "model" / scorer.SCORER_FILE).read_text())
+    shipped = json.loads((SHIPPED / scorer.SCORER_FILE).read_text())
+    assert np.allclose(trained["coef"], shipped["coef"], atol=1e-6)
+    model = scorer.load_scorer(str(tmp_path / "model"))
+    assert np.allclose(model.predict(x), scorer.load_scorer().predict(x))
+
+
+def test_report_draws_the_score_histogram_with_its_cutoffs(tmp_path):
+    """The quality figures a release publishes, from the shard steps' results, drawn as the
+    report draws them: the score's histogram and a line at each cut-off that uses it."""
+    from tasks.config import QualityConfig
+    from tasks.publish import quality_figures
+    from tasks.report import histogram_chart, quality_marks
+
+    result, attrs, docs = _ingest_and_quality(
+        tmp_path, {"enabled": True, "combined": {"min_score": 0.2},
+                   "thresholds": [{"name": "top-third", "attribute": stage.COMBINED, "keep_top_percent": 33}]})
+    cfg = QualityConfig(enabled=True, combined={"min_score": 0.2},
+                        thresholds=[{"name": "top-third", "attribute": stage.COMBINED, "keep_top_percent": 33}])
+
+    class Ctx:  # quality_figures reads only the config
+        config = type("C", (), {"quality": cfg})()
+
+    threshold = {"name": "top-third", "attribute": stage.COMBINED, "keep_top_percent": 33, "value": 0.61,
+                 "docs_in": 10, "kept": 4}
+    q = quality_figures(Ctx(), {"quality": [result], "quality_threshold_values": [{"thresholds": [threshold]}]},
+                        [{"stage": "quality", "dropped": result["funnel"]["dropped"]}])
+    assert q["combined"] == "shipped" and stage.COMBINED in q["attributes"]
+    hist = q["histograms"][stage.COMBINED]
+    assert sum(hist["counts"]) == docs.num_rows
+    m = {"quality": q, "config": {"quality": cfg.model_dump(mode="json")}}
+    marks = quality_marks(m, stage.COMBINED)
+    assert marks == {"top-third": 0.61, "combined": 0.2}
+    svg = str(histogram_chart(f"chart-hist-{stage.COMBINED}", hist["bins"], hist["counts"], marks))
+    assert svg.count('class="bar"') == 20 and svg.count('class="mark-line"') == 2
+    assert 'data-label="combined" data-value="0.2"' in svg and 'data-label="top-third" data-value="0.61"' in svg
