@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.config import LeanerConfig
+from tasks.leaner.fidelity import align, chain, content
+from tasks.leaner.fluency import MODEL_PATH, bigram_fluency, prose
 from tasks.leaner.stage import limits_for
 from tasks.leaner.text import GENRES, detect_genre, preclean, units, windows
 from tasks.leaner.validate import FENCE, Limits, code_parses, default_band, parse_answer, validate
@@ -20,7 +22,7 @@ from tasks.leaner.vocab import lean_coverage, lean_vocabulary, words_of
 from tasks.llm.backends import approx_tokens
 from tasks.quality import lid
 from tests.conftest import shared
-from tests.corpora import tinyhelen_pairs
+from tests.corpora import CORRUPTIONS, corrupted, split_of, tinyhelen_pairs
 
 CFG = LeanerConfig(enabled=True)
 
@@ -133,6 +135,90 @@ def test_preclean_and_vocabulary():
     assert lean_coverage("Photosynthesis chlorophyll") == 0.0
     assert words_of("It\u2019s 3 cats") == ["it's", "cats"]
     assert default_band("web") == (0.336, 1.512)
+
+
+def test_content_checks_on_the_heldout_half(pairs):
+    """The shipped floors were chosen on the calibration half (scripts/calibrate_leaner_checks.py);
+    here the whole validator runs on the other half: the reference rewrites, and each
+    corruption of them, built within the held-out half."""
+    held = [p for p in pairs if split_of(p["original"]) == "heldout"]
+    assert 150 <= len(held) <= 270
+    verdicts = {"reference": [_check(p["original"], p["rewrite"], p["genre"]) for p in held]}
+    for kind in CORRUPTIONS:
+        verdicts[kind] = [_check(p["original"], bad[kind], p["genre"]) for p, bad in zip(held, corrupted(held),
+                                                                                          strict=True)]
+    rate = {k: sum(v.accepted == (k == "reference") for v in vs) / len(held) for k, vs in verdicts.items()}
+    reasons = {k: Counter(v.reason for v in vs if not v.accepted) for k, vs in verdicts.items()}
+    print("held-out:", {k: round(r, 3) for k, r in rate.items()}, {k: dict(c) for k, c in reasons.items()})
+    # measured 86.1% / 100% / 99.5% / 90.1% / 99.5% / 100% (docs/leaner.md)
+    assert rate["reference"] >= 0.84
+    assert rate["shuffled"] >= 0.99 and rate["original_unchanged"] == 1.0
+    assert rate["other_document"] >= 0.97 and rate["truncated_30"] >= 0.97
+    assert rate["second_half_replaced"] >= 0.88
+    # each new check is what catches its corruption among the rewrites the old checks let through
+    assert reasons["shuffled"]["fluency"] + reasons["shuffled"]["topic"] >= 0.6 * len(held)
+    assert reasons["other_document"].most_common(1)[0][0] == "topic"
+    assert reasons["second_half_replaced"].most_common(1)[0][0] == "fidelity"
+    for v in verdicts["reference"]:
+        assert None not in (v.topic, v.fidelity, v.reach, v.fluency)
+
+
+def test_content_checks_on_other_real_text():
+    """Pages the floors never saw: Simple English Wikipedia and DCLM web documents. Another
+    page is off topic, a page's words shuffled are not fluent; the pages themselves are fluent
+    (the word-order model was trained on simple_wikipedia, so DCLM is the unseen case)."""
+    cfg = LeanerConfig()
+    rng = random.Random(11)
+    for path, floor_fluent in (("simple_wikipedia/simple_wikipedia.parquet", 0.99),
+                               ("dclm_human_quality_dev/dclm_human_quality_dev.parquet", 0.9)):
+        texts = pq.read_table(shared(path), columns=["text"]).column("text").to_pylist()
+        docs = [t for t in texts if 150 <= len(t.split()) <= 1500][:120]
+        n = len(docs)
+        assert n >= 100
+        off_topic = sum(align(docs[i], docs[(i + 1) % n]).topic < cfg.min_topic for i in range(n))
+        fluent = sum(bigram_fluency(d) >= cfg.min_fluency for d in docs)
+        salad = 0
+        for d in docs:
+            words = d.split()
+            rng.shuffle(words)
+            salad += bigram_fluency(" ".join(words)) < cfg.min_fluency
+        print(path, {"off_topic_rejected": off_topic / n, "fluent_passed": fluent / n, "shuffled_rejected": salad / n})
+        assert off_topic >= 0.97 * n and salad >= 0.99 * n and fluent >= floor_fluent * n
+        # a page is its own perfect rewrite
+        assert align(docs[0], docs[0]).topic == align(docs[0], docs[0]).fidelity == 1.0
+
+
+def test_alignment_is_ordered_and_skips_anonymized_names():
+    o = content("The volcano erupted in 1980. Lava covered the village near Portland.")
+    r = content("Lava covered a village. The volcano erupted in 1980.")
+    pairs = chain(r, o)
+    # only one of the two orders can be on an increasing chain
+    assert [r[i].lemma for i, _ in pairs] in (["volcano", "erupt", "1980"], ["lava", "cover", "village"])
+    assert all(o[j].lemma == r[i].lemma for i, j in pairs)
+    source = "Maria Lopez moved from Spain to Canada in 1990 to study volcanoes."
+    a = align(source, "Mary moved from SP country to CA country long ago to study volcanoes.")
+    # "Mary", "SP", "CA" are neither evidence for nor against; "country", "long", "ago" are
+    assert 0.5 < a.topic < 1.0
+    assert align(source, "She moved from a country to a country long ago to study volcanoes.").topic == a.topic
+    off = align("Maria Lopez moved from Spain to Canada in 1990 to study volcanoes.",
+                "The recipe needs flour, butter and sugar baked for an hour.")
+    assert off.topic == 0.0 and off.reach == 0.0
+
+
+def test_fluency_model_regenerates_and_ignores_code():
+    import gzip
+    import json
+
+    from tasks.leaner.fluency import train
+
+    texts = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"), columns=["text"]).column("text")
+    with gzip.open(MODEL_PATH, "rt", encoding="utf-8") as f:
+        assert json.load(f) == train(texts.to_pylist())  # scripts/train_leaner_fluency.py is deterministic
+    assert MODEL_PATH.stat().st_size < 500_000
+    mixed = "Here is the code:\n```python\nx = [1, 2]\n```\nIt makes a list. Use `x[0]` for the first item."
+    assert "x = [1, 2]" not in prose(mixed) and "It makes a list." in prose(mixed) and "x[0]" not in prose(mixed)
+    assert bigram_fluency("The cat sat on the mat. It was a sunny day and the children played in the park.") > 0.3
+    assert bigram_fluency("mat the sat The on cat. day sunny a was It park the in played children and the.") < 0
 
 
 @pytest.mark.slow

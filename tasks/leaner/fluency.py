@@ -134,15 +134,15 @@ def bigram_model(path: str = str(MODEL_PATH)) -> BigramFluency:
         return BigramFluency(json.load(f))
 
 
-_FENCED = re.compile(r"```.*?(?:```|\Z)", re.S)
+_FENCED = re.compile(r"```.*?(?:```|\Z)|`[^`\n]*`", re.S)
 _CODE_LIKE = re.compile(r"^(?:\t| {4})|[{};=<>\[\]]\s*$|^\s*(?://|#|/\*|\*)")
 
 
 def prose(text: str) -> str:
-    """The text without fenced code blocks and code-like lines (indented, or ending in a
+    """The text without fenced or inline code and code-like lines (indented, or ending in a
     bracket, brace, semicolon or operator, or starting as a comment): word order in code is
     not English word order, and a rewrite of code keeps its code."""
-    lines = _FENCED.sub("\n", text).split("\n")
+    lines = _FENCED.sub(lambda m: "\n" if "\n" in m.group(0) else " ", text).split("\n")
     return "\n".join(ln for ln in lines if not _CODE_LIKE.search(ln))
 
 
