@@ -266,3 +266,119 @@ def test_leaner_through_the_flow_with_gemma(stack, ray_local, tmp_path):
     assert m2["llm"]["stages"]["leaner"]["requests"] == 0
     assert m2["llm"]["stages"]["leaner"]["cache_hits"] == lean["windows"]
     assert m2["leaner"]["rejected"] == lean["rejected"]
+
+
+class ReferenceRewriteServerStandingInForACapableModel:
+    """An OpenAI-compatible /v1/completions endpoint on 127.0.0.1 that stands in for a capable
+    rewriting model: it answers each prompt with a prepared rewrite (here: TinyHelen's own
+    GPT-4-family reference rewrites) of the document whose words the prompt contains."""
+
+    def __init__(self, answers: list[tuple[str, str]]):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        known = [(set(words_of(original)), answer) for original, answer in answers]
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def _send(self, body: dict) -> None:
+                data = json.dumps(body).encode("utf-8")
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send({"object": "list", "data": [{"id": "reference-rewrites-standing-in-for-a-capable-model"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                words = set(words_of(body["prompt"]))
+                # the document is the one whose words the prompt's window contains most of
+                _, answer = max(known, key=lambda k: len(k[0] & words) / len(k[0]))
+                outer.requests += 1
+                self._send({"choices": [{"text": answer, "finish_reason": "stop"}],
+                            "usage": {"prompt_tokens": len(body["prompt"]) // 4, "completion_tokens": len(answer) // 4}})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.slow
+def test_accepted_rewrites_replace_text_in_the_release(stack, ray_local, tmp_path, pairs):
+    """The path where rewrites are accepted, through the real flow: a stand-in for a capable
+    model answers with upstream's reference rewrites (one of them shuffled into word salad);
+    the accepted ones replace the documents' text in the published release, the salad is
+    rejected and its original kept. Fails when no rewrite is accepted."""
+    import pyarrow as pa
+
+    from flows.curate import run_curate
+    from tasks.config import PipelineConfig
+    from tasks.storage import StorageSpec
+    from tests.corpora import write_jsonl
+    from tests.releases import verify_release
+
+    # held-out web pairs whose reference the validator accepts offline (as the stage sees them)
+    good = [p for p in pairs if p["genre"] == "web" and split_of(p["original"]) == "heldout"
+            and len(p["original"].split()) <= 1200 and _check(p["original"], p["rewrite"], "web").accepted][:4]
+    salad_pair = next(p for p in pairs if p["genre"] == "web" and split_of(p["original"]) == "heldout"
+                      and p not in good and len(p["original"].split()) <= 1200)
+    words = salad_pair["rewrite"].split()
+    random.Random(3).shuffle(words)
+    salad = " ".join(words)
+    assert len(good) == 4
+    docs = [p["original"] for p in good] + [salad_pair["original"]]
+    write_jsonl(tmp_path / "in" / "docs.jsonl", [{"text": t} for t in docs])
+    root = str(tmp_path / "corpus")
+    answers = [(p["original"], p["rewrite"]) for p in good] + [(salad_pair["original"], salad)]
+    with ReferenceRewriteServerStandingInForACapableModel(answers) as server:
+        cfg = PipelineConfig(release="lean-accepted", output=root,
+                             inputs=[{"uri": str(tmp_path / "in"), "source": "web"}],
+                             near_dedup={"cross_release": False},
+                             leaner={"enabled": True, "genre": "web", "window_tokens": {"web": 8000}},
+                             llm={"backend": "openai", "base_url": server.base_url, "concurrency": 2, "cache": False})
+        m = run_curate(cfg)
+        assert server.requests == len(docs)  # one window per document
+    storage = StorageSpec(root).open()
+    verify_release(storage, m)
+    lean = m["leaner"]
+    print("leaner with reference rewrites:", {k: lean[k] for k in ("accepted", "rejected", "windows")})
+    assert lean["documents"] == len(docs)
+    assert lean["accepted"] >= 1, "no rewrite was accepted: the accepted path is not exercised"
+    assert lean["accepted"] == len(good)
+    assert m["funnel"][-1]["modified"] == len(good)
+    attrs = pa.concat_tables([storage.read_parquet(f["path"]) for f in m["outputs"]["attributes"]
+                              if "/attributes/leaner/" in f["path"]])
+    published = pa.concat_tables([storage.read_parquet(f["path"]) for f in m["outputs"]["documents"]])
+    text_of = dict(zip(published.column("id").to_pylist(), published.column("text").to_pylist(), strict=True))
+    rewrite_of = {p["original"]: p["rewrite"].strip() for p in good}
+    cols = {name: attrs.column(f"leaner__rewrite__{name}").to_pylist() for name in
+            ("status", "topic", "fidelity", "fluency")}
+    seen_rewrites = set()
+    for k, doc_id in enumerate(attrs.column("id").to_pylist()):
+        status = cols["status"][k]
+        if status == "accepted":
+            assert text_of[doc_id] in rewrite_of.values()  # the release carries the rewrite
+            seen_rewrites.add(text_of[doc_id])
+            for name, floor in (("topic", CFG.min_topic), ("fidelity", CFG.min_fidelity),
+                                ("fluency", CFG.min_fluency)):
+                assert cols[name][k][0]["score"] >= floor
+        else:
+            assert status in ("fluency", "topic", "fidelity"), status
+            assert text_of[doc_id] == salad_pair["original"]  # the salad is rejected, the original kept
+    assert seen_rewrites == set(rewrite_of.values())
