@@ -382,3 +382,30 @@ def test_accepted_rewrites_replace_text_in_the_release(stack, ray_local, tmp_pat
             assert status in ("fluency", "topic", "fidelity"), status
             assert text_of[doc_id] == salad_pair["original"]  # the salad is rejected, the original kept
     assert seen_rewrites == set(rewrite_of.values())
+
+
+def test_stage_records_content_scores_and_null_without_a_rewrite(pairs):
+    """The stage's attributes: scores of every judged rewrite, null where no rewrite came
+    back (a model error), and the reason of each rejection."""
+    import pyarrow as pa
+
+    from tasks.leaner.stage import rewrite
+    from tasks.llm.backends import Completion
+
+    web = [p for p in pairs if p["genre"] == "web" and len(p["original"].split()) <= 1200
+           and _check(p["original"], p["rewrite"], "web").accepted][:2]
+    answers = [(set(words_of(web[0]["original"])), Completion(web[0]["rewrite"], 1, 1, meta={"finish_reason": "stop"})),
+               (set(words_of(web[1]["original"])), Completion("", 0, 0, error="HTTP 500: down"))]
+
+    class Client:  # answers by the document whose words the prompt holds
+        def complete(self, requests):
+            return [max(answers, key=lambda a: len(a[0] & set(words_of(r.prompt))) / len(a[0]))[1] for r in requests]
+
+    docs = pa.table({"id": ["a", "b"], "text": [p["original"] for p in web], "source": ["web", "web"]})
+    res = rewrite(docs, LeanerConfig(enabled=True, genre="web", window_tokens={"web": 8000}), Client(),
+                  approx_tokens, lid.predict)
+    assert res.status == ["accepted", "model_error"]
+    assert res.text[0] == web[0]["rewrite"].strip() and res.text[1] == web[1]["original"]
+    for name in ("topic", "fidelity", "reach", "fluency"):
+        (first,), (second,) = res.attributes[f"leaner__rewrite__{name}"].to_pylist()
+        assert first["score"] is not None and second["score"] is None
