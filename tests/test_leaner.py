@@ -409,3 +409,22 @@ def test_stage_records_content_scores_and_null_without_a_rewrite(pairs):
     for name in ("topic", "fidelity", "reach", "fluency"):
         (first,), (second,) = res.attributes[f"leaner__rewrite__{name}"].to_pylist()
         assert first["score"] is not None and second["score"] is None
+
+
+def test_llm_fluency_option_scores_word_salad_lower(pairs):
+    """fluency_model: llm with the bundled Gemma 3 270M: a reference rewrite against its own
+    words shuffled, and the stage's scorer (rewrite minus original) on the same pair."""
+    from tasks.leaner.fluency import lm_model
+    from tasks.leaner.stage import fluency_scorer
+
+    p = next(p for p in pairs if p["genre"] == "wiki" and 60 <= len(p["rewrite"].split()) <= 120)
+    words = p["rewrite"].split()
+    random.Random(5).shuffle(words)
+    model = lm_model(None, 256)
+    fluent, salad = model.mean_log_likelihood(p["rewrite"]), model.mean_log_likelihood(" ".join(words))
+    print("Gemma mean log-likelihood, reference vs shuffled:", round(fluent, 3), round(salad, 3))
+    assert fluent > salad + 1.5
+    cfg = LeanerConfig(enabled=True, fluency_model="llm")
+    assert limits_for(cfg, "wiki").min_fluency == -cfg.fluency_llm_margin
+    score = fluency_scorer(cfg)
+    assert score(p["original"], p["rewrite"]) > -cfg.fluency_llm_margin > score(p["original"], " ".join(words))

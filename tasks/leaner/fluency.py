@@ -175,10 +175,15 @@ class LMFluency:
             return 0.0
         self.llm.reset()
         self.llm.eval(toks)
-        logits = np.asarray(self.llm.scores[: len(toks) - 1], dtype=np.float64)
-        top = logits.max(axis=1)
-        lse = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
-        return float((logits[np.arange(len(toks) - 1), toks[1:]] - lse).mean())
+        total = 0.0
+        # a few rows at a time: a row is the whole vocabulary (262,144 entries for Gemma 3)
+        for lo in range(0, len(toks) - 1, 64):
+            hi = min(lo + 64, len(toks) - 1)
+            logits = np.asarray(self.llm.scores[lo:hi], dtype=np.float32)
+            top = logits.max(axis=1)
+            lse = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+            total += float((logits[np.arange(hi - lo), toks[lo + 1:hi + 1]] - lse).sum())
+        return total / (len(toks) - 1)
 
 
 @cache
