@@ -6,9 +6,12 @@ upstream's own rewrites.
   completion tokens/s, acceptance rate and rejections by reason, on ``--docs`` Simple
   Wikipedia articles (../shared/data);
 - the validator on the 421 upstream original/rewrite pairs of tinyhelen_leaner_sample
-  (GPT-4-family rewrites): acceptance rate by reason, lean coverage before and after.
+  (GPT-4-family rewrites): acceptance rate by reason, lean coverage before and after, and
+  what validation costs per document (whole validator; the content checks alone; the
+  optional language-model fluency score on ``--lm-docs`` documents), next to what
+  rewriting costs per document with each backend.
 
-    python bench/leaner_bench.py [--docs 6]
+    python bench/leaner_bench.py [--docs 6] [--lm-docs 4]
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def run_backend(cfg, docs, root: str) -> dict:
     u = client.usage.to_dict()
     f = res.figures
     return {"model": client.identity, "documents": len(docs), "windows": f["windows"], "seconds": round(secs, 1),
+            "seconds_per_document": round(secs / len(docs), 3),
             "windows_per_s": round(f["windows"] / secs, 3),
             "prompt_tokens_per_s": round(u["prompt_tokens"] / secs, 1),
             "completion_tokens_per_s": round(u["completion_tokens"] / secs, 2),
@@ -55,6 +59,7 @@ def run_backend(cfg, docs, root: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=6)
+    ap.add_argument("--lm-docs", type=int, default=4, help="documents for the optional LM fluency cost (0: skip)")
     args = ap.parse_args()
     import pyarrow.parquet as pq
 
@@ -70,8 +75,38 @@ def main() -> None:
     from tasks.config import LeanerConfig
 
     cfg = LeanerConfig(enabled=True)
+    from tasks.leaner.fidelity import align
+    from tasks.leaner.fluency import bigram_fluency, lm_model
+
+    validate(pairs[0]["original"], pairs[0]["rewrite"], "web", limits_for(cfg, "web"), lid.predict)  # loads models
+    t0 = time.perf_counter()
     verdicts = [validate(p["original"], p["rewrite"], p["genre"], limits_for(cfg, p["genre"]), lid.predict)
                 for p in pairs]
+    validation = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for p in pairs:
+        align(p["original"], p["rewrite"])
+    alignment = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for p in pairs:
+        bigram_fluency(p["rewrite"])
+    bigram = time.perf_counter() - t0
+    words = sum(len(p["original"].split()) + len(p["rewrite"].split()) for p in pairs) / len(pairs)
+    cost = {"documents": len(pairs), "mean_words_original_plus_rewrite": round(words),
+            "validate_seconds_per_document": round(validation / len(pairs), 4),
+            "topic_fidelity_alignment_seconds_per_document": round(alignment / len(pairs), 4),
+            "bigram_fluency_seconds_per_document": round(bigram / len(pairs), 5)}
+    if args.lm_docs:
+        lm = lm_model()
+        sample = [p for p in pairs if p["genre"] == "web"][: args.lm_docs]
+        t0 = time.perf_counter()
+        for p in sample:  # what fluency_model: llm scores: the rewrite and the original
+            lm.mean_log_likelihood(p["rewrite"])
+            lm.mean_log_likelihood(p["original"])
+        cost["llm_fluency_seconds_per_document"] = round((time.perf_counter() - t0) / len(sample), 2)
+        cost["llm_fluency_documents"] = len(sample)
+    result["validation_cost"] = cost
+    print("validation cost:", cost, flush=True)
     result["upstream_references"] = {
         "pairs": len(pairs), "acceptance_rate": round(sum(v.accepted for v in verdicts) / len(pairs), 4),
         "rejected": dict(Counter(v.reason for v in verdicts if not v.accepted)),
@@ -113,6 +148,12 @@ def main() -> None:
     a, b = result["llama_cpp_in_process"], result["llama_cpp_server_openai"]
     result["server_vs_in_process_windows_per_s"] = round(b["windows_per_s"] / a["windows_per_s"], 3)
     path = write_results("leaner_bench", result)
+    result["validation_vs_rewriting_per_document"] = {
+        "validate_seconds": cost["validate_seconds_per_document"],
+        "rewrite_seconds_llama_cpp_in_process": a["seconds_per_document"],
+        "rewrite_seconds_llama_cpp_server": b["seconds_per_document"]}
+    print(f"\nper document: validation {cost['validate_seconds_per_document']} s, rewriting "
+          f"{a['seconds_per_document']} s (in-process) / {b['seconds_per_document']} s (server)")
     print(f"\nwindows/s: in-process {a['windows_per_s']} vs server {b['windows_per_s']}; acceptance "
           f"{a['acceptance_rate']} / {b['acceptance_rate']}; upstream references accepted "
           f"{result['upstream_references']['acceptance_rate']} -> {path}")

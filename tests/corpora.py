@@ -113,3 +113,45 @@ def tinyhelen_pairs() -> list[dict[str, str]]:
             if rec["hash"] in by_hash:
                 pairs.append({"genre": genre, "original": by_hash[rec["hash"]], "rewrite": rewrite})
     return pairs
+
+
+def split_of(original: str) -> str:
+    """``calibration`` or ``heldout``: a fixed half of the TinyHelen pairs, by the parity of
+    the original's SHA-256 (the leaner thresholds are chosen on the first, reported on the second)."""
+    import hashlib
+
+    return "heldout" if int(hashlib.sha256(original.encode("utf-8")).hexdigest(), 16) % 2 else "calibration"
+
+
+CORRUPTIONS = ("shuffled", "other_document", "second_half_replaced", "truncated_30", "original_unchanged")
+
+
+def corrupted(pairs: list[dict[str, str]], seed: int = 17) -> list[dict[str, str]]:
+    """For each pair, the corruptions a rewrite validator must reject: the rewrite's words
+    shuffled; the rewrite of another document (same genre when there is one); the second half
+    of the rewrite's words replaced by the middle onwards of another document's rewrite (same
+    word count); the first 30% of the rewrite (cut at a word); the original handed back."""
+    import re as _re
+
+    rng = random.Random(seed)
+    out = []
+    for i, p in enumerate(pairs):
+        others = [j for j, q in enumerate(pairs) if j != i and q["genre"] == p["genre"]] or \
+            [j for j in range(len(pairs)) if j != i]
+        other = pairs[rng.choice(others)]["rewrite"]
+        words = p["rewrite"].split()
+        shuffled = words[:]
+        rng.shuffle(shuffled)
+        starts = [m.start() for m in _re.finditer(r"\S+", p["rewrite"])]
+        half = len(words) // 2
+        other_words = other.split()
+        tail = (other_words[len(other_words) // 2:] + other_words)[: len(words) - half]
+        cut = int(len(words) * 0.3)
+        out.append({
+            "shuffled": " ".join(shuffled),
+            "other_document": other,
+            "second_half_replaced": p["rewrite"][: starts[half]] + " ".join(tail) if half else p["rewrite"],
+            "truncated_30": p["rewrite"][: starts[cut]].rstrip() if cut else "",
+            "original_unchanged": p["original"],
+        })
+    return out

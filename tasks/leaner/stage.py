@@ -14,7 +14,8 @@ import pyarrow as pa
 
 from tasks.config import LeanerConfig
 from tasks.leaner.text import detect_genre, preclean, windows
-from tasks.leaner.validate import Limits, default_band, parse_answer, validate
+from tasks.leaner.validate import Limits, Verdict, default_band, parse_answer, validate
+from tasks.leaner.vocab import lean_coverage
 from tasks.llm.backends import Request
 from tasks.schema import whole_document_spans
 
@@ -37,10 +38,28 @@ def prompt(window: str, genre: str, anonymize: bool, prefill: bool) -> str:
 
 
 def limits_for(cfg: LeanerConfig, genre: str) -> Limits:
+    llm = cfg.fluency_model == "llm"
     return Limits(band=tuple(cfg.length_bands.get(genre, default_band(genre))),
                   min_coverage=cfg.code_min_coverage if genre == "code" else cfg.min_coverage,
                   require_rise=cfg.require_rise, vocab_size=cfg.vocab_size, lid_min_score=cfg.lid_min_score,
-                  max_placeholders_per_100_words=cfg.max_placeholders_per_100_words)
+                  max_placeholders_per_100_words=cfg.max_placeholders_per_100_words,
+                  min_topic=cfg.min_topic, min_fidelity=cfg.min_fidelity, min_reach=cfg.min_reach,
+                  min_fluency=-cfg.fluency_llm_margin if llm else cfg.min_fluency)
+
+
+def fluency_scorer(cfg: LeanerConfig):
+    """None for the default word-order score; with ``fluency_model: llm``, the rewrite's mean
+    token log-likelihood minus the original's (the model is loaded once per process)."""
+    if cfg.fluency_model != "llm":
+        return None
+    from tasks.leaner.fluency import lm_model
+
+    model = lm_model(cfg.fluency_llm_model)
+
+    def score(original: str, rewrite: str) -> float:
+        return model.mean_log_likelihood(rewrite) - model.mean_log_likelihood(original)
+
+    return score
 
 
 def genre_of(cfg: LeanerConfig, text: str, source: str, metadata: str | None) -> str:
@@ -78,6 +97,8 @@ def rewrite(docs: pa.Table, cfg: LeanerConfig, client: Any, count, lid_predict, 
     out_text, status = list(texts), []
     keep = np.ones(len(texts), dtype=bool)
     before, after, ratio = [], [], []
+    content: dict[str, list[float | None]] = {"topic": [], "fidelity": [], "reach": [], "fluency": []}
+    fluency = fluency_scorer(cfg)
     window_failures: Counter[str] = Counter()
     k = 0
     for i, (text, genre, ws) in enumerate(zip(texts, genres, doc_windows, strict=True)):
@@ -100,7 +121,12 @@ def rewrite(docs: pa.Table, cfg: LeanerConfig, client: Any, count, lid_predict, 
         if not ws:
             failure = "empty"
         rewritten = "\n".join(bodies)
-        verdict = validate(text, rewritten, genre, limits_for(cfg, genre), lid_predict)
+        if failure is None:
+            verdict = validate(text, rewritten, genre, limits_for(cfg, genre), lid_predict, fluency)
+        else:  # no rewrite to judge: only the original's coverage is recorded
+            verdict = Verdict(False, failure, round(lean_coverage(text, cfg.vocab_size), 6), 0.0, 0.0)
+        for name in content:
+            content[name].append(getattr(verdict, name))
         before.append(verdict.coverage_before)
         after.append(verdict.coverage_after if failure is None else verdict.coverage_before)
         ratio.append(verdict.length_ratio if failure is None else 1.0)
@@ -119,6 +145,9 @@ def rewrite(docs: pa.Table, cfg: LeanerConfig, client: Any, count, lid_predict, 
         "leaner__rewrite__coverage_before": whole_document_spans(lengths, pa.array(before, pa.float64())),
         "leaner__rewrite__coverage_after": whole_document_spans(lengths, pa.array(after, pa.float64())),
         "leaner__rewrite__length_ratio": whole_document_spans(lengths, pa.array(ratio, pa.float64())),
+        # content checks (null when no rewrite came back to judge)
+        **{f"leaner__rewrite__{name}": whole_document_spans(lengths, pa.array(values, pa.float64()))
+           for name, values in content.items()},
         "leaner__rewrite__model": pa.array([model] * len(texts), pa.string()),
     }
     accepted = [s == "accepted" for s in status]

@@ -4,15 +4,22 @@ Per window: the ``EDITED: ... <end>`` contract. Per document: the length-ratio b
 genre, lean-vocabulary coverage (must rise, and reach a floor), fastText language ID (must
 stay English), a bound on placeholder phrases ("NA country"), code that still parses (Python
 through ``ast``; other languages: balanced brackets), and at least 100 characters (upstream
-drops shorter results). The first failing check is the reason.
+drops shorter results). Then what the rewrite says: it must be about its original
+(``topic``), faithful in both halves and reach far enough into the original (``fidelity``,
+see ``tasks/leaner/fidelity.py``), and fluent, not word salad (``fluency``, see
+``tasks/leaner/fluency.py``). The first failing check is the reason; the three scores are
+computed for every rewrite.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tasks.leaner.fidelity import align
+from tasks.leaner.fluency import bigram_fluency
 from tasks.leaner.vocab import lean_coverage
 
 CONTRACT = re.compile(r"^\s*EDITED:\s*\n?(?P<body>.*?)\s*<end>\s*$", re.S)
@@ -40,6 +47,11 @@ class Limits:
     lid_min_score: float = 0.5
     max_placeholders_per_100_words: float = 10.0
     min_chars: int = 100
+    # content checks (calibrated in docs/leaner.md); None switches a check off
+    min_topic: float | None = None
+    min_fidelity: float | None = None
+    min_reach: float | None = None
+    min_fluency: float | None = None
 
 
 @dataclass
@@ -50,6 +62,10 @@ class Verdict:
     coverage_after: float
     length_ratio: float
     details: dict = field(default_factory=dict)
+    topic: float | None = None
+    fidelity: float | None = None
+    reach: float | None = None
+    fluency: float | None = None
 
 
 def parse_answer(answer: str) -> str | None:
@@ -91,13 +107,20 @@ def code_ok(original: str, rewrite: str) -> bool:
     return all(code_parses(la or lo, ca) for (lo, co), (la, ca) in zip(before, after, strict=False) if code_parses(lo, co))
 
 
-def validate(original: str, rewrite: str, genre: str, limits: Limits, lid_predict=None) -> Verdict:
+def validate(original: str, rewrite: str, genre: str, limits: Limits, lid_predict=None,
+             fluency: Callable[[str, str], float] | None = None) -> Verdict:
+    """The verdict on one rewrite. ``fluency(original, rewrite)`` replaces the default
+    word-order score (the stage passes the language-model score there when
+    ``leaner.fluency_model`` is ``llm``)."""
     words_o, words_r = len(original.split()), len(rewrite.split())
     ratio = words_r / words_o if words_o else 0.0
     before, after = lean_coverage(original, limits.vocab_size), lean_coverage(rewrite, limits.vocab_size)
+    content = align(original, rewrite)
+    flu = fluency(original, rewrite) if fluency is not None else bigram_fluency(rewrite)
 
     def verdict(reason: str | None, **details) -> Verdict:
-        return Verdict(reason is None, reason, round(before, 6), round(after, 6), round(ratio, 6), details)
+        return Verdict(reason is None, reason, round(before, 6), round(after, 6), round(ratio, 6), details,
+                       round(content.topic, 6), round(content.fidelity, 6), round(content.reach, 6), round(flu, 6))
 
     if len(rewrite.strip()) <= limits.min_chars:
         return verdict("too_short")
@@ -117,4 +140,12 @@ def validate(original: str, rewrite: str, genre: str, limits: Limits, lid_predic
         return verdict("placeholders", count=placeholders)
     if genre == "code" and not code_ok(original, rewrite):
         return verdict("code_broken")
+    if limits.min_topic is not None and content.topic < limits.min_topic:
+        return verdict("topic", floor=limits.min_topic)
+    if limits.min_fidelity is not None and content.fidelity < limits.min_fidelity:
+        return verdict("fidelity", floor=limits.min_fidelity)
+    if limits.min_reach is not None and content.reach < limits.min_reach:
+        return verdict("fidelity", reach_floor=limits.min_reach)
+    if limits.min_fluency is not None and flu < limits.min_fluency:
+        return verdict("fluency", floor=limits.min_fluency)
     return verdict(None)

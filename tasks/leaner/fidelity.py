@@ -1,0 +1,173 @@
+"""Does a rewrite say what its original said? Lexical alignment of content words.
+
+Both texts become sequences of lemmas (``lemminflect``; numbers kept as written). Each lemma
+weighs by how informative it is, ``clip(6.5 - zipf, 0, 4)`` with wordfreq's Zipf frequency:
+"the" weighs 0, "people" about 0.4, "volcano" about 3.5, a rare name or number up to 4. The
+rewrite is aligned to the original by the heaviest chain of equal lemmas that is increasing
+in both texts (a weighted longest common subsequence, found as a longest increasing
+subsequence over the matching positions). Order matters: words of another document match
+a long original here and there by chance, but those matches do not line up.
+
+- **topic**: the share of the rewrite's weight that lies on the chain;
+- **fidelity**: the same share in the weaker half of the rewrite (cut at the sentence
+  boundary nearest the middle), so a rewrite whose second half is about something else
+  fails even when the first half is faithful;
+- **reach**: how far into the original the chain goes (last aligned position / length), so a
+  rewrite that stops early fails even when what it says is right.
+
+Capitalized words of the rewrite that the original lacks are left out of the shares: with
+``anonymize`` the rewrite replaces names and places by other names and placeholders ("FR
+country"), which are neither evidence for nor against it. Synonyms are not matched: the
+simple substitutes a rewrite uses are common words, which weigh little either way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*|\d+(?:[.,]\d+)*")
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)|\n")
+MIN_WEIGHT = 0.5  # lemmas lighter than this (the ~300 most common words) are not aligned
+MAX_OCCURRENCES = 50  # a lemma this frequent in the original says nothing about position
+
+
+@lru_cache(maxsize=200_000)
+def lemma(word: str) -> str:
+    """Shortest lemma lemminflect knows for a lower-cased word (the word itself if none)."""
+    if word[0].isdigit():
+        return word
+    from lemminflect import getAllLemmas
+
+    found = getAllLemmas(word)
+    if not found:
+        return word
+    return min({x for forms in found.values() for x in forms}, key=lambda x: (len(x), x))
+
+
+@lru_cache(maxsize=200_000)
+def weight(lem: str) -> float:
+    from wordfreq import zipf_frequency
+
+    return max(0.0, min(4.0, 6.5 - zipf_frequency(lem, "en")))
+
+
+@dataclass(frozen=True)
+class Token:
+    lemma: str
+    weight: float
+    capitalized: bool
+    end: int  # character offset where the word ends
+
+
+def content(text: str) -> list[Token]:
+    out = []
+    for m in _WORD.finditer(text.replace("\u2019", "'")):
+        s = m.group(0)
+        lem = lemma(s.lower())
+        out.append(Token(lem, weight(lem), s[0].isupper(), m.end()))
+    return out
+
+
+def chain(rewrite: list[Token], original: list[Token]) -> list[tuple[int, int]]:
+    """The heaviest chain of (rewrite index, original index) pairs with equal lemmas,
+    strictly increasing in both (Fenwick tree over original positions: O(P log n) for P
+    matching pairs)."""
+    occurrences: dict[str, list[int]] = {}
+    for j, tok in enumerate(original):
+        if tok.weight >= MIN_WEIGHT:
+            occurrences.setdefault(tok.lemma, []).append(j)
+    size = len(original) + 1
+    tree_score = [0.0] * (size + 1)
+    tree_node = [-1] * (size + 1)
+    nodes: list[tuple[int, int, int]] = []  # (rewrite index, original index, previous node)
+    best_score, best_node = 0.0, -1
+    for i, tok in enumerate(rewrite):
+        js = occurrences.get(tok.lemma)
+        if not js or len(js) > MAX_OCCURRENCES:
+            continue
+        found = []
+        for j in js:  # best chain ending before original position j (queried before updating)
+            s, p, k = 0.0, -1, j
+            while k > 0:
+                if tree_score[k] > s:
+                    s, p = tree_score[k], tree_node[k]
+                k -= k & -k
+            found.append((j, s + tok.weight, p))
+        for j, s, p in found:
+            nodes.append((i, j, p))
+            node = len(nodes) - 1
+            k = j + 1
+            while k <= size:
+                if s > tree_score[k]:
+                    tree_score[k], tree_node[k] = s, node
+                k += k & -k
+            if s > best_score:
+                best_score, best_node = s, node
+    out = []
+    while best_node != -1:
+        i, j, best_node = nodes[best_node]
+        out.append((i, j))
+    return out[::-1]
+
+
+@dataclass(frozen=True)
+class Alignment:
+    topic: float
+    fidelity: float
+    reach: float
+    weight: float  # the rewrite's content weight the shares are taken over
+
+
+def _share(rewrite: list[Token], aligned: set[int], lo: int, hi: int) -> tuple[float, float]:
+    on = total = 0.0
+    for i in range(lo, hi):
+        tok = rewrite[i]
+        if tok.weight < MIN_WEIGHT:
+            continue
+        if i in aligned:
+            on += tok.weight
+            total += tok.weight
+        elif not tok.capitalized:
+            total += tok.weight
+    return on, total
+
+
+def _middle(rewrite_text: str, rewrite: list[Token]) -> int:
+    """Index of the first token of the second half: the sentence boundary nearest the
+    middle of the content weight (the middle token when there is no boundary)."""
+    if len(rewrite) < 2:
+        return len(rewrite)
+    total = sum(t.weight for t in rewrite)
+    cum, half_at = 0.0, len(rewrite) // 2
+    for idx, t in enumerate(rewrite):
+        cum += t.weight
+        if cum >= total / 2:
+            half_at = idx + 1
+            break
+    candidates, b = [], 0
+    bounds = [m.end() for m in _SENTENCE_END.finditer(rewrite_text)]
+    for i in range(1, len(rewrite)):  # tokens i-1 and i have a sentence end between them
+        while b < len(bounds) and bounds[b] < rewrite[i - 1].end:
+            b += 1
+        if b < len(bounds) and bounds[b] < rewrite[i].end:
+            candidates.append(i)
+    if not candidates:
+        return half_at
+    best = min(candidates, key=lambda i: abs(i - half_at))
+    # a boundary far from the middle (one long sentence) would make a tiny "half"
+    return best if abs(best - half_at) <= len(rewrite) // 4 else half_at
+
+
+def align(original: str, rewrite: str) -> Alignment:
+    o, r = content(original), content(rewrite)
+    pairs = chain(r, o)
+    aligned = {i for i, _ in pairs}
+    on, total = _share(r, aligned, 0, len(r))
+    mid = _middle(rewrite, r)
+    halves = [_share(r, aligned, 0, mid), _share(r, aligned, mid, len(r))]
+    # a half with no content weight (a very short rewrite) is judged with the whole
+    fidelity = min((a / b if b else on / total if total else 0.0) for a, b in halves)
+    reach = (pairs[-1][1] + 1) / len(o) if pairs else 0.0
+    return Alignment(topic=on / total if total else 0.0, fidelity=fidelity, reach=reach, weight=total)
