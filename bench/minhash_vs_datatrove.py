@@ -7,14 +7,21 @@ band parameters (word 5-grams, 14 bands × 8 rows, seed 1):
 - datatrove: its four MinHash stages (signatures, buckets, clusters, filter) under
   LocalPipelineExecutor, reading and writing Parquet, once with its default English word
   tokenizer (spaCy) and once with a plain whitespace tokenizer (``str.split``);
-- refinery: the ``curate`` flow end to end (ingest, near dedup, publish: Prefect task runs on
-  local Ray), with exact dedup off so that both remove the same kind of duplicates.
+- refinery: ``refinery run -c <config>`` as a user types it (ingest, near dedup, publish:
+  Prefect task runs on local Ray), with exact dedup off so that both remove the same kind of
+  duplicates. Timed twice: "cold" in a fresh REFINERY_HOME, so the clock includes the Prefect
+  server start the CLI does, and "warm" with that server already up. The server start alone
+  is also timed separately.
 
-Prints docs/s of each, the ratios, peak memory (the whole process tree, sampled), and recall
-and precision against the injected ground truth. Needs the `bench` extra
-(`pip install -e .[bench]`).
+Every tool runs in its own process, timed by wall clock from launch to exit (imports
+included), and its peak memory is sampled over its own process tree only (for refinery, with
+and without the Prefect server it started). Memory in MB = 10^6 bytes.
 
-    python bench/minhash_vs_datatrove.py [--docs 100000] [--files 16] [--skip-default-tokenizer]
+Ratios: ``speedup_vs_datatrove_whitespace`` is like for like (both split words on whitespace,
+same shingles); ``speedup_vs_datatrove_default`` is against what datatrove users get by
+default (its spaCy word tokenizer), which is much slower and not the same shingles.
+
+    python bench/minhash_vs_datatrove.py [--docs 10000] [--files 8] [--skip-default-tokenizer]
 """
 
 from __future__ import annotations
@@ -22,53 +29,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import contextlib
-
-from bench.common import ensure_prefect, standard_corpus, write_results  # noqa: E402
+from bench.common import MB, PeakRSS, package_version, standard_corpus, write_results  # noqa: E402
 
 WORKERS = os.cpu_count() or 1
 
 
-class PeakRSS:
-    """Peak resident memory of this process and all its descendants, sampled every 0.2 s."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        import psutil
-
-        while not self._stop.is_set():
-            total = 0
-            for p in [self._proc, *self._proc.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
-            self.peak = max(self.peak, total)
-            time.sleep(0.2)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def datatrove_run(corpus: Path, work: Path, tokenizer: str) -> tuple[float, set[str], int]:
+def datatrove_run(corpus: Path, work: Path, tokenizer: str) -> None:
+    """datatrove's four MinHash stages; writes the pipeline's own seconds to work/timing.json."""
     from datatrove.executor.local import LocalPipelineExecutor
     from datatrove.pipeline.dedup.minhash import (
         MinhashConfig,
@@ -115,32 +91,59 @@ def datatrove_run(corpus: Path, work: Path, tokenizer: str) -> tuple[float, set[
                            MinhashDedupFilter(input_folder=str(work / "remove")),
                            ParquetWriter(str(work / "out"))],
                           tasks=files, workers=WORKERS, logging_dir=f"{logs}/4").run()
-    seconds = time.perf_counter() - t0
-    import pyarrow.parquet as pq
-
-    kept = set()
-    for f in (work / "out").rglob("*.parquet"):
-        kept |= set(pq.read_table(f, columns=["id"]).column("id").to_pylist())
-    return seconds, kept, files
+    (work / "timing.json").write_text(json.dumps({"pipeline_seconds": time.perf_counter() - t0}))
 
 
-def refinery_run(corpus: Path, work: Path) -> tuple[float, set[str], dict]:
-    import pyarrow.parquet as pq
-
-    from flows.curate import run_curate
-    from tasks.config import PipelineConfig
-
-    cfg = PipelineConfig(
-        release="bench-near", output=str(work / "corpus"),
-        inputs=[{"uri": str(corpus / "docs"), "source": "bench", "columns": {"text": "text", "id": "id"}}],
-        exact_dedup={"enabled": False},
-        near_dedup={"num_perm": 112, "bands": 14, "rows": 8, "seed": 1, "ngram": 5, "cross_release": False},
-    )
+def timed_process(cmd: list[str], env: dict[str, str], exclude=None) -> tuple[float, PeakRSS]:
+    """Wall-clock seconds of one command, launch to exit, and the peak memory of its process tree."""
     t0 = time.perf_counter()
-    manifest = run_curate(cfg)
+    proc = subprocess.Popen(cmd, env=env)
+    with PeakRSS(proc.pid, exclude) as mem:
+        code = proc.wait()
     seconds = time.perf_counter() - t0
-    from tasks.ingest import stable_id
+    if code != 0:
+        raise SystemExit(f"{cmd[:3]} failed with exit code {code}")
+    return seconds, mem
 
+
+def refinery_config(corpus: Path, work: Path, release: str) -> Path:
+    """The pipeline YAML the benchmark runs (JSON is YAML)."""
+    cfg = {
+        "release": release, "output": str(work / "corpus"),
+        "inputs": [{"uri": str(corpus / "docs"), "source": "bench", "columns": {"text": "text", "id": "id"}}],
+        "exact_dedup": {"enabled": False},
+        "near_dedup": {"num_perm": 112, "bands": 14, "rows": 8, "seed": 1, "ngram": 5, "cross_release": False},
+    }
+    path = work / f"{release}.yaml"
+    work.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cfg, indent=2))
+    return path
+
+
+def refinery_run(corpus: Path, work: Path, home: Path, release: str) -> tuple[float, PeakRSS, set[str], dict, dict]:
+    """``refinery run`` in a subprocess with REFINERY_HOME=home; the CLI starts the local stack
+    there unless it already runs."""
+    import pyarrow.parquet as pq
+
+    from flows.stack import Stack
+    from tasks.config import load_config
+    from tasks.ingest import stable_id
+    from tasks.manifest import config_sha256
+
+    config_path = refinery_config(corpus, work, release)
+    env = {**os.environ, "REFINERY_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    cli = shutil.which("refinery", path=str(Path(sys.executable).parent)) or "refinery"
+    stack = Stack(home)
+
+    def server_pids() -> set[int]:
+        return {rec["pid"] for rec in stack.read_state().get("services", {}).values() if "pid" in rec}
+
+    seconds, mem = timed_process([cli, "run", "-c", str(config_path)], env, server_pids)
+    manifest = json.loads((work / "corpus" / "releases" / release / "manifest.json").read_text())
+    cfg = load_config(config_path)
+    if manifest.get("config_sha256") != config_sha256(cfg.public_dict()):
+        raise SystemExit(f"{config_path}: the manifest of release {release} was made from another config")
     kept_ids = set()
     for f in manifest["outputs"]["documents"]:
         kept_ids |= set(pq.read_table(work / "corpus" / f["path"], columns=["id"]).column("id").to_pylist())
@@ -148,7 +151,37 @@ def refinery_run(corpus: Path, work: Path) -> tuple[float, set[str], dict]:
     for f in sorted((corpus / "docs").glob("*.parquet")):
         source_ids |= set(pq.read_table(f, columns=["id"]).column("id").to_pylist())
     kept = {sid for sid in source_ids if stable_id("bench", sid, "") in kept_ids}
-    return seconds, kept, manifest
+    nd = cfg.near_dedup
+    params = {"ngram": nd.ngram, "bands": nd.bands, "rows": nd.rows, "num_perm": nd.num_perm, "seed": nd.seed,
+              "shingle": nd.shingle, "normalization": nd.normalization, "hash_function": nd.hash_function,
+              "exact_dedup": cfg.exact_dedup.enabled, "config_sha256": manifest["config_sha256"]}
+    return seconds, mem, kept, manifest, params
+
+
+def datatrove_process(corpus: Path, work: Path, tokenizer: str) -> tuple[float, PeakRSS, set[str], float]:
+    """datatrove's pipeline in a child process (this script with --datatrove-worker)."""
+    import pyarrow.parquet as pq
+
+    work.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, __file__, "--datatrove-worker", tokenizer, "--corpus", str(corpus), "--work", str(work)]
+    seconds, mem = timed_process(cmd, dict(os.environ))
+    inner = json.loads((work / "timing.json").read_text())["pipeline_seconds"]
+    kept = set()
+    for f in (work / "out").rglob("*.parquet"):
+        kept |= set(pq.read_table(f, columns=["id"]).column("id").to_pylist())
+    return seconds, mem, kept, inner
+
+
+def server_start_seconds(home: Path) -> float:
+    """How long the local Prefect server takes to come up, alone, on this machine."""
+    from flows.stack import Stack, _free_port
+
+    stack = Stack(home)
+    t0 = time.perf_counter()
+    stack.up(prefect_port=_free_port(), with_s3=False)
+    seconds = time.perf_counter() - t0
+    stack.down()
+    return seconds
 
 
 def quality(all_ids: set[str], kept: set[str], truth) -> dict:
@@ -168,10 +201,16 @@ def quality(all_ids: set[str], kept: set[str], truth) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--docs", type=int, default=100_000)
-    ap.add_argument("--files", type=int, default=16)
+    ap.add_argument("--docs", type=int, default=10_000)
+    ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--skip-default-tokenizer", action="store_true", help="only datatrove's whitespace variant")
+    ap.add_argument("--datatrove-worker", choices=["whitespace", "default"], help=argparse.SUPPRESS)
+    ap.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.datatrove_worker:
+        datatrove_run(args.corpus, args.work, args.datatrove_worker)
+        return
     corpus = standard_corpus(args.docs, args.files)
     import pyarrow.parquet as pq
 
@@ -181,32 +220,53 @@ def main() -> None:
     for f in sorted((corpus / "docs").glob("*.parquet")):
         all_ids |= set(pq.read_table(f, columns=["id"]).column("id").to_pylist())
     work = Path(tempfile.mkdtemp(prefix="refinery-minhash-bench-"))
-    ensure_prefect(work / "home")
     docs = info["docs"]
     results: dict[str, dict] = {}
+    home = work / "home"
+    from flows.stack import Stack
 
-    with PeakRSS() as mem:
-        secs, kept, manifest = refinery_run(corpus, work / "refinery")
-    results["refinery"] = {"seconds": round(secs, 2), "docs_per_s": round(docs / secs), "peak_rss_mb": mem.peak >> 20,
-                           "stage_seconds": manifest["timing"], **quality(all_ids, kept, truth)}
-    print("refinery", json.dumps(results["refinery"]), flush=True)
+    try:
+        for name, release in (("refinery_cold", "bench-cold"), ("refinery_warm", "bench-warm")):
+            secs, mem, kept, manifest, params = refinery_run(corpus, work / name, home, release)
+            results[name] = {"seconds": round(secs, 2), "docs_per_s": round(docs / secs),
+                             "peak_rss_mb": round(mem.peak_excluding / MB),
+                             "peak_rss_mb_with_prefect_server": round(mem.peak / MB),
+                             "stage_seconds": manifest["timing"], **quality(all_ids, kept, truth)}
+            print(name, json.dumps(results[name]), flush=True)
+    finally:
+        Stack(home).down()
+    server_s = server_start_seconds(work / "home-server-only")
 
     variants = ["whitespace"] if args.skip_default_tokenizer else ["whitespace", "default"]
     for tok in variants:
-        with PeakRSS() as mem:
-            secs, kept, _ = datatrove_run(corpus, work / f"datatrove-{tok}", tok)
+        secs, mem, kept, inner = datatrove_process(corpus, work / f"datatrove-{tok}", tok)
         results[f"datatrove_{tok}"] = {"seconds": round(secs, 2), "docs_per_s": round(docs / secs),
-                                       "peak_rss_mb": mem.peak >> 20, **quality(all_ids, kept, truth)}
+                                       "pipeline_seconds": round(inner, 2), "peak_rss_mb": round(mem.peak / MB),
+                                       **quality(all_ids, kept, truth)}
         print(f"datatrove_{tok}", json.dumps(results[f"datatrove_{tok}"]), flush=True)
 
-    ours = results["refinery"]["seconds"]
-    ratios = {f"speedup_vs_{k}": round(v["seconds"] / ours, 2) for k, v in results.items() if k != "refinery"}
+    ours = results["refinery_cold"]["seconds"]
+    warm = results["refinery_warm"]["seconds"]
+    ratios = {}
+    for k, v in results.items():
+        if k.startswith("datatrove"):
+            ratios[f"speedup_vs_{k}"] = round(v["seconds"] / ours, 2)
+            ratios[f"speedup_warm_vs_{k}"] = round(v["seconds"] / warm, 2)
     out = {"corpus": {k: info[k] for k in ("docs", "duplicates", "files", "seed", "bytes", "words")},
-           "parameters": {"ngram": 5, "bands": 14, "rows": 8, "num_perm": 112, "seed": 1, "workers": WORKERS},
+           "parameters": {**params, "workers": WORKERS},
+           "peers": {"datatrove": package_version("datatrove"), "spacy": package_version("spacy")},
+           "prefect_server_start_seconds": round(server_s, 2),
+           "ratio_meaning": {
+               "speedup_vs_datatrove_whitespace": "like for like: datatrove with a str.split word tokenizer, "
+                                                  "refinery cold (clock includes the Prefect server start)",
+               "speedup_vs_datatrove_default": "what datatrove users get by default (its spaCy word tokenizer), "
+                                               "refinery cold",
+               "speedup_warm_vs_*": "the same with refinery's Prefect server already running"},
            "results": results, **ratios}
-    # one results file per corpus size, so that the 100k and the 1M figures stand side by side
-    path = write_results("minhash_vs_datatrove" if docs == 100_000 else f"minhash_vs_datatrove_{docs // 1000}k", out)
-    print(f"\ncorpus: {docs:,} docs ({info['duplicates']:,} injected near-duplicates), {WORKERS} workers")
+    # one results file per corpus size, so that the figures of each size stand side by side
+    path = write_results(f"minhash_vs_datatrove_{docs // 1000}k", out)
+    print(f"\ncorpus: {docs:,} docs ({info['duplicates']:,} injected near-duplicates), {WORKERS} workers; "
+          f"Prefect server start alone: {server_s:.1f} s")
     print(f"{'':<24}{'seconds':>9}{'docs/s':>10}{'peak MB':>9}{'recall':>8}{'R@J>=.8':>9}{'precision':>10}")
     for k, v in results.items():
         print(f"{k:<24}{v['seconds']:>9.1f}{v['docs_per_s']:>10,}{v['peak_rss_mb']:>9,}{v['recall_all']:>8.3f}"

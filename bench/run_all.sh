@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Regenerate every bench/results/*.json at one commit (each file records it).
+#
+#   bench/run_all.sh [--docs N] [--big-docs N] [--skip-default-tokenizer] [--skip-models]
+#
+# --docs: corpus size of the throughput benchmarks (default 10000, minutes on 2 cores);
+# --big-docs: also run the near-dedup comparison at this size (e.g. 100000 or 1000000);
+# --skip-default-tokenizer: leave out datatrove with spaCy (slow: about 50 docs/s per core);
+# --skip-models: leave out the benchmarks that need the local GGUF models (prox, leaner).
+set -euo pipefail
+
+DOCS=10000
+BIG_DOCS=""
+DT_FLAGS=""
+MODELS=1
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --docs) DOCS="$2"; shift 2 ;;
+    --big-docs) BIG_DOCS="$2"; shift 2 ;;
+    --skip-default-tokenizer) DT_FLAGS="--skip-default-tokenizer"; shift ;;
+    --skip-models) MODELS=0; shift ;;
+    *) echo "run_all.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python}"
+# one commit for every file: refuse to measure uncommitted code
+if [[ -n "$(git status --porcelain --untracked-files=no)" ]]; then
+  echo "run_all.sh: the checkout has uncommitted changes; commit first so the results name a real commit" >&2
+  exit 1
+fi
+echo "commit $(git rev-parse HEAD), load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
+
+run() { echo "== $*"; "$PY" "$@"; }
+
+run bench/ingest_throughput.py --docs "$DOCS"
+run bench/minhash_vs_datatrove.py --docs "$DOCS" $DT_FLAGS
+if [[ -n "$BIG_DOCS" ]]; then
+  run bench/minhash_vs_datatrove.py --docs "$BIG_DOCS" --files 16 $DT_FLAGS
+fi
+run bench/signature_throughput.py --docs "$DOCS"
+run bench/quality_vs_datatrove.py --docs "$DOCS"
+run bench/quality_vs_datatrove.py --score-only --docs "$DOCS"
+run bench/memory_scaling.py --base "$DOCS"
+run bench/memory_scaling.py --base "$DOCS" --short
+if [[ "$MODELS" == 1 ]]; then
+  run bench/prox_bench.py --docs "$DOCS"
+  run bench/leaner_bench.py
+fi
+"$PY" -m pytest -q tests/test_bench_claims.py
