@@ -54,13 +54,15 @@ def machine() -> dict[str, Any]:
 
 
 def commit() -> str:
-    """The checkout's commit, with "-dirty" when tracked files differ from it."""
+    """The checkout's commit, with "-dirty" when tracked files other than bench/results/
+    differ from it (regenerating one results file must not mark the next one dirty)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
 
     try:
         sha = git("rev-parse", "HEAD")
-        return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
+        return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
