@@ -31,11 +31,13 @@ def standard_corpus(docs: int, files: int, seed: int = 7) -> Path:
     return out
 
 
-def ensure_prefect(home: Path) -> None:
+def ensure_prefect(home: Path):
     """Point this process at a Prefect server: PREFECT_API_URL if set, else a local stack
-    under ``home`` (started here). Must run before Prefect is imported."""
+    under ``home`` (started here). Must run before Prefect is imported. Returns a function
+    giving the pids of the server started here (none for an external one), for
+    ``PeakRSS(exclude=...)``: a tool's memory must not include our server."""
     if os.environ.get("PREFECT_API_URL"):
-        return
+        return lambda: set()
     import atexit
 
     from flows.stack import Stack, _free_port
@@ -44,6 +46,7 @@ def ensure_prefect(home: Path) -> None:
     stack.up(prefect_port=_free_port(), with_s3=False)
     atexit.register(stack.down)  # the benchmark's server goes with it
     os.environ.update(stack.environment())
+    return lambda: {rec["pid"] for rec in stack.read_state().get("services", {}).values() if "pid" in rec}
 
 
 def machine() -> dict[str, Any]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import CACHE, ensure_prefect, standard_corpus, write_results  # noqa: E402
+from bench.common import CACHE, MB, PeakRSS, ensure_prefect, standard_corpus, write_results  # noqa: E402
 
 
 def short_corpus(docs: int, files: int) -> Path:
@@ -59,9 +59,7 @@ def short_corpus(docs: int, files: int) -> Path:
 
 def one_run(corpus: str, docs: int, work: str) -> None:
     """Child process: one curate run; prints a JSON line with its figures."""
-    from bench.minhash_vs_datatrove import PeakRSS
-
-    ensure_prefect(Path(work) / "home")
+    servers = ensure_prefect(Path(work) / "home")
     from flows.curate import run_curate
     from tasks.config import PipelineConfig
 
@@ -72,12 +70,12 @@ def one_run(corpus: str, docs: int, work: str) -> None:
                                   "gopher_repetition": {"enabled": False}, "gopher_quality": {"enabled": False},
                                   "c4_quality": {"enabled": False}, "fineweb_quality": {"enabled": True,
                                                                                         "drop": False}})
-    with PeakRSS() as mem:
+    with PeakRSS(exclude=servers) as mem:
         t0 = time.perf_counter()
         m = run_curate(cfg)
         secs = time.perf_counter() - t0
     print(json.dumps({"docs": docs, "seconds": round(secs, 1), "docs_per_s": round(docs / secs),
-                      "peak_rss_mb": mem.peak >> 20, "published": m["totals"]["documents"],
+                      "peak_rss_mb": round(mem.peak_excluding / MB), "published": m["totals"]["documents"],
                       "stage_seconds": m["timing"]}), flush=True)
 
 

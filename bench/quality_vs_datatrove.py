@@ -35,8 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ensure_prefect, standard_corpus, write_results  # noqa: E402
-from bench.minhash_vs_datatrove import PeakRSS  # noqa: E402
+from bench.common import MB, PeakRSS, ensure_prefect, standard_corpus, write_results  # noqa: E402
 
 WORKERS = os.cpu_count() or 1
 
@@ -141,16 +140,16 @@ def main() -> None:
         return
     docs = json.loads((corpus / "corpus.json").read_text())["docs"]
     work = Path(tempfile.mkdtemp(prefix="refinery-quality-bench-"))
-    ensure_prefect(work / "home")
+    servers = ensure_prefect(work / "home")
 
-    with PeakRSS() as mem:
+    with PeakRSS(exclude=servers) as mem:
         ours_s, ours_kept, manifest = refinery_run(corpus, work / "refinery")
-    ours = {"seconds": round(ours_s, 2), "docs_per_s": round(docs / ours_s), "peak_rss_mb": mem.peak >> 20,
+    ours = {"seconds": round(ours_s, 2), "docs_per_s": round(docs / ours_s), "peak_rss_mb": round(mem.peak_excluding / MB),
             "kept": len(ours_kept), "stage_seconds": manifest["timing"], "rules": manifest["quality"]["rules"]}
     print("refinery", json.dumps(ours), flush=True)
-    with PeakRSS() as mem:
+    with PeakRSS(exclude=servers) as mem:
         dt_s, dt_kept = datatrove_run(corpus, work / "datatrove")
-    theirs = {"seconds": round(dt_s, 2), "docs_per_s": round(docs / dt_s), "peak_rss_mb": mem.peak >> 20,
+    theirs = {"seconds": round(dt_s, 2), "docs_per_s": round(docs / dt_s), "peak_rss_mb": round(mem.peak_excluding / MB),
               "kept": len(dt_kept)}
     print("datatrove", json.dumps(theirs), flush=True)
     result = {

@@ -136,3 +136,26 @@ def test_the_checker_rejects_a_figure_that_is_not_in_the_results():
     found = {f: matches(f, leaves, bullet) for f in quoted_figures(bullet)}
     assert found == {"22.4": True, "4,459": True, "0.994": True, "139": True, "31.0": False}
     assert quoted_versions(bullet) == ["1.2.3"]
+
+
+def test_peak_rss_leaves_out_the_excluded_tree():
+    """The per-tool memory sampler: a server-like child counts in ``peak`` only."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.common import MB, PeakRSS
+
+    child = subprocess.Popen([sys.executable, "-c", "b = bytearray(200_000_000); import time; time.sleep(3)"])
+    try:
+        with PeakRSS(exclude=lambda: {child.pid}) as mem:
+            time.sleep(2)
+    finally:
+        child.wait()
+    assert mem.peak - mem.peak_excluding > 150 * MB
+
+
+def test_commit_names_this_checkout():
+    from bench.common import commit
+
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commit())
