@@ -274,6 +274,9 @@ def main() -> None:
     for k, v in ratios.items():
         print(f"{k}: {v}x")
     print(f"results: {path}")
+    from bench.scaling_plot import main as draw_scaling
+
+    draw_scaling()  # the picture follows every results file it draws from
 
 
 if __name__ == "__main__":

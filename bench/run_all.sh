@@ -39,6 +39,7 @@ run bench/minhash_vs_datatrove.py --docs "$DOCS" $DT_FLAGS
 if [[ -n "$BIG_DOCS" ]]; then
   run bench/minhash_vs_datatrove.py --docs "$BIG_DOCS" --files 16 $DT_FLAGS
 fi
+run bench/scaling_plot.py
 run bench/signature_throughput.py --docs "$DOCS"
 run bench/quality_vs_datatrove.py --docs "$DOCS"
 run bench/quality_vs_datatrove.py --score-only --docs "$DOCS"
