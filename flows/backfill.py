@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from flows.curate import ReleaseError, curate, run_release
 from flows.refresh import partition_inputs
 from tasks.config import PipelineConfig, safe_name
+from tasks.layout import component, name_problem
 from tasks.parallel import make_task_runner
 
 LIMIT_NAME = "refinery-backfill"
@@ -93,4 +94,6 @@ def backfill(config: PipelineConfig, spec: BackfillSpec) -> list[str]:
 
 
 def _release_id(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)[:128]
+    """A release id from partition names, which come from folder listings (data, not config)."""
+    rid = re.sub(r"[^A-Za-z0-9._-]+", "-", name)[:128]
+    return rid if name_problem(rid) is None else f"r{component(name)}"

@@ -18,10 +18,10 @@ from tasks.dedup import index as near_index
 from tasks.dedup import near_steps
 from tasks.ingest import plan_shards
 from tasks.leaner import steps as leaner_steps
-from tasks.manifest import config_sha256
+from tasks.manifest import ManifestError, config_sha256
 from tasks.parallel import PROGRESS, make_task_runner, shard_map, shard_task
 from tasks.prox import steps as prox_steps
-from tasks.publish import build_manifest, publish_release, read_catalog
+from tasks.publish import build_manifest, publish_release, read_catalog, read_manifest_file, rebuild_catalog
 from tasks.quality import steps as quality_steps
 from tasks.steps import (
     RunContext,
@@ -99,8 +99,15 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     spec = storage_spec(config)
     storage = spec.open()
     ctx = start_or_resume(storage, config, spec)
-    existing = storage.read_json_or_none(layout.manifest_path(ctx.release))
+    try:
+        existing = read_manifest_file(storage, layout.manifest_path(ctx.release))
+    except FileNotFoundError:
+        existing = None
+    except ManifestError as exc:  # every shard's outputs are still there: publishing again heals it
+        logger.warning("%s; publishing release %s again", exc, ctx.release)
+        existing = None
     if existing is not None:
+        rebuild_catalog(storage)  # heals a catalog a crash or another tool left behind
         logger.info("release %s is already published at %s; nothing to do", ctx.release, storage.url())
         return existing
 

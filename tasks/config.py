@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from tasks.layout import name_problem  # one definition of a safe name, beside the paths it guards
 
 
 class ConfigError(ValueError):
@@ -34,8 +34,10 @@ class _Model(BaseModel):
 
 
 def safe_name(value: str | None, what: str) -> str | None:
-    if value is not None and (not NAME_RE.match(value) or ".." in value):
-        raise ValueError(f"{what} {value!r} must match {NAME_RE.pattern} (no slashes, no '..')")
+    """Names from the config become path components as they are: refused unless safe."""
+    problem = None if value is None else name_problem(value)
+    if problem is not None:
+        raise ValueError(f"{what} {value[:200]!r} {problem} (no slashes, no '..', see tasks/layout.py)")
     return value
 
 

@@ -6,7 +6,9 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from tasks.publish import read_catalog
+from tasks import layout
+from tasks.manifest import ManifestError
+from tasks.publish import read_catalog, read_manifest_file
 from tasks.release_url import open_release
 from tasks.storage import Storage
 
@@ -27,7 +29,7 @@ def _find(storage: Storage, files: list[str], doc_id: str) -> tuple[str, dict[st
 
 def _attributes(storage: Storage, release: str, doc_id: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for path in storage.list(f"releases/{release}/attributes", ".parquet"):
+    for path in storage.list(layout.attributes_dir(release), ".parquet"):
         found = _find(storage, [path], doc_id)
         if found:
             out.update({k: v for k, v in found[1].items() if k != "id"})
@@ -41,7 +43,8 @@ def _changes(storage: Storage, manifest: dict[str, Any], doc_id: str, final: str
     stages = [st["stage"] for st in manifest["funnel"]]
     befores = []
     for stage in stages:
-        files = [f["path"] for f in manifest["outputs"].get("changes", []) if f"/changes/{stage}/" in f["path"]]
+        files = [f["path"] for f in manifest["outputs"].get("changes", [])
+                 if f["path"].split("/")[3:4] == [stage]]
         found = _find(storage, files, doc_id)
         if found:
             befores.append((stage, found[1]["text"]))
@@ -93,10 +96,15 @@ def explain(release_url: str, doc_id: str) -> dict[str, Any]:
     storage, manifest = open_release(release_url)
     here = explain_in_release(storage, manifest, doc_id)
     history = []
+    skipped = []
     for entry in read_catalog(storage)["releases"]:
         if entry["id"] == manifest["release"]:
             continue
-        other = storage.read_json(entry["manifest"])
+        try:
+            other = read_manifest_file(storage, entry["manifest"])
+        except (FileNotFoundError, ManifestError) as exc:
+            skipped.append(str(exc))
+            continue
         found = explain_in_release(storage, other, doc_id)
         if found:
             history.append({k: found[k] for k in ("release", "status") if k in found}
@@ -104,14 +112,18 @@ def explain(release_url: str, doc_id: str) -> dict[str, Any]:
                               else {}))
     if here and "duplicate_of" in here:
         dup = here["duplicate_of"]
-        other = manifest if dup["release"] == manifest["release"] else storage.read_json(
-            f"releases/{dup['release']}/manifest.json")
-        found = explain_in_release(storage, other, dup["id"])
+        try:
+            other = manifest if dup["release"] == manifest["release"] else read_manifest_file(
+                storage, layout.manifest_path(dup["release"]))
+        except (FileNotFoundError, ManifestError) as exc:
+            other = None
+            skipped.append(str(exc))
+        found = explain_in_release(storage, other, dup["id"]) if other is not None else None
         if found:
             dup["status"] = found["status"]
             dup["text"] = found["text"]
     return {"id": doc_id, "release": manifest["release"], "found": here is not None, "here": here,
-            "other_releases": history}
+            "other_releases": history, "unreadable_releases": skipped}
 
 
 def render(result: dict[str, Any], width: int = 300) -> str:

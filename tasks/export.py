@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from tasks import layout
 from tasks.release_url import open_release
 from tasks.storage import Storage, StorageSpec, endpoint_from_env
 
@@ -31,13 +32,13 @@ def _jsonl_gz(rows: list[dict[str, Any]]) -> bytes:
     return gzip.compress(data, mtime=0)  # mtime 0: the same release exports to the same bytes
 
 
-def _attribute_tables(storage: Storage, release: str, source: str, part: str) -> dict[str, pa.Table]:
+def _attribute_tables(storage: Storage, release: str, source_dir: str, part: str) -> dict[str, pa.Table]:
     out = {}
-    base = f"releases/{release}/attributes"
+    base = layout.attributes_dir(release)
     for path in storage.list(base, ".parquet"):
-        tagger_set, src, name = path[len(base) + 1:].split("/")
-        if src == source and name == f"{part}.parquet":
-            out[tagger_set] = storage.read_parquet(path)
+        names = path[len(base) + 1:].split("/")
+        if len(names) == 3 and names[1] == source_dir and names[2] == f"{part}.parquet":
+            out[names[0]] = storage.read_parquet(path)
     return out
 
 
@@ -48,8 +49,10 @@ def export_dolma(release_url: str, out_url: str) -> dict[str, int]:
     release = manifest["release"]
     counts = {"documents": 0, "files": 0, "attribute_files": 0}
     for f in manifest["outputs"]["documents"]:
-        source = f["source"]
-        part = f["path"].rsplit("/", 1)[1][: -len(".parquet")]
+        # every name that becomes a path under --to goes through layout.component, whatever
+        # the manifest says: a source value from the data, a file name from a hostile manifest
+        source = layout.component(f["source"])
+        part = layout.component(f["path"].rsplit("/", 1)[-1].removesuffix(".parquet"))
         docs = storage.read_parquet(f["path"])
         rows = []
         for d in docs.to_pylist():
@@ -76,6 +79,7 @@ def export_dolma(release_url: str, out_url: str) -> dict[str, int]:
                     else:
                         attrs[name] = [[0, lengths[d["id"]], v]]
                 attr_rows.append({"id": d["id"], "attributes": attrs})
-            out.write_bytes(f"attributes/{tagger_set}/{source}/{part}.jsonl.gz", _jsonl_gz(attr_rows))
+            out.write_bytes(f"attributes/{layout.component(tagger_set)}/{source}/{part}.jsonl.gz",
+                            _jsonl_gz(attr_rows))
             counts["attribute_files"] += 1
     return counts

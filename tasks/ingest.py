@@ -229,6 +229,44 @@ def _metadata_keys(cmap: ColumnMap, present: list[str]) -> list[str]:
     return list(cmap.metadata)
 
 
+def _is_string_type(t: pa.DataType) -> bool:
+    """Every Arrow type a text column may arrive in: string, large_string, string_view, and
+    dictionaries of them (Spark and pandas write dictionary-encoded text)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or (
+        hasattr(pa.types, "is_string_view") and pa.types.is_string_view(t))
+
+
+def _as_string(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return arr if pa.types.is_string(arr.type) else arr.cast(pa.string(), safe=False)
+
+
+def _pylist(column: pa.ChunkedArray, name: str, rows: list[int], bad: dict[int, str]) -> list[Any]:
+    """The column as Python values; a value that cannot be converted (a timestamp beyond year
+    9999, bytes that are not UTF-8 inside a nested column) makes its row bad, not the file."""
+    try:
+        return column.to_pylist()
+    except Exception:  # noqa: BLE001 - any conversion error is a property of some rows
+        pass
+    out = []
+    for k in range(len(column)):
+        try:
+            out.append(column[k].as_py())
+        except Exception as exc:  # noqa: BLE001
+            bad.setdefault(rows[k], _safe(f"column {name!r} cannot be read: {type(exc).__name__}: {exc}")[:300])
+            out.append(None)
+    return out
+
+
+def _safe(text: str) -> str:
+    """``text`` with any lone surrogate escaped, so that it can be stored as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _read_parquet(shard: Shard, data: bytes) -> _Raw:
     cmap = shard.columns
     try:
@@ -240,7 +278,7 @@ def _read_parquet(shard: Shard, data: bytes) -> _Raw:
     if cmap.text not in names:
         raise InputError(f"{shard.uri}: no text column {cmap.text!r} (columns: {', '.join(names) or 'none'})")
     text_type = table.schema.field(cmap.text).type
-    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+    if not _is_string_type(text_type):
         raise InputError(f"{shard.uri}: text column {cmap.text!r} has type {text_type}, expected a string column")
     for key in (cmap.id, cmap.source, cmap.added, cmap.created):
         if key is not None and key not in names:
@@ -250,19 +288,47 @@ def _read_parquet(shard: Shard, data: bytes) -> _Raw:
     if shard.row_groups is not None and shard.row_groups[0] > 0:
         start = sum(pf.metadata.row_group(i).num_rows for i in range(shard.row_groups[0]))
     n = table.num_rows
+    rows = list(range(start, start + n))
+    bad: dict[int, str] = {}  # input row -> reason, for rows whose text itself is fine
+    texts, text_bad = _valid_utf8(_as_string(table.column(cmap.text)), rows)
+    # the other string columns are not checked by Parquet either: a bad value makes its row bad
+    for name in {cmap.id, cmap.source, *meta_keys} - {None, cmap.text}:
+        if _is_string_type(table.schema.field(name).type):
+            fixed, col_bad = _valid_utf8(_as_string(table.column(name)), rows)
+            for row, reason, _ in col_bad:
+                bad.setdefault(row, f"{reason} in column {name!r}")
+            table = table.set_column(names.index(name), name, fixed)
 
     def col(key: str | None) -> list[Any]:
-        return table.column(key).to_pylist() if key else [None] * n
+        return _pylist(table.column(key), key, rows, bad) if key else [None] * n
 
-    metadata = [_dump_metadata(r) for r in table.select(meta_keys).to_pylist()] if meta_keys else [None] * n
-    texts = table.column(cmap.text).combine_chunks().cast(pa.string())
-    rows = list(range(start, start + n))
-    texts, bad = _valid_utf8(texts, rows)
-    seen = {b[0] for b in bad}
-    bad += [(rows[i], "missing text", None) for i in np.flatnonzero(texts.is_null().to_numpy(zero_copy_only=False))
-            if rows[i] not in seen]
-    return _Raw(texts, col(cmap.id), col(cmap.source), col(cmap.added), col(cmap.created), metadata, rows,
-                sorted(bad, key=lambda b: b[0]))
+    metadata: list[str | None] = [None] * n
+    if meta_keys:
+        values = {k: _pylist(table.column(k), k, rows, bad) for k in meta_keys}
+        for k in range(n):
+            metadata[k] = _dump_metadata_or_reason({key: values[key][k] for key in meta_keys}, rows[k], bad)
+    ids, sources, added, created = col(cmap.id), col(cmap.source), col(cmap.added), col(cmap.created)
+    seen = {b[0] for b in text_bad}
+    bad_rows = list(text_bad)
+    bad_rows += [(rows[i], "missing text", None) for i in np.flatnonzero(texts.is_null().to_numpy(zero_copy_only=False))
+                 if rows[i] not in seen]
+    seen |= {b[0] for b in bad_rows}
+    if bad:
+        pos = {r: k for k, r in enumerate(rows)}
+        late = [(r, reason) for r, reason in sorted(bad.items()) if r not in seen]
+        bad_rows += [(r, reason, texts[pos[r]].as_py()) for r, reason in late]
+        mask = np.zeros(n, dtype=bool)
+        mask[[pos[r] for r, _ in late]] = True
+        texts = pc.if_else(pa.array(mask), pa.nulls(n, pa.string()), texts)
+    return _Raw(texts, ids, sources, added, created, metadata, rows, sorted(bad_rows, key=lambda b: b[0]))
+
+
+def _dump_metadata_or_reason(obj: dict[str, Any], row: int, bad: dict[int, str]) -> str | None:
+    try:
+        return _dump_metadata(obj)
+    except Exception as exc:  # noqa: BLE001 - a value no JSON encoder takes is a property of the row
+        bad.setdefault(row, _safe(f"metadata cannot be stored: {type(exc).__name__}: {exc}")[:300])
+        return None
 
 
 def _valid_utf8(texts: pa.Array, rows: list[int]) -> tuple[pa.Array, list[tuple[int, str, str | None]]]:
@@ -310,6 +376,28 @@ def _zstd_frames(data: bytes) -> bytes:
     return b"".join(parts)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(obj: dict[str, Any]) -> str | None:
+    """The top-level field (``field 'x'``) holding a lone surrogate anywhere inside it, in a
+    value or a key, or None. Iterative: metadata may be nested a thousand levels deep."""
+    for key, value in obj.items():
+        stack = [key, value]
+        while stack:
+            v = stack.pop()
+            if isinstance(v, str):
+                if _SURROGATE.search(v):
+                    return f"field {_safe(key)[:100]!r}"
+            elif isinstance(v, dict):
+                stack.extend(v.keys())
+                stack.extend(v.values())
+            elif isinstance(v, list):
+                stack.extend(v)
+    return None
+
+
 def _read_jsonl(shard: Shard, data: bytes) -> _Raw:
     cmap = shard.columns
     raw = _Raw([], [], [], [], [], [], [], [])
@@ -340,13 +428,23 @@ def _read_jsonl(shard: Shard, data: bytes) -> _Raw:
         if not isinstance(text, str):
             raw.bad_rows.append((lineno, f"text is not a string ({type(text).__name__})", decoded))
             continue
+        # a "\ud800" escape without its pair decodes to a string no UTF-8 writer accepts
+        where = _lone_surrogate(obj) if _SURROGATE_ESCAPE.search(decoded) else None
+        if where is not None:
+            raw.bad_rows.append((lineno, f"invalid Unicode: lone surrogate in {where}", decoded))
+            continue
+        keys = _metadata_keys(cmap, list(obj))
+        bad: dict[int, str] = {}
+        metadata = _dump_metadata_or_reason({k: obj[k] for k in keys if k in obj}, lineno, bad)
+        if bad:
+            raw.bad_rows.append((lineno, bad[lineno], decoded))
+            continue
         raw.text.append(text)
         raw.ids.append(obj.get(cmap.id) if cmap.id else None)
         raw.sources.append(obj.get(cmap.source) if cmap.source else None)
         raw.added.append(obj.get(cmap.added) if cmap.added else None)
         raw.created.append(obj.get(cmap.created) if cmap.created else None)
-        keys = _metadata_keys(cmap, list(obj))
-        raw.metadata.append(_dump_metadata({k: obj[k] for k in keys if k in obj}))
+        raw.metadata.append(metadata)
         raw.rows.append(lineno)
     raw.text = pa.array(raw.text, pa.string())
     return raw
@@ -430,7 +528,9 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     valid = raw.text.is_valid().to_numpy(zero_copy_only=False)
     keep = np.flatnonzero(valid).tolist()
     texts = normalize_texts(raw.text.filter(pa.array(valid)), cfg.unicode_form)
-    sources = [str(raw.sources[i]) if raw.sources[i] is not None else shard.source for i in keep]
+    # a row's own source is data: kept as it is in the document, encoded where it names a
+    # folder (tasks.layout.component); missing or empty means the input's source
+    sources = [shard.source if raw.sources[i] is None or raw.sources[i] == "" else str(raw.sources[i]) for i in keep]
     ids_src = [raw.ids[i] for i in keep]
     rows = [raw.rows[i] for i in keep]
 

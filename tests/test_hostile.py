@@ -1,0 +1,281 @@
+"""Hostile input (RELIABILITY.md, "Hostile input"): names from data and config that try to
+leave the corpus root, rows that used to sink a release, damaged earlier releases, folder
+conventions of other tools and unusual encodings. Each test runs the real ingest, publish and
+export functions in-process (no Prefect, no Ray); the slow end-to-end ones are in
+tests/test_reliability.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import unicodedata
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tasks import layout
+from tasks.config import ConfigError, InputSpec, PipelineConfig, parse_config
+from tasks.storage import StorageError, StorageSpec
+from tests.conftest import shared
+
+NOW = datetime(2026, 1, 2, tzinfo=UTC)
+
+
+def wiki(n: int, start: int = 0) -> list[str]:
+    return pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"),
+                         columns=["text"]).column("text").to_pylist()[start:start + n]
+
+
+# -- a guard that sees every file the process opens for writing -------------------------------
+
+class _WriteGuard:
+    """A ``sys.addaudithook`` hook: while armed, every file opened for writing, created,
+    renamed, or removed must lie under one of the allowed folders. It sees what Python does
+    (fsspec's local files, our atomic renames), so a write outside the root is caught however
+    it was made, not only through :class:`tasks.storage.Storage`."""
+
+    WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def __init__(self) -> None:
+        self.allowed: list[str] | None = None
+        self.violations: list[str] = []
+        sys.addaudithook(self._hook)
+
+    def _check(self, event: str, path) -> None:
+        if isinstance(path, int) or path is None:
+            return
+        real = os.path.realpath(os.fsdecode(path))
+        if real.endswith(".pyc") or "__pycache__" in real:
+            return  # a lazily imported module's byte code
+        if not any(real == a or real.startswith(a + os.sep) for a in self.allowed):
+            self.violations.append(f"{event} {real}")
+
+    def _hook(self, event: str, args) -> None:
+        if self.allowed is None:
+            return
+        if event == "open":
+            path, mode, flags = args
+            if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (flags or 0) & self.WRITE_FLAGS:
+                self._check(event, path)
+        elif event in ("os.rename", "os.replace", "os.link", "os.symlink"):
+            self._check(event, args[1])
+        elif event in ("os.mkdir", "os.remove", "os.rmdir", "os.truncate", "shutil.rmtree", "os.chmod"):
+            self._check(event, args[0])
+
+    def __call__(self, *folders: Path):
+        guard = self
+
+        class _Armed:
+            def __enter__(self):
+                guard.violations = []
+                guard.allowed = [os.path.realpath(f) for f in folders]
+                return guard
+
+            def __exit__(self, *exc):
+                guard.allowed = None
+                return False
+
+        return _Armed()
+
+
+WRITES = _WriteGuard()
+
+
+# -- a release without Prefect or Ray: the same step functions the flow runs -------------------
+
+def mini_release(cfg: PipelineConfig) -> dict:
+    """Plan, ingest every shard (ingest is the last map stage), build and publish the manifest:
+    what ``flows.curate.run_release`` does for a config without the later stages. Input errors
+    are recorded as failures, as the flow records them."""
+    from tasks.ingest import InputError, plan_shards
+    from tasks.publish import build_manifest, publish_release
+    from tasks.steps import RunContext, ingest_step
+
+    spec = StorageSpec(cfg.output)
+    storage = spec.open()
+    ctx = RunContext(cfg.release or "r1", NOW.isoformat(), None, spec, cfg)
+    markers, failures = [], []
+    for shard in plan_shards(cfg):
+        try:
+            markers.append(ingest_step(ctx, shard, True))
+        except InputError as exc:
+            failures.append({"stage": "ingest", "shard": shard.name, "error": str(exc), "uri": shard.uri})
+    cluster = {"ray_nodes": 0, "ray_cpus": 0, "ray_address": None}
+    manifest = build_manifest(ctx, {"ingest": markers}, failures, {}, cluster, None, storage)
+    return publish_release(storage, manifest)
+
+
+def bare_config(root: Path, inputs: list[InputSpec], release: str = "r1", **extra) -> PipelineConfig:
+    return PipelineConfig(release=release, output=str(root), inputs=inputs, exact_dedup={"enabled": False},
+                          near_dedup={"enabled": False}, **extra)
+
+
+def manifest_paths(m: dict) -> list[str]:
+    return [f["path"] for kind in ("documents", "attributes", "rejects", "changes") for f in m["outputs"][kind]]
+
+
+# -- class 1: nothing is written outside the root ----------------------------------------------
+
+HOSTILE_NAMES = [
+    "..", ".", "...", "../../../../tmp/refinery-escape", "/etc/passwd", "/tmp", "a/b", "a/../../b", "a\\b",
+    "..\\..\\windows", "a\x00b", "\x00", "CON", "con.txt", "nul", "Lpt1", "COM9.jsonl", "aux.", "trailing.",
+    " ", "\t", "-rf", ".hidden", "~", "$HOME", "x" * 300, "é" * 200, unicodedata.normalize("NFD", "café"),
+    unicodedata.normalize("NFC", "café"), "日本", "中国", "\u202etxt.exe", "\u200b", "\ufeff", "a\nb", "abc\n",
+    "releases", "rejects", "attributes", "documents", "state", "manifest.json", "part-00000.parquet", "*", "?[a]",
+    "<script>alert(1)</script>",
+]
+
+
+def test_component_keeps_safe_names_and_encodes_the_rest():
+    assert [layout.component(n) for n in ("cc_web", "simple_wiki", "a.b-c", "R2026")] == [
+        "cc_web", "simple_wiki", "a.b-c", "R2026"]
+    for name in HOSTILE_NAMES:
+        assert _is_safe_component(layout.component(name)), (name, layout.component(name))
+
+
+def _is_safe_component(c: str) -> bool:
+    return (0 < len(c) <= 128 and c.isascii() and "/" not in c and "\\" not in c and "\x00" not in c
+            and c not in (".", "..") and ".." not in c and not c.endswith((".", " ")) and c.isprintable()
+            and layout._WINDOWS_RESERVED.fullmatch(c) is None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(min_size=0, max_size=300), st.text(min_size=0, max_size=300))
+def test_component_of_any_text_is_one_safe_component_and_injective(a, b):
+    ca, cb = layout.component(a), layout.component(b)
+    assert _is_safe_component(ca)
+    assert (ca == cb) == (a == b)
+
+
+@pytest.mark.parametrize("rel", ["..", "../x", "a/../../x", "a/./b", "./a", "releases/r/..", "a\x00b", "x/\x00"])
+def test_storage_refuses_a_path_that_leaves_the_root(tmp_path, rel):
+    storage = StorageSpec(str(tmp_path / "root")).open()
+    with WRITES(tmp_path / "root") as guard:
+        for op in (lambda: storage.write_bytes(rel, b"x"), lambda: storage.read_bytes(rel),
+                   lambda: storage.delete(rel, recursive=True), lambda: storage.list(rel)):
+            with pytest.raises(StorageError, match="leaves its root|NUL"):
+                op()
+    assert guard.violations == []
+
+
+@pytest.mark.parametrize("config", [
+    {"release": "CON"}, {"release": "abc\n"}, {"release": "a."}, {"release": "x" * 129},
+    {"inputs": [{"uri": "x", "source": "nul"}]}, {"inputs": [{"uri": "x", "source": "日本"}]},
+])
+def test_config_names_that_are_not_safe_path_components_are_refused(config):
+    with pytest.raises(ConfigError, match="release|source"):
+        parse_config(config)
+
+
+def _hostile_source_run(tmp_path: Path, names: list[str]) -> None:
+    """Rows whose own `source` values are hostile names: every row is published, every file
+    lies under the root, the manifest has no '..' and the Dolma export stays in --to."""
+    from tasks.export import export_dolma
+
+    texts = wiki(len(names) + 2)
+    folder = tmp_path / "in"
+    folder.mkdir(parents=True)
+    rows = [{"id": f"i{k}", "text": texts[k], "src": name} for k, name in enumerate(names)]
+    rows.append({"id": "plain", "text": texts[-2]})  # no per-row source: the input's own
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    root, to = tmp_path / "corpus", tmp_path / "export"
+    cfg = bare_config(root, [InputSpec(uri=str(folder), source="base", columns={"id": "id", "source": "src"})])
+    with WRITES(root, to) as guard:
+        m = mini_release(cfg)
+        counts = export_dolma(str(root), str(to))
+    assert guard.violations == []
+    assert m["totals"]["documents"] == len(rows) and m["totals"]["rejected"] == 0
+    for path in manifest_paths(m):
+        assert ".." not in path.split("/") and "\x00" not in path and not path.startswith("/")
+        assert (root / path).resolve().is_relative_to(root.resolve())
+    published = {d["source"] for f in m["outputs"]["documents"] for d in
+                 pq.read_table(root / f["path"], columns=["source"]).to_pylist()}
+    expected = {n if n else "base" for n in names} | {"base"}
+    assert published == expected  # the document keeps the source value it came with
+    assert counts["documents"] == len(rows)
+    assert "<script>" not in (root / "releases" / "r1" / "report.html").read_text()
+    exported = set()
+    for p in to.rglob("*.jsonl.gz"):
+        assert p.resolve().is_relative_to(to.resolve())
+        if p.relative_to(to).parts[0] == "documents":
+            import gzip
+
+            exported |= {json.loads(line)["source"] for line in gzip.decompress(p.read_bytes()).splitlines()}
+    assert exported == expected
+
+
+def test_hostile_row_sources_are_published_inside_the_root(tmp_path):
+    _hostile_source_run(tmp_path, HOSTILE_NAMES)
+
+
+_NASTY = st.text(alphabet=st.sampled_from(list("./\\\x00 ~:*?<>|\"'$\t\né日\u0301\u200b\ufeffAZaz09_-")), min_size=1,
+                 max_size=40)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.lists(st.one_of(_NASTY, st.text(min_size=1, max_size=300)), min_size=1, max_size=6, unique=True))
+def test_generated_row_sources_are_published_inside_the_root(tmp_path_factory, names):
+    _hostile_source_run(tmp_path_factory.mktemp("gen"), names)
+
+
+def test_a_release_id_from_data_is_encoded_not_followed(tmp_path):
+    """A release id that bypassed config validation (a model_copy, a partition name) still
+    lands inside the root."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text(json.dumps({"text": wiki(1)[0]}) + "\n")
+    cfg = bare_config(tmp_path / "corpus", [InputSpec(uri=str(folder))]).model_copy(
+        update={"release": "../../escaped"})
+    with WRITES(tmp_path / "corpus") as guard:
+        from tasks.ingest import plan_shards
+        from tasks.steps import RunContext, ingest_step
+
+        spec = StorageSpec(cfg.output)
+        ctx = RunContext(cfg.release, NOW.isoformat(), None, spec, cfg)
+        marker = ingest_step(ctx, plan_shards(cfg)[0], True)
+    assert guard.violations == []
+    assert all(".." not in f["path"].split("/") for f in marker["documents"] + marker["files"])
+
+
+def test_export_of_a_tampered_manifest_stays_in_its_folder(tmp_path):
+    """A manifest edited to point outside the root, or to name a source that climbs out of
+    --to, is refused (reading) or encoded (writing)."""
+    from tasks.export import export_dolma
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in wiki(3)))
+    root, to = tmp_path / "corpus", tmp_path / "out"
+    m = mini_release(bare_config(root, [InputSpec(uri=str(folder))]))
+    man = root / "releases" / "r1" / "manifest.json"
+    tampered = json.loads(man.read_text())
+    tampered["outputs"]["documents"][0]["source"] = "../../../escaped"
+    man.write_text(json.dumps(tampered))
+    with WRITES(to) as guard:
+        export_dolma(str(root / "releases" / "r1"), str(to))
+    assert guard.violations == []
+    assert not (tmp_path / "escaped").exists()
+    tampered["outputs"]["documents"][0]["path"] = "releases/r1/../../../in/a.jsonl"
+    man.write_text(json.dumps(tampered))
+    from tasks.manifest import ManifestError
+
+    with WRITES(to) as guard, pytest.raises(ManifestError, match=r"manifest.json: damaged manifest: .*path"):
+        export_dolma(str(root / "releases" / "r1"), str(to))
+    assert guard.violations == []
+    assert m["totals"]["documents"] == 3
+
+
+def test_the_write_guard_sees_a_write_outside_its_folders(tmp_path):
+    """The guard the tests above rely on can fail: a plain open() outside is reported."""
+    (tmp_path / "root").mkdir()
+    with WRITES(tmp_path / "root") as guard:
+        (tmp_path / "root" / "inside").write_text("x")
+        (tmp_path / "outside").write_text("x")
+        os.replace(tmp_path / "root" / "inside", tmp_path / "moved")
+    assert [v.split(" ", 1)[1] for v in guard.violations] == [str((tmp_path / "outside").resolve()),
+                                                             str((tmp_path / "moved").resolve())]
