@@ -13,6 +13,7 @@ import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -279,3 +280,137 @@ def test_the_write_guard_sees_a_write_outside_its_folders(tmp_path):
         os.replace(tmp_path / "root" / "inside", tmp_path / "moved")
     assert [v.split(" ", 1)[1] for v in guard.violations] == [str((tmp_path / "outside").resolve()),
                                                              str((tmp_path / "moved").resolve())]
+
+
+# -- class 2: one row never sinks a release ----------------------------------------------------
+
+def _shard(path: Path, fmt: str, columns: dict | None = None, source: str = "src"):
+    from tasks.ingest import Shard
+
+    return Shard(0, str(path), fmt, source, InputSpec(uri=str(path), columns=columns or {}).columns)
+
+
+def _ingest(shard):
+    from tasks.config import IngestConfig
+    from tasks.ingest import ingest_shard
+
+    return ingest_shard(shard, IngestConfig(), "stripped", "r1", NOW)
+
+
+def _writable(res) -> None:
+    """What used to fail: the work and rejects tables must be storable as Parquet."""
+    from tasks.storage import table_to_parquet_bytes
+
+    table_to_parquet_bytes(res.work)
+    table_to_parquet_bytes(res.rejects)
+
+
+@pytest.mark.parametrize("row,where", [
+    ({"text": "good words here \ud800 and more"}, "field 'text'"),
+    ({"text": "good words", "id": "id-\udfff"}, "field 'id'"),
+    ({"text": "good words", "meta": {"deep": ["x", "\udc00"]}}, "field 'meta'"),
+    ({"text": "good words", "k\ud800ey": 1}, "field 'k\\\\ud800ey'"),
+    ({"text": "good words", "src": "\ud83d"}, "field 'src'"),
+])
+def test_a_lone_surrogate_is_a_reject_naming_file_row_and_field(tmp_path, row, where):
+    texts = wiki(3)
+    rows = [{"text": texts[0], "id": "a"}, {**row, "id": row.get("id", "b")}, {"text": texts[1], "id": "c"}]
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # ensure_ascii: "\ud800" escapes
+    res = _ingest(_shard(path, "jsonl", {"id": "id", "source": "src"}))
+    _writable(res)
+    assert res.work.column("text").to_pylist() == [texts[0], texts[1]]
+    rej = res.rejects.to_pylist()
+    assert len(rej) == 1 and rej[0]["input_uri"] == str(path) and rej[0]["input_row"] == 1
+    assert rej[0]["reason"] == f"invalid Unicode: lone surrogate in {where}", rej[0]["reason"]
+
+
+def test_an_escaped_surrogate_pair_is_a_character_not_a_reject(tmp_path):
+    path = tmp_path / "pair.jsonl"
+    path.write_text('{"text": "smile \\ud83d\\ude00 here"}\n')
+    res = _ingest(_shard(path, "jsonl"))
+    assert res.work.column("text").to_pylist() == ["smile \U0001F600 here"] and res.rejects.num_rows == 0
+
+
+def test_parquet_values_that_cannot_be_read_are_rejects_not_a_failed_file(tmp_path):
+    """Invalid UTF-8 in an id or metadata column, a timestamp beyond year 9999: the row is a
+    reject naming the column, the other rows are published."""
+    texts = wiki(4)
+    bad_id = pa.array([b"a", b"caf\xe9", b"c", b"d"], pa.binary()).view(pa.string())
+    stamps = pa.array([0, 1, 10**15, 2], pa.int64()).cast(pa.timestamp("s"))
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"text": texts, "id": bad_id, "seen": stamps}), path)
+    res = _ingest(_shard(path, "parquet", {"id": "id"}))
+    _writable(res)
+    assert res.work.column("text").to_pylist() == [texts[0], texts[3]]
+    reasons = {r["input_row"]: r["reason"] for r in res.rejects.to_pylist()}
+    assert reasons[1] == "invalid UTF-8 at byte 3 in column 'id'"
+    assert reasons[2].startswith("column 'seen' cannot be read")
+
+
+_ANY_CHAR = st.one_of(st.characters(), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"]))
+_VALUE = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(_ANY_CHAR, max_size=8),
+                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(_ANY_CHAR, max_size=4), inner,
+                                                                                max_size=3), max_leaves=8)
+
+
+def _has_surrogate(v) -> bool:
+    if isinstance(v, str):
+        return any(0xD800 <= ord(c) <= 0xDFFF for c in v)
+    if isinstance(v, dict):
+        return any(_has_surrogate(k) or _has_surrogate(x) for k, x in v.items())
+    return isinstance(v, list) and any(_has_surrogate(x) for x in v)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(extra=st.lists(st.tuples(st.text(_ANY_CHAR, max_size=12), st.dictionaries(
+    st.sampled_from(["id", "src", "meta", "score", "x"]), _VALUE, max_size=4)), min_size=1, max_size=8))
+def test_generated_rows_are_published_or_rejected_never_a_failed_shard(tmp_path_factory, extra):
+    """Rows of real text with generated noise (lone surrogates, odd types, nesting) in their
+    text, id, source and metadata: every row without a lone surrogate is published, every row
+    with one is a reject naming file and row; the tables can be stored."""
+    texts = wiki(len(extra))
+    rows = [{**fields, "text": texts[k] + " " + noise} for k, (noise, fields) in enumerate(extra)]
+    path = tmp_path_factory.mktemp("gen") / "rows.jsonl"
+    path.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in rows))
+    res = _ingest(_shard(path, "jsonl", {"id": "id", "source": "src"}))
+    _writable(res)
+    hostile = {k for k, r in enumerate(rows) if _has_surrogate(r)}
+    rejected = {r["input_row"]: r["reason"] for r in res.rejects.to_pylist()}
+    assert res.work.num_rows + res.rejects.num_rows == len(rows)
+    assert all(r["input_uri"] == str(path) for r in res.rejects.to_pylist())
+    for k in hostile:
+        assert rejected[k].startswith("invalid Unicode: lone surrogate"), rejected.get(k)
+    for k, reason in rejected.items():  # the rest is rejected only for what ingest documents
+        assert k in hostile or reason.startswith("duplicate id") or reason == "empty text", reason
+
+
+def _rules_on(metadata: list, rule: str, mode: str = "exclude"):
+    from tasks.config import QualityConfig
+    from tasks.quality import stage
+
+    cfg = QualityConfig(enabled=True, language_id={"enabled": False}, gopher_repetition={"enabled": False},
+                        gopher_quality={"enabled": False}, c4_quality={"enabled": False},
+                        fineweb_quality={"enabled": False}, rules=[{"name": "r", mode: rule}])
+    texts = wiki(len(metadata))
+    docs = pa.table({"id": [str(k) for k in range(len(texts))], "text": texts, "source": ["s"] * len(texts),
+                     "metadata": [json.dumps(m) for m in metadata]})
+    return stage.apply_rules(docs, {}, stage.stage_rules(cfg))
+
+
+@pytest.mark.parametrize("rule,mode,metadata,kept,mismatches", [
+    # a number compared: a string value is no match (exclude keeps it, include drops it), counted
+    ("metadata.score < 0.05", "exclude", [{"score": 0.01}, {"score": "n/a"}, {"score": 0.9}, {}], [1, 2, 3], 1),
+    ("metadata.score >= 0.05", "include", [{"score": 0.01}, {"score": "n/a"}, {"score": 0.9}, {}], [2], 1),
+    # a string compared: numbers, lists and objects are no match
+    ("metadata.lang == 'en'", "include", [{"lang": "en"}, {"lang": 1}, {"lang": ["en"]}, {"lang": {"a": 1}}], [0], 3),
+    ("contains(metadata.url, 'spam')", "exclude", [{"url": "x/spam"}, {"url": 7}, {"url": None}], [1, 2], 1),
+    ("metadata.flag", "exclude", [{"flag": True}, {"flag": "yes"}, {"flag": 0}], [1, 2], 2),
+    ("metadata.n * 2 > 3", "exclude", [{"n": 2}, {"n": "2"}, {"n": 10**400}], [1, 2], 2),
+    # two metadata values whose types the rule does not pin, and that differ: no match, counted
+    ("metadata.a < metadata.b", "exclude", [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}], [0, 1], 2),
+])
+def test_rules_treat_a_value_of_the_wrong_type_as_no_match_and_count_it(rule, mode, metadata, kept, mismatches):
+    d = _rules_on(metadata, rule, mode)
+    assert [k for k, keep in enumerate(d.keep) if keep] == kept
+    assert d.type_mismatches == {"r": mismatches}
