@@ -161,4 +161,6 @@ def render(result: dict[str, Any], width: int = 300) -> str:
     for h in result["other_releases"]:
         extra = f" at {h['stage']}: {h['reason']}" if h["status"] == "dropped" else ""
         lines.append(f"  release {h['release']}: {h['status']}{extra}")
+    for problem in result.get("unreadable_releases", []):
+        lines.append(f"  not searched: {problem}")
     return "\n".join(lines)

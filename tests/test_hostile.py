@@ -94,12 +94,12 @@ def mini_release(cfg: PipelineConfig) -> dict:
     what ``flows.curate.run_release`` does for a config without the later stages. Input errors
     are recorded as failures, as the flow records them."""
     from tasks.ingest import InputError, plan_shards
-    from tasks.publish import build_manifest, publish_release
+    from tasks.publish import build_manifest, publish_release, read_catalog
     from tasks.steps import RunContext, ingest_step
 
     spec = StorageSpec(cfg.output)
     storage = spec.open()
-    ctx = RunContext(cfg.release or "r1", NOW.isoformat(), None, spec, cfg)
+    ctx = RunContext(cfg.release or "r1", NOW.isoformat(), read_catalog(storage).get("latest"), spec, cfg)
     markers, failures = [], []
     for shard in plan_shards(cfg):
         try:
@@ -414,3 +414,87 @@ def test_rules_treat_a_value_of_the_wrong_type_as_no_match_and_count_it(rule, mo
     d = _rules_on(metadata, rule, mode)
     assert [k for k, keep in enumerate(d.keep) if keep] == kept
     assert d.type_mismatches == {"r": mismatches}
+
+
+# -- class 3: a damaged earlier release never blocks the root ----------------------------------
+
+DAMAGE = {
+    "truncated": lambda data: data[: len(data) // 2],
+    "empty object": lambda data: b"{}",
+    "a list": lambda data: b"[1, 2]",
+    "not UTF-8": lambda data: b"\xff\xfe\x00garbage",
+    "empty file": lambda data: b"",
+}
+
+
+def _small_input(tmp_path: Path, n: int = 5, start: int = 0) -> InputSpec:
+    folder = tmp_path / f"in-{start}"
+    folder.mkdir(exist_ok=True)
+    (folder / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in wiki(n, start)))
+    return InputSpec(uri=str(folder), source="wiki")
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_older_manifest_is_skipped_named_and_drift_is_unavailable(tmp_path, damage):
+    from tasks.publish import read_catalog
+    from tasks.report import render_report
+
+    root = tmp_path / "corpus"
+    storage = StorageSpec(str(root)).open()
+    mini_release(bare_config(root, [_small_input(tmp_path)], "r1"))
+    mini_release(bare_config(root, [_small_input(tmp_path, 5, 5)], "r2"))
+    r2 = root / "releases" / "r2" / "manifest.json"
+    r2.write_bytes(DAMAGE[damage](r2.read_bytes()))
+    # the next release's parent is r2 (the catalog still says so), whose manifest is damaged
+    m3 = mini_release(bare_config(root, [_small_input(tmp_path, 5, 10)], "r3"))
+    assert m3["parent"] == "r2"
+    assert m3["drift"]["parent"] == "r2" and str(r2) in m3["drift"]["unavailable"]
+    assert "unavailable" in render_report(m3)
+    catalog = json.loads((root / "catalog.json").read_text())
+    assert [e["id"] for e in catalog["releases"]] == ["r1", "r3"] and catalog["latest"] == "r3"
+    assert catalog["damaged"][0]["manifest"] == "releases/r2/manifest.json"
+    assert str(r2) in catalog["damaged"][0]["error"] and "damaged manifest" in catalog["damaged"][0]["error"]
+    # a damaged catalog is derived again from the manifests, and the next publish rewrites it
+    (root / "catalog.json").write_bytes(DAMAGE[damage](b'{"releases": [], "latest": null}'))
+    assert read_catalog(storage)["latest"] == "r3"
+    m4 = mini_release(bare_config(root, [_small_input(tmp_path, 5, 15)], "r4"))
+    assert m4["parent"] == "r3" and m4["drift"]["documents"]["parent"] == 5
+    assert json.loads((root / "catalog.json").read_text())["latest"] == "r4"
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_cli_names_a_damaged_manifest_in_one_line(tmp_path, damage):
+    root = tmp_path / "corpus"
+    m = mini_release(bare_config(root, [_small_input(tmp_path)], "r1"))
+    man = root / "releases" / "r1" / "manifest.json"
+    man.write_bytes(DAMAGE[damage](man.read_bytes()))
+    release = str(root / "releases" / "r1")
+    doc_id = pq.read_table(root / m["outputs"]["documents"][0]["path"]).column("id")[0].as_py()
+    for args in (["manifest", release], ["manifest", str(man)], ["explain", release, "--id", doc_id],
+                 ["export", "dolma", release, "--to", str(tmp_path / "out")]):
+        res = _cli(*args)
+        assert res.exit_code == 1, (args, res.output)
+        assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+        lines = [line for line in res.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and str(man) in lines[0] and "damaged manifest" in lines[0], (args, res.output)
+
+
+def test_status_rebuilds_the_catalog_and_names_damaged_manifests(tmp_path):
+    root = tmp_path / "corpus"
+    mini_release(bare_config(root, [_small_input(tmp_path)], "r1"))
+    mini_release(bare_config(root, [_small_input(tmp_path, 5, 5)], "r2"))
+    (root / "releases" / "r2" / "manifest.json").write_text('{"release": "r2"')
+    (root / "catalog.json").write_text('{"releases": [')
+    res = _cli("status", str(root))
+    assert res.exit_code == 0, res.output
+    assert "1 release(s), latest r1" in res.output
+    assert "damaged (skipped)" in res.output and str(root / "releases" / "r2" / "manifest.json") in res.output
+    assert json.loads((root / "catalog.json").read_text())["latest"] == "r1"
