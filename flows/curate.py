@@ -27,11 +27,16 @@ from tasks.steps import (
     RunContext,
     exact_filter_step,
     exact_reduce_step,
+    id_check_needed,
+    id_reduce_step,
+    ingest_read_step,
     ingest_step,
 )
 from tasks.storage import Storage, StorageSpec
 
 ingest_task = shard_task(ingest_step, "ingest")
+ingest_read_task = shard_task(ingest_read_step, "ingest_read")
+id_reduce_task = shard_task(id_reduce_step, "ingest_ids")
 exact_reduce_task = shard_task(exact_reduce_step, "exact_dedup_reduce")
 exact_filter_task = shard_task(exact_filter_step, "exact_dedup")
 near_reduce_task = shard_task(near_steps.reduce_step, "near_dedup_reduce")
@@ -137,10 +142,17 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     # the last map stage writes the release's documents itself
     if quality:
         quality_steps.stage.stage_rules(ctx.config.quality)  # unknown names fail before any work starts
-    results, failed = shard_map(ingest_task, [(s.name, (ctx, s, not (dedup or near or quality or prox or leaner)))
-                                                for s in shards],
-                                execution,
-                                "ingest")
+    final = not (dedup or near or quality or prox or leaner)
+    if id_check_needed(shards):  # a source id may reach two shards: read, check ids globally, finish
+        read, failed = shard_map(ingest_read_task, [(s.name, (ctx, s)) for s in shards], execution, "ingest")
+        _checked(shard_map(id_reduce_task, [(f"b{b:05d}", (ctx, b)) for b in range(ctx.exact_buckets)], execution,
+                           "ingest_ids"))
+        uris = {s.index: s.uri for s in shards}
+        results, more = shard_map(ingest_task, [(s.name, (ctx, s, final, uris)) for s in shards if s.name in read],
+                                  execution, "ingest")
+        failed = sorted(failed + more, key=lambda f: f["shard"])
+    else:
+        results, failed = shard_map(ingest_task, [(s.name, (ctx, s, final)) for s in shards], execution, "ingest")
     by_name = {s.name: s for s in shards}
     for f in failed:
         f["uri"] = by_name[f["shard"]].uri

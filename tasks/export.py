@@ -6,7 +6,9 @@
                                                          {"id": ..., "attributes": {name: [[start, end, score], ...]}}
 
 Attribute columns that are not spans (e.g. a cluster id) are exported as
-``[[0, len(text), value]]`` so that every Dolma attribute keeps its span shape.
+``[[0, len(text), value]]`` so that every Dolma attribute keeps its span shape. A document's
+Dolma ``id`` is its source id (Dolma: "source-specific identifier", unique within a source)
+when the input had one, else refinery's stable id.
 """
 
 from __future__ import annotations
@@ -54,22 +56,24 @@ def export_dolma(release_url: str, out_url: str) -> dict[str, int]:
         source = layout.component(f["source"])
         part = layout.component(f["path"].rsplit("/", 1)[-1].removesuffix(".parquet"))
         docs = storage.read_parquet(f["path"])
-        rows = []
+        rows, ours = [], []
         for d in docs.to_pylist():
+            # Dolma's `id` is the source's own identifier (unique within its source, which
+            # ingest enforces); a document without one keeps the stable id refinery gave it
             rows.append({
-                "id": d["id"], "text": d["text"], "source": d["source"], "version": d["version"],
-                "added": _iso(d["added"]), "created": _iso(d["created"]),
+                "id": d.get("source_id") or d["id"], "text": d["text"], "source": d["source"],
+                "version": d["version"], "added": _iso(d["added"]), "created": _iso(d["created"]),
                 "metadata": json.loads(d["metadata"]) if d["metadata"] else {},
             })
+            ours.append(d["id"])
         out.write_bytes(f"documents/{source}/{part}.jsonl.gz", _jsonl_gz(rows))
         counts["documents"] += len(rows)
         counts["files"] += 1
-        lengths = {d["id"]: len(d["text"]) for d in rows}
         for tagger_set, table in _attribute_tables(storage, release, source, part).items():
             by_id = {r["id"]: r for r in table.to_pylist()}
             attr_rows = []
-            for d in rows:
-                values = by_id.get(d["id"], {})
+            for d, our_id in zip(rows, ours, strict=True):
+                values = by_id.get(our_id, {})
                 attrs = {}
                 for name, v in values.items():
                     if name == "id" or v is None:
@@ -77,8 +81,8 @@ def export_dolma(release_url: str, out_url: str) -> dict[str, int]:
                     if isinstance(v, list):
                         attrs[name] = [[s["start"], s["end"], s["score"]] for s in v]
                     else:
-                        attrs[name] = [[0, lengths[d["id"]], v]]
-                attr_rows.append({"id": d["id"], "attributes": attrs})
+                        attrs[name] = [[0, len(d["text"]), v]]
+                attr_rows.append({"id": d["id"], "source": d["source"], "attributes": attrs})
             out.write_bytes(f"attributes/{layout.component(tagger_set)}/{source}/{part}.jsonl.gz",
                             _jsonl_gz(attr_rows))
             counts["attribute_files"] += 1

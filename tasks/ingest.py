@@ -27,14 +27,14 @@ import xxhash
 import zstandard
 
 from tasks.config import ColumnMap, IngestConfig, InputSpec, PipelineConfig
-from tasks.schema import DOCUMENT_SCHEMA, TIMESTAMP, WORK_SCHEMA, to_rejects, word_counts
+from tasks.schema import DOCUMENT_SCHEMA, TIMESTAMP, WORK_SCHEMA, reason_key, to_rejects, word_counts
 from tasks.storage import filesystem_for
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl.zst", ".json.zst",
                   ".ndjson.zst", ".jsonl.zstd")
 DATA_SUFFIXES = PARQUET_SUFFIXES + JSONL_SUFFIXES
-_SOURCE_CLEAN = re.compile(r"[^A-Za-z0-9._-]+")
+_SOURCE_CLEAN = re.compile(r"[^\w.-]+")
 
 
 class InputError(RuntimeError):
@@ -94,7 +94,9 @@ def source_name(spec: InputSpec, fs, base: str, is_dir: bool) -> str:
                 break
     if any(ch in base for ch in "*?["):
         name = base.split("*", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "input"
-    return _SOURCE_CLEAN.sub("_", name).strip("._-") or "input"
+    # letters of any script stay (a file 日本.jsonl is source 日本): the name is data, and
+    # tasks.layout.component encodes it where it names a folder
+    return _SOURCE_CLEAN.sub("_", unicodedata.normalize("NFC", name)).strip("._-") or "input"
 
 
 def expand_input(spec: InputSpec, endpoint_url: str | None = None) -> tuple[str, list[str], Any]:
@@ -128,8 +130,15 @@ def plan_shards(config: PipelineConfig) -> list[Shard]:
     """All shards of a run, in the stable order that defines the exact-dedup survivor."""
     shards: list[Shard] = []
     endpoint = config.storage.endpoint_url
+    owner: dict[str, InputSpec] = {}
     for spec in config.inputs:
         source, urls, fs = expand_input(spec, endpoint)
+        other = owner.setdefault(source, spec)
+        if other is not spec and not (spec.source and other.source):
+            # one source name given on purpose to several inputs is one source spread over
+            # them; a derived name that collides would silently merge two sources' ids
+            raise InputError(f"inputs {other.uri} and {spec.uri} both have source {source!r}; give each input its "
+                             "own `source` (or the same one on purpose to both)")
         for url in urls:
             fmt = _format_of(url, spec.format)
             groups = _parquet_row_group_ranges(fs, url, config.execution.shard_rows) if fmt == "parquet" else [None]
@@ -257,7 +266,7 @@ def _pylist(column: pa.ChunkedArray, name: str, rows: list[int], bad: dict[int, 
         try:
             out.append(column[k].as_py())
         except Exception as exc:  # noqa: BLE001
-            bad.setdefault(rows[k], _safe(f"column {name!r} cannot be read: {type(exc).__name__}: {exc}")[:300])
+            bad.setdefault(rows[k], _safe(f"unreadable value in column {name!r}: {type(exc).__name__}: {exc}")[:300])
             out.append(None)
     return out
 
@@ -547,10 +556,14 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     ids = [stable_id(s, i, text_of.get(k, "")) for k, (s, i) in enumerate(zip(sources, ids_src, strict=True))]
     first_row: dict[str, int] = {}
     for k, doc_id in enumerate(ids):
-        # the same source id twice would give two documents one id: the later rows are rejected
-        if doc_id in first_row and reasons[k] is None and ids_src[k] is not None:
-            reasons[k] = f"duplicate id {ids_src[k]!r} (first at row {rows[first_row[doc_id]]})"
-        first_row.setdefault(doc_id, k)
+        # the same source id twice would give two documents one id: the later rows are
+        # rejected (across shards: tasks.steps.id_reduce_step)
+        if reasons[k] is not None or ids_src[k] is None or ids_src[k] == "":
+            continue
+        if doc_id in first_row:
+            reasons[k] = f"duplicate id {str(ids_src[k])!r} (first at row {rows[first_row[doc_id]]})"
+        else:
+            first_row[doc_id] = k
     hashes = ([xxhash.xxh3_128_digest(content_key(t, dedup_key).encode("utf-8")) for t in texts.to_pylist()]
               if dedup_key is not None else [None] * len(keep))
     added = _to_timestamp([raw.added[i] for i in keep])
@@ -565,6 +578,7 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
             "created": _to_timestamp([raw.created[i] for i in keep]),
             "metadata": pa.array([raw.metadata[i] for i in keep], pa.string()),
             "version": pa.array([release] * n, pa.string()),
+            "source_id": pa.array([None if i is None or i == "" else str(i) for i in ids_src], pa.string()),
             "content_hash": pa.array(hashes, pa.binary(16)),
             "order": pa.array([(shard.index << 32) | r for r in rows], pa.int64()),
             "input_row": pa.array(rows, pa.int64()),
@@ -585,7 +599,7 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
             )
         )
     rejects = pa.concat_tables(rejects_parts)
-    reason_counts = Counter(r.split(" (")[0] for r in rejects.column("reason").to_pylist())
+    reason_counts = Counter(reason_key(r) for r in rejects.column("reason").to_pylist())
     stats = {
         "file": file_info,
         # a Parquet null text is both a row and a bad row: count each input row once

@@ -95,15 +95,27 @@ def mini_release(cfg: PipelineConfig) -> dict:
     are recorded as failures, as the flow records them."""
     from tasks.ingest import InputError, plan_shards
     from tasks.publish import build_manifest, publish_release, read_catalog
-    from tasks.steps import RunContext, ingest_step
+    from tasks.steps import RunContext, id_check_needed, id_reduce_step, ingest_read_step, ingest_step
 
     spec = StorageSpec(cfg.output)
     storage = spec.open()
     ctx = RunContext(cfg.release or "r1", NOW.isoformat(), read_catalog(storage).get("latest"), spec, cfg)
     markers, failures = [], []
-    for shard in plan_shards(cfg):
+    shards = plan_shards(cfg)
+    uris = None
+    if id_check_needed(shards):  # as the flow: read every shard, check ids across them, finish
+        alive = []
+        for shard in shards:
+            try:
+                ingest_read_step(ctx, shard)
+                alive.append(shard)
+            except InputError as exc:
+                failures.append({"stage": "ingest", "shard": shard.name, "error": str(exc), "uri": shard.uri})
+        id_reduce_step(ctx, 0)
+        shards, uris = alive, {s.index: s.uri for s in shards}
+    for shard in shards:
         try:
-            markers.append(ingest_step(ctx, shard, True))
+            markers.append(ingest_step(ctx, shard, True, uris))
         except InputError as exc:
             failures.append({"stage": "ingest", "shard": shard.name, "error": str(exc), "uri": shard.uri})
     cluster = {"ray_nodes": 0, "ray_cpus": 0, "ray_address": None}
@@ -345,7 +357,7 @@ def test_parquet_values_that_cannot_be_read_are_rejects_not_a_failed_file(tmp_pa
     assert res.work.column("text").to_pylist() == [texts[0], texts[3]]
     reasons = {r["input_row"]: r["reason"] for r in res.rejects.to_pylist()}
     assert reasons[1] == "invalid UTF-8 at byte 3 in column 'id'"
-    assert reasons[2].startswith("column 'seen' cannot be read")
+    assert reasons[2].startswith("unreadable value in column 'seen'")
 
 
 _ANY_CHAR = st.one_of(st.characters(), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"]))
@@ -498,3 +510,107 @@ def test_status_rebuilds_the_catalog_and_names_damaged_manifests(tmp_path):
     assert "1 release(s), latest r1" in res.output
     assert "damaged (skipped)" in res.output and str(root / "releases" / "r2" / "manifest.json") in res.output
     assert json.loads((root / "catalog.json").read_text())["latest"] == "r1"
+
+
+# -- class 4: sources and ids ------------------------------------------------------------------
+
+def _wiki_rows(n: int, start: int = 0) -> list[dict]:
+    t = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"), columns=["page_id", "text", "title"])
+    return t.slice(start, n).to_pylist()
+
+
+def _verify(root: Path, m: dict) -> None:
+    from tests.releases import verify_release
+
+    verify_release(StorageSpec(str(root)).open(), m)
+
+
+def test_inputs_named_in_other_scripts_keep_their_own_sources(tmp_path):
+    """`-i a/日本.jsonl -i b/中国.jsonl` used to make both source `input`: 10 documents, 5 ids."""
+    rows = _wiki_rows(5)
+    for sub, name in (("a", "日本"), ("b", "中国")):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    root = tmp_path / "corpus"
+    m = mini_release(bare_config(root, [InputSpec(uri=str(tmp_path / "a" / "日本.jsonl"), columns={"id": "page_id"}),
+                                        InputSpec(uri=str(tmp_path / "b" / "中国.jsonl"), columns={"id": "page_id"})]))
+    _verify(root, m)
+    assert set(m["sources"]) == {"日本", "中国"} and m["totals"]["documents"] == 10
+    ids = [i for f in m["outputs"]["documents"] for i in pq.read_table(root / f["path"]).column("id").to_pylist()]
+    assert len(set(ids)) == 10
+
+
+def test_two_inputs_whose_derived_sources_collide_are_refused_naming_both(tmp_path):
+    from tasks.ingest import InputError, plan_shards
+
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "data.jsonl").write_text(json.dumps({"text": "x y"}) + "\n")
+    a, b = str(tmp_path / "a" / "data.jsonl"), str(tmp_path / "b" / "data.jsonl")
+    with pytest.raises(InputError, match="both have source 'data'") as err:
+        plan_shards(bare_config(tmp_path / "c", [InputSpec(uri=a), InputSpec(uri=b)]))
+    assert a in str(err.value) and b in str(err.value)
+    # the same source given on purpose to both is one source spread over two inputs
+    assert len(plan_shards(bare_config(tmp_path / "c", [InputSpec(uri=a, source="d"), InputSpec(uri=b, source="d")]))) == 2
+
+
+def test_a_source_id_in_two_row_group_shards_is_rejected_once(tmp_path):
+    """One Parquet file split into row-group shards (`shard_rows`) let a source id through twice."""
+    rows = _wiki_rows(3000)
+    rows[2500] = {**rows[2500], "page_id": rows[10]["page_id"]}  # in a later row group
+    path = tmp_path / "in" / "wiki.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=1000)
+    root = tmp_path / "corpus"
+    cfg = bare_config(root, [InputSpec(uri=str(path), source="wiki", columns={"id": "page_id"})],
+                      execution={"shard_rows": 1000})
+    from tasks.ingest import plan_shards
+
+    assert len(plan_shards(cfg)) == 3
+    m = mini_release(cfg)
+    _verify(root, m)
+    assert m["totals"]["documents"] == 2999
+    rej = pa.concat_tables([pq.read_table(root / f["path"]) for f in m["outputs"]["rejects"]]).to_pylist()
+    assert [(r["input_uri"], r["input_row"]) for r in rej] == [(str(path), 2500)]
+    assert rej[0]["reason"] == f"duplicate id '{rows[10]['page_id']}' (first at row 10 of {path})"
+    assert rej[0]["source_id"] == str(rows[10]["page_id"])
+
+
+def test_a_source_id_in_two_files_of_one_source_is_rejected_once(tmp_path):
+    rows = _wiki_rows(20)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:10]))
+    again = [{**rows[12], "page_id": rows[3]["page_id"]}] + rows[10:12]
+    (folder / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in again))
+    root = tmp_path / "corpus"
+    m = mini_release(bare_config(root, [InputSpec(uri=str(folder), source="wiki", columns={"id": "page_id"})]))
+    _verify(root, m)
+    assert m["totals"]["documents"] == 12 and m["funnel"][0]["dropped"] == {"duplicate id": 1}
+    rej = pq.read_table(root / m["outputs"]["rejects"][0]["path"]).to_pylist()
+    assert rej[0]["input_uri"] == str(folder / "b.jsonl") and rej[0]["input_row"] == 0
+    assert str(folder / "a.jsonl") in rej[0]["reason"] and "first at row 3" in rej[0]["reason"]
+
+
+def test_the_source_id_is_kept_found_by_explain_and_is_dolmas_id(tmp_path):
+    import gzip
+
+    from tasks.explain import explain
+    from tasks.export import export_dolma
+
+    rows = _wiki_rows(6)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "w.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:5]) + json.dumps(
+        {"text": rows[5]["text"]}) + "\n")  # one row without an id
+    root = tmp_path / "corpus"
+    m = mini_release(bare_config(root, [InputSpec(uri=str(folder), source="wiki", columns={"id": "page_id"})]))
+    docs = pq.read_table(root / m["outputs"]["documents"][0]["path"]).to_pylist()
+    assert [d["source_id"] for d in docs] == [str(r["page_id"]) for r in rows[:5]] + [None]
+    r = explain(str(root), str(rows[2]["page_id"]))  # a takedown request names the source's id
+    assert r["found"] and r["here"]["text"] == rows[2]["text"] and r["matched_source_id"] == [docs[2]["id"]]
+    counts = export_dolma(str(root), str(tmp_path / "out"))
+    assert counts["documents"] == 6
+    line = [json.loads(x) for x in gzip.decompress(next((tmp_path / "out" / "documents").rglob("*.gz"))
+                                                   .read_bytes()).splitlines()]
+    assert [x["id"] for x in line] == [str(r["page_id"]) for r in rows[:5]] + [docs[5]["id"]]
