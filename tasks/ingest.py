@@ -11,7 +11,9 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
+import stat
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -52,6 +54,7 @@ class Shard:
     columns: ColumnMap
     row_groups: tuple[int, int] | None = None  # [start, stop) or None for the whole file
     endpoint_url: str | None = None
+    root: str | None = None  # the local input folder its links must stay in (see link_roots)
 
     @property
     def name(self) -> str:
@@ -83,6 +86,11 @@ def _format_of(path: str, declared: str) -> str:
     raise InputError(f"{path}: cannot tell the format from the name (expected one of {', '.join(DATA_SUFFIXES)})")
 
 
+def is_glob(fs, base: str) -> bool:
+    """A pattern, unless a file or folder of that very name exists (``week[1].jsonl``)."""
+    return any(ch in base for ch in "*?[") and not fs.exists(base)
+
+
 def source_name(spec: InputSpec, fs, base: str, is_dir: bool) -> str:
     if spec.source:
         return spec.source
@@ -92,38 +100,158 @@ def source_name(spec: InputSpec, fs, base: str, is_dir: bool) -> str:
             if name.lower().endswith(suffix):
                 name = name[: -len(suffix)]
                 break
-    if any(ch in base for ch in "*?["):
-        name = base.split("*", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "input"
+    if is_glob(fs, base):
+        name = _glob_root(base).rstrip("/").rsplit("/", 1)[-1] or "input"
     # letters of any script stay (a file 日本.jsonl is source 日本): the name is data, and
     # tasks.layout.component encodes it where it names a folder
     return _SOURCE_CLEAN.sub("_", unicodedata.normalize("NFC", name)).strip("._-") or "input"
+
+
+def skipped_name(name: str) -> bool:
+    """Names the tools that write data folders use for what is not data, skipped below an
+    input root, as Hadoop's and Spark's readers skip them: a leading ``_`` (``_SUCCESS``,
+    ``_committed_*``, ``_started_*``, ``_temporary/`` of an unfinished write, ``__MACOSX/``)
+    or ``.`` (hidden files, ``.DS_Store``, macOS ``._*`` resource forks, Hadoop's ``.*.crc``)."""
+    return name.startswith(("_", "."))
+
+
+def _glob_root(pattern: str) -> str:
+    """The folder a pattern starts in: its components before the first wildcard."""
+    parts = pattern.split("/")
+    fixed = []
+    for part in parts:
+        if any(ch in part for ch in "*?["):
+            break
+        fixed.append(part)
+    return "/".join(fixed) or "/"
+
+
+def _is_local(fs) -> bool:
+    proto = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    return "file" in proto or "local" in proto
+
+
+def link_roots(root: str) -> list[str]:
+    """Where a symbolic link under the local input folder ``root`` may point: inside
+    ``root``, and for a Hugging Face snapshot (``<repo>/snapshots/<rev>/...``, whose files are
+    links to ``<repo>/blobs/``) inside its repository's ``blobs`` folder."""
+    real = os.path.realpath(root)
+    out = [real]
+    parts = real.split(os.sep)
+    if "snapshots" in parts[:-1]:
+        k = len(parts) - 1 - parts[::-1].index("snapshots")
+        out.append(os.sep.join(parts[:k] + ["blobs"]))
+    return out
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _walk_local(root: str, wanted) -> list[str]:
+    """Files under a local folder that ``wanted(path)`` accepts, following links to files and
+    folders inside :func:`link_roots`; a link that leaves them is listed as it is, so that its
+    shard fails naming it (``_read_bytes``). Folders named like data files are listed too."""
+    roots = link_roots(root)
+    out: list[str] = []
+    seen: set[str] = set()
+    stack = [root.rstrip("/") or "/"]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen:  # a link loop, or two links to one folder
+            continue
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise InputError(f"{folder}: cannot list the folder: {exc}") from None
+        for entry in entries:
+            if skipped_name(entry.name):
+                continue
+            path = f"{folder.rstrip('/')}/{entry.name}"
+            if entry.is_symlink() and not _inside(os.path.realpath(path), roots):
+                if wanted(path):
+                    out.append(path)  # refused when read, by name
+                continue
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append(path)
+                if wanted(path):
+                    out.append(path)  # a folder named like a data file: its shard says so
+            elif wanted(path):
+                out.append(path)
+    return sorted(out)
 
 
 def expand_input(spec: InputSpec, endpoint_url: str | None = None) -> tuple[str, list[str], Any]:
     """The source name and the sorted data files of one input spec."""
     fs, base = filesystem_for(spec.uri, endpoint_url)
     protocol = spec.uri.split("://", 1)[0] if "://" in spec.uri else None
-    if any(ch in base for ch in "*?["):
-        files = sorted(p for p in fs.glob(base) if not fs.isdir(p))
+
+    def wanted(path: str) -> bool:
+        return spec.format != "auto" or path.lower().endswith(DATA_SUFFIXES)
+
+    if is_glob(fs, base):
+        root = _glob_root(base).rstrip("/")
+        files = sorted(p for p in fs.glob(base) if not fs.isdir(p)
+                       and not any(skipped_name(c) for c in p[len(root):].split("/") if c))
         is_dir = True
     elif fs.isdir(base):
-        # a directory named like a data file is kept as a "file": its shard fails with a clear
-        # error instead of being skipped without a word
-        entries = fs.find(base, withdirs=True, detail=True)
-        files = sorted(p for p, info in entries.items() if p.lower().endswith(DATA_SUFFIXES)
-                       and p.rstrip("/") != base.rstrip("/") and info.get("type") in ("file", "directory"))
+        if _is_local(fs):
+            files = _walk_local(base, wanted)
+        else:
+            # a directory named like a data file is kept as a "file": its shard fails with a
+            # clear error instead of being skipped without a word
+            entries = fs.find(base, withdirs=True, detail=True)
+            root = base.rstrip("/")
+            files = sorted(p for p, info in entries.items() if wanted(p) and p.rstrip("/") != root
+                           and info.get("type") in ("file", "directory")
+                           and not any(skipped_name(c) for c in p[len(root):].split("/") if c))
         is_dir = True
-        if spec.format != "auto":
-            files = sorted(p for p in fs.find(base) if not p.rsplit("/", 1)[-1].startswith("."))
     elif fs.exists(base):
         files, is_dir = [base], False
     else:
         raise InputError(f"{spec.uri}: input not found")
     if not files:
-        raise InputError(f"{spec.uri}: no data files found (looked for {', '.join(DATA_SUFFIXES)})")
+        raise InputError(f"{spec.uri}: no data files found (looked for {', '.join(DATA_SUFFIXES)}; names starting "
+                         "with '_' or '.' are skipped)")
     source = source_name(spec, fs, base, is_dir)
     urls = [f"{protocol}://{p}" if protocol and protocol != "file" else p for p in files]
     return source, urls, fs
+
+
+def input_root(spec: InputSpec, endpoint_url: str | None = None) -> str | None:
+    """The local folder whose links an input may follow (None: not local, or one file named
+    on purpose, which is followed wherever it points)."""
+    fs, base = filesystem_for(spec.uri, endpoint_url)
+    if not _is_local(fs):
+        return None
+    if is_glob(fs, base):
+        return _glob_root(base)
+    return base if fs.isdir(base) else None
+
+
+def check_output_outside_inputs(config: PipelineConfig) -> None:
+    """A corpus root inside an input folder would make the next run ingest its own releases
+    and state files."""
+    if not config.output:
+        return
+    out_fs, out = filesystem_for(config.output, config.storage.endpoint_url)
+    out_local = _is_local(out_fs)
+    out = os.path.realpath(out) if out_local else out.rstrip("/")
+    for spec in config.inputs:
+        fs, base = filesystem_for(spec.uri, config.storage.endpoint_url)
+        if _is_local(fs) != out_local:
+            continue
+        root = _glob_root(base) if is_glob(fs, base) else base
+        root = os.path.realpath(root) if out_local else root.rstrip("/")
+        if out == root or out.startswith(root.rstrip("/") + "/"):
+            raise InputError(f"output {config.output} is inside input {spec.uri}: the next run would ingest its own "
+                             "releases; put the corpus root outside every input folder")
 
 
 def plan_shards(config: PipelineConfig) -> list[Shard]:
@@ -131,8 +259,10 @@ def plan_shards(config: PipelineConfig) -> list[Shard]:
     shards: list[Shard] = []
     endpoint = config.storage.endpoint_url
     owner: dict[str, InputSpec] = {}
+    check_output_outside_inputs(config)
     for spec in config.inputs:
         source, urls, fs = expand_input(spec, endpoint)
+        root = input_root(spec, endpoint)
         other = owner.setdefault(source, spec)
         if other is not spec and not (spec.source and other.source):
             # one source name given on purpose to several inputs is one source spread over
@@ -143,7 +273,7 @@ def plan_shards(config: PipelineConfig) -> list[Shard]:
             fmt = _format_of(url, spec.format)
             groups = _parquet_row_group_ranges(fs, url, config.execution.shard_rows) if fmt == "parquet" else [None]
             for rg in groups:
-                shards.append(Shard(len(shards), url, fmt, source, spec.columns, rg, endpoint))
+                shards.append(Shard(len(shards), url, fmt, source, spec.columns, rg, endpoint, root))
     return shards
 
 
@@ -152,6 +282,8 @@ def _parquet_row_group_ranges(fs, url: str, shard_rows: int) -> list[tuple[int, 
     so that the error surfaces, with its name, when that shard runs."""
     try:
         path = url.split("://", 1)[1] if "://" in url else url
+        if _is_local(fs) and not stat.S_ISREG(os.stat(path).st_mode):
+            return [None]  # a FIFO would block the planner; its shard names the problem
         with fs.open(path, "rb") as fh:
             meta = pq.ParquetFile(fh).metadata
     except Exception:
@@ -185,10 +317,34 @@ class _Raw:
     bad_rows: list[tuple[int, str, str | None]]  # (row, reason, raw text)
 
 
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+               (stat.S_ISBLK, "a device"))
+
+
+def _check_local(shard: Shard, path: str) -> None:
+    """Only regular files are opened, and links only where the input folder allows."""
+    if shard.root is not None:  # without links, every file under the folder resolves inside it
+        target = os.path.realpath(path)
+        if not _inside(target, link_roots(shard.root)):
+            raise InputError(f"{shard.uri}: is a symbolic link to {target}, outside the input folder {shard.root}; "
+                             "links are followed only inside it (copy the file in, or give it as an input)")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise InputError(f"{shard.uri}: cannot read the file: {exc}") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{shard.uri}: is a directory, not a data file")
+    for test, kind in _FILE_KINDS:
+        if test(mode):
+            raise InputError(f"{shard.uri}: is {kind}, not a regular file")
+
+
 def _read_bytes(shard: Shard) -> tuple[bytes, dict[str, Any]]:
     fs, path = filesystem_for(shard.uri, shard.endpoint_url)
     try:
-        if fs.isdir(path):
+        if _is_local(fs):
+            _check_local(shard, path)
+        elif fs.isdir(path):
             raise InputError(f"{shard.uri}: is a directory, not a data file")
         data = fs.cat_file(path)
         info = fs.info(path)
@@ -636,11 +792,12 @@ def read_texts(spec: InputSpec, endpoint_url: str | None = None, limit: int | No
     """The normalized texts of one input (every file of it), read exactly as a release reads
     them; used where a whole run is not wanted, e.g. classifier training data."""
     _, urls, fs = expand_input(spec, endpoint_url)
+    root = input_root(spec, endpoint_url)
     texts: list[str] = []
     epoch = datetime.fromtimestamp(0, UTC)
     for k, url in enumerate(urls):
         fmt = _format_of(url, spec.format)
-        shard = Shard(k, url, fmt, "training", spec.columns, None, endpoint_url)
+        shard = Shard(k, url, fmt, "training", spec.columns, None, endpoint_url, root)
         texts.extend(ingest_shard(shard, IngestConfig(), None, "training", epoch).work.column("text").to_pylist())
         if limit is not None and len(texts) >= limit:
             return texts[:limit]

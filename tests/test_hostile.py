@@ -614,3 +614,124 @@ def test_the_source_id_is_kept_found_by_explain_and_is_dolmas_id(tmp_path):
     line = [json.loads(x) for x in gzip.decompress(next((tmp_path / "out" / "documents").rglob("*.gz"))
                                                    .read_bytes()).splitlines()]
     assert [x["id"] for x in line] == [str(r["page_id"]) for r in rows[:5]] + [docs[5]["id"]]
+
+
+# -- class 5: folder conventions ---------------------------------------------------------------
+
+def _jsonl(path: Path, texts: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path
+
+
+def _published_texts(root: Path, m: dict) -> list[str]:
+    return sorted(t for f in m["outputs"]["documents"] for t in pq.read_table(root / f["path"]).column("text")
+                  .to_pylist())
+
+
+def _everything_written(root: Path) -> str:
+    """Every text in every Parquet file of the root (documents, rejects, attributes, state)."""
+    return "\n".join(str(pq.read_table(p).to_pylist()) for p in root.rglob("*.parquet"))
+
+
+def test_spark_hadoop_and_macos_leftovers_are_not_data(tmp_path):
+    t = wiki(12)
+    folder = tmp_path / "spark-out"
+    pq.write_table(pa.table({"text": t[0:3]}), _mk(folder / "part-00000.parquet"))
+    pq.write_table(pa.table({"text": t[3:6]}), folder / "part-00001.parquet")
+    # an unfinished write, commit protocol files, checksums, macOS and hidden files
+    pq.write_table(pa.table({"text": t[6:8]}), _mk(folder / "_temporary" / "0" / "_temporary" / "attempt_1" /
+                                                  "part-00002.parquet"))
+    for name in ("_SUCCESS", "_committed_123", "_started_123", ".part-00000.parquet.crc", ".DS_Store"):
+        (folder / name).write_bytes(b"\x00\x01")
+    (folder / "._part-00000.parquet").write_bytes(b"\x00\x05\x16\x07AppleDouble resource fork")
+    _jsonl(folder / "__MACOSX" / "x.jsonl", t[8:9])
+    _jsonl(folder / ".git" / "y.jsonl", t[9:10])
+    _jsonl(folder / ".hidden.jsonl", t[10:11])
+    root = tmp_path / "corpus"
+    m = mini_release(bare_config(root, [InputSpec(uri=str(folder), source="spark")]))
+    _verify(root, m)
+    assert m["failures"] == [] and _published_texts(root, m) == sorted(t[0:6])
+    assert [i["uri"] for i in m["inputs"]] == [str(folder / "part-00000.parquet"), str(folder / "part-00001.parquet")]
+    # the same rules hold for a glob
+    m2 = mini_release(bare_config(tmp_path / "c2", [InputSpec(uri=f"{folder}/**/*.parquet", source="spark")]))
+    assert _published_texts(tmp_path / "c2", m2) == sorted(t[0:6])
+
+
+def _mk(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_a_hugging_face_snapshot_of_links_is_read(tmp_path):
+    """A snapshot folder holds only links into its repository's blobs/ (used to give "no data
+    files found")."""
+    t = wiki(6)
+    repo = tmp_path / "hub" / "datasets--org--name"
+    blob_a = _jsonl(repo / "blobs" / "0a1b2c", t[:3])
+    blob_b = repo / "blobs" / "3d4e5f"
+    pq.write_table(pa.table({"text": t[3:]}), blob_b)
+    snap = repo / "snapshots" / "abc123"
+    _mk(snap / "data" / "train.jsonl").symlink_to(os.path.relpath(blob_a, snap / "data"))
+    (snap / "data" / "test.parquet").symlink_to(os.path.relpath(blob_b, snap / "data"))
+    root = tmp_path / "corpus"
+    m = mini_release(bare_config(root, [InputSpec(uri=str(snap), source="hf")]))
+    assert m["failures"] == [] and _published_texts(root, m) == sorted(t)
+
+
+def test_links_inside_the_input_are_followed_and_links_outside_are_refused_by_name(tmp_path):
+    t = wiki(8)
+    folder = tmp_path / "in"
+    _jsonl(folder / "a.jsonl", t[0:2])
+    _jsonl(folder / "sub" / "real.jsonl", t[2:4])
+    (folder / "inside.jsonl").symlink_to(folder / "sub" / "real.jsonl")
+    secret = _jsonl(tmp_path / "elsewhere" / "secret.jsonl", ["SECRET-TEXT " + t[4]])
+    (folder / "outside.jsonl").symlink_to(secret)
+    (folder / "linked-dir").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (folder / "sub" / "loop").symlink_to(folder, target_is_directory=True)  # a loop must end
+    root = tmp_path / "corpus"
+    for spec in (InputSpec(uri=str(folder), source="x"), InputSpec(uri=f"{folder}/*.jsonl", source="x")):
+        m = mini_release(bare_config(root, [spec], release=f"r{len(list(root.glob('releases/*')))}"))
+        failed = {f["uri"]: f["error"] for f in m["failures"]}
+        assert str(folder / "outside.jsonl") in failed
+        assert all("is a symbolic link to" in e and str(secret) in e for e in failed.values())
+        assert set(_published_texts(root, m)) >= set(t[0:4])
+        assert "SECRET-TEXT" not in _everything_written(root)  # not published, not in rejects
+
+
+def test_a_fifo_named_like_data_fails_its_shard_without_hanging(tmp_path):
+    t = wiki(2)
+    folder = tmp_path / "in"
+    _jsonl(folder / "good.jsonl", t)
+    os.mkfifo(folder / "pipe.jsonl")
+    os.mkfifo(folder / "pipe.parquet")
+    root = tmp_path / "corpus"
+    m = mini_release(bare_config(root, [InputSpec(uri=str(folder), source="x")]))
+    assert {Path(f["uri"]).name: f["error"] for f in m["failures"]} == {
+        "pipe.jsonl": f"{folder / 'pipe.jsonl'}: is a FIFO (named pipe), not a regular file",
+        "pipe.parquet": f"{folder / 'pipe.parquet'}: is a FIFO (named pipe), not a regular file"}
+    assert _published_texts(root, m) == sorted(t)
+
+
+def test_a_literal_file_name_is_not_a_glob(tmp_path):
+    t = wiki(4)
+    literal = _jsonl(tmp_path / "in" / "week[1].jsonl", t[:2])
+    _jsonl(tmp_path / "in" / "week1.jsonl", t[2:])
+    root = tmp_path / "corpus"
+    m = mini_release(bare_config(root, [InputSpec(uri=str(literal))]))
+    assert _published_texts(root, m) == sorted(t[:2]) and set(m["sources"]) == {"week_1"}
+    # a real pattern still globs
+    m2 = mini_release(bare_config(tmp_path / "c2", [InputSpec(uri=str(tmp_path / "in" / "week?.jsonl"), source="w")]))
+    assert _published_texts(tmp_path / "c2", m2) == sorted(t[2:])
+
+
+@pytest.mark.parametrize("where", ["inside", "same", "glob"])
+def test_an_output_root_inside_an_input_is_refused(tmp_path, where):
+    from tasks.ingest import InputError, plan_shards
+
+    _jsonl(tmp_path / "in" / "a.jsonl", wiki(1))
+    uri = {"inside": str(tmp_path / "in"), "same": str(tmp_path / "in"), "glob": f"{tmp_path}/in/*.jsonl"}[where]
+    out = tmp_path / "in" if where == "same" else tmp_path / "in" / "corpus"
+    with pytest.raises(InputError, match="is inside input") as err:
+        plan_shards(bare_config(out, [InputSpec(uri=uri)]))
+    assert str(out) in str(err.value) and uri in str(err.value)
