@@ -7,6 +7,7 @@ later stages need) and a rejects table. Nothing here knows about Prefect or Ray.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
@@ -37,6 +38,7 @@ JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjso
                   ".ndjson.zst", ".jsonl.zstd")
 DATA_SUFFIXES = PARQUET_SUFFIXES + JSONL_SUFFIXES
 _SOURCE_CLEAN = re.compile(r"[^\w.-]+")
+_INVISIBLE_ONLY = r"^[\s\p{Z}\p{Cf}\p{Cc}]*$"  # RE2: separators, format characters, controls
 
 
 class InputError(RuntimeError):
@@ -515,18 +517,64 @@ def _valid_utf8(texts: pa.Array, rows: list[int]) -> tuple[pa.Array, list[tuple[
     return pa.array(clean, pa.string()), bad
 
 
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
+
+
 def _decompress(shard: Shard, data: bytes) -> bytes:
+    """Decompressed by what the bytes are (their magic number), whatever the name says; a
+    name that promises a compression the bytes do not have is an error."""
     lower = shard.uri.lower()
+    named = "gzip" if lower.endswith(".gz") else "zstd" if lower.endswith((".zst", ".zstd")) else None
+    kind = next((k for magic, k in _MAGIC if data.startswith(magic)), None)
+    if named is not None and kind is None:
+        raise InputError(f"{shard.uri}: corrupt compressed stream: named like {named} data, but it is not "
+                         f"(starts with {data[:8]!r})")
     try:
-        if lower.endswith(".gz"):
+        if kind == "gzip":
             return gzip.decompress(data)
-        if lower.endswith((".zst", ".zstd")):
+        if kind == "zstd":
             return _zstd_frames(data)
+        if kind == "bz2":
+            import bz2
+
+            return bz2.decompress(data)
+        if kind == "xz":
+            import lzma
+
+            return lzma.decompress(data)
     except InputError as exc:
         raise InputError(f"{shard.uri}: {exc}") from None
     except Exception as exc:
         raise InputError(f"{shard.uri}: corrupt compressed stream: {exc}") from exc
     return data
+
+
+# Byte-order marks, longest first (UTF-32 LE starts like UTF-16 LE).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
+         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+
+
+def _as_utf8(shard: Shard, data: bytes) -> bytes:
+    """The file's text as UTF-8 without a byte-order mark. The encoding comes from the bytes:
+    a BOM, else RFC 4627's rule (JSON starts with an ASCII character, so the NUL bytes of
+    its first four bytes tell UTF-16 and UTF-32 and their byte order)."""
+    encoding, skip = None, 0
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            encoding, skip = name, len(bom)
+            break
+    if encoding is None and len(data) >= 4 and b"\x00" in data[:4]:
+        head = data[:4]
+        encoding = ("utf-32-be" if head[:3] == b"\x00\x00\x00" else "utf-32-le" if head[1:] == b"\x00\x00\x00"
+                    else "utf-16-be" if head[0] == 0 and head[2] == 0 else "utf-16-le" if head[1] == 0 and head[3] == 0
+                    else None)
+    if encoding is None or encoding == "utf-8":
+        return data[skip:]
+    try:
+        return data[skip:].decode(encoding).encode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError) as exc:
+        raise InputError(f"{shard.uri}: not valid {encoding.upper()} text (from its first bytes) at byte "
+                         f"{getattr(exc, 'start', '?')}") from None
 
 
 def _zstd_frames(data: bytes) -> bytes:
@@ -563,11 +611,42 @@ def _lone_surrogate(obj: dict[str, Any]) -> str | None:
     return None
 
 
+def _json_document(data: bytes) -> Any:
+    """The whole file as one JSON value when it is a JSON array (or one pretty-printed
+    object) rather than JSON Lines; None otherwise."""
+    head = data[:4096].lstrip()
+    first_line = data.split(b"\n", 1)[0]
+    if not head.startswith((b"[", b"{")) or (head.startswith(b"{") and _parses(first_line)):
+        return None
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, list | dict) else None
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except (ValueError, RecursionError):
+        return False
+
+
 def _read_jsonl(shard: Shard, data: bytes) -> _Raw:
-    cmap = shard.columns
     raw = _Raw([], [], [], [], [], [], [], [])
-    lines = _decompress(shard, data).split(b"\n")
-    for lineno, line in enumerate(lines):
+    data = _as_utf8(shard, _decompress(shard, data))
+    whole = _json_document(data)
+    if whole is not None:  # a .json file holding an array: each element is a row
+        rows = whole if isinstance(whole, list) else [whole]
+        maybe = bool(_SURROGATE_ESCAPE.search(data.decode("utf-8", "replace")))
+        for k, obj in enumerate(rows):
+            _add_object(raw, shard.columns, k, obj, _safe(json.dumps(obj, ensure_ascii=False, default=str)), maybe)
+        raw.text = pa.array(raw.text, pa.string())
+        return raw
+    for lineno, line in enumerate(data.split(b"\n")):
+        if line.startswith(codecs.BOM_UTF8):  # files concatenated with their marks
+            line = line[3:]
         if not line.strip():
             continue
         try:
@@ -583,36 +662,41 @@ def _read_jsonl(shard: Shard, data: bytes) -> _Raw:
         except RecursionError:
             raw.bad_rows.append((lineno, "invalid JSON: nested too deeply", decoded))
             continue
-        if not isinstance(obj, dict):
-            raw.bad_rows.append((lineno, f"not a JSON object ({type(obj).__name__})", decoded))
-            continue
-        text = obj.get(cmap.text)
-        if text is None:
-            raw.bad_rows.append((lineno, "missing text", decoded))
-            continue
-        if not isinstance(text, str):
-            raw.bad_rows.append((lineno, f"text is not a string ({type(text).__name__})", decoded))
-            continue
-        # a "\ud800" escape without its pair decodes to a string no UTF-8 writer accepts
-        where = _lone_surrogate(obj) if _SURROGATE_ESCAPE.search(decoded) else None
-        if where is not None:
-            raw.bad_rows.append((lineno, f"invalid Unicode: lone surrogate in {where}", decoded))
-            continue
-        keys = _metadata_keys(cmap, list(obj))
-        bad: dict[int, str] = {}
-        metadata = _dump_metadata_or_reason({k: obj[k] for k in keys if k in obj}, lineno, bad)
-        if bad:
-            raw.bad_rows.append((lineno, bad[lineno], decoded))
-            continue
-        raw.text.append(text)
-        raw.ids.append(obj.get(cmap.id) if cmap.id else None)
-        raw.sources.append(obj.get(cmap.source) if cmap.source else None)
-        raw.added.append(obj.get(cmap.added) if cmap.added else None)
-        raw.created.append(obj.get(cmap.created) if cmap.created else None)
-        raw.metadata.append(metadata)
-        raw.rows.append(lineno)
+        _add_object(raw, shard.columns, lineno, obj, decoded, bool(_SURROGATE_ESCAPE.search(decoded)))
     raw.text = pa.array(raw.text, pa.string())
     return raw
+
+
+def _add_object(raw: _Raw, cmap: ColumnMap, row: int, obj: Any, decoded: str, maybe_surrogate: bool) -> None:
+    """One parsed row: a document, or a bad row with its reason."""
+    if not isinstance(obj, dict):
+        raw.bad_rows.append((row, f"not a JSON object ({type(obj).__name__})", decoded))
+        return
+    text = obj.get(cmap.text)
+    if text is None:
+        raw.bad_rows.append((row, "missing text", decoded))
+        return
+    if not isinstance(text, str):
+        raw.bad_rows.append((row, f"text is not a string ({type(text).__name__})", decoded))
+        return
+    # a "\ud800" escape without its pair decodes to a string no UTF-8 writer accepts
+    where = _lone_surrogate(obj) if maybe_surrogate else None
+    if where is not None:
+        raw.bad_rows.append((row, f"invalid Unicode: lone surrogate in {where}", decoded))
+        return
+    keys = _metadata_keys(cmap, list(obj))
+    bad: dict[int, str] = {}
+    metadata = _dump_metadata_or_reason({k: obj[k] for k in keys if k in obj}, row, bad)
+    if bad:
+        raw.bad_rows.append((row, bad[row], decoded))
+        return
+    raw.text.append(text)
+    raw.ids.append(obj.get(cmap.id) if cmap.id else None)
+    raw.sources.append(obj.get(cmap.source) if cmap.source else None)
+    raw.added.append(obj.get(cmap.added) if cmap.added else None)
+    raw.created.append(obj.get(cmap.created) if cmap.created else None)
+    raw.metadata.append(metadata)
+    raw.rows.append(row)
 
 
 # -- normalizing ----------------------------------------------------------------------------
@@ -688,7 +772,9 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     mode whose hash fills ``content_hash``; None (exact dedup off) leaves it null, since
     nothing else reads it and it costs a pass over every text."""
     data, file_info = _read_bytes(shard)
-    raw = _read_parquet(shard, data) if shard.format == "parquet" else _read_jsonl(shard, data)
+    # a Parquet file is read as one whatever its name says (both ends carry the magic)
+    parquet = shard.format == "parquet" or (data[:4] == b"PAR1" and data[-4:] == b"PAR1")
+    raw = _read_parquet(shard, data) if parquet else _read_jsonl(shard, data)
 
     valid = raw.text.is_valid().to_numpy(zero_copy_only=False)
     keep = np.flatnonzero(valid).tolist()
@@ -704,7 +790,12 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
         for k in np.flatnonzero(pc.utf8_length(texts).to_numpy() > cfg.max_chars):
             reasons[k] = f"longer than max_chars ({len(texts[int(k)].as_py())} > {cfg.max_chars})"
     words = word_counts(texts)
-    for k in np.flatnonzero(words.to_numpy() == 0):  # nothing but whitespace
+    # nothing but whitespace, or only invisible characters (zero-width spaces and joiners,
+    # byte-order marks, soft hyphens, controls), which the word count sees as a word
+    blank = words.to_numpy() == 0
+    if len(texts):
+        blank |= pc.match_substring_regex(texts, _INVISIBLE_ONLY).to_numpy(zero_copy_only=False)
+    for k in np.flatnonzero(blank):
         reasons[k] = "empty text"
 
     by_text = [k for k, i in enumerate(ids_src) if i is None or i == ""]  # ids from the text itself

@@ -735,3 +735,106 @@ def test_an_output_root_inside_an_input_is_refused(tmp_path, where):
     with pytest.raises(InputError, match="is inside input") as err:
         plan_shards(bare_config(out, [InputSpec(uri=uri)]))
     assert str(out) in str(err.value) and uri in str(err.value)
+
+
+# -- class 6: formats: decoded by the bytes, not the name --------------------------------------
+
+def _compress(data: bytes, how: str) -> bytes:
+    import bz2
+    import gzip
+    import lzma
+
+    import zstandard
+
+    return {"none": lambda d: d, "gzip": lambda d: gzip.compress(d, mtime=0), "zstd": zstandard.compress,
+            "bz2": bz2.compress, "xz": lzma.compress}[how](data)
+
+
+ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-be-nobom", "utf-32"]
+
+
+def _encode(text: str, how: str) -> bytes:
+    if how == "utf-16-be-nobom":
+        return text.encode("utf-16-be")
+    return text.encode(how)  # utf-16 and utf-32 write a BOM (little-endian here)
+
+
+@pytest.mark.parametrize("container", ["jsonl", "array"])
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd", "bz2", "xz"])
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_every_row_is_read_whatever_the_encoding_compression_and_container(tmp_path, encoding, compression,
+                                                                              container):
+    """The file is always named plain `.json` / `.jsonl`: the bytes decide (BOM, RFC 4627 NUL
+    pattern, compression magic numbers, a JSON array)."""
+    rows = [{"text": t, "n": k} for k, t in enumerate(wiki(4, 30) + ["Ünïcödé 日本語 ✓ — café"])]
+    if container == "jsonl":
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    else:
+        text = json.dumps(rows, ensure_ascii=False, indent=2)
+    path = tmp_path / f"data.{'jsonl' if container == 'jsonl' else 'json'}"
+    path.write_bytes(_compress(_encode(text, encoding), compression))
+    res = _ingest(_shard(path, "jsonl"))
+    assert res.rejects.num_rows == 0, res.rejects.column("reason").to_pylist()
+    assert res.work.column("text").to_pylist() == [unicodedata.normalize("NFC", r["text"]) for r in rows]
+    assert res.work.column("input_row").to_pylist() == list(range(len(rows))) if container == "array" else True
+
+
+@pytest.mark.parametrize("arrow_type", ["string", "large_string", "string_view", "dict_string", "dict_large_string"])
+def test_every_arrow_string_type_is_a_text_column(tmp_path, arrow_type):
+    texts = wiki(5) + [None]
+    base = {"string": pa.string(), "large_string": pa.large_string(), "string_view": pa.string_view()}
+    if arrow_type.startswith("dict_"):
+        col = pa.array(texts + texts[:2], base[arrow_type[5:]]).dictionary_encode()
+    else:
+        col = pa.array(texts + texts[:2], base[arrow_type])
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": col, "id": pa.array([str(k) for k in range(8)]).dictionary_encode()}), path)
+    assert pq.read_schema(path).field("text").type != pa.string() or arrow_type == "string"
+    res = _ingest(_shard(path, "parquet", {"id": "id"}))
+    assert res.work.column("text").to_pylist() == texts[:5] + texts[:2]
+    assert res.work.column("source_id").to_pylist() == ["0", "1", "2", "3", "4", "6", "7"]
+    assert res.rejects.column("reason").to_pylist() == ["missing text"]
+
+
+def test_a_json_array_with_bad_elements_rejects_those_elements_by_index(tmp_path):
+    t = wiki(2)
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps([{"text": t[0]}, [1, 2], {"body": "x"}, {"text": t[1]}, "str"]))
+    res = _ingest(_shard(path, "jsonl"))
+    assert res.work.column("text").to_pylist() == t
+    assert {r["input_row"]: r["reason"] for r in res.rejects.to_pylist()} == {
+        1: "not a JSON object (list)", 2: "missing text", 4: "not a JSON object (str)"}
+
+
+def test_boms_inside_a_concatenated_file_and_parquet_named_jsonl(tmp_path):
+    t = wiki(4)
+    path = tmp_path / "cat.jsonl"
+    bom = "\ufeff".encode()
+    path.write_bytes(bom + (json.dumps({"text": t[0]}) + "\n").encode() + bom + (json.dumps({"text": t[1]}) + "\n")
+                     .encode())
+    assert _ingest(_shard(path, "jsonl")).work.column("text").to_pylist() == t[:2]
+    misnamed = tmp_path / "really.jsonl"
+    pq.write_table(pa.table({"text": t[2:]}), misnamed)
+    assert _ingest(_shard(misnamed, "jsonl")).work.column("text").to_pylist() == t[2:]
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200b\u200c\u200d", "\ufeff", "\u2060\u00ad", " \u200b \n\t",
+                                       "\u3000\u200b", "\x00\x01", "\u180e", "\ufeff\ufeff\u200b"])
+def test_a_document_of_invisible_characters_only_is_empty(tmp_path, invisible):
+    t = wiki(1)[0]
+    path = _jsonl(tmp_path / "z.jsonl", [t, invisible, "\u200b" + t])
+    res = _ingest(_shard(path, "jsonl"))
+    assert res.work.column("text").to_pylist() == [t, "\u200b" + t]
+    assert [(r["input_row"], r["reason"]) for r in res.rejects.to_pylist()] == [(1, "empty text")]
+
+
+def test_a_name_that_promises_compression_the_bytes_lack_is_named(tmp_path):
+    from tasks.ingest import InputError
+
+    path = tmp_path / "x.jsonl.gz"
+    path.write_bytes(b'{"text": "plain, not gzip"}\n')
+    with pytest.raises(InputError, match=f"{path}: corrupt compressed stream: named like gzip"):
+        _ingest(_shard(path, "jsonl"))
+    zst = tmp_path / "y.jsonl.gz"  # zstd bytes under a gzip name: the bytes win
+    zst.write_bytes(_compress(b'{"text": "zstd under a gz name"}\n', "zstd"))
+    assert _ingest(_shard(zst, "jsonl")).work.column("text").to_pylist() == ["zstd under a gz name"]
