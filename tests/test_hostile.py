@@ -838,3 +838,70 @@ def test_a_name_that_promises_compression_the_bytes_lack_is_named(tmp_path):
     zst = tmp_path / "y.jsonl.gz"  # zstd bytes under a gzip name: the bytes win
     zst.write_bytes(_compress(b'{"text": "zstd under a gz name"}\n', "zstd"))
     assert _ingest(_shard(zst, "jsonl")).work.column("text").to_pylist() == ["zstd under a gz name"]
+
+
+# -- class 7: config ---------------------------------------------------------------------------
+
+ALIAS_BOMB = """a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+def _config_error(tmp_path: Path, content: bytes | str, name: str = "p.yaml") -> str:
+    """`refinery config validate` on the file: exit 1 and its one-line error."""
+    path = tmp_path / name
+    if isinstance(content, str):
+        content = content.encode()
+    path.write_bytes(content)
+    res = _cli("config", "validate", str(path))
+    assert res.exit_code == 1, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(path) in lines[0] and len(lines[0]) < 700, res.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("content,needle", [
+    (ALIAS_BOMB, "alias bomb"),
+    ("output: &x /tmp/x\nrelease: *x\n" + ALIAS_BOMB.replace("a:", "extra:"), "alias bomb"),
+    (b"output: /tmp/\xff\xfe\n", "not UTF-8"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not UTF-8"),
+    ("inputs: [\n" * 3, "not valid YAML"),
+    ("a: b: c\n", "not valid YAML"),
+    ("- just a list\n", "top level must be a mapping"),
+    ("execution: {retry_delay_seconds: .inf}\n", "execution.retry_delay_seconds"),
+    ("execution: {retry_delay_seconds: .nan}\n", "execution.retry_delay_seconds"),
+    ("llm: {timeout_seconds: .inf}\n", "llm.timeout_seconds"),
+    ("quality: {thresholds: [{name: t, attribute: words, keep_top_percent: .nan}]}\n", "keep_top_percent"),
+    ("near_dedup: {verify_threshold: -.inf}\n", "verify_threshold"),
+    ("release: " + "x" * 5000 + "\n", "release"),
+    ("quality: {enabled: true, rules: [{name: r, exclude: 'words < \"many\"'}]}\n", "compares a number with a string"),
+    ("quality: {enabled: true, rules: [{name: r, exclude: 'contains(words, \"a\")'}]}\n", "contains() needs a string"),
+    ("quality: {enabled: true, rules: [{name: r, exclude: 'source * 2 > 1'}]}\n", "arithmetic on a string"),
+    ("quality: {enabled: true, rules: [{name: r, exclude: 'chars'}]}\n", "must be a condition"),
+    ("quality: {enabled: true, rules: [{name: r, include: 'quality__lid__lang > 0.5'}]}\n", "compares a string"),
+    ("quality: {enabled: true, rules: [{name: r, exclude: 'nosuch > 1'}]}\n", "unknown name(s) nosuch"),
+    ("quality: {enabled: true, thresholds: [{name: t, attribute: quality__lid__lang, keep_top_percent: 5}]}\n",
+     "is a string, not a score"),
+])
+def test_config_validate_refuses_hostile_files_in_one_line(tmp_path, content, needle):
+    assert needle in _config_error(tmp_path, content)
+
+
+def test_config_validate_on_a_folder_names_it(tmp_path):
+    (tmp_path / "dir.yaml").mkdir()
+    res = _cli("config", "validate", str(tmp_path / "dir.yaml"))
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and "is a folder" in res.output
+    assert str(tmp_path / "dir.yaml") in res.output
+
+
+def test_an_overflowing_rule_is_evaluated_in_floats(tmp_path):
+    d = _rules_on([{}, {}], "words * 9223372036854775807 > 1000000000000000000 and -words < 0 and abs(-chars) > 1")
+    assert list(d.keep) == [False, False]

@@ -154,7 +154,21 @@ _COMPARE = {
     ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b, ast.Lt: lambda a, b: a < b,
     ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b,
 }
-_ARITH = {ast.Add: pc.add_checked, ast.Sub: pc.subtract_checked, ast.Mult: pc.multiply_checked}
+# Arithmetic is done in float64: an integer product beyond 64 bits becomes a large float (and
+# compares as one) instead of an overflow error in the middle of a run.
+_ARITH = {ast.Add: pc.add, ast.Sub: pc.subtract, ast.Mult: pc.multiply}
+
+
+def _exact(value):
+    """An integer literal a float cannot hold exactly is compared as a float: Arrow refuses
+    to compare a float column (the result of arithmetic) with such an integer."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+        return float(value)
+    return value
+
+
+def _num(expr: pc.Expression) -> pc.Expression:
+    return expr.cast(pa.float64())
 
 
 class _Compiler:
@@ -169,10 +183,10 @@ class _Compiler:
 
     def literal(self, node: ast.AST):
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
-            return node.value
+            return _exact(node.value)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \
                 and isinstance(node.operand.value, (int, float)) and not isinstance(node.operand.value, bool):
-            return -node.operand.value
+            return _exact(-node.operand.value)
         raise self.fail(node, "expected a literal number or string here")
 
     def string(self, node: ast.AST) -> str:
@@ -204,7 +218,7 @@ class _Compiler:
             if isinstance(node.op, ast.USub):
                 if isinstance(node.operand, ast.Constant):
                     return pc.scalar(self.literal(node))
-                return pc.negate_checked(self.compile(node.operand))
+                return pc.negate(_num(self.compile(node.operand)))
             raise self.fail(node, f"operator {type(node.op).__name__} is not allowed")
         if isinstance(node, ast.Compare):
             return self.compare(node)
@@ -213,7 +227,7 @@ class _Compiler:
             if isinstance(node.op, ast.Div):
                 return pc.divide(left.cast(pa.float64()), right.cast(pa.float64()))
             if type(node.op) in _ARITH:
-                return _ARITH[type(node.op)](left, right)
+                return _ARITH[type(node.op)](_num(left), _num(right))
             raise self.fail(node, f"operator {type(node.op).__name__} is not allowed")
         if isinstance(node, ast.Constant):
             if node.value is None:
@@ -260,7 +274,7 @@ class _Compiler:
         if node.keywords:
             raise self.fail(node, f"{node.func.id}() takes no keyword arguments")
         fn, args = node.func.id, node.args
-        one = {"lower": pc.utf8_lower, "length": pc.utf8_length, "abs": pc.abs_checked}
+        one = {"lower": pc.utf8_lower, "length": pc.utf8_length, "abs": lambda x: pc.abs(_num(x))}
         pattern = {"contains": pc.match_substring, "startswith": pc.starts_with, "endswith": pc.ends_with,
                    "matches": pc.match_substring_regex}
         if fn in one or fn == "is_null":
@@ -310,6 +324,53 @@ def compile_rule(name: str, text: str, mode: str = "exclude") -> Rule:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError, OverflowError) as exc:
         raise RuleError(f"rule {name!r}: {exc}") from None
     return Rule(name, text, mode, expr, frozenset(compiler.names))
+
+
+def _compatible(a: str | None, b: str | None) -> bool:
+    return a is None or b is None or a == b or {a, b} == {"number", "bool"}
+
+
+def check_types(rule: Rule, kinds: dict[str, str]) -> None:
+    """What can be known before any data: a string compared with a number, a string function
+    given a number, arithmetic on a string, a rule that is not a condition. ``kinds``: the
+    kind of every known name (metadata values are data, checked per document instead)."""
+    tree = ast.parse(rule.source.strip(), mode="eval")
+
+    def k(node: ast.AST) -> str | None:
+        return None if _metadata_ref(node) is not None else kind_of(node, kinds)
+
+    def fail(node: ast.AST, msg: str) -> RuleError:
+        return RuleError(f"rule {rule.name!r}: {msg} (column {getattr(node, 'col_offset', 0) + 1})")
+
+    if k(tree.body) not in (None, "bool"):
+        raise fail(tree.body, f"a rule must be a condition, not a {k(tree.body)}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            left = node.left
+            for op, right in zip(node.ops, node.comparators, strict=True):
+                if isinstance(op, (ast.In, ast.NotIn)) and isinstance(right, (ast.List, ast.Tuple, ast.Set)):
+                    values = {_literal_kind(v.value) for v in right.elts if isinstance(v, ast.Constant)}
+                    if any(not _compatible(k(left), v) for v in values):
+                        raise fail(node, f"compares a {k(left)} with a list of {values.pop()}s")
+                elif not _is_none(right) and not _compatible(k(left), k(right)):
+                    raise fail(node, f"compares a {k(left)} with a {k(right)}")
+                left = right
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
+            arg = k(node.args[0])
+            if node.func.id in _STRING_FUNCTIONS and arg not in (None, "string"):
+                raise fail(node, f"{node.func.id}() needs a string, got a {arg}")
+            if node.func.id == "abs" and arg == "string":
+                raise fail(node, "abs() needs a number, got a string")
+        elif isinstance(node, ast.BinOp):
+            for side in (node.left, node.right):
+                if k(side) == "string":
+                    raise fail(node, "arithmetic on a string")
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and k(node.operand) == "string":
+            raise fail(node, "arithmetic on a string")
+        elif isinstance(node, ast.BoolOp) or (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not)):
+            for v in (node.values if isinstance(node, ast.BoolOp) else [node.operand]):
+                if k(v) in ("number", "string"):
+                    raise fail(v, f"'and' / 'or' / 'not' need conditions, got a {k(v)}")
 
 
 def check_names(rule: Rule, available: set[str]) -> None:

@@ -17,6 +17,7 @@ from tasks.quality.rules import (
     Rule,
     RuleError,
     check_names,
+    check_types,
     compile_rule,
     matches,
     rule_table,  # noqa: F401  (quality steps use stage.rule_table)
@@ -155,11 +156,25 @@ def stage_rules(cfg: QualityConfig) -> list[tuple[Rule, str | None]]:
         mode = "exclude" if r.exclude is not None else "include"
         rules.append((compile_rule(r.name, r.exclude if r.exclude is not None else r.include, mode), None))
     available = set(attribute_names(cfg)) | set(BUILTIN_NAMES)
+    kinds = attribute_kinds(cfg)
     for rule, _ in rules:
         check_names(rule, available)
+        check_types(rule, kinds)
     for t in cfg.thresholds:
         check_names(compile_rule(t.name, t.attribute), available)
+        if kinds.get(t.attribute) == "string":
+            raise RuleError(f"threshold {t.name!r}: attribute {t.attribute} is a string, not a score")
     return rules
+
+
+def attribute_kinds(cfg: QualityConfig) -> dict[str, str]:
+    """What each name a rule may use holds: a string (language, a filter's reason), else a
+    number (scores, pass flags, counts; a span list stands for its first span's score)."""
+    out = {name: "number" for name in attribute_names(cfg)}
+    for name in out:
+        if name.endswith(("__lang", "__reason")):
+            out[name] = "string"
+    return out
 
 
 @dataclass
