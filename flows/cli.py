@@ -209,13 +209,43 @@ def status(
     root: Annotated[str | None, typer.Argument(
         help="Corpus root whose catalog to rebuild and check (default: the local one, if any).")] = None,
 ) -> None:
-    """Show the local stack's services; rebuild a corpus root's catalog from its manifests,
-    naming damaged ones."""
-    _print_status(_stack())
+    """Show the local stack's services; mark flow runs of killed processes crashed; rebuild a
+    corpus root's catalog from its manifests, naming damaged ones."""
+    stack = _stack()
+    _print_status(stack)
+    _crash_orphans(stack)
     if root is None and (refinery_home() / "corpus" / "releases").is_dir():
         root = str(refinery_home() / "corpus")
     if root is not None:
         _print_catalog(root)
+
+
+def _crash_orphans(stack: Stack) -> None:
+    """Flow runs left RUNNING by a killed `refinery run` (see flows/orphans.py), when a
+    Prefect server is configured or the local one is up."""
+    if "PREFECT_API_URL" not in os.environ:
+        if not stack.status().get("prefect", {}).get("healthy"):
+            return
+        os.environ["PREFECT_API_URL"] = stack.environment()["PREFECT_API_URL"]
+    import httpx
+
+    api = os.environ["PREFECT_API_URL"].rstrip("/")
+    try:  # the Prefect client would retry for a long while against a server that is not there
+        httpx.get(f"{api}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        typer.echo(f"flow runs: Prefect server at {api} not reachable ({type(exc).__name__}); not checked")
+        return
+    from flows.orphans import crash_orphans
+
+    try:
+        crashed = crash_orphans()
+    except Exception as exc:  # noqa: BLE001 - status reports, it does not fail on the server
+        typer.echo(f"flow runs: cannot check the Prefect server ({type(exc).__name__}: {exc})")
+        return
+    for run in crashed:
+        typer.echo(f"flow run {run['name']} ({run['id']}): its process {run['process']} is gone; marked crashed")
+    if not crashed:
+        typer.echo("flow runs: none left running by a killed process")
 
 
 def _print_catalog(root: str) -> None:

@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.artifacts import Progress, publish_artifacts
+from flows.orphans import watch_this_run
 from tasks import layout
 from tasks.config import PipelineConfig
 from tasks.dedup import index as near_index
@@ -101,6 +102,7 @@ def cluster_info() -> dict[str, Any]:
 def run_release(config: PipelineConfig) -> dict[str, Any]:
     """The body of the flow: plan, map stages on Ray, global dedup, publish."""
     logger = get_run_logger()
+    watch_this_run(_flow_run_id(), logger)  # and crash the runs a killed process left RUNNING
     spec = storage_spec(config)
     storage = spec.open()
     ctx = start_or_resume(storage, config, spec)

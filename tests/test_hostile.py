@@ -905,3 +905,74 @@ def test_config_validate_on_a_folder_names_it(tmp_path):
 def test_an_overflowing_rule_is_evaluated_in_floats(tmp_path):
     d = _rules_on([{}, {}], "words * 9223372036854775807 > 1000000000000000000 and -words < 0 and abs(-chars) > 1")
     assert list(d.keep) == [False, False]
+
+
+# -- class 8: leftovers of killed processes ----------------------------------------------------
+
+def test_a_process_mark_tells_a_live_process_from_a_dead_or_reused_pid():
+    import socket
+    import subprocess
+
+    from flows.orphans import process_alive, process_mark
+
+    assert process_alive(process_mark()) is True
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    mark = process_mark(child.pid)
+    assert process_alive(mark) is True
+    child.kill()
+    child.wait()
+    assert process_alive(mark) is False
+    host = socket.gethostname()
+    assert process_alive(f"refinery:{host}:{os.getpid()}:12345.000") is False  # the pid, reused
+    assert process_alive("refinery:some-other-host:1:1.000") is None  # cannot be checked here
+    assert process_alive(None) is None and process_alive("host:123") is None
+
+
+@pytest.mark.slow
+def test_flow_runs_of_killed_processes_are_marked_crashed(stack):
+    """What a SIGKILLed `refinery run` leaves on the Prefect server (a RUNNING flow run and
+    task run) is marked CRASHED by the next check; runs of live processes, of other hosts
+    and without a record are left alone."""
+    import socket
+    import subprocess
+
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Running
+
+    from flows.orphans import crash_orphans, process_mark
+
+    @flow(name="orphan-probe")
+    def probe():
+        return None
+
+    @task(name="orphan-probe-task")
+    def probe_task():
+        return None
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    dead = process_mark(child.pid)
+    child.kill()
+    child.wait()
+    marks = {"dead": dead, "reused": f"refinery:{socket.gethostname()}:{os.getpid()}:12345.000",
+             "live": process_mark(), "other-host": "refinery:elsewhere:1:1.000", "unrecorded": None}
+    with get_client(sync_client=True) as client:
+        ids = {}
+        for key, mark in marks.items():
+            run = client.create_flow_run(probe, name=f"probe-{key}", state=Running())
+            if mark:
+                client.update_flow_run(run.id, infrastructure_pid=mark)
+            ids[key] = run.id
+        tr = client.create_task_run(probe_task, flow_run_id=ids["dead"], dynamic_key="0", state=Running())
+        crashed = crash_orphans()
+        states = {k: client.read_flow_run(i).state.type.value for k, i in ids.items()}
+        task_state = client.read_task_run(tr.id).state.type.value
+        for key in ("live", "other-host", "unrecorded"):
+            client.set_flow_run_state(ids[key], Completed(), force=True)
+    assert states == {"dead": "CRASHED", "reused": "CRASHED", "live": "RUNNING", "other-host": "RUNNING",
+                      "unrecorded": "RUNNING"}
+    assert task_state == "CRASHED"
+    assert {c["id"] for c in crashed} >= {str(ids["dead"]), str(ids["reused"])}
+    assert next(c for c in crashed if c["id"] == str(ids["dead"]))["task_runs"] == 1
+    res = _cli("status")  # nothing left to mark
+    assert res.exit_code == 0 and "none left running by a killed process" in res.output, res.output
