@@ -151,7 +151,7 @@ def _inside(path: str, roots: list[str]) -> bool:
 
 
 def _walk_local(root: str, wanted) -> list[str]:
-    """Files under a local folder that ``wanted(path)`` accepts, following links to files and
+    """Files under a local folder that ``wanted(path, is_dir)`` accepts, following links to files and
     folders inside :func:`link_roots`; a link that leaves them is listed as it is, so that its
     shard fails naming it (``_read_bytes``). Folders named like data files are listed too."""
     roots = link_roots(root)
@@ -173,7 +173,7 @@ def _walk_local(root: str, wanted) -> list[str]:
                 continue
             path = f"{folder.rstrip('/')}/{entry.name}"
             if entry.is_symlink() and not _inside(os.path.realpath(path), roots):
-                if wanted(path):
+                if wanted(path, False):
                     out.append(path)  # refused when read, by name
                 continue
             try:
@@ -182,9 +182,9 @@ def _walk_local(root: str, wanted) -> list[str]:
                 is_dir = False
             if is_dir:
                 stack.append(path)
-                if wanted(path):
+                if wanted(path, True):
                     out.append(path)  # a folder named like a data file: its shard says so
-            elif wanted(path):
+            elif wanted(path, False):
                 out.append(path)
     return sorted(out)
 
@@ -194,8 +194,10 @@ def expand_input(spec: InputSpec, endpoint_url: str | None = None) -> tuple[str,
     fs, base = filesystem_for(spec.uri, endpoint_url)
     protocol = spec.uri.split("://", 1)[0] if "://" in spec.uri else None
 
-    def wanted(path: str) -> bool:
-        return spec.format != "auto" or path.lower().endswith(DATA_SUFFIXES)
+    def wanted(path: str, is_dir: bool = False) -> bool:
+        # a folder named like a data file is listed, so that its shard says what it is
+        named = path.lower().endswith(DATA_SUFFIXES)
+        return named if is_dir else (named or spec.format != "auto")
 
     if is_glob(fs, base):
         root = _glob_root(base).rstrip("/")
@@ -210,7 +212,8 @@ def expand_input(spec: InputSpec, endpoint_url: str | None = None) -> tuple[str,
             # clear error instead of being skipped without a word
             entries = fs.find(base, withdirs=True, detail=True)
             root = base.rstrip("/")
-            files = sorted(p for p, info in entries.items() if wanted(p) and p.rstrip("/") != root
+            files = sorted(p for p, info in entries.items() if wanted(p, info.get("type") == "directory")
+                           and p.rstrip("/") != root
                            and info.get("type") in ("file", "directory")
                            and not any(skipped_name(c) for c in p[len(root):].split("/") if c))
         is_dir = True

@@ -976,3 +976,126 @@ def test_flow_runs_of_killed_processes_are_marked_crashed(stack):
     assert next(c for c in crashed if c["id"] == str(ids["dead"]))["task_runs"] == 1
     res = _cli("status")  # nothing left to mark
     assert res.exit_code == 0 and "none left running by a killed process" in res.output, res.output
+
+
+# -- end to end: the real flow (Prefect server, Ray) -------------------------------------------
+
+@pytest.mark.slow
+def test_hostile_inputs_through_the_real_flow(stack, ray_local, tmp_path):
+    """One run over a folder of many hostile inputs at once, with exact dedup and a quality
+    rule on metadata: every valid row is published, every invalid one is a reject naming file
+    and row or a failed file named in the manifest, nothing is written outside the root, and
+    the flow run completes."""
+    from flows.curate import run_curate
+    from tasks.export import export_dolma
+    from tests.releases import prefect_runs
+
+    texts = iter(wiki(80, 100))
+    folder = tmp_path / "in"
+    names = ["../../../../tmp/refinery-escape", "CON", "a/b", "日本", "x" * 300, ".."]
+    rows = [{"id": f"h{k}", "text": next(texts), "src": n, "score": 0.9} for k, n in enumerate(names)]
+    rows.append({"id": "low", "text": next(texts), "score": 0.01})  # dropped by the rule
+    rows.append({"id": "typed", "text": next(texts), "score": "n/a"})  # no match: kept, counted
+    _write_lines(folder / "rows.jsonl", rows)
+    _write_lines(folder / "zz-more.jsonl", [{"id": "typed", "text": next(texts)},  # an id rows.jsonl had
+                                         {"id": "sur", "text": "bad \ud800 " + next(texts)},
+                                         {"id": "zw", "text": "\u200b\u200b\ufeff"},
+                                         {"id": "m1", "text": next(texts)}])
+    utf16 = [{"id": f"u{k}", "text": next(texts)} for k in range(2)]
+    (folder / "utf16.json").write_bytes(json.dumps(utf16, ensure_ascii=False).encode("utf-16"))
+    zst = [{"id": f"z{k}", "text": next(texts)} for k in range(2)]
+    (folder / "zst-named-plain.jsonl").write_bytes(_compress("".join(json.dumps(r) + "\n" for r in zst).encode(),
+                                                             "zstd"))
+    spark = [next(texts) for _ in range(2)]
+    pq.write_table(pa.table({"text": pa.array(spark).dictionary_encode(), "id": ["s0", "s1"],
+                             "src": pa.array([None, None], pa.string())}),
+                   _mk(folder / "spark" / "part-00000.parquet"))
+    _write_lines(folder / "spark" / "_temporary" / "0" / "part-00001.jsonl", [{"id": "t", "text": next(texts)}])
+    (folder / "spark" / "_SUCCESS").write_bytes(b"")
+    (folder / "spark" / "._part-00000.parquet").write_bytes(b"\x00\x05\x16\x07")
+    os.mkfifo(folder / "pipe.jsonl")
+    secret = _jsonl(tmp_path / "secret" / "s.jsonl", ["SECRET-TEXT outside the input"])
+    (folder / "link.jsonl").symlink_to(secret)
+    root = tmp_path / "corpus"
+    cfg = PipelineConfig(release="hostile", output=str(root), near_dedup={"enabled": False},
+                         inputs=[InputSpec(uri=str(folder), source="web", columns={"id": "id", "source": "src"})],
+                         quality={"enabled": True, "language_id": {"enabled": False},
+                                  "gopher_repetition": {"enabled": False}, "gopher_quality": {"enabled": False},
+                                  "c4_quality": {"enabled": False}, "fineweb_quality": {"enabled": False},
+                                  "rules": [{"name": "low-score", "exclude": "metadata.score < 0.05"}]})
+    m = run_curate(cfg)
+    storage = StorageSpec(str(root)).open()
+    from tests.releases import verify_release
+
+    verify_release(storage, m)
+    failed = {Path(f["uri"]).name: f["error"] for f in m["failures"]}
+    assert set(failed) == {"pipe.jsonl", "link.jsonl"}
+    assert "is a FIFO" in failed["pipe.jsonl"] and str(secret) in failed["link.jsonl"]
+    rejects = pa.concat_tables([pq.read_table(root / f["path"]) for f in m["outputs"]["rejects"]]).to_pylist()
+    # ingest's rejects name their file; a later stage's name the row (its stable id and source)
+    got = sorted((r["stage"], Path(r["input_uri"]).name if r["input_uri"] else "-", r["reason"].split(" (")[0])
+                 for r in rejects)
+    assert got == sorted([("ingest", "zz-more.jsonl", "duplicate id 'typed'"), ("quality", "-", "low-score"),
+                          ("ingest", "zz-more.jsonl", "invalid Unicode: lone surrogate in field 'text'"),
+                          ("ingest", "zz-more.jsonl", "empty text")])
+    published = set(_published_texts(root, m))
+    expected = ({r["text"] for r in rows if r["id"] != "low"} | {utf16[0]["text"], utf16[1]["text"]}
+                | {r["text"] for r in zst} | set(spark))
+    expected |= {json.loads(line)["text"] for line in (folder / "zz-more.jsonl").read_text().splitlines()[3:]}
+    assert published == {unicodedata.normalize("NFC", t) for t in expected}
+    assert m["quality"]["type_mismatches"] == {"low-score": 1}
+    assert not Path("/tmp/refinery-escape").exists() and "SECRET-TEXT" not in _everything_written(root)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "in", "secret"]
+    assert all(".." not in p.split("/") for p in manifest_paths(m))
+    export_dolma(str(root), str(tmp_path / "dolma"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "dolma", "in", "secret"]
+    flow_run, _ = prefect_runs(m["flow_run_id"])
+    assert flow_run["state"]["type"] == "COMPLETED"
+
+
+def _write_lines(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # ensure_ascii: "\ud800" stays an escape
+
+
+@pytest.mark.slow
+def test_a_damaged_root_heals_through_the_real_flow(stack, ray_local, tmp_path):
+    """A truncated older manifest and catalog do not stop the next run; rerunning a published
+    release heals the catalog; a release whose own manifest was damaged is published again."""
+    from flows.curate import run_curate
+
+    root = tmp_path / "corpus"
+
+    def cfg(release: str, start: int) -> PipelineConfig:
+        return PipelineConfig(release=release, output=str(root), inputs=[_small_input(tmp_path, 6, start)],
+                              near_dedup={"enabled": False})
+
+    run_curate(cfg("r1", 0))
+    run_curate(cfg("r2", 6))
+    (root / "releases" / "r1" / "manifest.json").write_text('{"release": "r1", "outp')
+    (root / "catalog.json").write_text('{"releases": [{"id": "r1"')
+    m3 = run_curate(cfg("r3", 12))
+    assert m3["parent"] == "r2" and m3["drift"]["documents"] == {"parent": 6, "this": 6}
+    catalog = json.loads((root / "catalog.json").read_text())
+    assert [e["id"] for e in catalog["releases"]] == ["r2", "r3"]
+    assert catalog["damaged"][0]["manifest"] == "releases/r1/manifest.json"
+    (root / "catalog.json").write_text("")
+    assert run_curate(cfg("r3", 12))["release"] == "r3"  # already published: heals the catalog
+    assert json.loads((root / "catalog.json").read_text())["latest"] == "r3"
+    own = root / "releases" / "r3" / "manifest.json"
+    before = json.loads(own.read_text())
+    own.write_text("[]")
+    again = run_curate(cfg("r3", 12))
+    assert [f["sha256"] for f in again["outputs"]["documents"]] == [f["sha256"] for f in before["outputs"]["documents"]]
+    assert json.loads(own.read_text())["release"] == "r3"
+
+
+def test_a_declared_format_reads_every_file_but_no_folder(tmp_path):
+    t = wiki(4)
+    folder = tmp_path / "in"
+    _jsonl(folder / "a.txt", t[:2])
+    _jsonl(folder / "sub" / "b.data", t[2:])
+    (folder / "empty-sub").mkdir()
+    root = tmp_path / "corpus"
+    m = mini_release(bare_config(root, [InputSpec(uri=str(folder), source="x", format="jsonl")]))
+    assert m["failures"] == [] and _published_texts(root, m) == sorted(t)
