@@ -102,8 +102,8 @@ def source_name(spec: InputSpec, fs, base: str, is_dir: bool) -> str:
             if name.lower().endswith(suffix):
                 name = name[: -len(suffix)]
                 break
-    if is_glob(fs, base):
-        name = _glob_root(base).rstrip("/").rsplit("/", 1)[-1] or "input"
+    if is_glob(fs, base):  # the text before the first wildcard: /data/web-*.jsonl is source web
+        name = re.split(r"[*?\[]", base, maxsplit=1)[0].rstrip("/").rsplit("/", 1)[-1] or "input"
     # letters of any script stay (a file 日本.jsonl is source 日本): the name is data, and
     # tasks.layout.component encodes it where it names a folder
     return _SOURCE_CLEAN.sub("_", unicodedata.normalize("NFC", name)).strip("._-") or "input"
