@@ -146,9 +146,11 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
         quality_steps.stage.stage_rules(ctx.config.quality)  # unknown names fail before any work starts
     final = not (dedup or near or quality or prox or leaner)
     if id_check_needed(shards):  # a source id may reach two shards: read, check ids globally, finish
-        read, failed = shard_map(ingest_read_task, [(s.name, (ctx, s)) for s in shards], execution, "ingest")
-        _checked(shard_map(id_reduce_task, [(f"b{b:05d}", (ctx, b)) for b in range(ctx.exact_buckets)], execution,
-                           "ingest_ids"))
+        read, failed = shard_map(ingest_read_task, [(s.name, (ctx, s)) for s in shards], execution, "ingest_read")
+        for f in failed:
+            f["stage"] = "ingest"  # a file that cannot be read is ingest's failure, whichever phase found it
+        markers["ingest_ids"] = _checked(shard_map(
+            id_reduce_task, [(f"b{b:05d}", (ctx, b)) for b in range(ctx.exact_buckets)], execution, "ingest_ids"))
         uris = {s.index: s.uri for s in shards}
         results, more = shard_map(ingest_task, [(s.name, (ctx, s, final, uris)) for s in shards if s.name in read],
                                   execution, "ingest")

@@ -99,6 +99,11 @@ def build_manifest(
 
     if "near_dedup" in markers:
         dedup["near"] = near_figures(ctx, markers, funnel, storage)
+    if "ingest_ids" in markers:  # source ids were checked across shards (tasks.steps.id_reduce_step)
+        rows = sum(m["rows"] for m in markers["ingest_ids"])
+        dups = sum(m["duplicates"] for m in markers["ingest_ids"])
+        dedup["source_ids"] = {"buckets": len(markers["ingest_ids"]), "rows": rows, "duplicates": dups,
+                               "duplicate_rate": round(dups / rows, 6) if rows else 0.0}
 
     public = ctx.config.public_dict()
     quality = quality_figures(ctx, markers, funnel) if "quality" in markers else None

@@ -100,7 +100,7 @@ def mini_release(cfg: PipelineConfig) -> dict:
     spec = StorageSpec(cfg.output)
     storage = spec.open()
     ctx = RunContext(cfg.release or "r1", NOW.isoformat(), read_catalog(storage).get("latest"), spec, cfg)
-    markers, failures = [], []
+    markers, failures, extra = [], [], {}
     shards = plan_shards(cfg)
     uris = None
     if id_check_needed(shards):  # as the flow: read every shard, check ids across them, finish
@@ -111,7 +111,7 @@ def mini_release(cfg: PipelineConfig) -> dict:
                 alive.append(shard)
             except InputError as exc:
                 failures.append({"stage": "ingest", "shard": shard.name, "error": str(exc), "uri": shard.uri})
-        id_reduce_step(ctx, 0)
+        extra["ingest_ids"] = [id_reduce_step(ctx, 0)]
         shards, uris = alive, {s.index: s.uri for s in shards}
     for shard in shards:
         try:
@@ -119,7 +119,7 @@ def mini_release(cfg: PipelineConfig) -> dict:
         except InputError as exc:
             failures.append({"stage": "ingest", "shard": shard.name, "error": str(exc), "uri": shard.uri})
     cluster = {"ray_nodes": 0, "ray_cpus": 0, "ray_address": None}
-    manifest = build_manifest(ctx, {"ingest": markers}, failures, {}, cluster, None, storage)
+    manifest = build_manifest(ctx, {"ingest": markers, **extra}, failures, {}, cluster, None, storage)
     return publish_release(storage, manifest)
 
 
@@ -587,6 +587,7 @@ def test_a_source_id_in_two_files_of_one_source_is_rejected_once(tmp_path):
     m = mini_release(bare_config(root, [InputSpec(uri=str(folder), source="wiki", columns={"id": "page_id"})]))
     _verify(root, m)
     assert m["totals"]["documents"] == 12 and m["funnel"][0]["dropped"] == {"duplicate id": 1}
+    assert m["dedup"]["source_ids"] == {"buckets": 1, "rows": 13, "duplicates": 1, "duplicate_rate": round(1 / 13, 6)}
     rej = pq.read_table(root / m["outputs"]["rejects"][0]["path"]).to_pylist()
     assert rej[0]["input_uri"] == str(folder / "b.jsonl") and rej[0]["input_row"] == 0
     assert str(folder / "a.jsonl") in rej[0]["reason"] and "first at row 3" in rej[0]["reason"]
