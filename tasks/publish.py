@@ -18,7 +18,7 @@ from tasks.manifest import (
 )
 from tasks.report import render_report
 from tasks.steps import LENGTH_BINS, RunContext
-from tasks.storage import Storage
+from tasks.storage import Storage, canonical_json
 
 STAGE_ORDER = ["ingest", "exact_dedup", "near_dedup", "quality", "quality_threshold", "prox", "leaner"]
 MODEL_STAGES = ["prox", "leaner"]  # stages whose markers carry `<stage>.usage` from tasks.llm
@@ -414,7 +414,12 @@ def rebuild_catalog(storage: Storage) -> dict[str, Any]:
     publishers heals at the next publish instead of losing a release. A damaged manifest is
     skipped and named under ``damaged``; it never stops the rebuild."""
     catalog = catalog_of(storage)
-    storage.write_json(layout.CATALOG, catalog)
+    try:
+        unchanged = storage.read_bytes(layout.CATALOG) == canonical_json(catalog)
+    except FileNotFoundError:
+        unchanged = False
+    if not unchanged:  # a rerun of a published release touches no file when nothing is amiss
+        storage.write_json(layout.CATALOG, catalog)
     return catalog
 
 
