@@ -13,11 +13,14 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flows.curate import ReleaseError, curate, run_release
+from flows.orphans import watch_this_run
 from flows.refresh import partition_inputs
 from tasks.config import PipelineConfig, safe_name
+from tasks.layout import component, name_problem
 from tasks.parallel import make_task_runner
 
 LIMIT_NAME = "refinery-backfill"
@@ -80,6 +83,7 @@ def _ensure_limit(name: str, slots: int) -> None:
 def backfill(config: PipelineConfig, spec: BackfillSpec) -> list[str]:
     """Curate the chosen partitions; returns the release ids."""
     logger = get_run_logger()
+    watch_this_run(str(flow_run.get_id()) if flow_run.get_id() else None, logger)
     chosen = select_partitions(config, spec)
     if not chosen:
         raise ReleaseError("backfill: no partition matches the list or range")
@@ -103,4 +107,6 @@ def backfill(config: PipelineConfig, spec: BackfillSpec) -> list[str]:
 
 
 def _release_id(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)[:128]
+    """A release id from partition names, which come from folder listings (data, not config)."""
+    rid = re.sub(r"[^A-Za-z0-9._-]+", "-", name)[:128]
+    return rid if name_problem(rid) is None else f"r{component(name)}"

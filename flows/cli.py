@@ -242,9 +242,60 @@ def down() -> None:
 
 
 @app.command()
-def status() -> None:
-    """Show the local stack's services."""
-    _print_status(_stack())
+def status(
+    root: Annotated[str | None, typer.Argument(
+        help="Corpus root whose catalog to rebuild and check (default: the local one, if any).")] = None,
+) -> None:
+    """Show the local stack's services; mark flow runs of killed processes crashed; rebuild a
+    corpus root's catalog from its manifests, naming damaged ones."""
+    stack = _stack()
+    _print_status(stack)
+    _crash_orphans(stack)
+    if root is None and (refinery_home() / "corpus" / "releases").is_dir():
+        root = str(refinery_home() / "corpus")
+    if root is not None:
+        _print_catalog(root)
+
+
+def _crash_orphans(stack: Stack) -> None:
+    """Flow runs left RUNNING by a killed `refinery run` (see flows/orphans.py), when a
+    Prefect server is configured or the local one is up."""
+    if "PREFECT_API_URL" not in os.environ:
+        if not stack.status().get("prefect", {}).get("healthy"):
+            return
+        os.environ["PREFECT_API_URL"] = stack.environment()["PREFECT_API_URL"]
+    import httpx
+
+    api = os.environ["PREFECT_API_URL"].rstrip("/")
+    try:  # the Prefect client would retry for a long while against a server that is not there
+        httpx.get(f"{api}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        typer.echo(f"flow runs: Prefect server at {api} not reachable ({type(exc).__name__}); not checked")
+        return
+    from flows.orphans import crash_orphans
+
+    try:
+        crashed = crash_orphans()
+    except Exception as exc:  # noqa: BLE001 - status reports, it does not fail on the server
+        typer.echo(f"flow runs: cannot check the Prefect server ({type(exc).__name__}: {exc})")
+        return
+    for run in crashed:
+        typer.echo(f"flow run {run['name']} ({run['id']}): its process {run['process']} is gone; marked crashed")
+    if not crashed:
+        typer.echo("flow runs: none left running by a killed process")
+
+
+def _print_catalog(root: str) -> None:
+    from tasks.publish import rebuild_catalog
+    from tasks.storage import StorageError, StorageSpec, endpoint_from_env
+
+    try:
+        catalog = rebuild_catalog(StorageSpec(root, endpoint_from_env()).open())
+    except (StorageError, OSError) as exc:
+        _fail(f"{root}: cannot rebuild the catalog: {exc}")
+    typer.echo(f"corpus root: {root}: {len(catalog['releases'])} release(s), latest {catalog['latest'] or '-'}")
+    for d in catalog.get("damaged", []):
+        typer.echo(f"  damaged (skipped): {d['error']}")
 
 
 def _print_status(stack: Stack) -> None:
@@ -265,10 +316,11 @@ def manifest(
     """Summarize a release's manifest (a corpus root means its latest release)."""
     from tasks.manifest import summarize
     from tasks.release_url import read_manifest
+    from tasks.storage import StorageError
 
     try:
         m = read_manifest(url)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, StorageError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps(m, indent=2) if as_json else summarize(m))
 
@@ -282,10 +334,11 @@ def explain(
     """Why a document was dropped, what it duplicated, and its fate across releases."""
     from tasks.explain import explain as explain_doc
     from tasks.explain import render
+    from tasks.storage import StorageError
 
     try:
         result = explain_doc(url, doc_id)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, StorageError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps(result, indent=2, default=str) if as_json else render(result))
     if not result["found"] and not result["other_releases"]:
@@ -299,10 +352,11 @@ def export_dolma(
 ) -> None:
     """Write a release in Dolma's layout: documents/*.jsonl.gz and row-aligned attributes/."""
     from tasks.export import export_dolma as export
+    from tasks.storage import StorageError
 
     try:
         counts = export(url, to)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, StorageError) as exc:
         _fail(str(exc))
     typer.echo(f"exported {counts['documents']:,} documents in {counts['files']} files "
                f"({counts['attribute_files']} attribute files) to {to}")

@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger, tags
 from prefect.runtime import flow_run
 
 from flows.artifacts import Progress, publish_artifacts
+from flows.orphans import watch_this_run
 from tasks import layout
 from tasks.config import PipelineConfig
 from tasks.dedup import index as near_index
@@ -19,20 +20,25 @@ from tasks.dedup import near_steps
 from tasks.ingest import plan_shards
 from tasks.leaner import steps as leaner_steps
 from tasks.llm.runtime import require_llm_runtime
-from tasks.manifest import config_sha256
+from tasks.manifest import ManifestError, config_sha256
 from tasks.parallel import PROGRESS, make_task_runner, shard_map, shard_task
 from tasks.prox import steps as prox_steps
-from tasks.publish import build_manifest, publish_release, read_catalog
+from tasks.publish import build_manifest, publish_release, read_catalog, read_manifest_file, rebuild_catalog
 from tasks.quality import steps as quality_steps
 from tasks.steps import (
     RunContext,
     exact_filter_step,
     exact_reduce_step,
+    id_check_needed,
+    id_reduce_step,
+    ingest_read_step,
     ingest_step,
 )
 from tasks.storage import Storage, StorageSpec
 
 ingest_task = shard_task(ingest_step, "ingest")
+ingest_read_task = shard_task(ingest_read_step, "ingest_read")
+id_reduce_task = shard_task(id_reduce_step, "ingest_ids")
 exact_reduce_task = shard_task(exact_reduce_step, "exact_dedup_reduce")
 exact_filter_task = shard_task(exact_filter_step, "exact_dedup")
 near_reduce_task = shard_task(near_steps.reduce_step, "near_dedup_reduce")
@@ -98,11 +104,19 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     """The body of the flow: plan, map stages on Ray, global dedup, publish."""
     logger = get_run_logger()
     require_llm_runtime(config)  # before any work: a missing extra is not worth a half run
+    watch_this_run(_flow_run_id(), logger)  # and crash the runs a killed process left RUNNING
     spec = storage_spec(config)
     storage = spec.open()
     ctx = start_or_resume(storage, config, spec)
-    existing = storage.read_json_or_none(layout.manifest_path(ctx.release))
+    try:
+        existing = read_manifest_file(storage, layout.manifest_path(ctx.release))
+    except FileNotFoundError:
+        existing = None
+    except ManifestError as exc:  # every shard's outputs are still there: publishing again heals it
+        logger.warning("%s; publishing release %s again", exc, ctx.release)
+        existing = None
     if existing is not None:
+        rebuild_catalog(storage)  # heals a catalog a crash or another tool left behind
         logger.info("release %s is already published at %s; nothing to do", ctx.release, storage.url())
         return existing
 
@@ -132,10 +146,19 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     # the last map stage writes the release's documents itself
     if quality:
         quality_steps.stage.stage_rules(ctx.config.quality)  # unknown names fail before any work starts
-    results, failed = shard_map(ingest_task, [(s.name, (ctx, s, not (dedup or near or quality or prox or leaner)))
-                                                for s in shards],
-                                execution,
-                                "ingest")
+    final = not (dedup or near or quality or prox or leaner)
+    if id_check_needed(shards):  # a source id may reach two shards: read, check ids globally, finish
+        read, failed = shard_map(ingest_read_task, [(s.name, (ctx, s)) for s in shards], execution, "ingest_read")
+        for f in failed:
+            f["stage"] = "ingest"  # a file that cannot be read is ingest's failure, whichever phase found it
+        markers["ingest_ids"] = _checked(shard_map(
+            id_reduce_task, [(f"b{b:05d}", (ctx, b)) for b in range(ctx.exact_buckets)], execution, "ingest_ids"))
+        uris = {s.index: s.uri for s in shards}
+        results, more = shard_map(ingest_task, [(s.name, (ctx, s, final, uris)) for s in shards if s.name in read],
+                                  execution, "ingest")
+        failed = sorted(failed + more, key=lambda f: f["shard"])
+    else:
+        results, failed = shard_map(ingest_task, [(s.name, (ctx, s, final)) for s in shards], execution, "ingest")
     by_name = {s.name: s for s in shards}
     for f in failed:
         f["uri"] = by_name[f["shard"]].uri

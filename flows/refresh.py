@@ -5,6 +5,7 @@ cross-release index."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -12,8 +13,9 @@ from prefect import flow, get_run_logger
 from flows.curate import ReleaseError, run_release, storage_spec
 from tasks.config import InputSpec, PipelineConfig
 from tasks.ingest import source_name
+from tasks.manifest import ManifestError
 from tasks.parallel import make_task_runner
-from tasks.publish import read_catalog
+from tasks.publish import read_catalog, read_manifest_file
 from tasks.storage import Storage, filesystem_for
 
 
@@ -30,7 +32,12 @@ def consumed_inputs(storage: Storage) -> set[str]:
     """Every input file any committed release read."""
     out: set[str] = set()
     for entry in read_catalog(storage)["releases"]:
-        out |= {i["uri"] for i in storage.read_json(entry["manifest"])["inputs"]}
+        try:
+            out |= {i["uri"] for i in read_manifest_file(storage, entry["manifest"])["inputs"]}
+        except (FileNotFoundError, ManifestError) as exc:
+            # its inputs cannot be known: curating them again is the safe side (dedup against
+            # earlier releases still applies), losing them is not
+            logging.getLogger(__name__).warning("refresh: %s", exc)
     return out
 
 

@@ -22,7 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from tasks.layout import name_problem  # one definition of a safe name, beside the paths it guards
+
 PIPELINE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -31,12 +32,16 @@ class ConfigError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # allow_inf_nan: `.inf` or `.nan` in YAML is a float; no setting wants one (a retry delay
+    # of infinity passes `ge=0` and then hangs a run)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 def safe_name(value: str | None, what: str) -> str | None:
-    if value is not None and (not NAME_RE.match(value) or ".." in value):
-        raise ValueError(f"{what} {value!r} must match {NAME_RE.pattern} (no slashes, no '..')")
+    """Names from the config become path components as they are: refused unless safe."""
+    problem = None if value is None else name_problem(value)
+    if problem is not None:
+        raise ValueError(f"{what} {value[:200]!r} {problem} (no slashes, no '..', see tasks/layout.py)")
     return value
 
 
@@ -243,6 +248,14 @@ class QualityConfig(_Model):
         names = [r.name for r in self.rules] + [t.name for t in self.thresholds]
         if len(set(names)) != len(names):
             raise ValueError("rule and threshold names must be unique")
+        if self.enabled:  # names and types known now fail now, not in the middle of a run
+            from tasks.quality.rules import RuleError
+            from tasks.quality.stage import stage_rules
+
+            try:
+                stage_rules(self)
+            except RuleError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
 
@@ -434,15 +447,79 @@ class PipelineConfig(_Model):
         )
 
 
+MAX_CONFIG_BYTES = 1_000_000
+MAX_YAML_NODES = 100_000  # after expanding aliases: a real pipeline file has a few hundred
+MAX_ERROR_CHARS = 300
+
+
+def _one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def format_validation_error(exc: ValidationError, origin: str) -> str:
-    lines = [f"invalid pipeline config {origin}:"]
-    for err in exc.errors():
+    """One line: the file, then each bad key and its problem (values cut short)."""
+    parts = []
+    for err in exc.errors()[:10]:
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
+        msg = "unknown key" if err["type"] == "extra_forbidden" else _one_line(err["msg"], 200)
+        parts.append(f"{loc}: {msg}")
+    more = f"; and {len(exc.errors()) - 10} more" if len(exc.errors()) > 10 else ""
+    return f"invalid pipeline config {origin}: " + "; ".join(parts) + more
+
+
+def _expanded_size(node: yaml.Node, limit: int) -> int:
+    """How many nodes the YAML graph has once every alias is expanded (what validating and
+    recording the config will walk), counted without expanding: an alias bomb of a few
+    hundred bytes stands for billions of nodes."""
+    memo: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        if id(n) in memo:
+            return memo[id(n)]
+        memo[id(n)] = 1  # a recursive alias: counted once, refused by the loader anyway
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(c) for c in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in n.value)
+        memo[id(n)] = total = min(total, limit + 1)
+        return total
+
+    return size(node)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        if path.is_dir():
+            raise ConfigError(f"pipeline config {path}: is a folder, not a YAML file")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"pipeline config {path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"pipeline config {path}: cannot read it: {_one_line(exc.strerror or exc)}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"pipeline config {path}: {len(data):,} bytes, more than a pipeline file has "
+                          f"(limit {MAX_CONFIG_BYTES:,})")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"pipeline config {path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise ConfigError(f"pipeline config {path}: its aliases expand to more than {MAX_YAML_NODES:,} values "
+                              "(a YAML alias bomb?)")
+        return yaml.safe_load(text)
+    except ConfigError:
+        raise
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"pipeline config {path}: not valid YAML: {_one_line(problem)}{where}") from None
+    except RecursionError:
+        raise ConfigError(f"pipeline config {path}: not valid YAML: nested too deeply") from None
 
 
 def parse_config(data: dict[str, Any], origin: str = "<dict>") -> PipelineConfig:
@@ -458,12 +535,7 @@ def load_config(path: str | Path | None, **overrides: Any) -> PipelineConfig:
     origin = "<command line>"
     if path is not None:
         origin = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"pipeline config {path}: file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"pipeline config {path}: not valid YAML: {exc}") from None
+        loaded = _read_yaml(Path(path))
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"pipeline config {path}: the top level must be a mapping, got {type(loaded).__name__}")
         data = loaded or {}

@@ -6,7 +6,9 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from tasks.publish import read_catalog
+from tasks import layout
+from tasks.manifest import ManifestError
+from tasks.publish import read_catalog, read_manifest_file
 from tasks.release_url import open_release
 from tasks.storage import Storage
 
@@ -27,7 +29,7 @@ def _find(storage: Storage, files: list[str], doc_id: str) -> tuple[str, dict[st
 
 def _attributes(storage: Storage, release: str, doc_id: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for path in storage.list(f"releases/{release}/attributes", ".parquet"):
+    for path in storage.list(layout.attributes_dir(release), ".parquet"):
         found = _find(storage, [path], doc_id)
         if found:
             out.update({k: v for k, v in found[1].items() if k != "id"})
@@ -41,7 +43,8 @@ def _changes(storage: Storage, manifest: dict[str, Any], doc_id: str, final: str
     stages = [st["stage"] for st in manifest["funnel"]]
     befores = []
     for stage in stages:
-        files = [f["path"] for f in manifest["outputs"].get("changes", []) if f"/changes/{stage}/" in f["path"]]
+        files = [f["path"] for f in manifest["outputs"].get("changes", [])
+                 if f["path"].split("/")[3:4] == [stage]]
         found = _find(storage, files, doc_id)
         if found:
             befores.append((stage, found[1]["text"]))
@@ -66,7 +69,8 @@ def explain_in_release(storage: Storage, manifest: dict[str, Any], doc_id: str) 
     if doc:
         changes = _changes(storage, manifest, doc_id, doc[1]["text"])
         return {"release": release, "status": "published", "file": doc[0], "stages": stages,
-                "text": doc[1]["text"], "source": doc[1]["source"], "changed_by": [c["stage"] for c in changes],
+                "text": doc[1]["text"], "source": doc[1]["source"],
+                "source_id": doc[1].get("source_id"), "changed_by": [c["stage"] for c in changes],
                 "changes": changes, "attributes": _attributes(storage, release, doc_id),
                 "identical_copies_dropped": len(rejects)}
     if rejects:
@@ -75,6 +79,7 @@ def explain_in_release(storage: Storage, manifest: dict[str, Any], doc_id: str) 
         stage = r["stage"]
         out = {"release": release, "status": "dropped", "stage": stage, "reason": r["reason"],
                "detail": r["detail"], "file": rej[0], "source": r["source"], "text": r["text"],
+               "source_id": r.get("source_id"),
                "stages": stages[: stages.index(stage) + 1] if stage in stages else [stage],
                "input": {"uri": r["input_uri"], "row": r["input_row"]},
                "attributes": _attributes(storage, release, doc_id), "identical_copies_dropped": len(rejects) - 1}
@@ -87,16 +92,39 @@ def explain_in_release(storage: Storage, manifest: dict[str, Any], doc_id: str) 
     return None
 
 
+def ids_by_source_id(storage: Storage, manifest: dict[str, Any], source_id: str) -> list[str]:
+    """Refinery ids of the documents (published or dropped) whose source id is ``source_id``:
+    a takedown request names the source's id, not ours."""
+    out: list[str] = []
+    for f in manifest["outputs"]["documents"] + manifest["outputs"]["rejects"]:
+        t = storage.read_parquet(f["path"])
+        if "source_id" in t.column_names:  # releases before source ids were kept have none
+            out += t.filter(pc.equal(t.column("source_id"), source_id)).column("id").to_pylist()
+    return sorted(set(i for i in out if i is not None))
+
+
 def explain(release_url: str, doc_id: str) -> dict[str, Any]:
     """The document in the named release, what it duplicated (with that document's text),
-    and its fate in every other release of the corpus root."""
+    and its fate in every other release of the corpus root. ``doc_id`` is refinery's id or,
+    when no document has that id, the source's own id."""
     storage, manifest = open_release(release_url)
     here = explain_in_release(storage, manifest, doc_id)
+    by_source_id: list[str] = []
+    if here is None:
+        by_source_id = ids_by_source_id(storage, manifest, doc_id)
+        if by_source_id:
+            doc_id = by_source_id[0]
+            here = explain_in_release(storage, manifest, doc_id)
     history = []
+    skipped = []
     for entry in read_catalog(storage)["releases"]:
         if entry["id"] == manifest["release"]:
             continue
-        other = storage.read_json(entry["manifest"])
+        try:
+            other = read_manifest_file(storage, entry["manifest"])
+        except (FileNotFoundError, ManifestError) as exc:
+            skipped.append(str(exc))
+            continue
         found = explain_in_release(storage, other, doc_id)
         if found:
             history.append({k: found[k] for k in ("release", "status") if k in found}
@@ -104,19 +132,27 @@ def explain(release_url: str, doc_id: str) -> dict[str, Any]:
                               else {}))
     if here and "duplicate_of" in here:
         dup = here["duplicate_of"]
-        other = manifest if dup["release"] == manifest["release"] else storage.read_json(
-            f"releases/{dup['release']}/manifest.json")
-        found = explain_in_release(storage, other, dup["id"])
+        try:
+            other = manifest if dup["release"] == manifest["release"] else read_manifest_file(
+                storage, layout.manifest_path(dup["release"]))
+        except (FileNotFoundError, ManifestError) as exc:
+            other = None
+            skipped.append(str(exc))
+        found = explain_in_release(storage, other, dup["id"]) if other is not None else None
         if found:
             dup["status"] = found["status"]
             dup["text"] = found["text"]
     return {"id": doc_id, "release": manifest["release"], "found": here is not None, "here": here,
-            "other_releases": history}
+            "other_releases": history, "unreadable_releases": skipped,
+            **({"matched_source_id": by_source_id} if by_source_id else {})}
 
 
 def render(result: dict[str, Any], width: int = 300) -> str:
     """Readable text for the terminal."""
     lines = [f"document {result['id']} in release {result['release']}"]
+    if result.get("matched_source_id"):
+        ids = result["matched_source_id"]
+        lines.append(f"  found by source id ({len(ids)} document(s): {', '.join(ids)})")
     here = result["here"]
     if not here:
         lines.append("  not seen by this release")
@@ -125,7 +161,8 @@ def render(result: dict[str, Any], width: int = 300) -> str:
                                                       if here["status"] == "dropped" else ""))
         if here.get("detail"):
             lines.append(f"  detail:  {here['detail']}")
-        lines.append(f"  source:  {here['source']}   stages: {' → '.join(here['stages'])}")
+        sid = f" (source id {here['source_id']!r})" if here.get("source_id") is not None else ""
+        lines.append(f"  source:  {here['source']}{sid}   stages: {' → '.join(here['stages'])}")
         if here["status"] == "published":
             lines.append("  changed: " + (", ".join(here["changed_by"]) or "no stage modified its text"))
             for change in here.get("changes", []):
@@ -149,4 +186,6 @@ def render(result: dict[str, Any], width: int = 300) -> str:
     for h in result["other_releases"]:
         extra = f" at {h['stage']}: {h['reason']}" if h["status"] == "dropped" else ""
         lines.append(f"  release {h['release']}: {h['status']}{extra}")
+    for problem in result.get("unreadable_releases", []):
+        lines.append(f"  not searched: {problem}")
     return "\n".join(lines)

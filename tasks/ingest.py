@@ -7,11 +7,14 @@ later stages need) and a rejects table. Nothing here knows about Prefect or Ray.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
 import json
+import os
 import re
+import stat
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,14 +30,15 @@ import xxhash
 import zstandard
 
 from tasks.config import ColumnMap, IngestConfig, InputSpec, PipelineConfig
-from tasks.schema import DOCUMENT_SCHEMA, TIMESTAMP, WORK_SCHEMA, to_rejects, word_counts
+from tasks.schema import DOCUMENT_SCHEMA, TIMESTAMP, WORK_SCHEMA, reason_key, to_rejects, word_counts
 from tasks.storage import filesystem_for
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl.zst", ".json.zst",
                   ".ndjson.zst", ".jsonl.zstd")
 DATA_SUFFIXES = PARQUET_SUFFIXES + JSONL_SUFFIXES
-_SOURCE_CLEAN = re.compile(r"[^A-Za-z0-9._-]+")
+_SOURCE_CLEAN = re.compile(r"[^\w.-]+")
+_INVISIBLE_ONLY = r"^[\s\p{Z}\p{Cf}\p{Cc}]*$"  # RE2: separators, format characters, controls
 
 
 class InputError(RuntimeError):
@@ -52,6 +56,7 @@ class Shard:
     columns: ColumnMap
     row_groups: tuple[int, int] | None = None  # [start, stop) or None for the whole file
     endpoint_url: str | None = None
+    root: str | None = None  # the local input folder its links must stay in (see link_roots)
 
     @property
     def name(self) -> str:
@@ -83,6 +88,11 @@ def _format_of(path: str, declared: str) -> str:
     raise InputError(f"{path}: cannot tell the format from the name (expected one of {', '.join(DATA_SUFFIXES)})")
 
 
+def is_glob(fs, base: str) -> bool:
+    """A pattern, unless a file or folder of that very name exists (``week[1].jsonl``)."""
+    return any(ch in base for ch in "*?[") and not fs.exists(base)
+
+
 def source_name(spec: InputSpec, fs, base: str, is_dir: bool) -> str:
     if spec.source:
         return spec.source
@@ -92,49 +102,183 @@ def source_name(spec: InputSpec, fs, base: str, is_dir: bool) -> str:
             if name.lower().endswith(suffix):
                 name = name[: -len(suffix)]
                 break
-    if any(ch in base for ch in "*?["):
-        name = base.split("*", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "input"
-    return _SOURCE_CLEAN.sub("_", name).strip("._-") or "input"
+    if is_glob(fs, base):  # the text before the first wildcard: /data/web-*.jsonl is source web
+        name = re.split(r"[*?\[]", base, maxsplit=1)[0].rstrip("/").rsplit("/", 1)[-1] or "input"
+    # letters of any script stay (a file 日本.jsonl is source 日本): the name is data, and
+    # tasks.layout.component encodes it where it names a folder
+    return _SOURCE_CLEAN.sub("_", unicodedata.normalize("NFC", name)).strip("._-") or "input"
+
+
+def skipped_name(name: str) -> bool:
+    """Names the tools that write data folders use for what is not data, skipped below an
+    input root, as Hadoop's and Spark's readers skip them: a leading ``_`` (``_SUCCESS``,
+    ``_committed_*``, ``_started_*``, ``_temporary/`` of an unfinished write, ``__MACOSX/``)
+    or ``.`` (hidden files, ``.DS_Store``, macOS ``._*`` resource forks, Hadoop's ``.*.crc``)."""
+    return name.startswith(("_", "."))
+
+
+def _glob_root(pattern: str) -> str:
+    """The folder a pattern starts in: its components before the first wildcard."""
+    parts = pattern.split("/")
+    fixed = []
+    for part in parts:
+        if any(ch in part for ch in "*?["):
+            break
+        fixed.append(part)
+    return "/".join(fixed) or "/"
+
+
+def _is_local(fs) -> bool:
+    proto = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    return "file" in proto or "local" in proto
+
+
+def link_roots(root: str) -> list[str]:
+    """Where a symbolic link under the local input folder ``root`` may point: inside
+    ``root``, and for a Hugging Face snapshot (``<repo>/snapshots/<rev>/...``, whose files are
+    links to ``<repo>/blobs/``) inside its repository's ``blobs`` folder."""
+    real = os.path.realpath(root)
+    out = [real]
+    parts = real.split(os.sep)
+    if "snapshots" in parts[:-1]:
+        k = len(parts) - 1 - parts[::-1].index("snapshots")
+        out.append(os.sep.join(parts[:k] + ["blobs"]))
+    return out
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _walk_local(root: str, wanted) -> list[str]:
+    """Files under a local folder that ``wanted(path, is_dir)`` accepts, following links to files and
+    folders inside :func:`link_roots`; a link that leaves them is listed as it is, so that its
+    shard fails naming it (``_read_bytes``). Folders named like data files are listed too."""
+    roots = link_roots(root)
+    out: list[str] = []
+    seen: set[str] = set()
+    stack = [root.rstrip("/") or "/"]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen:  # a link loop, or two links to one folder
+            continue
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise InputError(f"{folder}: cannot list the folder: {exc}") from None
+        for entry in entries:
+            if skipped_name(entry.name):
+                continue
+            path = f"{folder.rstrip('/')}/{entry.name}"
+            if entry.is_symlink() and not _inside(os.path.realpath(path), roots):
+                if wanted(path, False):
+                    out.append(path)  # refused when read, by name
+                continue
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append(path)
+                if wanted(path, True):
+                    out.append(path)  # a folder named like a data file: its shard says so
+            elif wanted(path, False):
+                out.append(path)
+    return sorted(out)
 
 
 def expand_input(spec: InputSpec, endpoint_url: str | None = None) -> tuple[str, list[str], Any]:
     """The source name and the sorted data files of one input spec."""
     fs, base = filesystem_for(spec.uri, endpoint_url)
     protocol = spec.uri.split("://", 1)[0] if "://" in spec.uri else None
-    if any(ch in base for ch in "*?["):
-        files = sorted(p for p in fs.glob(base) if not fs.isdir(p))
+
+    def wanted(path: str, is_dir: bool = False) -> bool:
+        # a folder named like a data file is listed, so that its shard says what it is
+        named = path.lower().endswith(DATA_SUFFIXES)
+        return named if is_dir else (named or spec.format != "auto")
+
+    if is_glob(fs, base):
+        root = _glob_root(base).rstrip("/")
+        files = sorted(p for p in fs.glob(base) if not fs.isdir(p)
+                       and not any(skipped_name(c) for c in p[len(root):].split("/") if c))
         is_dir = True
     elif fs.isdir(base):
-        # a directory named like a data file is kept as a "file": its shard fails with a clear
-        # error instead of being skipped without a word
-        entries = fs.find(base, withdirs=True, detail=True)
-        files = sorted(p for p, info in entries.items() if p.lower().endswith(DATA_SUFFIXES)
-                       and p.rstrip("/") != base.rstrip("/") and info.get("type") in ("file", "directory"))
+        if _is_local(fs):
+            files = _walk_local(base, wanted)
+        else:
+            # a directory named like a data file is kept as a "file": its shard fails with a
+            # clear error instead of being skipped without a word
+            entries = fs.find(base, withdirs=True, detail=True)
+            root = base.rstrip("/")
+            files = sorted(p for p, info in entries.items() if wanted(p, info.get("type") == "directory")
+                           and p.rstrip("/") != root
+                           and info.get("type") in ("file", "directory")
+                           and not any(skipped_name(c) for c in p[len(root):].split("/") if c))
         is_dir = True
-        if spec.format != "auto":
-            files = sorted(p for p in fs.find(base) if not p.rsplit("/", 1)[-1].startswith("."))
     elif fs.exists(base):
         files, is_dir = [base], False
     else:
         raise InputError(f"{spec.uri}: input not found")
     if not files:
-        raise InputError(f"{spec.uri}: no data files found (looked for {', '.join(DATA_SUFFIXES)})")
+        raise InputError(f"{spec.uri}: no data files found (looked for {', '.join(DATA_SUFFIXES)}; names starting "
+                         "with '_' or '.' are skipped)")
     source = source_name(spec, fs, base, is_dir)
     urls = [f"{protocol}://{p}" if protocol and protocol != "file" else p for p in files]
     return source, urls, fs
+
+
+def input_root(spec: InputSpec, endpoint_url: str | None = None) -> str | None:
+    """The local folder whose links an input may follow (None: not local, or one file named
+    on purpose, which is followed wherever it points)."""
+    fs, base = filesystem_for(spec.uri, endpoint_url)
+    if not _is_local(fs):
+        return None
+    if is_glob(fs, base):
+        return _glob_root(base)
+    return base if fs.isdir(base) else None
+
+
+def check_output_outside_inputs(config: PipelineConfig) -> None:
+    """A corpus root inside an input folder would make the next run ingest its own releases
+    and state files."""
+    if not config.output:
+        return
+    out_fs, out = filesystem_for(config.output, config.storage.endpoint_url)
+    out_local = _is_local(out_fs)
+    out = os.path.realpath(out) if out_local else out.rstrip("/")
+    for spec in config.inputs:
+        fs, base = filesystem_for(spec.uri, config.storage.endpoint_url)
+        if _is_local(fs) != out_local:
+            continue
+        root = _glob_root(base) if is_glob(fs, base) else base
+        root = os.path.realpath(root) if out_local else root.rstrip("/")
+        if out == root or out.startswith(root.rstrip("/") + "/"):
+            raise InputError(f"output {config.output} is inside input {spec.uri}: the next run would ingest its own "
+                             "releases; put the corpus root outside every input folder")
 
 
 def plan_shards(config: PipelineConfig) -> list[Shard]:
     """All shards of a run, in the stable order that defines the exact-dedup survivor."""
     shards: list[Shard] = []
     endpoint = config.storage.endpoint_url
+    owner: dict[str, InputSpec] = {}
+    check_output_outside_inputs(config)
     for spec in config.inputs:
         source, urls, fs = expand_input(spec, endpoint)
+        root = input_root(spec, endpoint)
+        other = owner.setdefault(source, spec)
+        if other is not spec and not (spec.source and other.source):
+            # one source name given on purpose to several inputs is one source spread over
+            # them; a derived name that collides would silently merge two sources' ids
+            raise InputError(f"inputs {other.uri} and {spec.uri} both have source {source!r}; give each input its "
+                             "own `source` (or the same one on purpose to both)")
         for url in urls:
             fmt = _format_of(url, spec.format)
             groups = _parquet_row_group_ranges(fs, url, config.execution.shard_rows) if fmt == "parquet" else [None]
             for rg in groups:
-                shards.append(Shard(len(shards), url, fmt, source, spec.columns, rg, endpoint))
+                shards.append(Shard(len(shards), url, fmt, source, spec.columns, rg, endpoint, root))
     return shards
 
 
@@ -143,6 +287,8 @@ def _parquet_row_group_ranges(fs, url: str, shard_rows: int) -> list[tuple[int, 
     so that the error surfaces, with its name, when that shard runs."""
     try:
         path = url.split("://", 1)[1] if "://" in url else url
+        if _is_local(fs) and not stat.S_ISREG(os.stat(path).st_mode):
+            return [None]  # a FIFO would block the planner; its shard names the problem
         with fs.open(path, "rb") as fh:
             meta = pq.ParquetFile(fh).metadata
     except Exception:
@@ -176,10 +322,34 @@ class _Raw:
     bad_rows: list[tuple[int, str, str | None]]  # (row, reason, raw text)
 
 
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+               (stat.S_ISBLK, "a device"))
+
+
+def _check_local(shard: Shard, path: str) -> None:
+    """Only regular files are opened, and links only where the input folder allows."""
+    if shard.root is not None:  # without links, every file under the folder resolves inside it
+        target = os.path.realpath(path)
+        if not _inside(target, link_roots(shard.root)):
+            raise InputError(f"{shard.uri}: is a symbolic link to {target}, outside the input folder {shard.root}; "
+                             "links are followed only inside it (copy the file in, or give it as an input)")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise InputError(f"{shard.uri}: cannot read the file: {exc}") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{shard.uri}: is a directory, not a data file")
+    for test, kind in _FILE_KINDS:
+        if test(mode):
+            raise InputError(f"{shard.uri}: is {kind}, not a regular file")
+
+
 def _read_bytes(shard: Shard) -> tuple[bytes, dict[str, Any]]:
     fs, path = filesystem_for(shard.uri, shard.endpoint_url)
     try:
-        if fs.isdir(path):
+        if _is_local(fs):
+            _check_local(shard, path)
+        elif fs.isdir(path):
             raise InputError(f"{shard.uri}: is a directory, not a data file")
         data = fs.cat_file(path)
         info = fs.info(path)
@@ -229,6 +399,44 @@ def _metadata_keys(cmap: ColumnMap, present: list[str]) -> list[str]:
     return list(cmap.metadata)
 
 
+def _is_string_type(t: pa.DataType) -> bool:
+    """Every Arrow type a text column may arrive in: string, large_string, string_view, and
+    dictionaries of them (Spark and pandas write dictionary-encoded text)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or (
+        hasattr(pa.types, "is_string_view") and pa.types.is_string_view(t))
+
+
+def _as_string(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return arr if pa.types.is_string(arr.type) else arr.cast(pa.string(), safe=False)
+
+
+def _pylist(column: pa.ChunkedArray, name: str, rows: list[int], bad: dict[int, str]) -> list[Any]:
+    """The column as Python values; a value that cannot be converted (a timestamp beyond year
+    9999, bytes that are not UTF-8 inside a nested column) makes its row bad, not the file."""
+    try:
+        return column.to_pylist()
+    except Exception:  # noqa: BLE001 - any conversion error is a property of some rows
+        pass
+    out = []
+    for k in range(len(column)):
+        try:
+            out.append(column[k].as_py())
+        except Exception as exc:  # noqa: BLE001
+            bad.setdefault(rows[k], _safe(f"unreadable value in column {name!r}: {type(exc).__name__}: {exc}")[:300])
+            out.append(None)
+    return out
+
+
+def _safe(text: str) -> str:
+    """``text`` with any lone surrogate escaped, so that it can be stored as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _read_parquet(shard: Shard, data: bytes) -> _Raw:
     cmap = shard.columns
     try:
@@ -240,7 +448,7 @@ def _read_parquet(shard: Shard, data: bytes) -> _Raw:
     if cmap.text not in names:
         raise InputError(f"{shard.uri}: no text column {cmap.text!r} (columns: {', '.join(names) or 'none'})")
     text_type = table.schema.field(cmap.text).type
-    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+    if not _is_string_type(text_type):
         raise InputError(f"{shard.uri}: text column {cmap.text!r} has type {text_type}, expected a string column")
     for key in (cmap.id, cmap.source, cmap.added, cmap.created):
         if key is not None and key not in names:
@@ -250,19 +458,47 @@ def _read_parquet(shard: Shard, data: bytes) -> _Raw:
     if shard.row_groups is not None and shard.row_groups[0] > 0:
         start = sum(pf.metadata.row_group(i).num_rows for i in range(shard.row_groups[0]))
     n = table.num_rows
+    rows = list(range(start, start + n))
+    bad: dict[int, str] = {}  # input row -> reason, for rows whose text itself is fine
+    texts, text_bad = _valid_utf8(_as_string(table.column(cmap.text)), rows)
+    # the other string columns are not checked by Parquet either: a bad value makes its row bad
+    for name in {cmap.id, cmap.source, *meta_keys} - {None, cmap.text}:
+        if _is_string_type(table.schema.field(name).type):
+            fixed, col_bad = _valid_utf8(_as_string(table.column(name)), rows)
+            for row, reason, _ in col_bad:
+                bad.setdefault(row, f"{reason} in column {name!r}")
+            table = table.set_column(names.index(name), name, fixed)
 
     def col(key: str | None) -> list[Any]:
-        return table.column(key).to_pylist() if key else [None] * n
+        return _pylist(table.column(key), key, rows, bad) if key else [None] * n
 
-    metadata = [_dump_metadata(r) for r in table.select(meta_keys).to_pylist()] if meta_keys else [None] * n
-    texts = table.column(cmap.text).combine_chunks().cast(pa.string())
-    rows = list(range(start, start + n))
-    texts, bad = _valid_utf8(texts, rows)
-    seen = {b[0] for b in bad}
-    bad += [(rows[i], "missing text", None) for i in np.flatnonzero(texts.is_null().to_numpy(zero_copy_only=False))
-            if rows[i] not in seen]
-    return _Raw(texts, col(cmap.id), col(cmap.source), col(cmap.added), col(cmap.created), metadata, rows,
-                sorted(bad, key=lambda b: b[0]))
+    metadata: list[str | None] = [None] * n
+    if meta_keys:
+        values = {k: _pylist(table.column(k), k, rows, bad) for k in meta_keys}
+        for k in range(n):
+            metadata[k] = _dump_metadata_or_reason({key: values[key][k] for key in meta_keys}, rows[k], bad)
+    ids, sources, added, created = col(cmap.id), col(cmap.source), col(cmap.added), col(cmap.created)
+    seen = {b[0] for b in text_bad}
+    bad_rows = list(text_bad)
+    bad_rows += [(rows[i], "missing text", None) for i in np.flatnonzero(texts.is_null().to_numpy(zero_copy_only=False))
+                 if rows[i] not in seen]
+    seen |= {b[0] for b in bad_rows}
+    if bad:
+        pos = {r: k for k, r in enumerate(rows)}
+        late = [(r, reason) for r, reason in sorted(bad.items()) if r not in seen]
+        bad_rows += [(r, reason, texts[pos[r]].as_py()) for r, reason in late]
+        mask = np.zeros(n, dtype=bool)
+        mask[[pos[r] for r, _ in late]] = True
+        texts = pc.if_else(pa.array(mask), pa.nulls(n, pa.string()), texts)
+    return _Raw(texts, ids, sources, added, created, metadata, rows, sorted(bad_rows, key=lambda b: b[0]))
+
+
+def _dump_metadata_or_reason(obj: dict[str, Any], row: int, bad: dict[int, str]) -> str | None:
+    try:
+        return _dump_metadata(obj)
+    except Exception as exc:  # noqa: BLE001 - a value no JSON encoder takes is a property of the row
+        bad.setdefault(row, _safe(f"metadata cannot be stored: {type(exc).__name__}: {exc}")[:300])
+        return None
 
 
 def _valid_utf8(texts: pa.Array, rows: list[int]) -> tuple[pa.Array, list[tuple[int, str, str | None]]]:
@@ -284,18 +520,64 @@ def _valid_utf8(texts: pa.Array, rows: list[int]) -> tuple[pa.Array, list[tuple[
     return pa.array(clean, pa.string()), bad
 
 
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
+
+
 def _decompress(shard: Shard, data: bytes) -> bytes:
+    """Decompressed by what the bytes are (their magic number), whatever the name says; a
+    name that promises a compression the bytes do not have is an error."""
     lower = shard.uri.lower()
+    named = "gzip" if lower.endswith(".gz") else "zstd" if lower.endswith((".zst", ".zstd")) else None
+    kind = next((k for magic, k in _MAGIC if data.startswith(magic)), None)
+    if named is not None and kind is None:
+        raise InputError(f"{shard.uri}: corrupt compressed stream: named like {named} data, but it is not "
+                         f"(starts with {data[:8]!r})")
     try:
-        if lower.endswith(".gz"):
+        if kind == "gzip":
             return gzip.decompress(data)
-        if lower.endswith((".zst", ".zstd")):
+        if kind == "zstd":
             return _zstd_frames(data)
+        if kind == "bz2":
+            import bz2
+
+            return bz2.decompress(data)
+        if kind == "xz":
+            import lzma
+
+            return lzma.decompress(data)
     except InputError as exc:
         raise InputError(f"{shard.uri}: {exc}") from None
     except Exception as exc:
         raise InputError(f"{shard.uri}: corrupt compressed stream: {exc}") from exc
     return data
+
+
+# Byte-order marks, longest first (UTF-32 LE starts like UTF-16 LE).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
+         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+
+
+def _as_utf8(shard: Shard, data: bytes) -> bytes:
+    """The file's text as UTF-8 without a byte-order mark. The encoding comes from the bytes:
+    a BOM, else RFC 4627's rule (JSON starts with an ASCII character, so the NUL bytes of
+    its first four bytes tell UTF-16 and UTF-32 and their byte order)."""
+    encoding, skip = None, 0
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            encoding, skip = name, len(bom)
+            break
+    if encoding is None and len(data) >= 4 and b"\x00" in data[:4]:
+        head = data[:4]
+        encoding = ("utf-32-be" if head[:3] == b"\x00\x00\x00" else "utf-32-le" if head[1:] == b"\x00\x00\x00"
+                    else "utf-16-be" if head[0] == 0 and head[2] == 0 else "utf-16-le" if head[1] == 0 and head[3] == 0
+                    else None)
+    if encoding is None or encoding == "utf-8":
+        return data[skip:]
+    try:
+        return data[skip:].decode(encoding).encode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError) as exc:
+        raise InputError(f"{shard.uri}: not valid {encoding.upper()} text (from its first bytes) at byte "
+                         f"{getattr(exc, 'start', '?')}") from None
 
 
 def _zstd_frames(data: bytes) -> bytes:
@@ -310,11 +592,64 @@ def _zstd_frames(data: bytes) -> bytes:
     return b"".join(parts)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(obj: dict[str, Any]) -> str | None:
+    """The top-level field (``field 'x'``) holding a lone surrogate anywhere inside it, in a
+    value or a key, or None. Iterative: metadata may be nested a thousand levels deep."""
+    for key, value in obj.items():
+        stack = [key, value]
+        while stack:
+            v = stack.pop()
+            if isinstance(v, str):
+                if _SURROGATE.search(v):
+                    return f"field {_safe(key)[:100]!r}"
+            elif isinstance(v, dict):
+                stack.extend(v.keys())
+                stack.extend(v.values())
+            elif isinstance(v, list):
+                stack.extend(v)
+    return None
+
+
+def _json_document(data: bytes) -> Any:
+    """The whole file as one JSON value when it is a JSON array (or one pretty-printed
+    object) rather than JSON Lines; None otherwise."""
+    head = data[:4096].lstrip()
+    first_line = data.split(b"\n", 1)[0]
+    if not head.startswith((b"[", b"{")) or (head.startswith(b"{") and _parses(first_line)):
+        return None
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, list | dict) else None
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except (ValueError, RecursionError):
+        return False
+
+
 def _read_jsonl(shard: Shard, data: bytes) -> _Raw:
-    cmap = shard.columns
     raw = _Raw([], [], [], [], [], [], [], [])
-    lines = _decompress(shard, data).split(b"\n")
-    for lineno, line in enumerate(lines):
+    data = _as_utf8(shard, _decompress(shard, data))
+    whole = _json_document(data)
+    if whole is not None:  # a .json file holding an array: each element is a row
+        rows = whole if isinstance(whole, list) else [whole]
+        maybe = bool(_SURROGATE_ESCAPE.search(data.decode("utf-8", "replace")))
+        for k, obj in enumerate(rows):
+            _add_object(raw, shard.columns, k, obj, _safe(json.dumps(obj, ensure_ascii=False, default=str)), maybe)
+        raw.text = pa.array(raw.text, pa.string())
+        return raw
+    for lineno, line in enumerate(data.split(b"\n")):
+        if line.startswith(codecs.BOM_UTF8):  # files concatenated with their marks
+            line = line[3:]
         if not line.strip():
             continue
         try:
@@ -330,26 +665,41 @@ def _read_jsonl(shard: Shard, data: bytes) -> _Raw:
         except RecursionError:
             raw.bad_rows.append((lineno, "invalid JSON: nested too deeply", decoded))
             continue
-        if not isinstance(obj, dict):
-            raw.bad_rows.append((lineno, f"not a JSON object ({type(obj).__name__})", decoded))
-            continue
-        text = obj.get(cmap.text)
-        if text is None:
-            raw.bad_rows.append((lineno, "missing text", decoded))
-            continue
-        if not isinstance(text, str):
-            raw.bad_rows.append((lineno, f"text is not a string ({type(text).__name__})", decoded))
-            continue
-        raw.text.append(text)
-        raw.ids.append(obj.get(cmap.id) if cmap.id else None)
-        raw.sources.append(obj.get(cmap.source) if cmap.source else None)
-        raw.added.append(obj.get(cmap.added) if cmap.added else None)
-        raw.created.append(obj.get(cmap.created) if cmap.created else None)
-        keys = _metadata_keys(cmap, list(obj))
-        raw.metadata.append(_dump_metadata({k: obj[k] for k in keys if k in obj}))
-        raw.rows.append(lineno)
+        _add_object(raw, shard.columns, lineno, obj, decoded, bool(_SURROGATE_ESCAPE.search(decoded)))
     raw.text = pa.array(raw.text, pa.string())
     return raw
+
+
+def _add_object(raw: _Raw, cmap: ColumnMap, row: int, obj: Any, decoded: str, maybe_surrogate: bool) -> None:
+    """One parsed row: a document, or a bad row with its reason."""
+    if not isinstance(obj, dict):
+        raw.bad_rows.append((row, f"not a JSON object ({type(obj).__name__})", decoded))
+        return
+    text = obj.get(cmap.text)
+    if text is None:
+        raw.bad_rows.append((row, "missing text", decoded))
+        return
+    if not isinstance(text, str):
+        raw.bad_rows.append((row, f"text is not a string ({type(text).__name__})", decoded))
+        return
+    # a "\ud800" escape without its pair decodes to a string no UTF-8 writer accepts
+    where = _lone_surrogate(obj) if maybe_surrogate else None
+    if where is not None:
+        raw.bad_rows.append((row, f"invalid Unicode: lone surrogate in {where}", decoded))
+        return
+    keys = _metadata_keys(cmap, list(obj))
+    bad: dict[int, str] = {}
+    metadata = _dump_metadata_or_reason({k: obj[k] for k in keys if k in obj}, row, bad)
+    if bad:
+        raw.bad_rows.append((row, bad[row], decoded))
+        return
+    raw.text.append(text)
+    raw.ids.append(obj.get(cmap.id) if cmap.id else None)
+    raw.sources.append(obj.get(cmap.source) if cmap.source else None)
+    raw.added.append(obj.get(cmap.added) if cmap.added else None)
+    raw.created.append(obj.get(cmap.created) if cmap.created else None)
+    raw.metadata.append(metadata)
+    raw.rows.append(row)
 
 
 # -- normalizing ----------------------------------------------------------------------------
@@ -425,12 +775,16 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     mode whose hash fills ``content_hash``; None (exact dedup off) leaves it null, since
     nothing else reads it and it costs a pass over every text."""
     data, file_info = _read_bytes(shard)
-    raw = _read_parquet(shard, data) if shard.format == "parquet" else _read_jsonl(shard, data)
+    # a Parquet file is read as one whatever its name says (both ends carry the magic)
+    parquet = shard.format == "parquet" or (data[:4] == b"PAR1" and data[-4:] == b"PAR1")
+    raw = _read_parquet(shard, data) if parquet else _read_jsonl(shard, data)
 
     valid = raw.text.is_valid().to_numpy(zero_copy_only=False)
     keep = np.flatnonzero(valid).tolist()
     texts = normalize_texts(raw.text.filter(pa.array(valid)), cfg.unicode_form)
-    sources = [str(raw.sources[i]) if raw.sources[i] is not None else shard.source for i in keep]
+    # a row's own source is data: kept as it is in the document, encoded where it names a
+    # folder (tasks.layout.component); missing or empty means the input's source
+    sources = [shard.source if raw.sources[i] is None or raw.sources[i] == "" else str(raw.sources[i]) for i in keep]
     ids_src = [raw.ids[i] for i in keep]
     rows = [raw.rows[i] for i in keep]
 
@@ -439,7 +793,12 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
         for k in np.flatnonzero(pc.utf8_length(texts).to_numpy() > cfg.max_chars):
             reasons[k] = f"longer than max_chars ({len(texts[int(k)].as_py())} > {cfg.max_chars})"
     words = word_counts(texts)
-    for k in np.flatnonzero(words.to_numpy() == 0):  # nothing but whitespace
+    # nothing but whitespace, or only invisible characters (zero-width spaces and joiners,
+    # byte-order marks, soft hyphens, controls), which the word count sees as a word
+    blank = words.to_numpy() == 0
+    if len(texts):
+        blank |= pc.match_substring_regex(texts, _INVISIBLE_ONLY).to_numpy(zero_copy_only=False)
+    for k in np.flatnonzero(blank):
         reasons[k] = "empty text"
 
     by_text = [k for k, i in enumerate(ids_src) if i is None or i == ""]  # ids from the text itself
@@ -447,10 +806,14 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     ids = [stable_id(s, i, text_of.get(k, "")) for k, (s, i) in enumerate(zip(sources, ids_src, strict=True))]
     first_row: dict[str, int] = {}
     for k, doc_id in enumerate(ids):
-        # the same source id twice would give two documents one id: the later rows are rejected
-        if doc_id in first_row and reasons[k] is None and ids_src[k] is not None:
-            reasons[k] = f"duplicate id {ids_src[k]!r} (first at row {rows[first_row[doc_id]]})"
-        first_row.setdefault(doc_id, k)
+        # the same source id twice would give two documents one id: the later rows are
+        # rejected (across shards: tasks.steps.id_reduce_step)
+        if reasons[k] is not None or ids_src[k] is None or ids_src[k] == "":
+            continue
+        if doc_id in first_row:
+            reasons[k] = f"duplicate id {str(ids_src[k])!r} (first at row {rows[first_row[doc_id]]})"
+        else:
+            first_row[doc_id] = k
     hashes = ([xxhash.xxh3_128_digest(content_key(t, dedup_key).encode("utf-8")) for t in texts.to_pylist()]
               if dedup_key is not None else [None] * len(keep))
     added = _to_timestamp([raw.added[i] for i in keep])
@@ -465,6 +828,7 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
             "created": _to_timestamp([raw.created[i] for i in keep]),
             "metadata": pa.array([raw.metadata[i] for i in keep], pa.string()),
             "version": pa.array([release] * n, pa.string()),
+            "source_id": pa.array([None if i is None or i == "" else str(i) for i in ids_src], pa.string()),
             "content_hash": pa.array(hashes, pa.binary(16)),
             "order": pa.array([(shard.index << 32) | r for r in rows], pa.int64()),
             "input_row": pa.array(rows, pa.int64()),
@@ -485,7 +849,7 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
             )
         )
     rejects = pa.concat_tables(rejects_parts)
-    reason_counts = Counter(r.split(" (")[0] for r in rejects.column("reason").to_pylist())
+    reason_counts = Counter(reason_key(r) for r in rejects.column("reason").to_pylist())
     stats = {
         "file": file_info,
         # a Parquet null text is both a row and a bad row: count each input row once
@@ -522,11 +886,12 @@ def read_texts(spec: InputSpec, endpoint_url: str | None = None, limit: int | No
     """The normalized texts of one input (every file of it), read exactly as a release reads
     them; used where a whole run is not wanted, e.g. classifier training data."""
     _, urls, fs = expand_input(spec, endpoint_url)
+    root = input_root(spec, endpoint_url)
     texts: list[str] = []
     epoch = datetime.fromtimestamp(0, UTC)
     for k, url in enumerate(urls):
         fmt = _format_of(url, spec.format)
-        shard = Shard(k, url, fmt, "training", spec.columns, None, endpoint_url)
+        shard = Shard(k, url, fmt, "training", spec.columns, None, endpoint_url, root)
         texts.extend(ingest_shard(shard, IngestConfig(), None, "training", epoch).work.column("text").to_pylist())
         if limit is not None and len(texts) >= limit:
             return texts[:limit]

@@ -13,7 +13,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from tasks.publish import read_catalog
+from tasks.manifest import ManifestError
+from tasks.publish import read_catalog, read_manifest_file
 from tasks.storage import Storage
 
 PREFIX = "refinery"
@@ -100,7 +101,10 @@ class ReleaseCollector(Collector):
         releases = read_catalog(self.storage)["releases"]
         fam["releases"].add_metric([], len(releases))
         for entry in releases[-self.keep:]:
-            manifest_samples(fam, self.storage.read_json(entry["manifest"]))
+            try:
+                manifest_samples(fam, read_manifest_file(self.storage, entry["manifest"]))
+            except (FileNotFoundError, ManifestError):
+                continue  # damaged since the catalog was written: the next rebuild names it
         yield from fam.values()
 
 

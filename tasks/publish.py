@@ -8,10 +8,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tasks import layout
-from tasks.manifest import SCHEMA_VERSION, add_funnel, code_version, config_sha256, validate_manifest
+from tasks.manifest import (
+    SCHEMA_VERSION,
+    ManifestError,
+    add_funnel,
+    code_version,
+    config_sha256,
+    validate_manifest,
+)
 from tasks.report import render_report
 from tasks.steps import LENGTH_BINS, RunContext
-from tasks.storage import Storage
+from tasks.storage import Storage, canonical_json
 
 STAGE_ORDER = ["ingest", "exact_dedup", "near_dedup", "quality", "quality_threshold", "prox", "leaner"]
 MODEL_STAGES = ["prox", "leaner"]  # stages whose markers carry `<stage>.usage` from tasks.llm
@@ -22,6 +29,11 @@ def _files(markers: Iterable[dict[str, Any]], key: str = "files") -> list[dict[s
     for m in markers:
         out.extend(m.get(key, []))
     return sorted(out, key=lambda f: f["path"])
+
+
+def _kind(path: str) -> str | None:
+    parts = path.split("/")
+    return parts[2] if len(parts) > 3 and parts[0] == "releases" else None
 
 
 def _inputs(ingest_markers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -47,9 +59,11 @@ def build_manifest(
 ) -> dict[str, Any]:
     documents = _files([m for st in STAGE_ORDER for m in markers.get(st, [])], "documents")
     stage_files = [f for st in STAGE_ORDER for f in _files(markers.get(st, []))]
-    attributes = [f for f in stage_files if "/attributes/" in f["path"]]
-    rejects = [f for f in stage_files if "/rejects/" in f["path"]]
-    changes = [f for f in stage_files if "/changes/" in f["path"]]
+    # by the folder under the release (releases/<r>/<kind>/...), never by a substring: a source
+    # may be called "rejects"
+    attributes = [f for f in stage_files if _kind(f["path"]) == "attributes"]
+    rejects = [f for f in stage_files if _kind(f["path"]) == "rejects"]
+    changes = [f for f in stage_files if _kind(f["path"]) == "changes"]
     samples = [x for st in STAGE_ORDER for m in markers.get(st, []) for x in m.get("samples", [])]
 
     funnel = []
@@ -85,6 +99,11 @@ def build_manifest(
 
     if "near_dedup" in markers:
         dedup["near"] = near_figures(ctx, markers, funnel, storage)
+    if "ingest_ids" in markers:  # source ids were checked across shards (tasks.steps.id_reduce_step)
+        rows = sum(m["rows"] for m in markers["ingest_ids"])
+        dups = sum(m["duplicates"] for m in markers["ingest_ids"])
+        dedup["source_ids"] = {"buckets": len(markers["ingest_ids"]), "rows": rows, "duplicates": dups,
+                               "duplicate_rate": round(dups / rows, 6) if rows else 0.0}
 
     public = ctx.config.public_dict()
     quality = quality_figures(ctx, markers, funnel) if "quality" in markers else None
@@ -138,7 +157,10 @@ def quality_figures(ctx: RunContext, markers: dict[str, list[dict[str, Any]]],
     cfg = ctx.config.quality
     histograms: dict[str, list[int]] = {}
     languages: dict[str, int] = {}
+    mismatches: dict[str, int] = {}
     for m in markers["quality"]:
+        for name, n in m.get("type_mismatches", {}).items():
+            mismatches[name] = mismatches.get(name, 0) + n
         for name, counts in m["histograms"].items():
             histograms[name] = [a + b for a, b in zip(histograms.get(name, [0] * len(counts)), counts, strict=True)]
         for lang, n in m["languages"].items():
@@ -159,6 +181,9 @@ def quality_figures(ctx: RunContext, markers: dict[str, list[dict[str, Any]]],
         "classifier": cfg.classifier.model,
         # the combined score's model: None when it is off, "shipped" for the packaged one
         "combined": (cfg.combined.model or "shipped") if cfg.combined.enabled else None,
+        # per rule: documents whose metadata value had another type than the rule compares
+        # (no match, as for a missing value; docs/quality.md)
+        "type_mismatches": dict(sorted(mismatches.items())),
     }
 
 
@@ -245,11 +270,18 @@ def llm_usage(ctx: RunContext, markers: dict[str, list[dict[str, Any]]]) -> dict
 
 
 def drift(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any] | None:
-    """This release against its parent: size, pass rate per stage, duplicate rates."""
+    """This release against its parent: size, pass rate per stage, duplicate rates. A parent
+    whose manifest is gone or damaged makes drift "unavailable" (with the reason), never a
+    failed release."""
     parent_id = manifest.get("parent")
-    parent = storage.read_json_or_none(f"releases/{parent_id}/manifest.json") if parent_id else None
-    if parent is None:
+    if not parent_id:
         return None
+    try:
+        parent = read_manifest_file(storage, layout.manifest_path(parent_id))
+    except FileNotFoundError:
+        return {"parent": parent_id, "unavailable": f"{storage.url(layout.manifest_path(parent_id))}: no manifest"}
+    except ManifestError as exc:
+        return {"parent": parent_id, "unavailable": str(exc)}
 
     def rates(m):
         return {st["stage"]: round(st["docs_out"] / st["docs_in"], 6) if st["docs_in"] else None for st in m["funnel"]}
@@ -318,13 +350,43 @@ def publish_release(storage: Storage, manifest: dict[str, Any]) -> dict[str, Any
     return manifest
 
 
-def list_published(storage: Storage) -> list[dict[str, Any]]:
-    """Every committed release (one whose manifest exists), oldest first."""
+def read_manifest_file(storage: Storage, rel: str) -> dict[str, Any]:
+    """A committed manifest, checked against the schema; :class:`ManifestError` naming the
+    file when it is damaged (truncated, not an object, a field missing), FileNotFoundError
+    when there is none."""
+    try:
+        m = storage.read_json(rel)
+    except FileNotFoundError:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ManifestError(f"{storage.url(rel)}: damaged manifest: not valid JSON ({_short(exc)})") from None
+    try:
+        validate_manifest(m)
+    except ManifestError as exc:
+        first = str(exc).split("\n")[1].strip() if "\n" in str(exc) else str(exc)
+        raise ManifestError(f"{storage.url(rel)}: damaged manifest: {_short(first)}") from None
+    return m
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def list_published(storage: Storage) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Every committed release (one whose manifest exists and is whole), oldest first, and
+    the manifests that are damaged (each with its path and the problem)."""
     pattern = storage.full("releases/*/manifest.json")
-    entries = []
+    entries, damaged = [], []
     for path in storage.fs.glob(pattern):
         rel = path[len(storage.root_path) + 1:]
-        m = storage.read_json(rel)
+        try:
+            m = read_manifest_file(storage, rel)
+        except FileNotFoundError:
+            continue  # deleted between the listing and the read
+        except ManifestError as exc:
+            damaged.append({"manifest": rel, "error": str(exc)})
+            continue
         entries.append(
             {
                 "id": m["release"],
@@ -337,17 +399,48 @@ def list_published(storage: Storage) -> list[dict[str, Any]]:
                 "config_sha256": m["config_sha256"],
             }
         )
-    return sorted(entries, key=lambda e: (e["published"], e["id"]))
+    return sorted(entries, key=lambda e: (e["published"], e["id"])), sorted(damaged, key=lambda d: d["manifest"])
+
+
+def catalog_of(storage: Storage) -> dict[str, Any]:
+    """The catalog the committed manifests make (nothing written)."""
+    releases, damaged = list_published(storage)
+    catalog: dict[str, Any] = {"releases": releases, "latest": releases[-1]["id"] if releases else None}
+    if damaged:
+        catalog["damaged"] = damaged
+    return catalog
 
 
 def rebuild_catalog(storage: Storage) -> dict[str, Any]:
     """The catalog is derived from the committed manifests, so a lost race between two
-    publishers heals at the next publish instead of losing a release."""
-    releases = list_published(storage)
-    catalog = {"releases": releases, "latest": releases[-1]["id"] if releases else None}
-    storage.write_json(layout.CATALOG, catalog)
+    publishers heals at the next publish instead of losing a release. A damaged manifest is
+    skipped and named under ``damaged``; it never stops the rebuild."""
+    catalog = catalog_of(storage)
+    try:
+        unchanged = storage.read_bytes(layout.CATALOG) == canonical_json(catalog)
+    except FileNotFoundError:
+        unchanged = False
+    if not unchanged:  # a rerun of a published release touches no file when nothing is amiss
+        storage.write_json(layout.CATALOG, catalog)
     return catalog
 
 
 def read_catalog(storage: Storage) -> dict[str, Any]:
-    return storage.read_json_or_none(layout.CATALOG) or {"releases": [], "latest": None}
+    """The catalog; one that is missing its fields or is not JSON (a truncated write by
+    another tool) is derived again from the manifests, in memory."""
+    try:
+        catalog = storage.read_json_or_none(layout.CATALOG)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        catalog = False
+    if catalog is None:
+        return {"releases": [], "latest": None}
+    if not _catalog_ok(catalog):
+        return catalog_of(storage)
+    return catalog
+
+
+def _catalog_ok(catalog: Any) -> bool:
+    return (isinstance(catalog, dict) and isinstance(catalog.get("releases"), list)
+            and all(isinstance(e, dict) and isinstance(e.get("id"), str) and isinstance(e.get("manifest"), str)
+                    for e in catalog["releases"])
+            and (catalog.get("latest") is None or isinstance(catalog.get("latest"), str)))

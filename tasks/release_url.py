@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasks import layout
-from tasks.publish import read_catalog
+from tasks.publish import read_catalog, read_manifest_file
 from tasks.storage import Storage, StorageSpec, endpoint_from_env
 
 
@@ -30,7 +30,7 @@ def open_release(url: str) -> tuple[Storage, dict[str, Any]]:
         if release is None:
             raise FileNotFoundError(f"{url}: no published release (no catalog.json with a latest release)")
     try:
-        return storage, storage.read_json(layout.manifest_path(release))
+        return storage, read_manifest_file(storage, layout.manifest_path(release))
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{storage.url(layout.manifest_path(release))}: no manifest: release {release} is not published"

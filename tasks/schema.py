@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -18,6 +20,9 @@ DOCUMENT_SCHEMA = pa.schema(
         pa.field("created", TIMESTAMP),
         pa.field("metadata", pa.string()),  # JSON object, or null
         pa.field("version", pa.string()),
+        # the input's own id of the document (its mapped id column, as a string), or null;
+        # unique within a source, what takedown requests name, and Dolma's `id` on export
+        pa.field("source_id", pa.string()),
     ]
 )
 
@@ -45,6 +50,15 @@ WORK_COLUMNS = [
     pa.field("input_row", pa.int64()),
 ]
 WORK_SCHEMA = pa.schema(list(DOCUMENT_SCHEMA) + WORK_COLUMNS)
+
+
+_REASON_DETAIL = re.compile(r" \(|:| '| at byte ")
+
+
+def reason_key(reason: str) -> str:
+    """The kind of a reject reason, as the funnel counts it: without the value, row or byte it
+    names ("duplicate id 'x' (first at row 3)" -> "duplicate id")."""
+    return _REASON_DETAIL.split(reason, maxsplit=1)[0]
 
 
 def attribute_name(tagger_set: str, tagger: str, attribute: str) -> str:

@@ -21,7 +21,8 @@ from tasks import layout
 from tasks.config import PipelineConfig
 from tasks.dedup import exact
 from tasks.ingest import Shard, documents_of, ingest_shard
-from tasks.schema import to_rejects, whole_document_spans, word_counts
+from tasks.schema import reason_key, to_rejects, whole_document_spans, word_counts
+from tasks.shuffle import split_by
 from tasks.storage import Storage, StorageSpec
 
 
@@ -138,7 +139,7 @@ def _funnel(docs_in: int, work_out: pa.Table, tokens_in: int, rejects: pa.Table,
             tokens_out: int | None = None) -> dict[str, Any]:
     dropped: dict[str, int] = {}
     for reason in rejects.column("reason").to_pylist():
-        key = reason.split(" (")[0].split(":")[0]
+        key = reason_key(reason)
         dropped[key] = dropped.get(key, 0) + 1
     return {
         "docs_in": docs_in,
@@ -182,12 +183,92 @@ def length_histogram(words: pa.Array) -> list[int]:
 
 # -- stage 1 (with the map side of the exact-dedup shuffle fused in) ---------------------------
 
-def ingest_step(ctx: RunContext, shard: Shard, final: bool) -> dict[str, Any]:
+def id_check_needed(shards: list[Shard]) -> bool:
+    """Whether one source id can reach two shards: two shards (row groups of one file, files
+    of one source, inputs sharing a source or rows naming their own) read an id column.
+    Within one shard, ingest itself rejects a repeated id."""
+    return sum(1 for s in shards if s.columns.id is not None) > 1
+
+
+def _ingest(ctx: RunContext, shard: Shard):
+    dedup = ctx.config.exact_dedup
+    return ingest_shard(shard, ctx.config.ingest, dedup.key if dedup.enabled else None, ctx.release, ctx.created_at)
+
+
+def ingest_read_step(ctx: RunContext, shard: Shard) -> dict[str, Any]:
+    """Ingest's first phase when source ids are checked across shards: read and validate the
+    shard, keep its work and rejects tables as scratch, and send the (id, order) of every row
+    that has a source id to the id shuffle (partitioned by id)."""
+
+    def compute(storage: Storage) -> dict[str, Any]:
+        res = _ingest(ctx, shard)
+        storage.write_parquet(layout.work_path(ctx.release, "ingest_read", shard.name), res.work)
+        storage.write_parquet(layout.work_path(ctx.release, "ingest_read_rejects", shard.name), res.rejects)
+        keyed = res.work.filter(pc.is_valid(res.work.column("source_id"))).select(["id", "order"])
+        if keyed.num_rows:
+            ids = np.array([int(i[:8], 16) for i in keyed.column("id").to_pylist()], dtype=np.int64)
+            for bucket, part in split_by(keyed, ids % ctx.exact_buckets).items():
+                storage.write_parquet(layout.shuffle_path(ctx.release, "ingest_ids", shard.name, bucket), part)
+        return {"stats": res.stats}
+
+    return _once(ctx, "ingest_read", shard.name, compute)
+
+
+def id_reduce_step(ctx: RunContext, bucket: int) -> dict[str, Any]:
+    """Every later row of a document id seen before (in the run's stable order), with the
+    order of its first row."""
+
+    def compute(storage: Storage) -> dict[str, Any]:
+        files = storage.list(layout.shuffle_dir(ctx.release, "ingest_ids", bucket), ".parquet")
+        keys = pa.concat_tables([storage.read_parquet(f) for f in files]) if files else pa.schema(
+            [("id", pa.string()), ("order", pa.int64())]).empty_table()
+        first = keys.group_by("id").aggregate([("order", "min")]).rename_columns(["id", "first_order"])
+        later = keys.join(first, "id").filter(pc.not_equal(pc.field("order"), pc.field("first_order")))
+        later = later.select(["order", "first_order"]).sort_by("order")
+        storage.write_parquet(layout.work_path(ctx.release, "ingest_id_decisions", f"b{bucket:05d}"), later)
+        return {"rows": keys.num_rows, "duplicates": later.num_rows}
+
+    return _once(ctx, "ingest_ids", f"b{bucket:05d}", compute)
+
+
+def _checked_ingest(storage: Storage, ctx: RunContext, shard: Shard, first_uris: dict[int, str]):
+    """The shard's phase-1 tables, less the rows whose id an earlier shard already had; those
+    become rejects naming the first row and its file."""
+    from tasks.ingest import IngestResult
+
+    read = storage.read_json(layout.marker_path(ctx.release, "ingest_read", shard.name))
+    work = storage.read_parquet(layout.work_path(ctx.release, "ingest_read", shard.name))
+    rejects = storage.read_parquet(layout.work_path(ctx.release, "ingest_read_rejects", shard.name))
+    decisions = pa.concat_tables([storage.read_parquet(layout.work_path(
+        ctx.release, "ingest_id_decisions", f"b{b:05d}")) for b in range(ctx.exact_buckets)])
+    mine = decisions.filter(pc.equal(pc.shift_right(decisions.column("order"), 32), shard.index))
+    stats = dict(read["stats"])
+    if mine.num_rows:
+        first_of = dict(zip(mine.column("order").to_pylist(), mine.column("first_order").to_pylist(), strict=True))
+        dup = pc.is_in(work.column("order"), value_set=mine.column("order"))
+        gone = work.filter(dup)
+        reasons = []
+        for order, sid in zip(gone.column("order").to_pylist(), gone.column("source_id").to_pylist(), strict=True):
+            f = first_of[order]
+            reasons.append(f"duplicate id {sid!r} (first at row {f & 0xFFFFFFFF} of {first_uris.get(f >> 32, '?')})")
+        gone = gone.append_column("input_uri", pa.array([shard.uri] * gone.num_rows, pa.string()))
+        rejects = pa.concat_tables([rejects, to_rejects(gone, "ingest", pa.array(reasons, pa.string()))])
+        work = work.filter(pc.invert(dup))
+        counts = dict(stats["rejected"])
+        counts["duplicate id"] = counts.get("duplicate id", 0) + gone.num_rows  # reason_key of the reasons above
+        stats.update(docs_out=work.num_rows, rejected=dict(sorted(counts.items())))
+    return IngestResult(work, rejects, word_counts(work.column("text")), stats)
+
+
+def ingest_step(ctx: RunContext, shard: Shard, final: bool,
+                first_uris: dict[int, str] | None = None) -> dict[str, Any]:
+    """Ingest one shard; with ``first_uris`` (shard index -> URL), the second phase of a run
+    that checks source ids across shards (after :func:`ingest_read_step` and
+    :func:`id_reduce_step`)."""
     dedup = ctx.config.exact_dedup
 
     def compute(storage: Storage) -> dict[str, Any]:
-        res = ingest_shard(shard, ctx.config.ingest, dedup.key if dedup.enabled else None, ctx.release,
-                           ctx.created_at)
+        res = _ingest(ctx, shard) if first_uris is None else _checked_ingest(storage, ctx, shard, first_uris)
         words = res.words  # counted once, by the empty-text check
         out = _emit(storage, ctx, "ingest", shard.name, res.work, final, words)
         near_out = {}

@@ -113,11 +113,17 @@ class Storage:
 
     # -- naming ---------------------------------------------------------------------------
     def full(self, rel: str) -> str:
+        """The filesystem path of ``rel``; a path that would leave the root is refused
+        (:class:`StorageError`), so no name from data or a manifest can reach outside it."""
+        try:
+            layout.check_relative(rel)
+        except layout.PathError as exc:
+            raise StorageError(f"{self.url()}: {exc}") from None
         return f"{self.root_path}/{rel.lstrip('/')}" if rel else self.root_path
 
     def url(self, rel: str = "") -> str:
         """A URL for people and for other tools (never carries credentials)."""
-        full = self.full(rel)
+        full = f"{self.root_path}/{rel.lstrip('/')}" if rel else self.root_path
         if self.is_local:
             return full
         return f"{_protocols(self.fs)[0]}://{full}"

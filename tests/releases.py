@@ -67,6 +67,9 @@ def expected_task_runs(manifest: dict[str, Any], shards: int, failed: int = 0) -
     """Task runs per stage name that a release's flow run must have recorded."""
     ok = shards - failed
     out = {"ingest": shards}
+    ids = manifest["dedup"].get("source_ids")
+    if ids:  # ingest in two phases: read every shard, check source ids, finish the readable ones
+        out.update(ingest_read=shards, ingest_ids=ids["buckets"], ingest=ok)
     exact = manifest["dedup"].get("exact")
     if exact:
         out.update(exact_dedup_reduce=exact["buckets"], exact_dedup=ok)

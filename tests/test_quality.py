@@ -227,9 +227,12 @@ def test_malformed_rules_name_the_rule():
                  "[x for x in text]", "lambda: 1"]:
         with pytest.raises(ConfigError, match="rule 'bad-rule'"):
             parse_config({"quality": {"enabled": True, "rules": [{"name": "bad-rule", "exclude": expr}]}})
-    cfg = parse_config({"quality": {"enabled": True, "rules": [{"name": "typo", "exclude": "quality__lid__scor > 1"}]}})
+    # unknown names fail when the config is validated, not in the middle of a run
+    with pytest.raises(ConfigError, match="rule 'typo': unknown name.*quality__lid__scor"):
+        parse_config({"quality": {"enabled": True, "rules": [{"name": "typo", "exclude": "quality__lid__scor > 1"}]}})
+    cfg = parse_config({"quality": {"enabled": False, "rules": [{"name": "typo", "exclude": "quality__lid__scor > 1"}]}})
     with pytest.raises(RuleError, match="rule 'typo': unknown name.*quality__lid__scor"):
-        stage.stage_rules(cfg.quality)
+        stage.stage_rules(cfg.quality)  # the stage checks again (a config built without validation)
     with pytest.raises(ConfigError, match="gopher_quality: bad parameters"):
         parse_config({"quality": {"gopher_quality": {"params": {"min_words": 3}}}})
 

@@ -222,6 +222,13 @@ def test_a_killed_flow_process_resumes_to_the_same_release(stack, tmp_path):
     done_before = {p: storage.read_bytes(p) for p in storage.list("state/work/killed") if p.endswith(".done.json")}
     rerun = subprocess.run([REFINERY, "run", "-c", str(path)], env=env, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    # the killed process's flow run no longer shows RUNNING: the rerun marked it crashed
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        killed = [r for r in client.read_flow_runs(limit=200)
+                  if (r.infrastructure_pid or "").split(":")[2:3] == [str(proc.pid)]]
+    assert killed and {r.state.type.value for r in killed} == {"CRASHED"}
     m = storage.read_json(layout.manifest_path("killed"))
     verify_release(storage, m)
     for p, data in done_before.items():  # finished shards were skipped, not redone

@@ -28,21 +28,26 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.dedup.near import INDEX_SCHEMA, partition_of
+from tasks.layout import component
 from tasks.storage import Storage
 
 ROOT = "state/near_index"
 
 
 def segment_dir(release: str) -> str:
-    return f"{ROOT}/segments/{release}"
+    return f"{ROOT}/segments/{component(release)}"
+
+
+def compacted_dir(release: str) -> str:
+    return f"{ROOT}/compacted/{component(release)}"
 
 
 def segment_part(release: str, partition: int, shard: str) -> str:
-    return f"{ROOT}/segments/{release}/p-{partition:05d}/part-{shard}.parquet"
+    return f"{segment_dir(release)}/p-{partition:05d}/{component(f'part-{shard}')}.parquet"
 
 
 def segment_sigs(release: str, shard: str) -> str:
-    return f"{ROOT}/segments/{release}/sigs/part-{shard}.parquet"
+    return f"{segment_dir(release)}/sigs/{component(f'part-{shard}')}.parquet"
 
 
 @dataclass
@@ -75,9 +80,12 @@ def live_view(storage: Storage, committed: list[str], scheme: str) -> IndexView:
     view = IndexView()
     rank = {r: i for i, r in enumerate(committed)}
     best = None
+    by_dir = {component(r): r for r in committed}
     for path in storage.fs.glob(storage.full(f"{ROOT}/compacted/*/covers.json")):
-        name = path.rstrip("/").split("/")[-2]
-        covers = storage.read_json(f"{ROOT}/compacted/{name}/covers.json")
+        name = by_dir.get(path.rstrip("/").split("/")[-2])
+        if name is None:
+            continue
+        covers = storage.read_json(f"{compacted_dir(name)}/covers.json")
         if name not in rank or not all(r in rank for r in covers["releases"]):
             continue
         if covers.get("scheme") != scheme:
@@ -123,7 +131,7 @@ def read_partition(storage: Storage, view: IndexView, p: int, partitions: int) -
     sources: list[tuple[list[str], bool]] = []
     if view.compacted:
         same = view.compacted_partitions == partitions
-        base = f"{ROOT}/compacted/{view.compacted}"
+        base = f"{compacted_dir(view.compacted)}"
         files = [f"{base}/p-{p:05d}.parquet"] if same else [
             f"{base}/p-{q:05d}.parquet" for q in range(view.compacted_partitions)]
         sources.append(([f for f in files if storage.exists(f)], same))
@@ -137,7 +145,7 @@ def read_partition(storage: Storage, view: IndexView, p: int, partitions: int) -
 
 def read_signatures(storage: Storage, view: IndexView, nodes: np.ndarray) -> dict[int, np.ndarray]:
     """Signatures of the given index nodes (for candidate verification)."""
-    files = [f"{ROOT}/compacted/{view.compacted}/sigs.parquet"] if view.compacted else []
+    files = [f"{compacted_dir(view.compacted)}/sigs.parquet"] if view.compacted else []
     for release in view.segments:
         files += storage.list(f"{segment_dir(release)}/sigs", ".parquet")
     want = pa.array(nodes, pa.int64())
@@ -155,7 +163,7 @@ def read_signatures(storage: Storage, view: IndexView, nodes: np.ndarray) -> dic
 
 
 def _band_files(storage: Storage, view: IndexView) -> list[str]:
-    files = [f for f in storage.list(f"{ROOT}/compacted/{view.compacted}", ".parquet")
+    files = [f for f in storage.list(f"{compacted_dir(view.compacted)}", ".parquet")
              if f.rsplit("/", 1)[-1].startswith("p-")] if view.compacted else []
     for release in view.segments:
         files += [f for f in storage.list(segment_dir(release), ".parquet") if "/sigs/" not in f]
@@ -172,7 +180,7 @@ def index_rows(storage: Storage, view: IndexView) -> int:
 
 
 def index_size(storage: Storage, view: IndexView) -> dict[str, int]:
-    files = storage.list(f"{ROOT}/compacted/{view.compacted}", ".parquet") if view.compacted else []
+    files = storage.list(f"{compacted_dir(view.compacted)}", ".parquet") if view.compacted else []
     for release in view.segments:
         files += storage.list(segment_dir(release), ".parquet")
     total = sum(storage.fs.info(storage.full(f))["size"] for f in files)
@@ -182,10 +190,10 @@ def index_size(storage: Storage, view: IndexView) -> dict[str, int]:
 def compact(storage: Storage, view: IndexView, name: str, partitions: int, scheme: str) -> IndexView:
     """Merge the compacted base and every segment into ``compacted/<name>/``; the old files
     are deleted only after the new ``covers.json`` is written."""
-    base = f"{ROOT}/compacted/{name}"
+    base = compacted_dir(name)
     for p in range(partitions):
         storage.write_parquet(f"{base}/p-{p:05d}.parquet", read_partition(storage, view, p, partitions))
-    sig_files = [f"{ROOT}/compacted/{view.compacted}/sigs.parquet"] if view.compacted else []
+    sig_files = [f"{compacted_dir(view.compacted)}/sigs.parquet"] if view.compacted else []
     for release in view.segments:
         sig_files += storage.list(f"{segment_dir(release)}/sigs", ".parquet")
     sig_tables = [storage.read_parquet(f) for f in sig_files]
@@ -194,7 +202,7 @@ def compact(storage: Storage, view: IndexView, name: str, partitions: int, schem
     covers = view.covers + list(view.segments)
     storage.write_json(f"{base}/covers.json", {"releases": covers, "partitions": partitions, "scheme": scheme})
     if view.compacted and view.compacted != name:
-        storage.delete(f"{ROOT}/compacted/{view.compacted}", recursive=True)
+        storage.delete(f"{compacted_dir(view.compacted)}", recursive=True)
     for release in view.segments:
         storage.delete(segment_dir(release), recursive=True)
     return IndexView(name, partitions, covers, {})

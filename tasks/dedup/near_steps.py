@@ -33,7 +33,7 @@ def _bucket_files(storage: Storage, ctx: RunContext, stage: str, p: int) -> list
 
 def _attribute_scores(storage: Storage, ctx: RunContext, shard: str, name: str, ids: pa.Array) -> np.ndarray:
     tagger_set = name.split("__", 1)[0]
-    files = [f for f in storage.list(f"{layout.release_dir(ctx.release)}/attributes/{tagger_set}", ".parquet")
+    files = [f for f in storage.list(f"{layout.attributes_dir(ctx.release)}/{layout.component(tagger_set)}", ".parquet")
              if f.endswith(f"/part-{shard}.parquet")]
     tables = [storage.read_parquet(f) for f in files]
     if not tables or name not in tables[0].column_names:

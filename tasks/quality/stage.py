@@ -12,7 +12,18 @@ import pyarrow.compute as pc
 
 from tasks.config import QualityConfig
 from tasks.quality import heuristics
-from tasks.quality.rules import BUILTIN_NAMES, Rule, check_names, compile_rule, matches, rule_table
+from tasks.quality.rules import (
+    BUILTIN_NAMES,
+    Rule,
+    RuleError,
+    check_names,
+    check_types,
+    compile_rule,
+    matches,
+    rule_table,  # noqa: F401  (quality steps use stage.rule_table)
+    rule_table_checked,
+    type_mismatches,
+)
 from tasks.schema import whole_document_spans
 
 HISTOGRAM_BINS = 20  # equal bins over [0, 1]
@@ -175,11 +186,25 @@ def stage_rules(cfg: QualityConfig) -> list[tuple[Rule, str | None]]:
         mode = "exclude" if r.exclude is not None else "include"
         rules.append((compile_rule(r.name, r.exclude if r.exclude is not None else r.include, mode), None))
     available = set(attribute_names(cfg)) | set(BUILTIN_NAMES)
+    kinds = attribute_kinds(cfg)
     for rule, _ in rules:
         check_names(rule, available)
+        check_types(rule, kinds)
     for t in cfg.thresholds:
         check_names(compile_rule(t.name, t.attribute), available)
+        if kinds.get(t.attribute) == "string":
+            raise RuleError(f"threshold {t.name!r}: attribute {t.attribute} is a string, not a score")
     return rules
+
+
+def attribute_kinds(cfg: QualityConfig) -> dict[str, str]:
+    """What each name a rule may use holds: a string (language, a filter's reason), else a
+    number (scores, pass flags, counts; a span list stands for its first span's score)."""
+    out = {name: "number" for name in attribute_names(cfg)}
+    for name in out:
+        if name.endswith(("__lang", "__reason")):
+            out[name] = "string"
+    return out
 
 
 @dataclass
@@ -187,6 +212,7 @@ class Decisions:
     keep: np.ndarray
     reason: list[str | None]
     detail: list[str | None]
+    type_mismatches: dict[str, int] = field(default_factory=dict)  # rule -> rows with a wrong-typed value
 
 
 def _describe(value: Any) -> str | None:
@@ -203,9 +229,20 @@ def apply_rules(docs: pa.Table, attributes: dict[str, pa.Array], rules: list[tup
     keep = np.ones(n, dtype=bool)
     reason: list[str | None] = [None] * n
     detail: list[str | None] = [None] * n
-    table = rule_table(docs, attributes, [r for r, _ in rules])
+    table, wrong = rule_table_checked(docs, attributes, [r for r, _ in rules])
+    mismatches: dict[str, int] = {}
     for rule, explain in rules:
-        hit = matches(rule, table).to_numpy(zero_copy_only=False)
+        bad_type = type_mismatches(rule, wrong, n)
+        try:
+            hit = matches(rule, table).to_numpy(zero_copy_only=False)
+        except RuleError:
+            if not any(name.startswith("metadata.") for name in rule.names):
+                raise
+            # metadata values whose types the rule does not pin (metadata.a < metadata.b) and
+            # that differ in this shard: no match, as for a missing value, and counted
+            hit = np.zeros(n, dtype=bool)
+            bad_type = _has_metadata(table, rule)
+        mismatches[rule.name] = int(bad_type.sum())
         drop = hit if rule.mode == "exclude" else ~hit
         newly = np.flatnonzero(drop & keep)
         keep[newly] = False
@@ -213,7 +250,15 @@ def apply_rules(docs: pa.Table, attributes: dict[str, pa.Array], rules: list[tup
         for i in newly:
             reason[i] = rule.name
             detail[i] = _describe(values[i]) if values is not None else f"{rule.mode}: {rule.source}"
-    return Decisions(keep, reason, detail)
+    return Decisions(keep, reason, detail, mismatches)
+
+
+def _has_metadata(table: pa.Table, rule: Rule) -> np.ndarray:
+    out = np.zeros(table.num_rows, dtype=bool)
+    for name in rule.names:
+        if name.startswith("metadata.") and name in table.column_names:
+            out |= table.column(name).is_valid().to_numpy(zero_copy_only=False)
+    return out
 
 
 def histogram(column: pa.Array) -> list[int]:
@@ -228,6 +273,10 @@ def rule_values(column: pa.Array) -> np.ndarray:
     from tasks.quality.rules import _rule_value
 
     values = _rule_value(column)
+    if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_boolean(values.type)
+            or pa.types.is_null(values.type)):
+        # a threshold over a metadata key some documents hold as a string: those rank as missing
+        values = pa.array([v if isinstance(v, int | float) else None for v in values.to_pylist()], pa.float64())
     return pc.fill_null(pc.cast(values, pa.float64()), math.nan).to_numpy(zero_copy_only=False)
 
 

@@ -59,7 +59,8 @@ def quality_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> d
         funnel["modified"] = sum(c["rows"] for c in changes)
         return {"funnel": funnel, "files": files, **out, "samples": samples,
                 "histograms": {a: stage.histogram(tagged.attributes[a]) for a in stage.score_attributes(cfg)},
-                "languages": _counts(tagged.attributes.get(stage.LID + "lang"))}
+                "languages": _counts(tagged.attributes.get(stage.LID + "lang")),
+                "type_mismatches": decisions.type_mismatches}
 
     return _once(ctx, STAGE, shard, compute)
 
