@@ -7,6 +7,7 @@ server) before importing anything from Prefect.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -494,8 +495,34 @@ def config_validate(path: Path) -> None:
     typer.echo(f"{path}: ok")
 
 
-def main() -> None:  # pragma: no cover - console entry for `python -m flows.cli`
-    app()
+def main() -> None:
+    """The `refinery` console entry. After the command and the interpreter's exit handlers
+    (Prefect's log shipping among them) have run, the process ends without the C++ static
+    destructors of the native libraries it loaded: one of them (seen after Parquet reads, about
+    one exit in 30) aborts with "terminate called without an active exception", which would
+    turn a finished command into exit code 134."""
+    import atexit
+
+    try:
+        app(standalone_mode=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, int | None):
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
