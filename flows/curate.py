@@ -21,6 +21,7 @@ from tasks.leaner import steps as leaner_steps
 from tasks.manifest import config_sha256
 from tasks.parallel import PROGRESS, make_task_runner, shard_map, shard_task
 from tasks.prox import steps as prox_steps
+from tasks.prox.learned import LearnedModelError
 from tasks.publish import build_manifest, publish_release, read_catalog
 from tasks.quality import steps as quality_steps
 from tasks.steps import (
@@ -96,6 +97,10 @@ def cluster_info() -> dict[str, Any]:
 def run_release(config: PipelineConfig) -> dict[str, Any]:
     """The body of the flow: plan, map stages on Ray, global dedup, publish."""
     logger = get_run_logger()
+    try:
+        prox_steps.stage.check_writer(config)  # a missing or foreign model file fails before any work
+    except LearnedModelError as exc:
+        raise ReleaseError(str(exc)) from None
     spec = storage_spec(config)
     storage = spec.open()
     ctx = start_or_resume(storage, config, spec)
@@ -187,7 +192,7 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         markers["prox"] = _with_model(ctx, lambda actor: _checked(shard_map(
             prox_task, [(n, (ctx, n, prev, not leaner, actor)) for n in names], execution, "prox")), uses_model=(
-            prox_steps.stage.writer_kind(ctx.config) != "heuristic"))
+            prox_steps.stage.writer_kind(ctx.config) not in prox_steps.stage.LOCAL_WRITERS))
         timing["prox"] = time.perf_counter() - t0
         prev = "prox"
 
