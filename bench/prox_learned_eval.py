@@ -184,7 +184,7 @@ def main() -> None:
     t0 = time.perf_counter()
     for k, test in enumerate(folds):
         held = set(test)
-        train = {key: [v[i] for i in range(len(s["pages"])) if i not in held] for key in ("pages", "labels", "sites")}
+        train = {key: [s[key][i] for i in range(len(s["pages"])) if i not in held] for key in ("pages", "labels", "sites")}
         kept = learned_kept(train, [s["pages"][i] for i in test], p)
         for i, kp in zip(test, kept, strict=True):
             kept_all[i] = kp

@@ -310,8 +310,8 @@ def prox_train(
         help="Pages and what people kept of them: URL#page_column,kept_column (Parquet or JSONL; repeatable). "
         "Default: the two shared sets (web_pages_readability, web_pages_scrapinghub).")] = None,
     name: Annotated[str | None, typer.Option(help="Model name for the card; default: the folder name.")] = None,
-    rounds: Annotated[int, typer.Option(help="Boosting rounds of each LightGBM pass.")] = 300,
-    learning_rate: Annotated[float, typer.Option(help="LightGBM learning rate.")] = 0.05,
+    rounds: Annotated[int, typer.Option(help="Boosting rounds of each LightGBM pass.")] = 150,
+    learning_rate: Annotated[float, typer.Option(help="LightGBM learning rate.")] = 0.1,
     num_leaves: Annotated[int, typer.Option(help="Leaves per tree.")] = 31,
     folds: Annotated[int, typer.Option(help="Folds (whole sites) for the second pass's first-pass probabilities.")] = 5,
     validation: Annotated[float, typer.Option(help="Share of sites held out for the card's figures.")] = 0.2,

@@ -96,11 +96,11 @@ def cluster_info() -> dict[str, Any]:
 
 def run_release(config: PipelineConfig) -> dict[str, Any]:
     """The body of the flow: plan, map stages on Ray, global dedup, publish."""
-    logger = get_run_logger()
     try:
         prox_steps.stage.check_writer(config)  # a missing or foreign model file fails before any work
     except LearnedModelError as exc:
         raise ReleaseError(str(exc)) from None
+    logger = get_run_logger()
     spec = storage_spec(config)
     storage = spec.open()
     ctx = start_or_resume(storage, config, spec)

@@ -52,8 +52,8 @@ class PairsError(ValueError):
 
 @dataclass(frozen=True)
 class TrainParams:
-    rounds: int = 300
-    learning_rate: float = 0.05
+    rounds: int = 150
+    learning_rate: float = 0.1
     num_leaves: int = 31
     min_data_in_leaf: int = 40
     folds: int = 5  # out-of-fold first-pass probabilities for the second pass, grouped by site
