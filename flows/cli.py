@@ -321,9 +321,15 @@ def prox_train(
         help="Only pairs whose kept text is in this language (ISO code; repeatable); default: any.")] = None,
     max_pairs: Annotated[int | None, typer.Option(help="At most this many pairs per --pairs URL.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the site splits and of LightGBM.")] = 0,
+    teacher_pages: Annotated[list[str] | None, typer.Option(
+        help="Pages for a teacher model to label: URL#page_column (repeatable). The `teacher` writer on the "
+        "config's llm section writes their programs; what they keep is the kept text.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Pipeline YAML whose llm section is the "
+                                                "teacher (default: in-process llama.cpp).")] = None,
 ) -> None:
     """Train the learned ProX writer's line model (LightGBM) from labelled pages."""
     from tasks.ingest import InputError
+    from tasks.llm.backends import LLMError
     from tasks.prox.training import PairsError, TrainParams, train_to_storage
     from tasks.quality.models import ModelError
 
@@ -331,8 +337,9 @@ def prox_train(
                          validation_fraction=validation, threshold=threshold, min_doc_words=min_doc_words,
                          languages=tuple(language or ()), max_pairs=max_pairs, seed=seed)
     try:
-        card = train_to_storage(pairs, output, params, name)
-    except (PairsError, InputError, ModelError, ValueError, FileNotFoundError) as exc:
+        llm = load_config(config).export_secrets_to_env().llm if teacher_pages else None
+        card = train_to_storage(pairs, output, params, name, teacher_pages=teacher_pages, llm=llm)
+    except (PairsError, InputError, ModelError, ConfigError, LLMError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     val = card["validation"]
     bad = card["counts"]["bad"]

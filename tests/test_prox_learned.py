@@ -221,3 +221,26 @@ def test_cli_train_then_run_the_model(tmp_path):
     bad = subprocess.run([REFINERY, "prox", "train", "--pairs", f"{shared(READABILITY)}#page_text",
                           "--output", str(tmp_path / "y")], env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "URL#page_column,kept_column" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_teacher_path_with_the_bundled_model(tmp_path):
+    """Pages labelled by a teacher: the `teacher` writer on the in-process Gemma 3 270M (a
+    base model, not a real teacher) writes the programs. Its programs fail (sources that are
+    not in the chunk), so those pages are listed as bad pairs and the model learns from the
+    human pairs given beside them; a rerun is answered from the response cache."""
+    from tasks.config import LLMConfig
+
+    t = pq.read_table(shared(SCRAPINGHUB), columns=["url", "page_text"]).to_pylist()[:3]
+    pages = write_jsonl(tmp_path / "pages.jsonl",
+                        [{"url": r["url"], "page": "\n".join(r["page_text"].split("\n")[:14])} for r in t])
+    card = train_to_storage([f"{shared(READABILITY)}#page_text,main_text"], str(tmp_path / "out"),
+                            TrainParams(rounds=20, folds=2, max_pairs=30), teacher_pages=[f"{pages}#page"],
+                            llm=LLMConfig(n_ctx=2048))
+    taught = [b for b in card["bad_pairs"] if b["pairs"].startswith("teacher ")]
+    print("teacher pairs:", taught)
+    assert card["counts"]["pairs"] == 33 and len(taught) == 3
+    assert {b["reason"] for b in taught} == {"teacher_program_failed"}
+    assert any(d.startswith("teacher ") for d in card["data"]) and card["counts"]["used"] == 30
+    cache = list((tmp_path / "out" / "teacher" / "state" / "llm_cache").rglob("*.json"))
+    assert len(cache) == 3  # one chunk per page, each answer cached

@@ -9,7 +9,9 @@ Bad pairs never stop training; they are counted and listed in the card:
 - ``other_language``: the kept text is not found in the page and is in another language than
   the page (fastText lid.176), or is outside ``languages`` when that is given;
 - ``kept_not_in_page``: under ``min_coverage`` of the kept text's characters are in lines of
-  the page (another page's text, or an extraction the page's lines cannot reproduce).
+  the page (another page's text, or an extraction the page's lines cannot reproduce);
+- ``teacher_program_failed``: a page a teacher model labelled (``teacher_pairs``) where one of
+  its chunk programs failed, so its lines cannot be told apart.
 
 The model: two LightGBM passes (``tasks.prox.learned``). The second pass learns from the
 first pass's out-of-fold probabilities (folds grouped by site), so that it sees first-pass
@@ -24,7 +26,7 @@ import hashlib
 import os
 import re
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,7 @@ class Pairs:
     ids: list[str]  # the url or id column, else the row number
     sites: list[str]
     origin: list[str]  # the pairs URL each row came from
+    failed: dict[int, str] = field(default_factory=dict)  # rows known bad when read: index -> reason
 
 
 def default_pairs() -> list[str]:
@@ -166,6 +169,54 @@ def read_pairs(urls: list[str], endpoint_url: str | None = None, max_pairs: int 
     return out
 
 
+def teacher_pairs(urls: list[str], llm: Any, cache_root: str, endpoint_url: str | None = None,
+                  max_pairs: int | None = None, prox: Any = None) -> Pairs:
+    """Pairs written by a teacher: the ``teacher`` writer (an instruction-tuned model behind
+    ``llm``) writes chunk programs for the pages at ``urls`` (``URL#page_column``), the
+    interpreter runs them, and what they keep is the kept text. A page where a chunk program
+    failed (unparsable, or reaching outside its chunk) gets an empty kept text, so it is
+    counted as a bad pair rather than learned with the failed chunk's lines as content.
+    Responses are cached under ``cache_root`` (state/llm_cache/), as a release caches them."""
+    from tasks.config import IngestConfig, ProxConfig
+    from tasks.llm.client import LLMClient, token_counter
+    from tasks.prox import stage
+    from tasks.prox.writers import ModelWriter
+    from tasks.storage import StorageSpec
+
+    prox = prox or ProxConfig()
+    form = IngestConfig().unicode_form
+    out = Pairs([], [], [], [], [])
+    client = LLMClient(llm, StorageSpec(cache_root, endpoint_url).open())
+    writer = ModelWriter(client, True, prox.max_doc_program_tokens, prox.max_chunk_program_tokens)
+    for url in urls:
+        uri, _, col = url.partition("#")
+        if not col or "," in col:
+            raise PairsError(f"{url}: name the page column as URL#page_column")
+        rows = _read_table(uri, endpoint_url)[:max_pairs]
+        pages = []
+        for file_url, row in rows:
+            if not isinstance(row, dict) or col not in row:
+                raise PairsError(f"{file_url}: no column {col!r}")
+            pages.append(_norm(row[col], form))
+        todo = [k for k, p in enumerate(pages) if p.strip()]
+        cfg = prox.model_copy(update={"enabled": True, "doc_level": False, "compat": False})
+        res = stage.refine([pages[k] for k in todo], cfg, writer, token_counter(llm))
+        kept = [""] * len(pages)
+        errors = res.attributes["prox__program__errors"].to_pylist()
+        for k, text, keep, bad in zip(todo, res.text, res.keep, errors, strict=True):
+            kept[k] = text if keep and not bad else ""
+            if bad:
+                out.failed[len(out.pages) + k] = "teacher_program_failed"
+        for k, (_, row) in enumerate(rows):
+            ident = str(row.get("url") or row.get("id") or f"row {k}")
+            out.pages.append(pages[k])
+            out.kept.append(kept[k])
+            out.ids.append(ident)
+            out.sites.append(site_of(ident))
+            out.origin.append(f"teacher {client.identity} on {url}")
+    return out
+
+
 def _norm(value: Any, form: str) -> str:
     if not isinstance(value, str):
         return ""
@@ -180,6 +231,9 @@ def check_pairs(pairs: Pairs, params: TrainParams) -> tuple[list[int], list[list
     bad: list[dict[str, Any]] = []
     suspect: list[int] = []
     for i, (page, kept) in enumerate(zip(pairs.pages, pairs.kept, strict=True)):
+        if i in pairs.failed:
+            bad.append(_bad(pairs, i, pairs.failed[i]))
+            continue
         if not page.strip():
             bad.append(_bad(pairs, i, "empty_page"))
             continue
@@ -347,7 +401,7 @@ def licenses(urls: list[str]) -> dict[str, str]:
     it, else the names of LICENSE files there, else "not stated"."""
     out = {}
     for url in urls:
-        uri = url.partition("#")[0]
+        uri = url.rsplit(" on ", 1)[-1].partition("#")[0]  # a teacher's pages: the pages' own license
         folder = Path(uri).parent if "://" not in uri else None
         text = "not stated"
         if folder is not None and (folder / "SOURCE.md").is_file():
@@ -383,15 +437,26 @@ def model_card(name: str, urls: list[str], p: TrainParams, figures: dict[str, An
 
 
 def train_to_storage(urls: list[str] | None, output: str, p: TrainParams, name: str | None = None,
-                     endpoint_url: str | None = None) -> dict[str, Any]:
-    """Train on the pairs and write ``model.json.gz`` then ``model_card.json`` under ``output``
-    (any fsspec URL); returns the card."""
+                     endpoint_url: str | None = None, teacher_pages: list[str] | None = None,
+                     llm: Any = None) -> dict[str, Any]:
+    """Train on the pairs (and on the pages a teacher model labelled through ``llm``) and write
+    ``model.json.gz`` then ``model_card.json`` under ``output`` (any fsspec URL); returns the
+    card. Neither pairs nor teacher pages: the two shared sets."""
     from tasks.storage import Storage, StorageSpec, canonical_json
 
-    urls = list(urls) if urls else default_pairs()
+    urls = list(urls) if urls else ([] if teacher_pages else default_pairs())
     for url in urls:
         parse_pairs_url(url)  # a malformed name fails before anything is read
     pairs = read_pairs(urls, endpoint_url, p.max_pairs)
+    if teacher_pages:
+        from tasks.config import LLMConfig
+
+        taught = teacher_pairs(teacher_pages, llm or LLMConfig(), output.rstrip("/") + "/teacher", endpoint_url,
+                               p.max_pairs)
+        pairs.failed.update({len(pairs.pages) + i: reason for i, reason in taught.failed.items()})
+        for key in ("pages", "kept", "ids", "sites", "origin"):
+            getattr(pairs, key).extend(getattr(taught, key))
+        urls = urls + sorted(set(taught.origin))
     model, figures = train(pairs, p)
     data = model.to_bytes()
     storage = Storage(StorageSpec(output, endpoint_url))
