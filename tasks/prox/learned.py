@@ -443,9 +443,11 @@ def load_model(url: str | None = None, endpoint_url: str | None = None) -> LineM
 class LearnedWriter:
     """Programs from the line model: the removed lines as ``remove_lines`` ranges (and inline
     URLs normalized away, as the heuristic writer does); ``drop_doc()`` when fewer than the
-    model's ``min_doc_words`` words would be left."""
+    model's ``min_doc_words`` words would be left. Both passes use one prediction per
+    document (kept between the document-level and the chunk-level pass)."""
 
     name = "learned"
+    whole_documents = True  # no context limit: the document-level program sees the whole document
 
     def __init__(self, model: LineModel, context: list[str]):
         self.model = model

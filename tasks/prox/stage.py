@@ -75,7 +75,10 @@ def refine(texts: list[str], cfg: ProxConfig, writer: Writer, count) -> ProxResu
     op_totals: Counter[str] = Counter()
 
     if cfg.doc_level and n:
-        programs = writer.doc_programs([doc_input(t, count, cfg.doc_tokens) for t in texts])
+        # a writer without a context limit (the learned one) decides on the whole document,
+        # and so reads each document once for both passes
+        whole = getattr(writer, "whole_documents", False)
+        programs = writer.doc_programs(texts if whole else [doc_input(t, count, cfg.doc_tokens) for t in texts])
         for i, text in enumerate(programs):
             parsed = parse_program(text)
             decision = run_doc_program(parsed)
