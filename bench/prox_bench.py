@@ -1,14 +1,19 @@
-"""ProX: the heuristic writer against the model writer, side by side.
+"""ProX: the heuristic, learned and model writers, side by side.
 
-- heuristic writer + interpreter: docs/s on the standard benchmark corpus
-  (../shared/bench/make_corpus.py) and on the Readability pages of ../shared/data;
+- heuristic and learned writers + interpreter: docs/s on the standard benchmark corpus
+  (../shared/bench/make_corpus.py), wall-clock and per CPU-second of this process (the
+  machine may be shared), and on the Readability pages of ../shared/data;
+- the learned writer on the Readability pages is a model trained here on the Scrapinghub
+  pages only (the shipped model saw the Readability pages: its score there would not count);
 - model writer (in-process llama.cpp, the Gemma 3 270M GGUF by default): prompt and
-  completion tokens/s on the first ``--model-pages`` pages;
+  completion tokens/s on the first ``--model-pages`` pages (0: skip it);
 - line-level precision / recall / F1 of the lines each removes on those pages, against
   Readability's ``main_text`` (a page line is boilerplate when it is not a main-text line),
-  under our semantics and upstream's (compat).
+  under our semantics and upstream's (compat); and, under ``content``, content-line
+  precision / recall / F1 with the aligned labels of tasks/prox/lines.py (the figure
+  bench/prox_learned_eval.py reports per split).
 
-No peer runs ProX programs, so the comparison is heuristic vs model, ours vs upstream semantics.
+No peer runs ProX programs, so the comparison is between writers, ours vs upstream semantics.
 
     python bench/prox_bench.py [--docs 20000] [--model-pages 4]
 """
@@ -26,23 +31,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import REPO, standard_corpus, write_results  # noqa: E402
 
 PAGES = REPO.parent / "shared" / "data" / "web_pages_readability" / "web_pages_readability.parquet"
+OTHER_PAGES = REPO.parent / "shared" / "data" / "web_pages_scrapinghub" / "web_pages_scrapinghub.parquet"
 
 
-def line_scores(pages: list[str], mains: list[str], refined: list[str | None]) -> dict[str, float]:
+def line_scores(pages: list[str], mains: list[str], refined: list[str | None]) -> dict:
     """A line of a page counts as removed when no line of the refined text equals it."""
-    tp = fp = fn = 0
-    for page, main, out in zip(pages, mains, refined, strict=True):
-        content = {" ".join(ln.split()) for ln in main.split("\n")}
-        kept = {" ".join(ln.split()) for ln in (out or "").split("\n")}
-        for line in page.split("\n"):
-            key = " ".join(line.split())
-            removed, boiler = key not in kept, key not in content
-            tp += removed and boiler
-            fp += removed and not boiler
-            fn += not removed and boiler
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0}
+    from tasks.prox import lines as L
+
+    kept = [L.kept_by_output(p, out) for p, out in zip(pages, refined, strict=True)]
+    exact = L.scores([L.content_labels(p, m, exact=True) for p, m in zip(pages, mains, strict=True)], kept)
+    aligned = L.scores([L.content_labels(p, m) for p, m in zip(pages, mains, strict=True)], kept)
+    return {**exact["boilerplate"], "content": aligned["content"]}
+
+
+def _timed(texts: list[str], cfg, writer, count) -> tuple[object, float, float]:
+    from tasks.prox import stage
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    res = stage.refine(texts, cfg, writer, count)
+    return res, time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> None:
@@ -58,6 +65,8 @@ def main() -> None:
     from tasks.llm.client import LLMClient, token_counter
     from tasks.prox import stage
     from tasks.prox.heuristic import HeuristicParams
+    from tasks.prox.learned import LearnedWriter, load_model
+    from tasks.prox.training import TrainParams, check_pairs, read_pairs, train_model
     from tasks.prox.writers import HeuristicWriter, ModelWriter
     from tasks.storage import StorageSpec
 
@@ -69,26 +78,37 @@ def main() -> None:
     texts = []
     for f in sorted((corpus / "docs").glob("*.parquet")):
         texts += pq.read_table(f, columns=["text"]).column("text").to_pylist()
-    t0 = time.perf_counter()
-    stage.refine(texts, ProxConfig(enabled=True), HeuristicWriter(HeuristicParams(), texts), approx_tokens)
-    secs = time.perf_counter() - t0
-    result["heuristic_standard_corpus"] = {"docs": len(texts), "seconds": round(secs, 2),
-                                           "docs_per_s": round(len(texts) / secs)}
-    print("heuristic, standard corpus:", result["heuristic_standard_corpus"], flush=True)
+    default_model = load_model()
+    writers = {"heuristic": lambda t: HeuristicWriter(HeuristicParams(), t),
+               "learned": lambda t: LearnedWriter(default_model, t)}
+    for name, make in writers.items():
+        stage.refine(texts[:100], ProxConfig(enabled=True), make(texts[:100]), approx_tokens)  # warm-up
+        _, secs, cpu = _timed(texts, ProxConfig(enabled=True), make(texts), approx_tokens)
+        result[f"{name}_standard_corpus"] = {"docs": len(texts), "seconds": round(secs, 2),
+                                             "docs_per_s": round(len(texts) / secs),
+                                             "docs_per_cpu_s": round(len(texts) / cpu)}
+        print(f"{name}, standard corpus:", result[f"{name}_standard_corpus"], flush=True)
 
-    for compat in (False, True):
-        t0 = time.perf_counter()
-        res = stage.refine(pages, ProxConfig(enabled=True, compat=compat), HeuristicWriter(HeuristicParams(), pages),
-                           approx_tokens)
-        secs = time.perf_counter() - t0
-        refined = [x if k else None for x, k in zip(res.text, res.keep, strict=True)]
-        key = "heuristic_pages" + ("_compat" if compat else "")
-        result[key] = {"docs": len(pages), "docs_per_s": round(len(pages) / secs, 1),
-                       "token_retention": round(res.figures["words_out"] / res.figures["words_in"], 4),
-                       **line_scores(pages, mains, refined)}
-        print(key, result[key], flush=True)
+    other = read_pairs([f"{OTHER_PAGES}#page_text,gold_text"])
+    good, labels, _ = check_pairs(other, TrainParams())
+    unseen = train_model([other.pages[i] for i in good], labels, [other.sites[i] for i in good], TrainParams())
+    writers["learned"] = lambda t: LearnedWriter(unseen, t)
+    for name, make in writers.items():
+        for compat in (False, True):
+            res, secs, _ = _timed(pages, ProxConfig(enabled=True, compat=compat), make(pages), approx_tokens)
+            refined = [x if k else None for x, k in zip(res.text, res.keep, strict=True)]
+            key = f"{name}_pages" + ("_compat" if compat else "")
+            result[key] = {"docs": len(pages), "docs_per_s": round(len(pages) / secs, 1),
+                           "token_retention": round(res.figures["words_out"] / res.figures["words_in"], 4),
+                           **line_scores(pages, mains, refined)}
+            print(key, result[key], flush=True)
+    result["learned_pages"]["model"] = "trained on web_pages_scrapinghub only (these pages unseen)"
 
     k = args.model_pages
+    if k <= 0:
+        path = write_results("prox_bench", result)
+        print(f"-> {path}")
+        return
     sub_pages, sub_mains = pages[:k], mains[:k]
     heur = stage.refine(sub_pages, ProxConfig(enabled=True, doc_level=False),
                         HeuristicWriter(HeuristicParams(), pages), approx_tokens)
@@ -113,7 +133,8 @@ def main() -> None:
     }
     print("model writer:", result["model_pages"], flush=True)
     path = write_results("prox_bench", result)
-    print(f"\nheuristic {result['heuristic_standard_corpus']['docs_per_s']:,} docs/s; line F1 on the pages: "
+    print(f"\nheuristic {result['heuristic_standard_corpus']['docs_per_s']:,} docs/s, learned "
+          f"{result['learned_standard_corpus']['docs_per_s']:,} docs/s; line F1 on the pages: "
           f"heuristic {result['heuristic_pages']['f1']} (upstream semantics {result['heuristic_pages_compat']['f1']}); "
           f"on the first {k} pages heuristic {result['heuristic_model_pages']['f1']} vs model "
           f"{result['model_pages']['f1']} at {result['model_pages']['tokens_per_s']} tokens/s -> {path}")

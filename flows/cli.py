@@ -28,6 +28,8 @@ metrics_app = typer.Typer(no_args_is_help=True, help="Prometheus metrics of a co
 app.add_typer(metrics_app, name="metrics")
 quality_app = typer.Typer(no_args_is_help=True, help="The quality stage's models.")
 app.add_typer(quality_app, name="quality")
+prox_app = typer.Typer(no_args_is_help=True, help="The ProX stage's learned writer.")
+app.add_typer(prox_app, name="prox")
 models_app = typer.Typer(no_args_is_help=True, help="Model files the stages use.")
 app.add_typer(models_app, name="models")
 
@@ -444,6 +446,52 @@ def quality_eval(
     output.write_text(json.dumps(result, indent=1) + "\n")
     typer.echo(summary(result))
     typer.echo(f"\nwritten to {output}")
+
+
+@prox_app.command("train")
+def prox_train(
+    output: Annotated[str, typer.Option(help="Folder URL for model.json.gz and model_card.json.")],
+    pairs: Annotated[list[str] | None, typer.Option(
+        help="Pages and what people kept of them: URL#page_column,kept_column (Parquet or JSONL; repeatable). "
+        "Default: the two shared sets (web_pages_readability, web_pages_scrapinghub).")] = None,
+    name: Annotated[str | None, typer.Option(help="Model name for the card; default: the folder name.")] = None,
+    rounds: Annotated[int, typer.Option(help="Boosting rounds of each LightGBM pass.")] = 150,
+    learning_rate: Annotated[float, typer.Option(help="LightGBM learning rate.")] = 0.1,
+    num_leaves: Annotated[int, typer.Option(help="Leaves per tree.")] = 31,
+    folds: Annotated[int, typer.Option(help="Folds (whole sites) for the second pass's first-pass probabilities.")] = 5,
+    validation: Annotated[float, typer.Option(help="Share of sites held out for the card's figures.")] = 0.2,
+    threshold: Annotated[float, typer.Option(help="A line is kept at this content probability or above.")] = 0.5,
+    min_doc_words: Annotated[int, typer.Option(help="drop_doc() below this many kept words.")] = 20,
+    language: Annotated[list[str] | None, typer.Option(
+        help="Only pairs whose kept text is in this language (ISO code; repeatable); default: any.")] = None,
+    max_pairs: Annotated[int | None, typer.Option(help="At most this many pairs per --pairs URL.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the site splits and of LightGBM.")] = 0,
+    teacher_pages: Annotated[list[str] | None, typer.Option(
+        help="Pages for a teacher model to label: URL#page_column (repeatable). The `teacher` writer on the "
+        "config's llm section writes their programs; what they keep is the kept text.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Pipeline YAML whose llm section is the "
+                                                "teacher (default: in-process llama.cpp).")] = None,
+) -> None:
+    """Train the learned ProX writer's line model (LightGBM) from labelled pages."""
+    from tasks.ingest import InputError
+    from tasks.llm.backends import LLMError
+    from tasks.prox.training import PairsError, TrainParams, train_to_storage
+    from tasks.quality.models import ModelError
+
+    params = TrainParams(rounds=rounds, learning_rate=learning_rate, num_leaves=num_leaves, folds=folds,
+                         validation_fraction=validation, threshold=threshold, min_doc_words=min_doc_words,
+                         languages=tuple(language or ()), max_pairs=max_pairs, seed=seed)
+    try:
+        llm = load_config(config).export_secrets_to_env().llm if teacher_pages else None
+        card = train_to_storage(pairs, output, params, name, teacher_pages=teacher_pages, llm=llm)
+    except (PairsError, InputError, ModelError, ConfigError, LLMError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    val = card["validation"]
+    bad = card["counts"]["bad"]
+    typer.echo(f"model {card['model']}: {card['counts']['used']} of {card['counts']['pairs']} pairs used"
+               + (f" (bad: {', '.join(f'{k} {v}' for k, v in bad.items())})" if bad else "")
+               + (f"; held-out sites: content-line precision {val['precision']}, recall {val['recall']}, "
+                  f"F1 {val['f1']}" if "f1" in val else f"; {val.get('note', '')}"))
 
 
 @models_app.command("fetch")

@@ -23,6 +23,7 @@ from tasks.llm.runtime import require_llm_runtime
 from tasks.manifest import ManifestError, config_sha256
 from tasks.parallel import PROGRESS, make_task_runner, shard_map, shard_task
 from tasks.prox import steps as prox_steps
+from tasks.prox.learned import LearnedModelError
 from tasks.publish import build_manifest, publish_release, read_catalog, read_manifest_file, rebuild_catalog
 from tasks.quality import steps as quality_steps
 from tasks.steps import (
@@ -102,6 +103,10 @@ def cluster_info() -> dict[str, Any]:
 
 def run_release(config: PipelineConfig) -> dict[str, Any]:
     """The body of the flow: plan, map stages on Ray, global dedup, publish."""
+    try:
+        prox_steps.stage.check_writer(config)  # a missing or foreign model file fails before any work
+    except LearnedModelError as exc:
+        raise ReleaseError(str(exc)) from None
     logger = get_run_logger()
     require_llm_runtime(config)  # before any work: a missing extra is not worth a half run
     watch_this_run(_flow_run_id(), logger)  # and crash the runs a killed process left RUNNING
@@ -212,7 +217,7 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         markers["prox"] = _with_model(ctx, lambda actor: _checked(shard_map(
             prox_task, [(n, (ctx, n, prev, not leaner, actor)) for n in names], execution, "prox")), uses_model=(
-            prox_steps.stage.writer_kind(ctx.config) != "heuristic"))
+            prox_steps.stage.writer_kind(ctx.config) not in prox_steps.stage.LOCAL_WRITERS))
         timing["prox"] = time.perf_counter() - t0
         prev = "prox"
 

@@ -300,10 +300,14 @@ class ProxConfig(_Model):
     """Stage 5: per-document programs (ProX), see docs/prox.md."""
 
     enabled: bool = Field(False, title="Run the ProX stage")
-    writer: Literal["auto", "heuristic", "model", "teacher"] = Field(
+    writer: Literal["auto", "heuristic", "learned", "model", "teacher"] = Field(
         "auto", title="Program writer",
-        description="auto: model when the llm section names a model or a server, else heuristic; teacher: "
+        description="auto: model when the llm section names a model or a server, else learned; learned: a "
+        "line model trained on labelled pages (`model`, default: the one in the package); teacher: "
         "instruction prompt for a chat model behind an OpenAI-compatible server.")
+    model: str | None = Field(None, title="Learned writer model",
+                              description="URL of a model.json.gz from `refinery prox train`; empty: the "
+                              "model shipped in the package.")
     compat: bool = Field(False, title="Upstream semantics",
                          description="Run programs exactly as GAIR-NLP/ProX does (see docs/prox.md for the differences).")
     doc_level: bool = Field(True, title="Document-level pass (keep_doc/drop_doc)")

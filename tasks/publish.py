@@ -216,6 +216,7 @@ def prox_figures(ctx: RunContext, markers: list[dict[str, Any]]) -> dict[str, An
     doc, chunk = f.get("doc_programs", 0), f.get("chunk_programs", 0)
     return {
         "writer": markers[0]["writer"] if markers else None,
+        **({"writer_model": markers[0]["writer_model"]} if markers and "writer_model" in markers[0] else {}),
         "compat": ctx.config.prox.compat,
         "programs_run": doc + chunk,
         "doc_programs": doc,

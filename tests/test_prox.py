@@ -354,7 +354,8 @@ def test_prox_stage_through_the_flow_heuristic_then_model(stack, ray_local, tmp_
     root = str(tmp_path / "corpus")
     pages = InputSpec(uri=str(shared("web_pages_readability/web_pages_readability.parquet")), source="pages",
                       columns={"text": "page_text"})
-    m = run_curate(PipelineConfig(release="prox-h", output=root, inputs=[pages], prox={"enabled": True}))
+    m = run_curate(PipelineConfig(release="prox-h", output=root, inputs=[pages],
+                                  prox={"enabled": True, "writer": "heuristic"}))
     storage = StorageSpec(root).open()
     verify_release(storage, m)
     p = m["prox"]

@@ -109,8 +109,13 @@ def doc_program(text: str, p: HeuristicParams, repeated: set[str] = frozenset())
 
 
 def chunk_programs(text: str, chunks: list[Chunk], p: HeuristicParams, repeated: set[str] = frozenset()) -> list[str]:
+    return programs_from_mask(text, chunks, removed_lines(text, p, repeated))
+
+
+def programs_from_mask(text: str, chunks: list[Chunk], remove: list[bool]) -> list[str]:
+    """One program per chunk: runs of removed lines as ``remove_lines`` ranges, inline URLs of
+    the kept lines normalized away; ``keep_chunk()`` when nothing changes."""
     lines = lines_of(text)
-    remove = removed_lines(text, p, repeated)
     out = []
     for ch in chunks:
         calls: list[Call] = []

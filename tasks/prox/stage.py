@@ -15,6 +15,7 @@ from tasks.config import PipelineConfig, ProxConfig
 from tasks.prox.chunks import doc_input, make_chunks
 from tasks.prox.heuristic import HeuristicParams
 from tasks.prox.interpreter import run_chunk_programs, run_doc_program
+from tasks.prox.learned import LearnedWriter, load_model
 from tasks.prox.program import parse_program
 from tasks.prox.writers import HeuristicWriter, ModelWriter, Writer
 from tasks.schema import whole_document_spans
@@ -22,16 +23,28 @@ from tasks.schema import whole_document_spans
 CHUNK_SEPARATOR = "\n---\n"
 
 
+LOCAL_WRITERS = ("heuristic", "learned")  # writers that need no language model
+
+
 def writer_kind(config: PipelineConfig) -> str:
     if config.prox.writer != "auto":
         return config.prox.writer
-    return "model" if (config.llm.model or config.llm.base_url) else "heuristic"
+    return "model" if (config.llm.model or config.llm.base_url) else "learned"
+
+
+def check_writer(config: PipelineConfig) -> None:
+    """Fail before any work when the writer's model file is missing or unusable (the error
+    names the file)."""
+    if config.prox.enabled and writer_kind(config) == "learned":
+        load_model(config.prox.model, config.storage.endpoint_url)
 
 
 def make_writer(config: PipelineConfig, texts: list[str], client: Any = None) -> Writer:
     kind = writer_kind(config)
     if kind == "heuristic":
         return HeuristicWriter(HeuristicParams(**config.prox.heuristic), texts)
+    if kind == "learned":
+        return LearnedWriter(load_model(config.prox.model, config.storage.endpoint_url), texts)
     if client is None:
         raise ValueError(f"the {kind} writer needs a language-model client")
     return ModelWriter(client, kind == "teacher", config.prox.max_doc_program_tokens,
@@ -62,7 +75,10 @@ def refine(texts: list[str], cfg: ProxConfig, writer: Writer, count) -> ProxResu
     op_totals: Counter[str] = Counter()
 
     if cfg.doc_level and n:
-        programs = writer.doc_programs([doc_input(t, count, cfg.doc_tokens) for t in texts])
+        # a writer without a context limit (the learned one) decides on the whole document,
+        # and so reads each document once for both passes
+        whole = getattr(writer, "whole_documents", False)
+        programs = writer.doc_programs(texts if whole else [doc_input(t, count, cfg.doc_tokens) for t in texts])
         for i, text in enumerate(programs):
             parsed = parse_program(text)
             decision = run_doc_program(parsed)

@@ -20,7 +20,7 @@ def prox_step(ctx: RunContext, shard: str, prev_stage: str, final: bool, actor: 
         work = storage.read_parquet(layout.work_path(ctx.release, prev_stage, shard))
         texts = work.column("text").to_pylist()
         client, count = None, approx_tokens
-        if stage.writer_kind(cfg) != "heuristic":
+        if stage.writer_kind(cfg) not in stage.LOCAL_WRITERS:
             from tasks.llm.client import LLMClient, token_counter
 
             client = LLMClient(cfg.llm, storage, actor)
@@ -29,6 +29,7 @@ def prox_step(ctx: RunContext, shard: str, prev_stage: str, final: bool, actor: 
         res = stage.refine(texts, cfg.prox, writer, count)
         out = finish_text_stage(storage, ctx, STAGE, shard, work, res.text, res.keep, res.reason,
                                 res.attributes["prox__program__doc"].to_pylist(), res.attributes, final)
-        return {**out, "prox": res.figures, "writer": writer.name}
+        extra = {"writer_model": writer.identity} if hasattr(writer, "identity") else {}
+        return {**out, "prox": res.figures, "writer": writer.name, **extra}
 
     return _once(ctx, STAGE, shard, compute)
