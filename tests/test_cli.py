@@ -50,7 +50,7 @@ def test_default_job_curates_the_bundled_input(stack, tmp_path):
     assert "Beginning flow run" in text and re.search(r"ingest: (\d+)/\1 shards done", text), text[-2000:]
     # the quality stage ran: every tagger's attributes, only the language rule dropped anything
     q = manifest["quality"]
-    assert q["taggers"] == ["lid", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]
+    assert q["taggers"] == ["lid", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality", "combined"]
     assert list(q["rules"]) == ["language"]
     assert sum(q["histograms"]["quality__lid__score"]["counts"]) == manifest["funnel"][-1]["docs_in"]
 

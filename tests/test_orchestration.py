@@ -111,11 +111,14 @@ def test_backfill_three_partitions_with_bounded_concurrency(stack, ray_local, tm
     from tasks.config import InputSpec, PipelineConfig
 
     wiki = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).select(["page_id", "text"]).to_pylist()
+    # partitions big enough (and the quality stage on) that one run lasts well beyond the
+    # seconds a second run may take to start, so that the two admitted runs surely overlap
     for k, day in enumerate(["day-1", "day-2", "day-3", "day-4"]):
-        write_jsonl(tmp_path / "raw" / day / "part-0.jsonl", wiki[k * 80:(k + 1) * 80])
+        write_jsonl(tmp_path / "raw" / day / "part-0.jsonl", wiki[k * 400:(k + 1) * 400])
     root = str(tmp_path / "corpus")
     cfg = PipelineConfig(name="bf-test", output=root, inputs=[InputSpec(uri=str(tmp_path / "raw"), source="wiki",
-                                                                        columns={"id": "page_id"})])
+                                                                        columns={"id": "page_id"})],
+                         quality={"enabled": True, "language_id": {"enabled": False}})
     assert MAX_THREADS > 2
     ids = backfill(config=cfg, spec=BackfillSpec(start="day-1", end="day-3", max_concurrent=2, release_prefix="bf"))
     assert sorted(ids) == ["bf-day-1", "bf-day-2", "bf-day-3"]
@@ -130,6 +133,7 @@ def test_backfill_three_partitions_with_bounded_concurrency(stack, ray_local, tm
         run = httpx.get(f"{api}/flow_runs/{m['flow_run_id']}", timeout=10).raise_for_status().json()
         assert run["state"]["type"] == "COMPLETED"
         spans.append((datetime.fromisoformat(run["start_time"]), datetime.fromisoformat(run["end_time"])))
+    print("flow runs (start, end):", [(s.isoformat(), e.isoformat()) for s, e in spans])
     # the most flow runs running at any one start: exactly the limit
     at_once = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
     assert at_once == 2, spans
