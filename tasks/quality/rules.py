@@ -114,15 +114,13 @@ def expected_metadata_kinds(tree: ast.AST) -> dict[str, str | None]:
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare):
-            left = node.left
-            for op, right in zip(node.ops, node.comparators, strict=True):
+            for left, op, right in _pairs(node):
                 if isinstance(op, (ast.In, ast.NotIn)) and isinstance(right, (ast.List, ast.Tuple, ast.Set)):
                     kinds = {_literal_kind(v.value) for v in right.elts if isinstance(v, ast.Constant)}
                     expect(left, kinds.pop() if len(kinds) == 1 else None)
                 elif not _is_none(right):
                     expect(left, kind_of(right))
                     expect(right, kind_of(left))
-                left = right
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
             if node.func.id in _STRING_FUNCTIONS:
                 expect(node.args[0], "string")
@@ -296,6 +294,12 @@ class _Compiler:
                         "length, is_null, abs")
 
 
+def _pairs(node: ast.Compare) -> list[tuple[ast.expr, ast.cmpop, ast.expr]]:
+    """The operand pairs of a (chained) comparison: ``a < b < c`` is (a, <, b), (b, <, c)."""
+    operands = [node.left, *node.comparators]
+    return list(zip(operands, node.ops, operands[1:], strict=False))
+
+
 def _is_none(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and node.value is None
 
@@ -346,15 +350,13 @@ def check_types(rule: Rule, kinds: dict[str, str]) -> None:
         raise fail(tree.body, f"a rule must be a condition, not a {k(tree.body)}")
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare):
-            left = node.left
-            for op, right in zip(node.ops, node.comparators, strict=True):
+            for left, op, right in _pairs(node):
                 if isinstance(op, (ast.In, ast.NotIn)) and isinstance(right, (ast.List, ast.Tuple, ast.Set)):
                     values = {_literal_kind(v.value) for v in right.elts if isinstance(v, ast.Constant)}
                     if any(not _compatible(k(left), v) for v in values):
                         raise fail(node, f"compares a {k(left)} with a list of {values.pop()}s")
                 elif not _is_none(right) and not _compatible(k(left), k(right)):
                     raise fail(node, f"compares a {k(left)} with a {k(right)}")
-                left = right
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
             arg = k(node.args[0])
             if node.func.id in _STRING_FUNCTIONS and arg not in (None, "string"):
