@@ -254,6 +254,7 @@ def status(
     stack = _stack()
     _print_status(stack)
     _crash_orphans(stack)
+    _reap_ray_orphans()
     if root is None and (refinery_home() / "corpus" / "releases").is_dir():
         root = str(refinery_home() / "corpus")
     if root is not None:
@@ -286,6 +287,13 @@ def _crash_orphans(stack: Stack) -> None:
         typer.echo(f"flow run {run['name']} ({run['id']}): its process {run['process']} is gone; marked crashed")
     if not crashed:
         typer.echo("flow runs: none left running by a killed process")
+
+
+def _reap_ray_orphans() -> None:
+    from flows.orphans import reap_ray_orphans
+
+    for left in reap_ray_orphans():
+        typer.echo(f"ray: stopped {len(left['pids'])} process(es) of session {left['session']}, left by a killed run")
 
 
 def _print_catalog(root: str) -> None:

@@ -8,11 +8,21 @@ field Prefect's workers fill with their process id). The next run, and ``refiner
 mark every unfinished flow run whose recorded process no longer exists on this host as
 CRASHED, with its unfinished task runs. The start time tells a reused pid from the original
 process; runs recorded on another host are left alone (their process cannot be checked here).
+
+Ray leaves processes behind too. The local cluster a run starts shares the driver's fate for its
+GCS server and raylet, but the raylet's agents (``ray::DashboardAgent``,
+``ray::RuntimeEnvAgent``) are reparented to init and live on after a SIGKILL, holding memory
+and the session's files. :func:`reap_ray_orphans` stops the processes of every Ray session on
+this host whose raylet and GCS server are both gone (so no cluster can still use them); a
+session that still has either, e.g. one a ``ray start`` head keeps, is never touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
 import socket
 from typing import Any
 from uuid import UUID
@@ -101,9 +111,74 @@ def crash_orphans(limit: int = 1000) -> list[dict[str, Any]]:
     return marked
 
 
+# Ray names its session folders session_<date>_<time>_<micro>_<pid of the process that started it>.
+_SESSION = re.compile(r"/(session_\d{4}-\d\d-\d\d_[\d-]+_\d+_\d+)/")
+_CLUSTER_CORE = ("raylet", "gcs_server")
+
+
+def _ray_session(proc: psutil.Process) -> str | None:
+    """The Ray session a process of ours belongs to, from the session files it holds open (the
+    agents rewrite their command line, so it cannot be read from there)."""
+    try:
+        if proc.uids().real != os.getuid():
+            return None
+        name = proc.name()
+        if not (name.startswith("ray::") or name in _CLUSTER_CORE or "ray" in " ".join(proc.cmdline()[:3])):
+            return None
+        for f in proc.open_files():
+            m = _SESSION.search(f.path)
+            if m:
+                return m.group(1)
+        for arg in proc.cmdline():
+            m = _SESSION.search(arg + "/")
+            if m:
+                return m.group(1)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    return None
+
+
+def reap_ray_orphans(grace: float = 5.0) -> list[dict[str, Any]]:
+    """Stop the leftover processes of dead local Ray sessions (see the module's docstring);
+    returns ``[{"session", "pids"}]`` for what was stopped."""
+    sessions: dict[str, list[psutil.Process]] = {}
+    alive_core: set[str] = set()
+    for proc in psutil.process_iter():
+        session = _ray_session(proc)
+        if session is None:
+            continue
+        sessions.setdefault(session, []).append(proc)
+        try:
+            if proc.name() in _CLUSTER_CORE and proc.status() != psutil.STATUS_ZOMBIE:
+                alive_core.add(session)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+    reaped = []
+    for session, procs in sorted(sessions.items()):
+        if session in alive_core:
+            continue
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGTERM)
+        _, survivors = psutil.wait_procs(procs, timeout=grace)
+        for proc in survivors:  # an agent stuck in a gRPC call ignores SIGTERM
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(survivors, timeout=grace)
+        reaped.append({"session": session, "pids": sorted(p.pid for p in procs)})
+    return reaped
+
+
 def watch_this_run(flow_run_id: str | None, logger: Any) -> None:
-    """At the start of a flow run: record its process, and crash the runs of dead ones. A
-    Prefect API problem here is logged, never fatal: the run matters more than the cleanup."""
+    """At the start of a flow run: record its process, crash the runs of dead ones and stop the
+    Ray processes they left. A Prefect API problem here is logged, never fatal: the run matters
+    more than the cleanup."""
+    try:
+        for left in reap_ray_orphans():
+            logger.warning("stopped %d process(es) of Ray session %s, left by a killed run", len(left["pids"]),
+                           left["session"])
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        logger.warning("could not check for Ray processes of killed runs: %r", exc)
     if not flow_run_id:
         return
     try:

@@ -1100,3 +1100,54 @@ def test_a_declared_format_reads_every_file_but_no_folder(tmp_path):
     root = tmp_path / "corpus"
     m = mini_release(bare_config(root, [InputSpec(uri=str(folder), source="x", format="jsonl")]))
     assert m["failures"] == [] and _published_texts(root, m) == sorted(t)
+
+
+@pytest.mark.slow
+def test_ray_processes_of_a_killed_run_are_stopped_by_the_next_check(stack, ray_local, tmp_path):
+    """SIGKILL only the `refinery run` process (not its group, as a closed terminal or the OOM
+    killer would): its Ray GCS and raylet die with it, but the raylet's agents live on. The
+    next `refinery status` stops them, and leaves a live Ray session (this test's own) alone."""
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+    import ray
+
+    from flows.orphans import _ray_session
+
+    refinery = str(Path(sys.executable).with_name("refinery"))
+    root = tmp_path / "corpus"
+    proc = subprocess.Popen([refinery, "run", "-o", str(root), "--release", "killed"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def of_run() -> list[psutil.Process]:
+        # Ray names the session after the process that started it: the killed run's pid
+        return [p for p in psutil.process_iter() if (_ray_session(p) or "").endswith(f"_{proc.pid}")]
+
+    try:
+        deadline = time.time() + 600
+        while not list((root / "state" / "work" / "killed").rglob("*.done.json")) and time.time() < deadline:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+        assert of_run(), "the run started no Ray session of its own"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(60)
+        deadline = time.time() + 120  # the raylet notices its driver is gone
+        while any(p.name() in ("raylet", "gcs_server") for p in of_run()) and time.time() < deadline:
+            time.sleep(0.5)
+        left = of_run()
+        assert left and not any(p.name() in ("raylet", "gcs_server") for p in left), \
+            "the fault this test is about (Ray agents outliving a killed run) did not strike"
+        status = subprocess.run([refinery, "status"], capture_output=True, text=True, timeout=300)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"_{proc.pid}, left by a killed run" in status.stdout, status.stdout
+        assert not [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert ray.is_initialized() and all(n["Alive"] for n in ray.nodes())  # the live session is untouched
+        assert ray.get(ray.remote(lambda: 7).remote()) == 7
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(60)
+        for p in of_run():
+            p.kill()
