@@ -832,6 +832,7 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
             "content_hash": pa.array(hashes, pa.binary(16)),
             "order": pa.array([(shard.index << 32) | r for r in rows], pa.int64()),
             "input_row": pa.array(rows, pa.int64()),
+            "input_uri": pa.array([shard.uri] * n, pa.string()),
         },
         schema=WORK_SCHEMA,
     )
@@ -843,10 +844,7 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     rejects_parts = [parse_rejects]
     if row_rejects.num_rows:
         rejects_parts.append(
-            to_rejects(
-                row_rejects.append_column("input_uri", pa.array([shard.uri] * row_rejects.num_rows, pa.string())),
-                "ingest", pa.array([r for r in reasons if r is not None], pa.string()),
-            )
+            to_rejects(row_rejects, "ingest", pa.array([r for r in reasons if r is not None], pa.string()))
         )
     rejects = pa.concat_tables(rejects_parts)
     reason_counts = Counter(reason_key(r) for r in rejects.column("reason").to_pylist())

@@ -48,6 +48,8 @@ WORK_COLUMNS = [
     pa.field("content_hash", pa.binary(16)),
     pa.field("order", pa.int64()),  # global stable order: (shard index << 32) | row
     pa.field("input_row", pa.int64()),
+    # the file a row came from, so that a reject of any later stage names file and row
+    pa.field("input_uri", pa.string()),
 ]
 WORK_SCHEMA = pa.schema(list(DOCUMENT_SCHEMA) + WORK_COLUMNS)
 

@@ -251,7 +251,6 @@ def _checked_ingest(storage: Storage, ctx: RunContext, shard: Shard, first_uris:
         for order, sid in zip(gone.column("order").to_pylist(), gone.column("source_id").to_pylist(), strict=True):
             f = first_of[order]
             reasons.append(f"duplicate id {sid!r} (first at row {f & 0xFFFFFFFF} of {first_uris.get(f >> 32, '?')})")
-        gone = gone.append_column("input_uri", pa.array([shard.uri] * gone.num_rows, pa.string()))
         rejects = pa.concat_tables([rejects, to_rejects(gone, "ingest", pa.array(reasons, pa.string()))])
         work = work.filter(pc.invert(dup))
         counts = dict(stats["rejected"])

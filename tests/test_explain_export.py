@@ -60,7 +60,7 @@ def test_explain_dropped_duplicated_and_published(release):
     assert r["status"] == "dropped" and r["stage"] == "exact_dedup" and r["reason"] == "exact duplicate"
     assert r["duplicate_of"]["id"] == original_id and r["duplicate_of"]["status"] == "published"
     assert r["stages"] == ["ingest", "exact_dedup"]
-    assert r["input"]["row"] == 0
+    assert r["input"]["row"] == 0 and r["input"]["uri"].endswith(".jsonl")
 
     copy_id, original_id = release["near"]
     r = _explain(release["root"], copy_id)["here"]

@@ -1033,10 +1033,11 @@ def test_hostile_inputs_through_the_real_flow(stack, ray_local, tmp_path):
     assert set(failed) == {"pipe.jsonl", "link.jsonl"}
     assert "is a FIFO" in failed["pipe.jsonl"] and str(secret) in failed["link.jsonl"]
     rejects = pa.concat_tables([pq.read_table(root / f["path"]) for f in m["outputs"]["rejects"]]).to_pylist()
-    # ingest's rejects name their file; a later stage's name the row (its stable id and source)
+    # every reject names its file and row, a later stage's as well as ingest's
     got = sorted((r["stage"], Path(r["input_uri"]).name if r["input_uri"] else "-", r["reason"].split(" (")[0])
                  for r in rejects)
-    assert got == sorted([("ingest", "zz-more.jsonl", "duplicate id 'typed'"), ("quality", "-", "low-score"),
+    assert next(r["input_row"] for r in rejects if r["stage"] == "quality") == [r["id"] for r in rows].index("low")
+    assert got == sorted([("ingest", "zz-more.jsonl", "duplicate id 'typed'"), ("quality", "rows.jsonl", "low-score"),
                           ("ingest", "zz-more.jsonl", "invalid Unicode: lone surrogate in field 'text'"),
                           ("ingest", "zz-more.jsonl", "empty text")])
     published = set(_published_texts(root, m))
