@@ -121,6 +121,9 @@ def run(
         _fail(str(exc))
     uses_s3 = any(u.startswith("s3://") for u in [cfg.output] + [i.uri for i in cfg.inputs])
     cfg = cfg.export_secrets_to_env()
+    from flows.warm import start_kernel_warmup
+
+    start_kernel_warmup(cfg)  # compiles while the stack starts; see flows/warm.py
     try:
         _ensure_prefect_server(needs_s3=uses_s3 and not os.environ.get("AWS_ENDPOINT_URL"))
     except StackError as exc:

@@ -1,0 +1,41 @@
+"""The kernel warm-up of `refinery run` compiles what the first shards' workers would."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_warmup_fills_the_cache_the_stage_code_loads(tmp_path):
+    """In a copy of the package with no compiled kernels on disk, the warm-up writes numba's
+    cache; a fresh process then runs a shard's near-dedup map and word counts without
+    compiling anything (numba reports every signature as loaded from the cache)."""
+    copy = tmp_path / "src"
+    for pkg in ("tasks", "flows"):
+        shutil.copytree(REPO / pkg, copy / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+    warm = ("from flows.warm import start_kernel_warmup; from tasks.config import PipelineConfig; "
+            "start_kernel_warmup(PipelineConfig()).join()")
+    subprocess.run([sys.executable, "-c", warm], cwd=copy, check=True, timeout=600)
+    assert list((copy / "tasks" / "dedup" / "__pycache__").glob("kernels.signatures-*.nbc"))
+    use = """
+import pyarrow as pa
+from tasks.config import PipelineConfig
+from tasks.dedup import near, kernels as dk
+from tasks import kernels as k
+from tasks.kernels import word_counts
+texts = pa.chunked_array([pa.array(["A real shard's text, with more words than a shingle.", "zwei"], pa.string())])
+word_counts(texts)
+params = PipelineConfig().near_dedup.params()
+work = pa.table({"id": ["x", "y"], "text": texts, "order": pa.array([5, 6], pa.int64())})
+_, sigs = near.signature_table(work, params)
+near.band_table(work.column("order").to_numpy(), sigs, params)
+compiled = {f"{m.__name__}.{n}": len(d.stats.cache_misses) for m in (k, dk) for n, d in vars(m).items()
+            if hasattr(d, "stats") and d.signatures}
+print(compiled)
+assert compiled and not any(compiled.values()), compiled
+"""
+    out = subprocess.run([sys.executable, "-c", use], cwd=copy, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
