@@ -295,3 +295,25 @@ def test_report_draws_the_score_histogram_with_its_cutoffs(tmp_path):
     svg = str(histogram_chart(f"chart-hist-{stage.COMBINED}", hist["bins"], hist["counts"], marks))
     assert svg.count('class="bar"') == 20 and svg.count('class="mark-line"') == 2
     assert 'data-label="combined" data-value="0.2"' in svg and 'data-label="top-third" data-value="0.61"' in svg
+
+
+def test_a_scorer_trained_into_s3_is_scored_from_s3(stack, dev, tmp_path):
+    """`refinery quality train --labels ... --output s3://...` writes the model to object storage
+    (SeaweedFS here) and the quality stage's loader scores with it from there, as a pipeline's
+    `combined: {model: s3://...}` does; the labels are read from S3 too."""
+    import os
+
+    import s3fs
+
+    data, x = dev
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}, skip_instance_cache=True)
+    fs.put_file(str(shared(DEV)), "refinery/labels/dev.parquet")
+    run = _cli("quality", "train", "--labels", "s3://refinery/labels/dev.parquet#text,label",
+               "--output", "s3://refinery/models/quality-ours")
+    assert run.exit_code == 0, run.stderr
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls("refinery/models/quality-ours")) == sorted(
+        [scorer.SCORER_FILE, scorer.CLASSIFIER_FILE, scorer.CARD_FILE])
+    model = scorer.load_scorer("s3://refinery/models/quality-ours", os.environ["AWS_ENDPOINT_URL"])
+    assert np.allclose(model.predict(x), scorer.load_scorer().predict(x))  # same labels: the shipped weights
+    card = json.loads(fs.cat_file("refinery/models/quality-ours/" + scorer.CARD_FILE))
+    assert card["labels"]["documents"] == 218 and card["cross_validation"]["auc_mean"] > 0.7
