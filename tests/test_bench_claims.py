@@ -146,12 +146,18 @@ def test_peak_rss_leaves_out_the_excluded_tree():
 
     from bench.common import MB, PeakRSS
 
-    child = subprocess.Popen([sys.executable, "-c", "b = bytearray(200_000_000); import time; time.sleep(3)"])
+    # the child says when its memory is in place and holds it until told to go, so that the
+    # sampler surely sees it however slowly a loaded machine starts Python
+    child = subprocess.Popen([sys.executable, "-c", "b = bytearray(200_000_000); print('ready', flush=True); input()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout.readline().strip() == "ready"
         with PeakRSS(exclude=lambda: {child.pid}) as mem:
-            time.sleep(2)
+            deadline = time.monotonic() + 120
+            while mem.peak - mem.peak_excluding < 150 * MB and time.monotonic() < deadline:
+                time.sleep(0.2)  # at least one whole sample, however busy the machine
     finally:
-        child.wait()
+        child.communicate("go\n", timeout=60)
     assert mem.peak - mem.peak_excluding > 150 * MB
 
 

@@ -147,6 +147,22 @@ def test_backfill_three_partitions_with_bounded_concurrency(stack, ray_local, tm
     assert [i["uri"].rsplit("/", 2)[1] for i in m["inputs"]] == ["day-2", "day-4"]
 
 
+def _wait_for_ray_nodes(address: str, count: int, env: dict[str, str], timeout: float = 300) -> None:
+    """Until the cluster at ``address`` has ``count`` live nodes (asked of its GCS by a short
+    driver, as often as it takes: a loaded machine starts nodes slowly)."""
+    ask = (f"import ray; ray.init(address={address!r}, logging_level='ERROR', log_to_driver=False); "
+           "print(sum(1 for n in ray.nodes() if n['Alive']))")
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        out = subprocess.run([sys.executable, "-c", ask], env=env, capture_output=True, text=True, timeout=120)
+        seen = out.stdout.strip().splitlines()[-1:] or out.stderr[-300:]
+        if out.returncode == 0 and seen == [str(count)]:
+            return
+        time.sleep(1)
+    raise AssertionError(f"the Ray cluster at {address} did not reach {count} live node(s) in {timeout:.0f}s: {seen}")
+
+
 def test_two_node_ray_cluster_spreads_shards_and_publishes_the_same_release(stack, tmp_path):
     """A real two-node Ray cluster on this machine (head + a second node joining it): the run
     given its address spreads shard tasks over both nodes and publishes what a local run does."""
@@ -164,10 +180,10 @@ def test_two_node_ray_cluster_spreads_shards_and_publishes_the_same_release(stac
                                *common], env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
-        time.sleep(8)
+        _wait_for_ray_nodes(f"127.0.0.1:{port}", 1, env)
         nodes.append(subprocess.Popen([ray_bin, "start", "--address", f"127.0.0.1:{port}", *common], env=env,
                                       start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(8)
+        _wait_for_ray_nodes(f"127.0.0.1:{port}", 2, env)
         args = ["-i", str(shared("cc_web_samples/cc_web_samples.parquet")),
                 "-i", str(shared("simple_wikipedia/simple_wikipedia.parquet")), "--release", "two"]
         cfg = tmp_path / "p.yaml"
