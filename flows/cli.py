@@ -385,7 +385,11 @@ def quality_train(
         help="Labelled documents, URL#text_column,label_column (label 1/0; repeatable): train the combined "
              "score (with --positive/--negative, also its fastText classifier).")] = None,
     skip_bad_rows: Annotated[bool, typer.Option(help="Count and skip label rows without a binary label or text.")] = False,
-    c: Annotated[float | None, typer.Option("--c", help="Combined score: inverse L2 strength (default 0.1).")] = None,
+    method: Annotated[str, typer.Option(
+        help="Combined score weights: equal (fixed equal weights, only the calibration fitted; the shipped "
+             "recipe, robust on a few hundred labels) or logistic (every weight fitted).")] = "equal",
+    c: Annotated[float | None, typer.Option("--c", help="Combined score, --method logistic: inverse L2 strength "
+                                                        "(default 0.1).")] = None,
     name: Annotated[str | None, typer.Option(help="Model name for the card; default: the folder name.")] = None,
     epoch: Annotated[int, typer.Option(help="fastText epochs.")] = 5,
     dim: Annotated[int, typer.Option(help="fastText vector size.")] = 100,
@@ -408,7 +412,8 @@ def quality_train(
                          max_docs_per_class=max_docs)
     if labels:
         try:
-            card = train_scorer_to_storage(labels, output, positive, negative, params, c=c, skip_bad_rows=skip_bad_rows)
+            card = train_scorer_to_storage(labels, output, positive, negative, params, c=c, skip_bad_rows=skip_bad_rows,
+                                           method=method)
         except (LabelError, InputError, ModelError, ValueError, FileNotFoundError) as exc:
             _fail(str(exc))
         cv = card["cross_validation"]

@@ -4,9 +4,10 @@
    of the shared web pages (``web_pages_scrapinghub`` gold text, ``web_pages_readability``
    main text) against the other lines of the same pages (menus, share buttons, footers). No
    human quality label is used here.
-2. The combined score: a logistic regression over ``tasks.quality.features`` fitted on the
-   218 human-labelled documents of ``dclm_human_quality_dev``, with repeated stratified 5-fold
-   cross-validation (AUC, its spread, length alone on the same folds).
+2. The combined score: equal weights on four standardized inputs of ``tasks.quality.features``
+   (``tasks.quality.scorer.EQUAL_INPUTS``), its calibration fitted on the 218 human-labelled
+   documents of ``dclm_human_quality_dev``, with repeated stratified 5-fold cross-validation
+   (AUC, its spread, length alone on the same folds).
 
 Deterministic: fixed seeds, one fastText thread, sorted inputs; rerunning writes the same
 bytes (the test suite checks the classifier's sha256 against the card).
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from tasks.quality.classifier import TrainParams, train  # noqa: E402
 from tasks.quality.labels import read_labels  # noqa: E402
+from tasks.quality.scorer import KINDS  # noqa: E402
 from tasks.quality.training import article_and_boilerplate, fit_scorer, scorer_features, write_scorer  # noqa: E402
 from tasks.storage import Storage, StorageSpec  # noqa: E402
 
@@ -62,10 +64,10 @@ def main() -> None:
     clf_path.write_bytes(clf_bytes)
     data = read_labels([str(args.shared / LABELS / f"{LABELS}.parquet") + "#text,label"])
     x = scorer_features(data.texts, clf_path)
-    fitted, figures = fit_scorer(x, data.labels, c=0.1, repeats=20, seed=0)
+    fitted, figures = fit_scorer(x, data.labels, c=0.1, repeats=20, seed=0, method="equal")
     card = {
-        "name": "refinery-quality-scorer-v1",
-        "kind": "combined quality score: logistic regression over document statistics",
+        "name": "refinery-quality-scorer-v2",
+        "kind": "combined quality score: " + KINDS["equal"],
         "labels": {"data": f"../shared/data/{LABELS} (218 Common Crawl documents, majority-vote human labels from "
                            "mlfoundations/dclm data/majority_data.jsonl)", "license": "MIT (mlfoundations/dclm)",
                    **data.counts},
@@ -79,7 +81,11 @@ def main() -> None:
         **figures,
         "caveats": [
             "The labelled set is small and noisy (documents annotators disagreed on); the fold interval is wide.",
-            "The features and C were chosen while looking at this set; only the classifier never saw it.",
+            "The inputs and their equal weights were chosen among seven candidate weightings while looking at "
+            "this set (cross-validation) and at cc_web_samples (clean vs menu-heavy pages); only the classifier "
+            "never saw either. Both figures are selection figures, not held-out ones.",
+            "Fitted weights (`refinery quality train --labels ... --method logistic`) ranked this set's held-out "
+            "folds worse (AUC 0.741, beating length on 93 of 100 folds) and cc_web_samples worse (0.675).",
         ],
     }
     card = write_scorer(Storage(StorageSpec(str(args.output))), fitted, clf_bytes, card)

@@ -59,6 +59,22 @@ def test_cross_validated_auc_on_human_labels_beats_length_on_the_same_folds(dev)
     assert auc(x[:, 0], y) >= 0.68
 
 
+def test_equal_weights_rank_held_out_documents_better_than_fitted_ones(dev):
+    """Why the shipped score does not fit its weights: on the same folds, the fitted logistic
+    regression (`--method logistic`, all six inputs) ranks the held-out documents worse and beats
+    length on fewer folds than the equal weights; both stay well above length alone."""
+    data, x = dev
+    length = x[:, list(features.FEATURES).index("log_words")]
+    equal = scorer.cross_validate(x, data.labels, length, repeats=10, bootstrap=100, method="equal")
+    fitted = scorer.cross_validate(x, data.labels, length, repeats=10, bootstrap=100, method="logistic")
+    print({"equal": equal["auc_mean"], "logistic": fitted["auc_mean"], "length": equal["baseline_auc_mean"],
+           "beats length": (equal["beats_baseline_share"], fitted["beats_baseline_share"])})
+    assert equal["method"] == "equal" and fitted["method"] == "logistic" and fitted["C"] == scorer.DEFAULT_C
+    assert equal["fold_aucs"] != fitted["fold_aucs"]
+    assert equal["beats_baseline_share"] > fitted["beats_baseline_share"]
+    assert min(equal["auc_mean"], fitted["auc_mean"]) >= equal["baseline_auc_mean"] + 0.1
+
+
 def test_a_score_without_signal_fails_the_same_bar(dev):
     """The bar above is not met by a model of the same form over uninformative inputs."""
     data, x = dev
@@ -72,9 +88,15 @@ def test_shipped_model_is_monotone_small_and_matches_its_card():
     spec = json.loads((SHIPPED / scorer.SCORER_FILE).read_text())
     card = json.loads((SHIPPED / scorer.CARD_FILE).read_text())
     assert spec["features"] == list(features.FEATURES)
-    for name, weight in zip(spec["features"], spec["coef"], strict=True):
-        # every input moves the score the way it was declared to before fitting
-        assert np.sign(weight) == features.FEATURES[name][0], name
+    assert spec["method"] == "equal"
+    weights = dict(zip(spec["features"], spec["coef"], strict=True))
+    for name, weight in weights.items():
+        # every input it uses moves the score the way it was declared to, all by the same amount
+        if name in scorer.EQUAL_INPUTS:
+            assert np.sign(weight) == features.FEATURES[name][0], name
+            assert abs(weight) == abs(weights[scorer.EQUAL_INPUTS[0]]) > 0, name
+        else:
+            assert weight == 0, name
     clf = SHIPPED / scorer.CLASSIFIER_FILE
     assert spec["classifier_sha256"] == card["classifier_sha256"] == hashlib.sha256(clf.read_bytes()).hexdigest()
     assert sum(p.stat().st_size for p in SHIPPED.iterdir()) < 3 * 2**20
@@ -139,8 +161,10 @@ def test_the_stage_writes_the_score_for_every_document_and_it_ranks_unseen_web_t
     print(f"medians: clean {np.median(clean):.3f}, menu-heavy {np.median(menus):.3f}, Spanish "
           f"{np.median(foreign):.3f}; AUC clean vs menu-heavy {ranking:.3f}")
     assert np.median(clean) > np.median(menus) > np.median(foreign)
-    assert ranking >= 0.65
-    assert np.median(foreign) < 0.05
+    assert ranking >= 0.8
+    # the score has no language input (language is the language-ID tagger's rule): Spanish Q&A
+    # pages sit at the bottom for their symbols and their unarticle-like words
+    assert np.median(foreign) < 0.1
 
 
 def test_min_score_makes_the_score_a_filter(tmp_path):

@@ -82,16 +82,19 @@ def scorer_features(texts: list[str], classifier_path: str | Path, lid_model: st
     return features.compute(texts, lambda t: _hq_probability(model, t), english_probability(langs, scores))
 
 
-def fit_scorer(x: np.ndarray, y: np.ndarray, c: float, repeats: int, seed: int) -> tuple[Any, dict[str, Any]]:
+def fit_scorer(x: np.ndarray, y: np.ndarray, c: float, repeats: int, seed: int,
+               method: str | None = None) -> tuple[Any, dict[str, Any]]:
     """The scorer fitted on every labelled document, and its cross-validated figures (the
     model refitted per fold, scored on the fold it did not see; length alone on the same
     folds as the baseline)."""
     from tasks.quality import features, scorer
 
-    params = scorer.fit(x, y, c)
+    method = method or scorer.DEFAULT_METHOD
+    params = scorer.fit(x, y, c, method)
     cv = scorer.cross_validate(x, y, x[:, list(features.FEATURES).index("log_words")], c=c, repeats=repeats,
-                               seed=seed)
-    fitted = scorer.Scorer(list(features.FEATURES), *params, classifier_path=Path(scorer.CLASSIFIER_FILE))
+                               seed=seed, method=method)
+    fitted = scorer.Scorer(list(features.FEATURES), *params, classifier_path=Path(scorer.CLASSIFIER_FILE),
+                           meta={"method": method})
     return fitted, {"cross_validation": cv, "signal_auc": scorer.signal_aucs(x, y),
                     "in_sample_auc": round(float(scorer.auc(fitted.predict(x), y)), 4)}
 
@@ -117,7 +120,7 @@ def write_scorer(folder: Storage, fitted: Any, classifier_bytes: bytes, card: di
 def train_scorer_to_storage(labels: list[str], output: str, positive: list[str] | None = None,
                             negative: list[str] | None = None, params: TrainParams | None = None,
                             c: float | None = None, repeats: int = 20, skip_bad_rows: bool = False,
-                            endpoint_url: str | None = None) -> dict[str, Any]:
+                            endpoint_url: str | None = None, method: str | None = None) -> dict[str, Any]:
     """``refinery quality train --labels``: fit the combined scorer on labelled documents and
     store it under ``output``. Its article classifier is the shipped one, or a fastText model
     trained here from ``positive``/``negative`` corpora when given."""
@@ -144,9 +147,10 @@ def train_scorer_to_storage(labels: list[str], output: str, positive: list[str] 
         path = Path(tmp) / scorer.CLASSIFIER_FILE
         path.write_bytes(clf_bytes)
         x = scorer_features(data.texts, path)
-    fitted, figures = fit_scorer(x, data.labels, c if c is not None else scorer.DEFAULT_C, repeats, params.seed)
+    fitted, figures = fit_scorer(x, data.labels, c if c is not None else scorer.DEFAULT_C, repeats, params.seed,
+                                 method)
     card = {"name": output.rstrip("/").rsplit("/", 1)[-1],
-            "kind": "combined quality score: logistic regression over document statistics",
+            "kind": "combined quality score: " + scorer.KINDS[fitted.meta["method"]],
             "labels": {"files": data.files, **data.counts, "skipped_rows": data.skipped},
             "article_classifier": clf_card, **figures}
     storage = Storage(StorageSpec(output, endpoint_url))
