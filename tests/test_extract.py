@@ -19,7 +19,7 @@ import pytest
 from tasks.config import IngestConfig, PipelineConfig
 from tasks.extract.config import ExtractConfig, WebColumnMap, WebInputSpec
 from tasks.extract.stage import extract
-from tasks.extract.warc import fetch_record
+from tasks.extract.warc import fetch_original, fetch_record
 from tasks.ingest import Shard, ingest_shard, plan_shards
 from tasks.prox import lines as L
 from tests.conftest import shared
@@ -110,6 +110,18 @@ def test_warc_gz_pages_extracted_close_to_the_human_main_text(tmp_path, pages):
     for k in (0, 7, len(sample) - 1):
         assert fetch_record(metas[k]["web"]) == sample[k]["html"]
         assert metas[k]["web"]["gzip"] is True
+    # refinery explain shows it, read through the pointer (no copy in the release)
+    from tasks.explain import _original, render
+    from tasks.storage import StorageSpec
+
+    shown = _original(StorageSpec(str(tmp_path)).open(), out.metadata[7])
+    assert shown["original"]["html"] == sample[7]["html"]
+    text = render({"id": "x", "release": "r", "other_releases": [], "here": {
+        "status": "published", "source": "s", "stages": ["ingest", "extract"], "changed_by": [],
+        "text": out.text[7], **shown}})
+    assert f"crawl-00000.warc.gz @ {metas[7]['web']['offset']}: {len(sample[7]['html']):,} chars of HTML" in text
+    path.unlink()  # the input is gone: explain says so instead of failing
+    assert "FileNotFoundError" in _original(StorageSpec(str(tmp_path)).open(), out.metadata[7])["original"]["error"]
 
 
 def test_bad_records_counted_by_reason_and_the_rest_read(tmp_path, pages):
@@ -236,6 +248,7 @@ def test_html_column_of_parquet_and_jsonl(tmp_path, sh_pages, kind):
     assert f1 >= 0.7, f1
     meta = json.loads(out.metadata[2])
     assert meta["web"] == {"kind": "html", "uri": str(path), "row": 2, "column": "page"}
+    assert fetch_original(meta["web"]) == sample[2]["html"]
 
 
 def test_trafilatura_extractor_and_pages_without_text(tmp_path, sh_pages):

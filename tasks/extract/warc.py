@@ -306,3 +306,42 @@ def fetch_record(pointer: dict[str, Any], endpoint_url: str | None = None) -> st
         raise ValueError(f"{pointer['uri']}: no readable record at byte {pointer['offset']}: "
                          f"{got.bad[0][1] if got.bad else 'not a document record'}")
     return got.records[0].text
+
+
+def fetch_original(pointer: dict[str, Any], endpoint_url: str | None = None) -> str:
+    """The page a document was extracted from, by the ``web`` pointer in its metadata: a WARC
+    record (byte offset and length) or a row of a Parquet / JSONL file's HTML column."""
+    if "offset" in pointer:
+        return fetch_record(pointer, endpoint_url)
+    from tasks.storage import filesystem_for
+
+    fs, path = filesystem_for(pointer["uri"], endpoint_url)
+    row, column = int(pointer["row"]), pointer["column"]
+    if path.lower().endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        with fs.open(path, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            start = 0
+            for g in range(pf.metadata.num_row_groups):
+                rows = pf.metadata.row_group(g).num_rows
+                if row < start + rows:
+                    value = pf.read_row_group(g, columns=[column]).column(0)[row - start].as_py()
+                    break
+                start += rows
+            else:
+                raise ValueError(f"{pointer['uri']}: no row {row}")
+    else:
+        import json
+
+        from tasks.ingest import Shard, _as_utf8, _decompress
+
+        shard = Shard(0, pointer["uri"], "jsonl", "", None)  # type: ignore[arg-type]
+        data = _as_utf8(shard, _decompress(shard, fs.cat_file(path)))
+        value = json.loads(data.split(b"\n")[row])[column]
+    if isinstance(value, bytes):
+        decoded = decode_html(value)
+        if decoded.text is None:
+            raise ValueError(f"{pointer['uri']}: row {row} is not decodable HTML")
+        return decoded.text
+    return value
