@@ -249,6 +249,16 @@ def test_html_column_of_parquet_and_jsonl(tmp_path, sh_pages, kind):
     meta = json.loads(out.metadata[2])
     assert meta["web"] == {"kind": "html", "uri": str(path), "row": 2, "column": "page"}
     assert fetch_original(meta["web"]) == sample[2]["html"]
+    # the next stage's table: metadata from the stage, and exact dedup's hash of the new text
+    import xxhash
+
+    from tasks.extract.stage import with_extract_columns
+    from tasks.ingest import content_key
+
+    nxt = with_extract_columns(res.work, out, "stripped")
+    assert nxt.column("metadata").to_pylist() == out.metadata
+    assert nxt.column("content_hash")[2].as_py() == xxhash.xxh3_128_digest(
+        content_key(out.text[2], "stripped").encode())
 
 
 def test_trafilatura_extractor_and_pages_without_text(tmp_path, sh_pages):
@@ -268,3 +278,33 @@ def test_trafilatura_extractor_and_pages_without_text(tmp_path, sh_pages):
     small = extract(res.work, ExtractConfig(max_html_bytes=1000, min_words=5))
     assert not small.keep[:-1].any()
     assert all(r.startswith("HTML too large") for r in small.reason[:-1])
+
+
+def test_prox_after_extraction_on_the_set_its_model_never_saw(pages):
+    """Extract, then the learned ProX writer with a line model trained on the *other* set's
+    extracted text (Scrapinghub): content-line F1 on the Readability pages, against the people's
+    text, above the issue's bar, and above extraction alone."""
+    from tasks.config import ProxConfig
+    from tasks.extract.prox_model import AFTER_EXTRACT_MODEL, train_after_extract
+    from tasks.llm.backends import approx_tokens
+    from tasks.prox import stage
+    from tasks.prox.learned import LearnedWriter, load_model
+
+    train = pq.read_table(shared("web_pages_scrapinghub/web_pages_scrapinghub.parquet"),
+                          columns=["url", "html", "gold_text"]).to_pylist()
+    model = train_after_extract([{"id": r["url"], "html": r["html"], "kept": r["gold_text"]} for r in train])
+    table = pa.table({"text": [p["html"] for p in pages],
+                      "metadata": [json.dumps({"web": {"kind": "html"}})] * len(pages)})
+    ext = extract(table, ExtractConfig())
+    texts = [t if k else "" for t, k in zip(ext.text, ext.keep, strict=True)]
+    res = stage.refine(texts, ProxConfig(enabled=True), LearnedWriter(model, texts), approx_tokens)
+    refined = [t if k else "" for t, k in zip(res.text, res.keep, strict=True)]
+    page, main = [p["page_text"] for p in pages], [p["main_text"] for p in pages]
+    alone, after = content_f1(page, main, texts), content_f1(page, main, refined)
+    assert after >= 0.75 and after > alone, (alone, after)
+    # the shipped one (trained on both sets) is a loadable model with its card
+    shipped = load_model(str(AFTER_EXTRACT_MODEL))
+    card = json.loads((AFTER_EXTRACT_MODEL.parent / "model_card.json").read_text())
+    assert card["model_sha256"] == shipped.sha256
+    assert [d.split("#")[0] for d in card["data"]] == ["extracted_web_pages_scrapinghub.parquet",
+                                                       "extracted_web_pages_readability.parquet"]

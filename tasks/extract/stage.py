@@ -97,8 +97,10 @@ def page_pointer(meta: dict[str, Any] | None) -> dict[str, Any] | None:
     return web if isinstance(web, dict) and web.get("kind") == "html" else None
 
 
-def extract(table: pa.Table, cfg: ExtractConfig) -> ExtractResult:
-    """Run the extractor over the pages of a work table (see the module docstring)."""
+def extract(table: pa.Table, cfg: ExtractConfig, unicode_form: str = "NFC") -> ExtractResult:
+    """Run the extractor over the pages of a work table (see the module docstring). New text is
+    normalized as ingest normalizes documents (``unicode_form``: the pipeline's
+    ``ingest.unicode_form``; LF line ends)."""
     texts = table.column("text").to_pylist()
     metas_in = table.column("metadata").to_pylist() if "metadata" in table.column_names else [None] * len(texts)
     n = len(texts)
@@ -155,6 +157,13 @@ def extract(table: pa.Table, cfg: ExtractConfig) -> ExtractResult:
                     metas[i] = orjson.dumps(meta, option=_ORJSON).decode()
         if not keep[i]:
             dropped[_key(reason[i])] += 1
+    if changed.any():
+        from tasks.ingest import normalize_texts
+
+        idx = np.flatnonzero(changed)
+        normal = normalize_texts(pa.array([out[i] for i in idx], pa.string()), unicode_form).to_pylist()
+        for i, t in zip(idx.tolist(), normal, strict=True):
+            out[i] = t
     fig["extracted"] = int(changed.sum())
     cpu = time.process_time() - t0
     lengths = pa.array([len(t) for t in texts], pa.int64())
@@ -175,3 +184,22 @@ def _key(reason: str | None) -> str:
     from tasks.schema import reason_key
 
     return reason_key(reason or "")
+
+
+def with_extract_columns(work: pa.Table, res: ExtractResult, dedup_key: str | None) -> pa.Table:
+    """The work table with the stage's ``metadata`` and, for the rows it gave new text, the
+    ``content_hash`` of that text (ingest hashed the HTML; exact dedup must compare the text);
+    the ``text`` column is left as it came, for ``finish_text_stage`` to replace.
+    ``dedup_key``: the exact-dedup key mode, None when exact dedup is off."""
+    import xxhash
+
+    from tasks.ingest import content_key
+
+    work = work.set_column(work.schema.get_field_index("metadata"), "metadata", pa.array(res.metadata, pa.string()))
+    if dedup_key is None or not res.changed.any():
+        return work
+    hashes = work.column("content_hash").to_pylist()
+    for i in np.flatnonzero(res.changed).tolist():
+        hashes[i] = xxhash.xxh3_128_digest(content_key(res.text[i], dedup_key).encode("utf-8"))
+    field = work.schema.field("content_hash")
+    return work.set_column(work.schema.get_field_index("content_hash"), field, pa.array(hashes, field.type))
