@@ -230,12 +230,15 @@ def test_wet_records_pass_through_extract_unchanged(tmp_path, pages):
     assert out.text == [p["page_text"] for p in sample] and not out.changed.any() and out.keep.all()
 
 
-@pytest.mark.parametrize("kind", ["parquet-string", "parquet-binary", "jsonl"])
+@pytest.mark.parametrize("kind", ["parquet-string", "parquet-binary", "jsonl", "json-array"])
 def test_html_column_of_parquet_and_jsonl(tmp_path, sh_pages, kind):
     sample = sh_pages[:15]
     if kind == "jsonl":
         path = tmp_path / "pages.jsonl"
         path.write_text("".join(json.dumps({"u": p["url"], "page": p["html"]}) + "\n" for p in sample))
+    elif kind == "json-array":
+        path = tmp_path / "pages.json"
+        path.write_text(json.dumps([{"u": p["url"], "page": p["html"]} for p in sample], indent=1))
     else:
         path = tmp_path / "pages.parquet"
         html = [p["html"].encode() if kind == "parquet-binary" else p["html"] for p in sample]

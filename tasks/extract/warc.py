@@ -334,11 +334,16 @@ def fetch_original(pointer: dict[str, Any], endpoint_url: str | None = None) -> 
     else:
         import json
 
-        from tasks.ingest import Shard, _as_utf8, _decompress
+        from tasks.ingest import Shard, _as_utf8, _decompress, _json_document
 
         shard = Shard(0, pointer["uri"], "jsonl", "", None)  # type: ignore[arg-type]
         data = _as_utf8(shard, _decompress(shard, fs.cat_file(path)))
-        value = json.loads(data.split(b"\n")[row])[column]
+        whole = _json_document(data)  # a JSON array: the row is the element's index, else the line's
+        if whole is not None:
+            value = (whole if isinstance(whole, list) else [whole])[row][column]
+        else:
+            line = data.split(b"\n")[row]
+            value = json.loads(line[3:] if line.startswith(b"\xef\xbb\xbf") else line)[column]
     if isinstance(value, bytes):
         decoded = decode_html(value)
         if decoded.text is None:
