@@ -129,7 +129,8 @@ def extract(table: pa.Table, cfg: ExtractConfig, unicode_form: str = "NFC") -> E
             continue
         fig["pages"] += 1
         fig["html_chars"] += len(html)
-        size = len(html.encode("utf-8", "surrogatepass"))
+        # a character is at most 4 UTF-8 bytes: most pages need no encoding to be measured
+        size = len(html) if 4 * len(html) <= cfg.max_html_bytes else len(html.encode("utf-8", "surrogatepass"))
         if size > cfg.max_html_bytes:
             keep[i], reason[i] = False, f"HTML too large ({size} bytes > max_html_bytes {cfg.max_html_bytes})"
         else:
