@@ -311,3 +311,41 @@ def test_prox_after_extraction_on_the_set_its_model_never_saw(pages):
     assert card["model_sha256"] == shipped.sha256
     assert [d.split("#")[0] for d in card["data"]] == ["extracted_web_pages_scrapinghub.parquet",
                                                        "extracted_web_pages_readability.parquet"]
+
+
+def test_any_damage_to_one_record_costs_only_that_record(tmp_path, sh_pages):
+    """Random damage (bytes flipped, cut short, junk inserted, header digits changed) to one
+    record of a WARC, gzipped per record or plain: ingest never fails, and every other record
+    is read."""
+    import random
+
+    sample = sh_pages[:8]
+    recs = [warc_record(rid(p["id"]), p["url"], p["html"].encode()) for p in sample]
+    rng = random.Random(19)
+    for trial in range(40):
+        gz = trial % 2 == 0
+        parts = [gzip.compress(r, mtime=0) for r in recs] if gz else list(recs)
+        k = rng.randrange(len(parts))
+        victim = bytearray(parts[k])
+        how = rng.choice(["flip", "cut", "junk", "length"])
+        if how == "flip":
+            at = rng.randrange(10, len(victim))
+            victim[at:at + 4] = bytes(rng.randrange(256) for _ in range(4))
+        elif how == "cut":
+            victim = victim[: rng.randrange(1, len(victim) - 1)]
+        elif how == "junk":
+            victim[0:0] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
+        elif gz:  # a gzip member's header fields
+            victim[rng.randrange(3, 10)] ^= 0xFF
+        else:  # a Content-Length that lies
+            victim = bytearray(re.sub(rb"Content-Length: (\d+)\r\n\r\nHTTP",
+                                      lambda m: b"Content-Length: %d\r\n\r\nHTTP" % (int(m.group(1)) + rng.choice(
+                                          [-500, -1, 7, 100000])), bytes(victim), count=1))
+        parts[k] = bytes(victim)
+        path = tmp_path / f"t{trial}.warc{'.gz' if gz else ''}"
+        path.write_bytes(b"".join(parts))
+        res = ingest(path)
+        got = res.work.column("source_id").to_pylist()
+        others = [rid(p["id"]) for j, p in enumerate(sample) if j != k]
+        assert [i for i in got if i in others] == others, (trial, how, gz, res.stats["rejected"])
+        assert set(got) <= {rid(p["id"]) for p in sample}
