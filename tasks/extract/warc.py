@@ -24,7 +24,7 @@ from typing import Any
 
 from tasks.extract.charset import decode_html
 
-WARC_SUFFIXES = (".warc", ".warc.gz", ".arc.gz")
+WARC_SUFFIXES = (".warc", ".warc.gz")
 WET_SUFFIXES = (".wet", ".wet.gz", ".warc.wet", ".warc.wet.gz")
 WEB_SUFFIXES = WET_SUFFIXES + WARC_SUFFIXES
 HTML_TYPES = ("text/html", "application/xhtml+xml", "application/xml+xhtml")
