@@ -57,6 +57,25 @@ def _changes(storage: Storage, manifest: dict[str, Any], doc_id: str, final: str
     return out
 
 
+def _original(storage: Storage, metadata: str | None) -> dict[str, Any]:
+    """For a document extracted from a web page: the page's HTML, read from its input by the
+    pointer ingest kept (a WARC record's byte range, or a file's row), not from a copy."""
+    import json
+
+    try:
+        web = (json.loads(metadata) if metadata else {}).get("web")
+    except (ValueError, AttributeError):
+        return {}
+    if not isinstance(web, dict) or web.get("kind") != "html":
+        return {}
+    from tasks.extract.warc import fetch_original
+
+    try:
+        return {"original": {"pointer": web, "html": fetch_original(web, storage.spec.endpoint_url)}}
+    except Exception as exc:  # noqa: BLE001 - the input may be gone; say so, explain the rest
+        return {"original": {"pointer": web, "error": f"{web.get('uri')}: {type(exc).__name__}: {exc}"}}
+
+
 def explain_in_release(storage: Storage, manifest: dict[str, Any], doc_id: str) -> dict[str, Any] | None:
     """The document's fate in one release, or None when the release never saw it."""
     release = manifest["release"]
@@ -72,7 +91,7 @@ def explain_in_release(storage: Storage, manifest: dict[str, Any], doc_id: str) 
                 "text": doc[1]["text"], "source": doc[1]["source"],
                 "source_id": doc[1].get("source_id"), "changed_by": [c["stage"] for c in changes],
                 "changes": changes, "attributes": _attributes(storage, release, doc_id),
-                "identical_copies_dropped": len(rejects)}
+                "identical_copies_dropped": len(rejects), **_original(storage, doc[1].get("metadata"))}
     if rejects:
         rej = rejects[0]
         r = rej[1]
@@ -173,6 +192,11 @@ def render(result: dict[str, Any], width: int = 300) -> str:
                     lines.append(f"    … {len(diff) - 60} more lines (--json for all)")
         if here.get("identical_copies_dropped"):
             lines.append(f"  copies:  {here['identical_copies_dropped']} identical copies with this id were dropped")
+        orig = here.get("original")
+        if orig:
+            where = orig["pointer"].get("offset", orig["pointer"].get("row"))
+            got = f"{len(orig['html']):,} chars of HTML (--json for it)" if "html" in orig else orig["error"]
+            lines.append(f"  page:    {orig['pointer'].get('uri')} @ {where}: {got}")
         for name, value in sorted(here.get("attributes", {}).items()):
             lines.append(f"  attr     {name} = {value}")
         text = (here.get("text") or "").replace("\n", " ")

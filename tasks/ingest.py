@@ -30,13 +30,18 @@ import xxhash
 import zstandard
 
 from tasks.config import ColumnMap, IngestConfig, InputSpec, PipelineConfig
+from tasks.extract.warc import WEB_SUFFIXES, web_format
 from tasks.schema import DOCUMENT_SCHEMA, TIMESTAMP, WORK_SCHEMA, reason_key, to_rejects, word_counts
 from tasks.storage import filesystem_for
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl.zst", ".json.zst",
                   ".ndjson.zst", ".jsonl.zstd")
-DATA_SUFFIXES = PARQUET_SUFFIXES + JSONL_SUFFIXES
+DATA_SUFFIXES = PARQUET_SUFFIXES + JSONL_SUFFIXES + WEB_SUFFIXES
+# a WARC / WET file larger than this is read as several shards of record ranges
+WEB_SHARD_BYTES = 256 << 20
+# bytes read past a record range's end at first, for its last record (doubled until it ends)
+WEB_RANGE_SLACK = 1 << 20
 _SOURCE_CLEAN = re.compile(r"[^\w.-]+")
 _INVISIBLE_ONLY = r"^[\s\p{Z}\p{Cf}\p{Cc}]*$"  # RE2: separators, format characters, controls
 
@@ -57,6 +62,7 @@ class Shard:
     row_groups: tuple[int, int] | None = None  # [start, stop) or None for the whole file
     endpoint_url: str | None = None
     root: str | None = None  # the local input folder its links must stay in (see link_roots)
+    byte_range: tuple[int, int] | None = None  # WARC / WET: records starting in [start, stop)
 
     @property
     def name(self) -> str:
@@ -64,7 +70,8 @@ class Shard:
 
     @property
     def first_of_file(self) -> bool:
-        return self.row_groups is None or self.row_groups[0] == 0
+        return (self.row_groups is None or self.row_groups[0] == 0) and (
+            self.byte_range is None or self.byte_range[0] == 0)
 
 
 @dataclass
@@ -81,6 +88,9 @@ def _format_of(path: str, declared: str) -> str:
     if declared != "auto":
         return declared
     lower = path.lower()
+    web = web_format(lower)
+    if web is not None:
+        return web
     if lower.endswith(PARQUET_SUFFIXES):
         return "parquet"
     if lower.endswith(JSONL_SUFFIXES):
@@ -276,10 +286,26 @@ def plan_shards(config: PipelineConfig) -> list[Shard]:
                              "own `source` (or the same one on purpose to both)")
         for url in urls:
             fmt = _format_of(url, spec.format)
+            if fmt in ("warc", "wet"):
+                for br in _byte_ranges(fs, url, WEB_SHARD_BYTES):
+                    shards.append(Shard(len(shards), url, fmt, source, spec.columns, None, endpoint, root, br))
+                continue
             groups = _parquet_row_group_ranges(fs, url, config.execution.shard_rows) if fmt == "parquet" else [None]
             for rg in groups:
                 shards.append(Shard(len(shards), url, fmt, source, spec.columns, rg, endpoint, root))
     return shards
+
+
+def _byte_ranges(fs, url: str, size_limit: int) -> list[tuple[int, int] | None]:
+    """Record ranges of a large WARC / WET file: byte ranges, each shard reading the records
+    that start in its range (tasks.extract.warc.read_warc); small files stay one shard."""
+    try:
+        size = int(fs.info(url.split("://", 1)[1] if "://" in url else url)["size"])
+    except Exception:
+        return [None]  # its shard names the problem
+    if size <= size_limit:
+        return [None]
+    return [(start, min(size, start + size_limit)) for start in range(0, size, size_limit)]
 
 
 def _parquet_row_group_ranges(fs, url: str, shard_rows: int) -> list[tuple[int, int] | None]:
@@ -320,6 +346,8 @@ class _Raw:
     metadata: list[str | None]
     rows: list[int]
     bad_rows: list[tuple[int, str, str | None]]  # (row, reason, raw text)
+    ordinals: list[int] | None = None  # position in the shard, for ``order`` when rows are byte offsets
+    skipped: dict[str, int] = field(default_factory=dict)  # WARC records that are not documents, by type
 
 
 _FILE_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
@@ -344,15 +372,26 @@ def _check_local(shard: Shard, path: str) -> None:
             raise InputError(f"{shard.uri}: is {kind}, not a regular file")
 
 
-def _read_bytes(shard: Shard) -> tuple[bytes, dict[str, Any]]:
+def _read_bytes(shard: Shard, extra: int = 0) -> tuple[bytes, dict[str, Any]]:
+    """The shard's bytes: the whole file, or for a record-range shard its range and ``extra``
+    bytes after it (where its last record ends)."""
     fs, path = filesystem_for(shard.uri, shard.endpoint_url)
     try:
         if _is_local(fs):
             _check_local(shard, path)
         elif fs.isdir(path):
             raise InputError(f"{shard.uri}: is a directory, not a data file")
-        data = fs.cat_file(path)
         info = fs.info(path)
+        if shard.byte_range is not None:
+            start, stop = shard.byte_range
+            data = fs.cat_file(path, start, min(int(info["size"]), stop + extra))
+            # a range shard hashes no file (that would read it whole); its size is the file's
+            file_info = {"uri": shard.uri, "bytes": int(info["size"]), "range": [start, stop]}
+            etag = info.get("ETag") or info.get("etag")
+            if etag:
+                file_info["etag"] = str(etag).strip('"')
+            return data, file_info
+        data = fs.cat_file(path)
     except InputError:
         raise
     except FileNotFoundError:
@@ -366,6 +405,76 @@ def _read_bytes(shard: Shard) -> tuple[bytes, dict[str, Any]]:
         if etag:
             file_info["etag"] = str(etag).strip('"')
     return data, file_info
+
+
+def _read_web(shard: Shard, data: bytes, file_info: dict[str, Any]) -> _Raw:
+    """WARC / WET records as rows: the row is the record's byte offset in the file (what
+    ``refinery explain``'s pointer names), its id the WARC record id, its text the decoded HTML
+    (turned into main text by the extract stage) or the WET text."""
+    from tasks.extract.warc import read_warc
+
+    extra = WEB_RANGE_SLACK
+    while True:
+        got = read_warc(data, shard.uri, shard.byte_range)
+        if shard.byte_range is None or shard.byte_range[0] + len(data) >= file_info["bytes"]:
+            break
+        # the range's last record reads as cut short: it may only end past what was read, so
+        # read further (doubling) until it ends or the file does
+        last_ok = max((r.offset for r in got.records), default=-1)
+        if not (got.bad and got.bad[-1][0] > last_ok
+                and got.bad[-1][1].startswith(("truncated", "corrupt gzip", "unreadable bytes"))):
+            break
+        extra *= 2
+        data, _ = _read_bytes(shard, extra)
+    raw = _Raw([], [], [], [], [], [], [], [], ordinals=[], skipped=dict(got.skipped))
+    for k, rec in enumerate(got.records):
+        raw.text.append(rec.text)
+        raw.ids.append(rec.record_id)
+        raw.sources.append(None)
+        raw.added.append(None)
+        raw.created.append(rec.date)
+        raw.metadata.append(_dump_metadata({k2: v for k2, v in rec.meta.items() if v is not None}))
+        raw.rows.append(rec.offset)
+        raw.ordinals.append(k)
+    raw.bad_rows = [(off, reason, None) for off, reason in got.bad]
+    raw.text = pa.array(raw.text, pa.string())
+    return raw
+
+
+def _read_html_column(shard: Shard, data: bytes, parquet: bool, column: str) -> _Raw:
+    """Parquet / JSONL rows whose ``column`` holds a page's HTML: read as the text (bytes
+    decoded with the page's charset), each row marked as a page for the extract stage, with a
+    pointer to its file and row."""
+    from dataclasses import replace
+
+    cmap = shard.columns
+    as_text = ColumnMap(text=column, id=cmap.id, source=cmap.source, added=cmap.added, created=cmap.created,
+                        metadata=cmap.metadata)
+    inner = replace(shard, columns=as_text)
+    raw = _read_parquet(inner, data, html=True) if parquet else _read_jsonl(inner, data)
+    out = []
+    for row, meta in zip(raw.rows, raw.metadata, strict=True):
+        obj = orjson.loads(meta) if meta else {}
+        obj["web"] = {"kind": "html", "uri": shard.uri, "row": row, "column": column}
+        out.append(_dump_metadata(obj))
+    raw.metadata = out
+    return raw
+
+
+def _decode_html_column(column: pa.ChunkedArray, rows: list[int]) -> tuple[pa.Array, list[tuple[int, str, None]]]:
+    """A binary HTML column as text, each page decoded by its own declared or detected charset."""
+    from tasks.extract.charset import decode_html
+
+    texts, bad = [], []
+    for row, value in zip(rows, column.to_pylist(), strict=True):
+        if value is None:
+            texts.append(None)
+            continue
+        decoded = decode_html(value)
+        if decoded.text is None:
+            bad.append((row, "undecodable bytes: no charset decodes the page", None))
+        texts.append(decoded.text)
+    return pa.array(texts, pa.string()), bad
 
 
 def _json_default(value: Any) -> Any:
@@ -437,7 +546,7 @@ def _safe(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _read_parquet(shard: Shard, data: bytes) -> _Raw:
+def _read_parquet(shard: Shard, data: bytes, html: bool = False) -> _Raw:
     cmap = shard.columns
     try:
         pf = pq.ParquetFile(io.BytesIO(data))
@@ -448,6 +557,14 @@ def _read_parquet(shard: Shard, data: bytes) -> _Raw:
     if cmap.text not in names:
         raise InputError(f"{shard.uri}: no text column {cmap.text!r} (columns: {', '.join(names) or 'none'})")
     text_type = table.schema.field(cmap.text).type
+    html_bad: list[tuple[int, str, None]] = []
+    if html and (pa.types.is_binary(text_type) or pa.types.is_large_binary(text_type)):
+        start = 0
+        if shard.row_groups is not None and shard.row_groups[0] > 0:
+            start = sum(pf.metadata.row_group(i).num_rows for i in range(shard.row_groups[0]))
+        decoded, html_bad = _decode_html_column(table.column(cmap.text), list(range(start, start + table.num_rows)))
+        table = table.set_column(names.index(cmap.text), cmap.text, decoded)
+        text_type = pa.string()
     if not _is_string_type(text_type):
         raise InputError(f"{shard.uri}: text column {cmap.text!r} has type {text_type}, expected a string column")
     for key in (cmap.id, cmap.source, cmap.added, cmap.created):
@@ -478,6 +595,7 @@ def _read_parquet(shard: Shard, data: bytes) -> _Raw:
         for k in range(n):
             metadata[k] = _dump_metadata_or_reason({key: values[key][k] for key in meta_keys}, rows[k], bad)
     ids, sources, added, created = col(cmap.id), col(cmap.source), col(cmap.added), col(cmap.created)
+    text_bad = text_bad + html_bad
     seen = {b[0] for b in text_bad}
     bad_rows = list(text_bad)
     bad_rows += [(rows[i], "missing text", None) for i in np.flatnonzero(texts.is_null().to_numpy(zero_copy_only=False))
@@ -774,10 +892,18 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     cannot be used; bad rows become rejects with a reason. ``dedup_key``: the exact-dedup key
     mode whose hash fills ``content_hash``; None (exact dedup off) leaves it null, since
     nothing else reads it and it costs a pass over every text."""
-    data, file_info = _read_bytes(shard)
+    data, file_info = _read_bytes(shard, WEB_RANGE_SLACK if shard.byte_range else 0)
     # a Parquet file is read as one whatever its name says (both ends carry the magic)
     parquet = shard.format == "parquet" or (data[:4] == b"PAR1" and data[-4:] == b"PAR1")
-    raw = _read_parquet(shard, data) if parquet else _read_jsonl(shard, data)
+    html_column = getattr(shard.columns, "html", None)
+    if shard.format in ("warc", "wet") and not parquet:
+        raw = _read_web(shard, data, file_info)
+    elif html_column:
+        raw = _read_html_column(shard, data, parquet, html_column)
+    elif parquet:
+        raw = _read_parquet(shard, data)
+    else:
+        raw = _read_jsonl(shard, data)
 
     valid = raw.text.is_valid().to_numpy(zero_copy_only=False)
     keep = np.flatnonzero(valid).tolist()
@@ -787,6 +913,7 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     sources = [shard.source if raw.sources[i] is None or raw.sources[i] == "" else str(raw.sources[i]) for i in keep]
     ids_src = [raw.ids[i] for i in keep]
     rows = [raw.rows[i] for i in keep]
+    ordinals = [raw.ordinals[i] for i in keep] if raw.ordinals is not None else rows
 
     reasons: list[str | None] = [None] * len(keep)
     if cfg.max_chars is not None:
@@ -830,7 +957,7 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
             "version": pa.array([release] * n, pa.string()),
             "source_id": pa.array([None if i is None or i == "" else str(i) for i in ids_src], pa.string()),
             "content_hash": pa.array(hashes, pa.binary(16)),
-            "order": pa.array([(shard.index << 32) | r for r in rows], pa.int64()),
+            "order": pa.array([(shard.index << 32) | r for r in ordinals], pa.int64()),
             "input_row": pa.array(rows, pa.int64()),
             "input_uri": pa.array([shard.uri] * n, pa.string()),
         },
@@ -855,6 +982,8 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
         "docs_out": work.num_rows,
         "rejected": dict(sorted(reason_counts.items())),
     }
+    if raw.skipped:
+        stats["records_skipped"] = dict(sorted(raw.skipped.items()))  # warcinfo, request, metadata...
     return IngestResult(work, rejects, words.filter(pc.invert(bad_mask)), stats)
 
 
