@@ -66,6 +66,7 @@ class DecontamIndex:
     _hash: np.ndarray = field(init=False)  # every (hash, set, task) entry, sorted by hash
     _set: np.ndarray = field(init=False)
     _task: list[str] = field(init=False)
+    _entries: dict[int, list[tuple[int, str]]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         hashes = [s.hashes for s in self.sets]
@@ -80,8 +81,12 @@ class DecontamIndex:
         self.bits, self.shift = kernels.bitmap(self.keys, BITMAP_LOG2)
 
     def entries(self, h: int) -> list[tuple[int, str]]:
-        lo, hi = np.searchsorted(self._hash, [h, h], side="left")[0], np.searchsorted(self._hash, h, side="right")
-        return [(int(self._set[i]), self._task[i]) for i in range(lo, hi)]
+        """The (set, task) pairs an n-gram hash comes from."""
+        if self._entries is None:  # built on the first contaminated document only
+            self._entries = {}
+            for k, s, t in zip(self._hash.tolist(), self._set.tolist(), self._task, strict=True):
+                self._entries.setdefault(k, []).append((s, t))
+        return self._entries.get(h, [])
 
     def manifest(self) -> list[dict[str, Any]]:
         return [s.manifest() for s in self.sets]
@@ -235,6 +240,17 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
+def _spans_array(spans: dict[int, list[dict[str, Any]]], flagged: np.ndarray, n_docs: int) -> pa.Array:
+    """The spans column: empty lists except at ``flagged``, without a Python object per row."""
+    lengths = np.zeros(n_docs, np.int32)
+    values = []
+    for d in flagged.tolist():
+        lengths[d] = len(spans[d])
+        values += spans[d]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, SPANS.value_type))
+
+
 def decontaminate(table: pa.Table, index: DecontamIndex, cfg: DecontamConfig, text_column: str = "text") -> DecontamResult:
     """Look up every word n-gram of every document in ``index``. A document with at least
     ``cfg.min_matches`` matched n-grams is contaminated: dropped (mode drop) or cut (its
@@ -253,7 +269,7 @@ def decontaminate(table: pa.Table, index: DecontamIndex, cfg: DecontamConfig, te
     share = np.zeros(n_docs, np.float64)
     benchmark: list[str | None] = [None] * n_docs
     task: list[str | None] = [None] * n_docs
-    spans_out: list[list[dict[str, Any]]] = [[] for _ in range(n_docs)]
+    spans_out: dict[int, list[dict[str, Any]]] = {}
     new_text = texts
     per_set = {s.spec.name: {"docs": 0, "ngrams": 0} for s in index.sets}
 
@@ -266,12 +282,13 @@ def decontaminate(table: pa.Table, index: DecontamIndex, cfg: DecontamConfig, te
         replaced = texts.to_pylist() if cfg.mode == "cut" else None
         for j, d in enumerate(flagged):
             doc_hashes = hashes[hoffs[j]:hoffs[j + 1]]
-            matched = np.nonzero(np.isin(doc_hashes, index.keys))[0]
+            at = np.minimum(np.searchsorted(index.keys, doc_hashes), len(index.keys) - 1)
+            matched = np.nonzero(index.keys[at] == doc_hashes)[0]
             votes: dict[tuple[int, str], int] = {}
             set_grams = np.zeros(len(index.sets), np.int64)
-            for p in matched:
+            for h in doc_hashes[matched].tolist():
                 seen_sets = set()
-                for s, t in index.entries(int(doc_hashes[p])):
+                for s, t in index.entries(h):
                     votes[(s, t)] = votes.get((s, t), 0) + 1
                     seen_sets.add(s)
                 for s in seen_sets:
@@ -318,7 +335,7 @@ def decontaminate(table: pa.Table, index: DecontamIndex, cfg: DecontamConfig, te
     names = attribute_names()
     attributes = {
         names["share"]: pa.array(share, pa.float64()),
-        names["spans"]: pa.array(spans_out, SPANS),
+        names["spans"]: _spans_array(spans_out, flagged, n_docs),
         names["benchmark"]: pa.array(benchmark, pa.string()),
         names["task"]: pa.array(task, pa.string()),
     }
