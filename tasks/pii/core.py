@@ -333,11 +333,12 @@ def scan(table: pa.Table, cfg: PiiConfig, text_column: str = "text") -> PiiResul
             reasons[d] = f"pii density {density[d]:.3f} above {cfg.max_density} ({', '.join(kinds)})"
             details[d] = f"{counts[d]} matches in {int(words[d])} words"
     if cfg.mode in ("redact", "drop") and found:
-        out = texts.to_pylist()
-        for d, spans in found.items():
-            if keep[d]:
-                out[d] = redact(out[d], spans)
-        new_text = pa.array(out, pa.string())
+        changed = sorted(d for d in found if keep[d])
+        mask = np.zeros(n, bool)
+        mask[changed] = True
+        # only the changed rows pass through Python
+        new_text = pc.replace_with_mask(texts, pa.array(mask), pa.array(
+            [redact(texts[d].as_py(), found[d]) for d in changed], texts.type))
 
     names = attribute_names(cfg.kinds)
     attributes: dict[str, pa.Array] = {}
