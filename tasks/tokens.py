@@ -44,6 +44,9 @@ class TokenizerConfig(_Model):
         "hf", title="GGUF engine",
         description="hf: the GGUF's SentencePiece vocabulary converted once to HF tokenizers (same counts, ~8x faster); "
                     "llama_cpp: llama.cpp's own tokenizer (the reference; also for non-SentencePiece GGUFs).")
+    sample: float = Field(1.0, gt=0, le=1, title="Sampled share",
+                          description="1: every document is tokenized. Below 1: that share of documents (spread evenly) is, "
+                                      "and totals are estimated from their tokens per byte, with a standard error.")
     add_special_tokens: bool = Field(False, title="Count special tokens",
                                      description="Count BOS/EOS and other special tokens the tokenizer adds to every document.")
 
@@ -260,3 +263,40 @@ def load_tokenizer(cfg: TokenizerConfig | None = None) -> Tokenizer:
 def count_tokens(texts: pa.Array | pa.ChunkedArray, cfg: TokenizerConfig | None = None) -> pa.Array:
     """Tokens per value of a string column (int64), with the tokenizer ``cfg`` names."""
     return pa.array(load_tokenizer(cfg).count(texts), pa.int64())
+
+
+def sample_rows(n: int, share: float) -> np.ndarray:
+    """Row numbers of an even, deterministic sample of ``share`` of ``n`` rows (at least one)."""
+    if share >= 1 or n == 0:
+        return np.arange(n)
+    # the golden-ratio sequence: any window of rows holds close to its share of the sample
+    picked = np.nonzero((np.arange(n) * 0.6180339887498949) % 1.0 < share)[0]
+    return picked if len(picked) else np.array([0])
+
+
+def token_total(texts: pa.Array | pa.ChunkedArray, cfg: TokenizerConfig | None = None) -> dict[str, Any]:
+    """Tokens of a whole column: ``{"tokens", "exact", "sampled_docs", "relative_stderr"}``.
+    With ``cfg.sample`` below 1 only a sample is tokenized and the total is the ratio
+    estimate (tokens per UTF-8 byte of the sample times all bytes)."""
+    import pyarrow.compute as pc
+
+    cfg = cfg or TokenizerConfig()
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    tok = load_tokenizer(cfg)
+    n = len(texts)
+    if cfg.sample >= 1 or n < 2:
+        return {"tokens": int(tok.count(texts).sum()), "exact": True, "sampled_docs": n, "relative_stderr": 0.0}
+    rows = sample_rows(n, cfg.sample)
+    sizes = pc.binary_length(texts).fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64)
+    t = tok.count(texts.take(pa.array(rows))).astype(np.float64)
+    b = sizes[rows]
+    if b.sum() == 0:
+        return {"tokens": 0, "exact": False, "sampled_docs": len(rows), "relative_stderr": 0.0}
+    ratio = t.sum() / b.sum()
+    m = len(rows)
+    resid = t - ratio * b
+    # the ratio estimator's standard error (Cochran 6.9), relative to the estimate
+    se = np.sqrt(max(0.0, 1 - m / n) / m * (resid @ resid) / max(1, m - 1)) / b.mean() if m > 1 else float("nan")
+    return {"tokens": int(round(ratio * sizes.sum())), "exact": False, "sampled_docs": m,
+            "relative_stderr": round(float(se / ratio), 5) if ratio else 0.0}

@@ -87,3 +87,16 @@ def test_without_llama_cpp_the_default_says_how_to_fix_it(fresh, monkeypatch):
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import fails as when the llm extra is absent
     with pytest.raises(TokenizerError, match=r"refinery\[llm\].*tokenizer.json"):
         load_tokenizer()
+
+
+def test_sampled_total_is_close_to_the_exact_one():
+    from tasks.tokens import sample_rows, token_total
+
+    texts = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"), columns=["text"]).column("text")
+    exact = token_total(texts)
+    assert exact["exact"] and exact["tokens"] == int(load_tokenizer().count(texts).sum())
+    est = token_total(texts, TokenizerConfig(sample=0.05))
+    assert not est["exact"] and 0.04 * len(texts) < est["sampled_docs"] < 0.06 * len(texts)
+    err = abs(est["tokens"] - exact["tokens"]) / exact["tokens"]
+    assert err < 0.03 and err < 4 * est["relative_stderr"], (err, est)
+    assert sample_rows(10, 0.01).tolist() == [0]
