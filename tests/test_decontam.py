@@ -179,3 +179,20 @@ def test_empty_or_unparsable_eval_set_fails(tmp_path):
     short.write_text(json.dumps({"prompt": "a b c", "canonical_solution": "d", "task_id": "x"}) + "\n")
     with pytest.raises(DecontamError, match="no row has 13 words"):
         load_indexes(_cfg(url=str(short)), None)
+
+
+def test_fused_lookup_equals_normalize_then_lookup(index):
+    """The one-pass kernel gives what datatrove normalization followed by the plain lookup
+    gives, on every real text (which hold non-ASCII tokens, digits and odd whitespace)."""
+    from tasks.decontam import kernels
+    from tasks.decontam.core import lookup_counts
+    from tasks.dedup.minhash import normalize_for_dedup
+    from tasks.kernels import utf8_buffers
+
+    he = pq.read_table(shared(HUMANEVAL), columns=["text"]).column("text").to_pylist()
+    texts = pa.array(_real_texts() + he + ["ÉTÉ  1,5 x\u00a0y", "", "a"], pa.string())
+    data, offsets = utf8_buffers(normalize_for_dedup(texts))
+    want = kernels.lookup(data, offsets, index.n, index.keys, index.bits, index.shift)
+    got = lookup_counts(texts, index)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert got[0][-len(he) - 3:-3].min() > 0  # every HumanEval text matches itself

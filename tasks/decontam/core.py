@@ -13,13 +13,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from tasks.decontam import kernels
 from tasks.decontam.config import DecontamConfig, EvalSet
-from tasks.dedup.minhash import normalize_for_dedup
-from tasks.kernels import utf8_buffers
+from tasks.dedup import kernels as dedup_kernels
+from tasks.dedup.minhash import _ascii_tables, _normalize_token, normalize_for_dedup
+from tasks.kernels import ascii_space, gather, large_strings, utf8_buffers
 from tasks.schema import SPANS, attribute_name
 from tasks.storage import Storage, filesystem_for
 
@@ -251,6 +253,25 @@ def _spans_array(spans: dict[int, list[dict[str, Any]]], flagged: np.ndarray, n_
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, SPANS.value_type))
 
 
+def lookup_counts(texts: pa.Array, index: DecontamIndex) -> tuple[np.ndarray, np.ndarray]:
+    """(matched n-grams, n-grams) per text: datatrove-normalized word n-grams looked up in
+    ``index``, in one compiled pass over the raw text (normalization fused with hashing and
+    lookup; tokens holding a non-ASCII character are normalized in Python once per distinct
+    token, as ``normalize_for_dedup`` does)."""
+    classes, lower = _ascii_tables("datatrove")
+    space = ascii_space()
+    data, offsets = utf8_buffers(texts)
+    start, stop = dedup_kernels.wide_tokens(data, offsets, space)
+    wdata, woff = gather(data, start, stop)
+    enc = pc.dictionary_encode(large_strings(wdata, woff))
+    rep = pa.array([_normalize_token(t, "datatrove") for t in enc.dictionary.to_pylist()], pa.large_string())
+    rep_data, rep_off = utf8_buffers(rep)
+    rep_hashes, rep_hoff = kernels.rep_word_hashes(rep_data, rep_off)
+    wide_index = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return kernels.fused_lookup(data, offsets, space, start, stop, wide_index, rep_hashes, rep_hoff, classes, lower,
+                                True, index.n, index.keys, index.bits, index.shift)
+
+
 def decontaminate(table: pa.Table, index: DecontamIndex, cfg: DecontamConfig, text_column: str = "text") -> DecontamResult:
     """Look up every word n-gram of every document in ``index``. A document with at least
     ``cfg.min_matches`` matched n-grams is contaminated: dropped (mode drop) or cut (its
@@ -258,9 +279,7 @@ def decontaminate(table: pa.Table, index: DecontamIndex, cfg: DecontamConfig, te
     give the share of its n-grams that matched, the spans, the benchmark and the task."""
     texts = table.column(text_column).combine_chunks()
     n_docs = len(texts)
-    norm = normalize_for_dedup(texts)
-    data, offsets = utf8_buffers(norm)
-    hits, grams = kernels.lookup(data, offsets, index.n, index.keys, index.bits, index.shift)
+    hits, grams = lookup_counts(texts, index)
     flagged = np.nonzero(hits >= cfg.min_matches)[0]
 
     keep = np.ones(n_docs, bool)
@@ -274,7 +293,7 @@ def decontaminate(table: pa.Table, index: DecontamIndex, cfg: DecontamConfig, te
     per_set = {s.spec.name: {"docs": 0, "ngrams": 0} for s in index.sets}
 
     if len(flagged):
-        sub = norm.take(pa.array(flagged))
+        sub = normalize_for_dedup(texts.take(pa.array(flagged)))
         sdata, soffs = utf8_buffers(sub)
         hashes, _, hoffs = kernels.ngram_hashes(sdata, soffs, index.n)
         originals = [texts[int(d)].as_py() for d in flagged]

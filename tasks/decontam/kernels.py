@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from tasks.kernels import unicode_space_len as _space_len
+
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 _K1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -162,3 +164,139 @@ def bitmap(keys: np.ndarray, bits_log2: int) -> tuple[np.ndarray, np.uint64]:
     bits = np.zeros(max(1, (1 << bits_log2) // 64), np.uint64)
     np.bitwise_or.at(bits, top >> 6, np.left_shift(np.uint64(1), (top & 63).astype(np.uint64)))
     return bits, shift
+
+
+@njit(cache=True)
+def rep_word_hashes(rep_data, rep_offsets):
+    """Word hashes of every replacement (a wide token's normalized words), and their offsets."""
+    n = len(rep_offsets) - 1
+    offs = np.zeros(n + 1, np.int64)
+    buf = np.empty(max(1, len(rep_data) + n), np.uint64)
+    words = np.empty(1024, np.uint64)
+    pos = 0
+    for r in range(n):
+        i, end = rep_offsets[r], rep_offsets[r + 1]
+        if end - i + 1 > len(words):
+            words = np.empty(2 * (end - i + 1), np.uint64)
+        k = _word_hashes(rep_data, i, end, words)
+        buf[pos:pos + k] = words[:k]
+        pos += k
+        offs[r + 1] = pos
+    return buf[:pos], offs
+
+
+@njit(cache=True, inline="always")
+def _probe(h, keys, bits, shift, last):
+    b = h >> shift
+    if (bits[b >> np.uint64(6)] >> (b & np.uint64(63))) & np.uint64(1) == 0:
+        return 0
+    lo, hi = 0, last
+    while lo <= hi:
+        mid = (lo + hi) >> 1
+        v = keys[mid]
+        if v < h:
+            lo = mid + 1
+        elif v > h:
+            hi = mid - 1
+        else:
+            return 1
+    return 0
+
+
+@njit(cache=True)
+def fused_lookup(data, offsets, space, wide_start, wide_stop, wide_index, rep_hashes, rep_offsets, classes, lower,
+                 numbers, n, keys, bits, shift):
+    """:func:`lookup` of the normalized texts without writing them: the words of
+    ``tasks.dedup.kernels.normalize`` (same byte classes, number rule and wide-token
+    replacements, given here as word hashes) are hashed as they are read, straight from the
+    raw UTF-8 of the documents. Same results as normalizing and then :func:`lookup`."""
+    docs = len(offsets) - 1
+    hits = np.zeros(docs, np.int64)
+    grams = np.zeros(docs, np.int64)
+    ring = np.empty(n, np.uint64)
+    top = _top_power(n)
+    last = len(keys) - 1
+    wk = 0
+    next_wide = wide_start[0] if len(wide_start) else -1
+    for d in range(docs):
+        i, end = offsets[d], offsets[d + 1]
+        k = 0
+        found = 0
+        acc = np.uint64(0)
+        h = _FNV_OFFSET
+        in_word = False
+        while True:
+            word_done = False
+            w = np.uint64(0)
+            if i >= end:
+                if not in_word:
+                    break
+                w = _fmix64(h)
+                in_word = False
+                word_done = True
+            elif i == next_wide:
+                if in_word:  # cannot happen (a wide token starts after whitespace), kept for safety
+                    w = _fmix64(h)
+                    in_word = False
+                    word_done = True
+                else:
+                    r = wide_index[wk]
+                    for q in range(rep_offsets[r], rep_offsets[r + 1]):
+                        x = rep_hashes[q]
+                        if k >= n:
+                            acc = acc - ring[k % n] * top
+                        acc = acc * _BASE + x
+                        ring[k % n] = x
+                        k += 1
+                        if k >= n:
+                            found += _probe(_fmix64(acc), keys, bits, shift, last)
+                    i = wide_stop[wk]
+                    wk += 1
+                    next_wide = wide_start[wk] if wk < len(wide_start) else -1
+                    continue
+            else:
+                c = data[i]
+                cls = classes[c]
+                if cls == 1:  # KEEP
+                    h = (h ^ np.uint64(lower[c])) * _FNV_PRIME
+                    in_word = True
+                    i += 1
+                    continue
+                if cls == 0:  # SEP
+                    if c >= 0x80:
+                        sp = _space_len(data, i, end)
+                        i += sp if sp else 1
+                    else:
+                        i += 1
+                    if not in_word:
+                        continue
+                    w = _fmix64(h)
+                    in_word = False
+                    word_done = True
+                else:  # DIGIT
+                    if numbers:
+                        i += 1
+                        while i < end and classes[data[i]] == 2:
+                            i += 1
+                        if i + 1 < end and (data[i] == 46 or data[i] == 44) and classes[data[i + 1]] == 2:
+                            i += 2
+                            while i < end and classes[data[i]] == 2:
+                                i += 1
+                        h = (h ^ np.uint64(48)) * _FNV_PRIME
+                    else:
+                        h = (h ^ np.uint64(lower[c])) * _FNV_PRIME
+                        i += 1
+                    in_word = True
+                    continue
+            if word_done:
+                if k >= n:
+                    acc = acc - ring[k % n] * top
+                acc = acc * _BASE + w
+                ring[k % n] = w
+                k += 1
+                if k >= n:
+                    found += _probe(_fmix64(acc), keys, bits, shift, last)
+                h = _FNV_OFFSET
+        hits[d] = found
+        grams[d] = k - n + 1 if k >= n else 0
+    return hits, grams
