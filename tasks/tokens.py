@@ -242,10 +242,87 @@ def _gguf(url: str | None, special: bool, engine: str) -> Tokenizer:
         tok.save(tmp)
         os.replace(tmp, cached)
     with open(cached, "rb") as fh:
-        inner = _hf_from_bytes(fh.read(), name, False)._count
+        data = fh.read()
+    inner = _hf_from_bytes(data, name, False)
     # the converted model has no post-processor: llama.cpp's only added token is BOS
     bos = 1 if special else 0
-    return Tokenizer(name, "gguf/hf", lambda texts: inner(texts) + bos)
+    glue = _glue_bytes(data)
+    if glue is None:
+        return Tokenizer(name, "gguf/hf", lambda texts: inner._count(texts) + bos)
+    return _SegmentedTokenizer(name, inner, glue, bos)
+
+
+def _glue_bytes(tokenizer_json: bytes) -> np.ndarray | None:
+    """Bytes after which a space must not be cut (the last byte before the "▁" of a piece
+    that holds "▁" after another character, Gemma's ">▁</"), or None when the converted
+    tokenizer's layout does not allow cutting at all (runs of newlines are not whole pieces,
+    or a crossing piece's left side ends in a non-ASCII character)."""
+    import json
+
+    spec = json.loads(tokenizer_json)
+    added = {t["content"] for t in spec.get("added_tokens", [])}
+    if "\n" not in added:
+        return None
+    glue = np.zeros(256, np.uint8)
+    for piece in spec["model"]["vocab"]:
+        for m in re.finditer("([^▁])▁", piece):
+            if ord(m.group(1)) >= 128:
+                return None
+            glue[ord(m.group(1))] = 1
+    return glue
+
+
+class _SegmentedTokenizer(Tokenizer):
+    """Counts of a converted SentencePiece tokenizer, one distinct piece at a time: texts are
+    cut where no token can cross (before a space that follows a non-space, except after
+    ``glue`` bytes; around runs of newlines, which are whole pieces), the pieces hashed
+    (64 bits), and only pieces never seen by this process are tokenized; the others' counts
+    come from a per-process table. Equal to tokenizing whole texts (tests/test_tokens.py)."""
+
+    MAX_CACHED = 4_000_000  # about 50 MB of keys and counts; the table starts over beyond it
+
+    def __init__(self, name: str, inner: Tokenizer, glue: np.ndarray, bos: int):
+        super().__init__(name, "gguf/hf", inner._count)
+        self._inner, self._glue, self._bos = inner, glue, bos
+        self._keys = np.zeros(0, np.uint64)
+        self._vals = np.zeros(0, np.int64)
+        self._lock = threading.Lock()
+
+    def count(self, texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        from tasks import token_kernels
+        from tasks.kernels import utf8_buffers
+
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.combine_chunks()
+        data, offsets = utf8_buffers(texts)
+        hashes, start, stop, doc_off = token_kernels.segments(data, offsets, self._glue)
+        with self._lock:
+            keys, vals = self._keys, self._vals
+            per_piece = np.zeros(len(hashes), np.int64)
+            if len(keys):
+                pos = np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)
+                hit = keys[pos] == hashes
+                per_piece[hit] = vals[pos[hit]]
+                miss = np.nonzero(~hit)[0]
+            else:
+                miss = np.arange(len(hashes))
+            if len(miss):  # pieces this process never saw: each distinct one tokenized once
+                uniq, first, inverse = np.unique(hashes[miss], return_index=True, return_inverse=True)
+                at = miss[first]
+                pieces = [data[start[j]:stop[j]].tobytes().decode("utf-8") for j in at.tolist()]
+                new_counts = self._inner._count(pieces)
+                per_piece[miss] = new_counts[inverse.reshape(-1)]
+                if len(keys) + len(uniq) > self.MAX_CACHED:
+                    keys, vals = np.zeros(0, np.uint64), np.zeros(0, np.int64)
+                merged = np.concatenate([keys, uniq])
+                order = np.argsort(merged, kind="stable")
+                self._keys, self._vals = merged[order], np.concatenate([vals, new_counts])[order]
+        cum = np.concatenate([[0], np.cumsum(per_piece)])
+        out = cum[doc_off[1:]] - cum[doc_off[:-1]]
+        if self._bos:
+            valid = texts.is_valid().to_numpy(zero_copy_only=False) & (np.diff(offsets) > 0)
+            out = out + self._bos * valid
+        return out.astype(np.int64)
 
 
 def load_tokenizer(cfg: TokenizerConfig | None = None) -> Tokenizer:

@@ -100,3 +100,22 @@ def test_sampled_total_is_close_to_the_exact_one():
     err = abs(est["tokens"] - exact["tokens"]) / exact["tokens"]
     assert err < 0.03 and err < 4 * est["relative_stderr"], (err, est)
     assert sample_rows(10, 0.01).tolist() == [0]
+
+
+def test_segmented_counts_equal_whole_text_counts():
+    """The default counts distinct pieces once (texts cut where no token can cross); the
+    sum per text equals tokenizing each whole text, on every text of the shared corpora."""
+    tok = load_tokenizer()
+    assert type(tok).__name__ == "_SegmentedTokenizer"
+    docs = []
+    for f, col in CORPORA + [("dclm_human_quality_dev/dclm_human_quality_dev.parquet", "text"),
+                             ("web_pages_readability/web_pages_readability.parquet", "page_text")]:
+        docs += [t for t in pq.read_table(shared(f), columns=[col]).column(col).to_pylist() if t]
+    docs += ["> </b>", "a> </b> c", "\n\nx", "x\n", "a \n b", "tab\there  two", "a\r\nb", "  ", "\n", "é ☃ 数据 "]
+    arr = pa.array(docs + [None, ""], pa.string())
+    whole = tokens.Tokenizer.count(tok, arr)  # the converted tokenizer on whole texts
+    first = tok.count(arr)
+    again = tok.count(arr)  # every piece known now: counts from the process's table
+    bad = np.nonzero(first != whole)[0]
+    assert not len(bad), [(docs[i][:60], first[i], whole[i]) for i in bad[:3]]
+    assert np.array_equal(again, first) and first[-2:].tolist() == [0, 0]
