@@ -256,12 +256,14 @@ def _glue_bytes(tokenizer_json: bytes) -> np.ndarray | None:
     """Bytes after which a space must not be cut (the last byte before the "▁" of a piece
     that holds "▁" after another character, Gemma's ">▁</"), or None when the converted
     tokenizer's layout does not allow cutting at all (runs of newlines are not whole pieces,
-    or a crossing piece's left side ends in a non-ASCII character)."""
+    a "▁" is prepended to the text, or a crossing piece's left side ends in a non-ASCII
+    character)."""
     import json
 
     spec = json.loads(tokenizer_json)
     added = {t["content"] for t in spec.get("added_tokens", [])}
-    if "\n" not in added:
+    # a prepended "▁" (add_space_prefix) would be prepended to every piece, not once per text
+    if "\n" not in added or "Prepend" in json.dumps(spec.get("normalizer")):
         return None
     glue = np.zeros(256, np.uint8)
     for piece in spec["model"]["vocab"]:
