@@ -300,3 +300,46 @@ def fused_lookup(data, offsets, space, wide_start, wide_stop, wide_index, rep_ha
         hits[d] = found
         grams[d] = k - n + 1 if k >= n else 0
     return hits, grams
+
+
+@njit(cache=True)
+def _token_end(data, i, end, space):
+    while i < end:
+        c = data[i]
+        if c < 0x80:
+            if space[c]:
+                return i
+        elif _space_len(data, i, end):
+            return i
+        i += 1
+    return end
+
+
+@njit(cache=True)
+def wide_tokens(data, offsets, space, bound):
+    """``tasks.dedup.kernels.wide_tokens`` in one pass: ``(start, stop)`` of the
+    whitespace-delimited tokens holding a non-ASCII character, ``bound`` at least their
+    number (the count of non-ASCII bytes is one)."""
+    start = np.empty(bound, np.int64)
+    stop = np.empty(bound, np.int64)
+    count = 0
+    for d in range(len(offsets) - 1):
+        i, end = offsets[d], offsets[d + 1]
+        tok = i
+        while i < end:
+            c = data[i]
+            if c < 0x80:
+                i += 1
+                if space[c]:
+                    tok = i
+                continue
+            w = _space_len(data, i, end)
+            if w:
+                i += w
+                tok = i
+                continue
+            j = _token_end(data, i + 1, end, space)
+            start[count], stop[count] = tok, j
+            count += 1
+            i = tok = j
+    return start[:count], stop[:count]
