@@ -26,7 +26,7 @@ from tasks.storage import Storage, filesystem_for
 
 # Bump when normalization or hashing changes: old indexes are then rebuilt, not misread.
 SCHEME = "decontam-v1/datatrove-norm/fnv1a-rolling64/numbers-at-most-half"
-INDEX_DIR = "indexes/decontam"
+INDEX_DIR = "state/decontam_index"  # beside state/near_index: kept across releases, never published
 INDEX_SCHEMA = pa.schema([("hash", pa.uint64()), ("task", pa.string())])
 BITMAP_LOG2 = 23  # 1 MB of bits: under 1% of clean n-grams reach the binary search up to ~80k keys
 _TOKEN = re.compile(r"\S+")  # str.isspace whitespace, as the normalizer splits
