@@ -77,3 +77,49 @@ def segments(data, offsets, glue):
         s_out[pos] = start
         e_out[pos] = end
     return h_out, s_out, e_out, doc_off
+
+
+@njit(cache=True, inline="always")
+def _slot_key(h):
+    return h if h != 0 else np.uint64(1)  # 0 marks an empty slot
+
+
+@njit(cache=True)
+def table_get(keys, vals, hashes):
+    """The stored count of every hash, -1 where it is not in the open-addressing table."""
+    mask = np.uint64(len(keys) - 1)
+    out = np.empty(len(hashes), np.int64)
+    for i in range(len(hashes)):
+        k = _slot_key(hashes[i])
+        j = (k >> np.uint64(20)) & mask
+        while True:
+            kk = keys[j]
+            if kk == 0:
+                out[i] = -1
+                break
+            if kk == k:
+                out[i] = vals[j]
+                break
+            j = (j + np.uint64(1)) & mask
+    return out
+
+
+@njit(cache=True)
+def table_put(keys, vals, hashes, counts):
+    """Store ``counts`` under ``hashes`` (the table must have room); the number added."""
+    mask = np.uint64(len(keys) - 1)
+    added = 0
+    for i in range(len(hashes)):
+        k = _slot_key(hashes[i])
+        j = (k >> np.uint64(20)) & mask
+        while True:
+            kk = keys[j]
+            if kk == 0:
+                keys[j] = k
+                vals[j] = counts[i]
+                added += 1
+                break
+            if kk == k:
+                break
+            j = (j + np.uint64(1)) & mask
+    return added

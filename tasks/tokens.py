@@ -281,14 +281,31 @@ class _SegmentedTokenizer(Tokenizer):
     (64 bits), and only pieces never seen by this process are tokenized; the others' counts
     come from a per-process table. Equal to tokenizing whole texts (tests/test_tokens.py)."""
 
-    MAX_CACHED = 4_000_000  # about 50 MB of keys and counts; the table starts over beyond it
+    MAX_CACHED = 4_000_000  # at most 8M slots of 12 bytes (about 100 MB); the table starts over beyond it
 
     def __init__(self, name: str, inner: Tokenizer, glue: np.ndarray, bos: int):
         super().__init__(name, "gguf/hf", inner._count)
         self._inner, self._glue, self._bos = inner, glue, bos
-        self._keys = np.zeros(0, np.uint64)
-        self._vals = np.zeros(0, np.int64)
+        self._keys = np.zeros(1 << 16, np.uint64)  # open addressing, at most half full
+        self._vals = np.zeros(1 << 16, np.int32)
+        self._stored = 0
         self._lock = threading.Lock()
+
+    def _store(self, hashes: np.ndarray, counts: np.ndarray) -> None:
+        from tasks import token_kernels
+
+        if self._stored + len(hashes) > self.MAX_CACHED:  # start over rather than grow without bound
+            self._keys[:] = 0
+            self._stored = 0
+        size = len(self._keys)
+        while 2 * (self._stored + len(hashes)) > size:
+            size *= 2
+        if size != len(self._keys):
+            old_k, old_v = self._keys, self._vals
+            self._keys, self._vals = np.zeros(size, np.uint64), np.zeros(size, np.int32)
+            live = old_k != 0
+            token_kernels.table_put(self._keys, self._vals, old_k[live], old_v[live])
+        self._stored += token_kernels.table_put(self._keys, self._vals, hashes, counts.astype(np.int32))
 
     def count(self, texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
         from tasks import token_kernels
@@ -299,26 +316,15 @@ class _SegmentedTokenizer(Tokenizer):
         data, offsets = utf8_buffers(texts)
         hashes, start, stop, doc_off = token_kernels.segments(data, offsets, self._glue)
         with self._lock:
-            keys, vals = self._keys, self._vals
-            per_piece = np.zeros(len(hashes), np.int64)
-            if len(keys):
-                pos = np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)
-                hit = keys[pos] == hashes
-                per_piece[hit] = vals[pos[hit]]
-                miss = np.nonzero(~hit)[0]
-            else:
-                miss = np.arange(len(hashes))
+            per_piece = token_kernels.table_get(self._keys, self._vals, hashes)
+            miss = np.nonzero(per_piece < 0)[0]
             if len(miss):  # pieces this process never saw: each distinct one tokenized once
                 uniq, first, inverse = np.unique(hashes[miss], return_index=True, return_inverse=True)
                 at = miss[first]
                 pieces = [data[start[j]:stop[j]].tobytes().decode("utf-8") for j in at.tolist()]
                 new_counts = self._inner._count(pieces)
                 per_piece[miss] = new_counts[inverse.reshape(-1)]
-                if len(keys) + len(uniq) > self.MAX_CACHED:
-                    keys, vals = np.zeros(0, np.uint64), np.zeros(0, np.int64)
-                merged = np.concatenate([keys, uniq])
-                order = np.argsort(merged, kind="stable")
-                self._keys, self._vals = merged[order], np.concatenate([vals, new_counts])[order]
+                self._store(uniq, new_counts)
         cum = np.concatenate([[0], np.cumsum(per_piece)])
         out = cum[doc_off[1:]] - cum[doc_off[:-1]]
         if self._bos:
