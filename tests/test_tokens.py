@@ -1,0 +1,121 @@
+"""Token counts: the bundled Gemma 3 tokenizer (converted to HF tokenizers) against
+llama.cpp's own, a tokenizer.json, and tokenizer files that cannot be loaded."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import tasks.tokens as tokens
+from tasks.tokens import TokenizerConfig, TokenizerError, count_tokens, load_tokenizer
+from tests.conftest import shared
+
+CORPORA = [("cc_web_samples/cc_web_samples.parquet", "text"), ("simple_wikipedia/simple_wikipedia.parquet", "text"),
+           ("conversations_hh_rlhf/conversations_hh_rlhf.parquet", "chosen"),
+           ("code_humaneval/code_humaneval.parquet", "text"),
+           ("web_pages_scrapinghub/web_pages_scrapinghub.parquet", "page_text")]
+
+
+def _docs(per: int) -> list[str]:
+    out = []
+    for f, col in CORPORA:
+        out += [t for t in pq.read_table(shared(f), columns=[col]).column(col).to_pylist() if t][:per]
+    return out
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """No tokenizer loaded in this process yet, and an empty conversion cache."""
+    monkeypatch.setattr(tokens, "_LOADED", {})
+    monkeypatch.setenv("REFINERY_TOKENIZER_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_default_gemma_counts_equal_llama_cpp(fresh):
+    docs = _docs(60) + ["> </b>", "a\n\n\n  b", "   leading spaces", "émigré ☃ 数据", ""]
+    arr = pa.array(docs + [None], pa.string())
+    fast = load_tokenizer()
+    assert fast.kind == "gguf/hf" and "gemma3" in fast.name
+    ref = load_tokenizer(TokenizerConfig(engine="llama_cpp"))
+    got, want = fast.count(arr), ref.count(arr)
+    assert got[-1] == 0 and got[-2] == 0
+    mismatch = np.nonzero(got != want)[0]
+    assert not len(mismatch), [(docs[i][:60], got[i], want[i]) for i in mismatch[:3]]
+    assert got.sum() > 100_000
+    # BOS is llama.cpp's only added token
+    with_bos = load_tokenizer(TokenizerConfig(add_special_tokens=True)).count(arr[:5])
+    assert (with_bos == got[:5] + 1).all()
+    # loaded once per process
+    assert load_tokenizer() is fast
+    assert count_tokens(arr[:3]).to_pylist() == got[:3].tolist()
+
+
+def test_hf_tokenizer_json(tmp_path, fresh):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(_docs(100), trainers.BpeTrainer(vocab_size=2000, special_tokens=["[UNK]"], show_progress=False))
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    docs = _docs(20)
+    loaded = load_tokenizer(TokenizerConfig(url=str(path)))
+    assert loaded.kind == "hf"
+    assert loaded.count(pa.array(docs)).tolist() == [len(tok.encode(d).ids) for d in docs]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("missing.json", None, "cannot be read"),
+    ("tokenizer.json", b"{not json", "not a tokenizer.json"),
+    ("model.gguf", b"this is no gguf", "not a GGUF file"),
+])
+def test_bad_tokenizer_file_is_one_line_naming_it(fresh, name, content, message):
+    path = fresh / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(TokenizerError) as exc:
+        load_tokenizer(TokenizerConfig(url=str(path)))
+    text = str(exc.value)
+    assert str(path) in text and message in text and "\n" not in text
+
+
+def test_without_llama_cpp_the_default_says_how_to_fix_it(fresh, monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import fails as when the llm extra is absent
+    with pytest.raises(TokenizerError, match=r"refinery\[llm\].*tokenizer.json"):
+        load_tokenizer()
+
+
+def test_sampled_total_is_close_to_the_exact_one():
+    from tasks.tokens import sample_rows, token_total
+
+    texts = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"), columns=["text"]).column("text")
+    exact = token_total(texts)
+    assert exact["exact"] and exact["tokens"] == int(load_tokenizer().count(texts).sum())
+    est = token_total(texts, TokenizerConfig(sample=0.05))
+    assert not est["exact"] and 0.04 * len(texts) < est["sampled_docs"] < 0.06 * len(texts)
+    err = abs(est["tokens"] - exact["tokens"]) / exact["tokens"]
+    assert err < 0.03 and err < 4 * est["relative_stderr"], (err, est)
+    assert sample_rows(10, 0.01).tolist() == [0]
+
+
+def test_segmented_counts_equal_whole_text_counts():
+    """The default counts distinct pieces once (texts cut where no token can cross); the
+    sum per text equals tokenizing each whole text, on every text of the shared corpora."""
+    tok = load_tokenizer()
+    assert type(tok).__name__ == "_SegmentedTokenizer"
+    docs = []
+    for f, col in CORPORA + [("dclm_human_quality_dev/dclm_human_quality_dev.parquet", "text"),
+                             ("web_pages_readability/web_pages_readability.parquet", "page_text")]:
+        docs += [t for t in pq.read_table(shared(f), columns=[col]).column(col).to_pylist() if t]
+    docs += ["> </b>", "a> </b> c", "\n\nx", "x\n", "a \n b", "tab\there  two", "a\r\nb", "  ", "\n", "é ☃ 数据 "]
+    arr = pa.array(docs + [None, ""], pa.string())
+    whole = tokens.Tokenizer.count(tok, arr)  # the converted tokenizer on whole texts
+    first = tok.count(arr)
+    again = tok.count(arr)  # every piece known now: counts from the process's table
+    bad = np.nonzero(first != whole)[0]
+    assert not len(bad), [(docs[i][:60], first[i], whole[i]) for i in bad[:3]]
+    assert np.array_equal(again, first) and first[-2:].tolist() == [0, 0]
