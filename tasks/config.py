@@ -22,13 +22,11 @@ from pydantic import (
     model_validator,
 )
 
+from tasks import registry
+from tasks.errors import ConfigError, StageOrderError
 from tasks.layout import name_problem  # one definition of a safe name, beside the paths it guards
 
 PIPELINE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-class ConfigError(ValueError):
-    """The pipeline config is invalid; the message names the file and the bad key."""
 
 
 class _Model(BaseModel):
@@ -411,6 +409,11 @@ class PipelineConfig(_Model):
     release: str | None = Field(None, title="Release id", description="Default: a time-based id. Rerunning an id resumes it.")
     output: str | None = Field(None, title="Corpus root", description="Where releases are published (path, file://, s3://).")
     inputs: list[InputSpec] = Field(default_factory=list, title="Inputs")
+    stages: list[str] | None = Field(
+        None, title="Stage order",
+        description="The stages to run, in order, ingest first (names: docs/architecture.md). Empty: "
+                    "ingest, exact_dedup, near_dedup, quality, prox, leaner, each when its section is enabled. "
+                    "A listed stage runs; for web text, refine (prox) before near_dedup (docs/architecture.md).")
     ingest: IngestConfig = Field(default_factory=IngestConfig, title="Ingest")
     exact_dedup: ExactDedupConfig = Field(default_factory=ExactDedupConfig, title="Exact dedup")
     near_dedup: NearDedupConfig = Field(default_factory=NearDedupConfig, title="Near-duplicate dedup")
@@ -432,9 +435,37 @@ class PipelineConfig(_Model):
             raise ValueError(f"pipeline name {v!r} must match {PIPELINE_NAME_RE.pattern}")
         return v
 
+    @model_validator(mode="after")
+    def _check_stages(self) -> PipelineConfig:
+        """A listed stage runs and an unlisted one does not: the sections' `enabled` follow
+        `stages`, and a section that says otherwise explicitly is a conflict."""
+        if self.stages is None:
+            return self
+        try:
+            registry.check_order(self.stages, self)
+        except StageOrderError as exc:
+            raise ValueError(f"stages: {exc}") from None
+        for st in registry.stages():
+            section = getattr(self, st.config_key, None) if st.config_key else None
+            if section is None or "enabled" not in type(section).model_fields:
+                continue
+            on = st.name in self.stages
+            if "enabled" in section.model_fields_set and section.enabled != on:
+                raise ValueError(f"stages: {st.config_key}.enabled is {str(section.enabled).lower()} but stages "
+                                 f"{'lists' if on else 'leaves out'} {st.name}")
+            if section.enabled != on:
+                setattr(self, st.config_key, type(section).model_validate(
+                    {**section.model_dump(exclude_unset=True), "enabled": on}))
+        if self.quality.thresholds and "quality" not in self.stages:
+            raise ValueError("stages: quality.thresholds need the quality stage, which stages leaves out")
+        return self
+
     def public_dict(self) -> dict[str, Any]:
-        """The config as recorded in the manifest and in Prefect: secrets removed."""
+        """The config as recorded in the manifest and in Prefect: secrets removed (and an
+        empty `stages`, so that a config from before it keeps its checksum)."""
         data = self.model_dump(mode="json")
+        if data.get("stages") is None:
+            data.pop("stages", None)
         data["storage"].pop("access_key_id", None)
         data["storage"].pop("secret_access_key", None)
         return data

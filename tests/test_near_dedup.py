@@ -194,6 +194,7 @@ def test_single_task_and_distributed_global_phases_agree(tmp_path):
     from tasks.config import InputSpec, PipelineConfig
     from tasks.dedup import near_steps
     from tasks.ingest import plan_shards
+    from tasks.stepkit import Feed
     from tasks.steps import ingest_step
     from tests.corpora import write_jsonl
 
@@ -209,7 +210,8 @@ def test_single_task_and_distributed_global_phases_agree(tmp_path):
         spec = storage_spec(cfg)
         ctx = start_or_resume(spec.open(), cfg, spec)
         shards = plan_shards(ctx.config)
-        ctx = replace(ctx, near_partitions=3)
+        # near dedup's map runs inside the step before it (here ingest), as the flow arranges it
+        ctx = replace(ctx, near_partitions=3, feed=Feed("ingest", "near_map", near_steps.map_outputs))
         for s in shards:
             ingest_step(ctx, s, False)
         view = {"compacted": None, "compacted_partitions": 0, "covers": [], "segments": {}}
