@@ -77,7 +77,7 @@ class IngestResult:
 
 # -- planning -------------------------------------------------------------------------------
 
-def _format_of(path: str, declared: str) -> str:
+def format_of(path: str, declared: str) -> str:
     if declared != "auto":
         return declared
     lower = path.lower()
@@ -153,7 +153,7 @@ def _inside(path: str, roots: list[str]) -> bool:
 def _walk_local(root: str, wanted) -> list[str]:
     """Files under a local folder that ``wanted(path, is_dir)`` accepts, following links to files and
     folders inside :func:`link_roots`; a link that leaves them is listed as it is, so that its
-    shard fails naming it (``_read_bytes``). Folders named like data files are listed too."""
+    shard fails naming it (``read_bytes``). Folders named like data files are listed too."""
     roots = link_roots(root)
     out: list[str] = []
     seen: set[str] = set()
@@ -275,7 +275,7 @@ def plan_shards(config: PipelineConfig) -> list[Shard]:
             raise InputError(f"inputs {other.uri} and {spec.uri} both have source {source!r}; give each input its "
                              "own `source` (or the same one on purpose to both)")
         for url in urls:
-            fmt = _format_of(url, spec.format)
+            fmt = format_of(url, spec.format)
             groups = _parquet_row_group_ranges(fs, url, config.execution.shard_rows) if fmt == "parquet" else [None]
             for rg in groups:
                 shards.append(Shard(len(shards), url, fmt, source, spec.columns, rg, endpoint, root))
@@ -309,7 +309,7 @@ def _parquet_row_group_ranges(fs, url: str, shard_rows: int) -> list[tuple[int, 
 # -- reading --------------------------------------------------------------------------------
 
 @dataclass
-class _Raw:
+class RawRows:
     """Rows of one shard before validation, with the rejects found while parsing."""
 
     text: pa.Array  # string; null where the row has no usable text (see bad_rows)
@@ -344,7 +344,7 @@ def _check_local(shard: Shard, path: str) -> None:
             raise InputError(f"{shard.uri}: is {kind}, not a regular file")
 
 
-def _read_bytes(shard: Shard) -> tuple[bytes, dict[str, Any]]:
+def read_bytes(shard: Shard) -> tuple[bytes, dict[str, Any]]:
     fs, path = filesystem_for(shard.uri, shard.endpoint_url)
     try:
         if _is_local(fs):
@@ -437,7 +437,7 @@ def _safe(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _read_parquet(shard: Shard, data: bytes) -> _Raw:
+def read_parquet(shard: Shard, data: bytes) -> RawRows:
     cmap = shard.columns
     try:
         pf = pq.ParquetFile(io.BytesIO(data))
@@ -490,7 +490,7 @@ def _read_parquet(shard: Shard, data: bytes) -> _Raw:
         mask = np.zeros(n, dtype=bool)
         mask[[pos[r] for r, _ in late]] = True
         texts = pc.if_else(pa.array(mask), pa.nulls(n, pa.string()), texts)
-    return _Raw(texts, ids, sources, added, created, metadata, rows, sorted(bad_rows, key=lambda b: b[0]))
+    return RawRows(texts, ids, sources, added, created, metadata, rows, sorted(bad_rows, key=lambda b: b[0]))
 
 
 def _dump_metadata_or_reason(obj: dict[str, Any], row: int, bad: dict[int, str]) -> str | None:
@@ -636,8 +636,8 @@ def _parses(line: bytes) -> bool:
         return False
 
 
-def _read_jsonl(shard: Shard, data: bytes) -> _Raw:
-    raw = _Raw([], [], [], [], [], [], [], [])
+def read_jsonl(shard: Shard, data: bytes) -> RawRows:
+    raw = RawRows([], [], [], [], [], [], [], [])
     data = _as_utf8(shard, _decompress(shard, data))
     whole = _json_document(data)
     if whole is not None:  # a .json file holding an array: each element is a row
@@ -670,7 +670,7 @@ def _read_jsonl(shard: Shard, data: bytes) -> _Raw:
     return raw
 
 
-def _add_object(raw: _Raw, cmap: ColumnMap, row: int, obj: Any, decoded: str, maybe_surrogate: bool) -> None:
+def _add_object(raw: RawRows, cmap: ColumnMap, row: int, obj: Any, decoded: str, maybe_surrogate: bool) -> None:
     """One parsed row: a document, or a bad row with its reason."""
     if not isinstance(obj, dict):
         raw.bad_rows.append((row, f"not a JSON object ({type(obj).__name__})", decoded))
@@ -774,10 +774,10 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     cannot be used; bad rows become rejects with a reason. ``dedup_key``: the exact-dedup key
     mode whose hash fills ``content_hash``; None (exact dedup off) leaves it null, since
     nothing else reads it and it costs a pass over every text."""
-    data, file_info = _read_bytes(shard)
+    data, file_info = read_bytes(shard)
     # a Parquet file is read as one whatever its name says (both ends carry the magic)
     parquet = shard.format == "parquet" or (data[:4] == b"PAR1" and data[-4:] == b"PAR1")
-    raw = _read_parquet(shard, data) if parquet else _read_jsonl(shard, data)
+    raw = read_parquet(shard, data) if parquet else read_jsonl(shard, data)
 
     valid = raw.text.is_valid().to_numpy(zero_copy_only=False)
     keep = np.flatnonzero(valid).tolist()
@@ -890,7 +890,7 @@ def read_texts(spec: InputSpec, endpoint_url: str | None = None, limit: int | No
     texts: list[str] = []
     epoch = datetime.fromtimestamp(0, UTC)
     for k, url in enumerate(urls):
-        fmt = _format_of(url, spec.format)
+        fmt = format_of(url, spec.format)
         shard = Shard(k, url, fmt, "training", spec.columns, None, endpoint_url, root)
         texts.extend(ingest_shard(shard, IngestConfig(), None, "training", epoch).work.column("text").to_pylist())
         if limit is not None and len(texts) >= limit:

@@ -35,7 +35,14 @@ def plan(run: StageRun) -> None:
         raise ReleaseError(f"every input shard failed; first: {failed[0]['error']}")
 
 
+def task_runs(manifest: dict, shards: int, ok: int) -> dict[str, int]:
+    ids = manifest["dedup"].get("source_ids")
+    if ids:  # two phases: read every shard, check source ids, finish the readable ones
+        return {"ingest_read": shards, "ingest_ids": ids["buckets"], "ingest": ok}
+    return {"ingest": shards}
+
+
 STAGE = register(Stage(
-    name="ingest", kind="map", rank=0, config_key="ingest", plan=plan, enabled=lambda config: True,
+    name="ingest", kind="map", rank=0, config_key="ingest", plan=plan, enabled=lambda config: True, task_runs=task_runs,
     reads="the inputs (Parquet, JSONL)", writes="work table; rejects/ingest; attributes/ingest",
     summary="validate, Unicode normalization, LF line endings, stable ids (+ the map side of exact dedup)"))

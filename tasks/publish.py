@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks import layout
+from tasks import layout, registry
 from tasks.manifest import (
     SCHEMA_VERSION,
     ManifestError,
@@ -55,11 +55,13 @@ def build_manifest(
     cluster: dict[str, Any],
     flow_run_id: str | None,
     storage: Storage,
-    stages: list[str],
-    steps: list[str],
+    stages: list[str] | None = None,
+    steps: list[str] | None = None,
 ) -> dict[str, Any]:
     """``stages``: the release's stages in the order they ran; ``steps``: the labels of their
-    map steps in that order (one funnel line each)."""
+    map steps in that order (one funnel line each); both default to the config's order."""
+    stages = stages if stages is not None else [st.name for st in registry.order(ctx.config)]
+    steps = steps if steps is not None else registry.expected_steps(ctx.config)
     documents = _files([m for st in steps for m in markers.get(st, [])], "documents")
     stage_files = [f for st in steps for f in _files(markers.get(st, []))]
     # by the folder under the release (releases/<r>/<kind>/...), never by a substring: a source

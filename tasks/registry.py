@@ -106,6 +106,10 @@ class Stage:
     right_after: str | None = None
     check: Callable[[Any], None] | None = None
     after_publish: Callable[[Any], None] | None = None  # (ctx) once the release is committed
+    # the task runs a release's flow run records for this stage, by task name, from its manifest
+    # and the number of shards that made it through ingest (default: one per shard)
+    task_runs: Callable[[dict[str, Any], int, int], dict[str, int]] | None = None
+    why: str = ""  # why it must come where `requires` / `right_after` put it (in the error)
     summary: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -129,6 +133,9 @@ class Stage:
 
     def wave_count(self, config: Any) -> int:
         return int(self.waves(config)) if self.waves is not None else 1
+
+    def expected_task_runs(self, manifest: dict[str, Any], shards: int, ok: int) -> dict[str, int]:
+        return self.task_runs(manifest, shards, ok) if self.task_runs is not None else {self.name: ok}
 
     def needs_model(self, config: Any) -> bool:
         return bool(self.uses_model(config)) if self.uses_model is not None else self.kind == "model"
@@ -192,9 +199,9 @@ def check_order(names: Sequence[str], config: Any) -> None:
         for need in st.requires:
             if need not in names[:i]:
                 where = "after it" if need in names else "not at all"
-                raise StageOrderError(f"{n} needs {need} to run before it, but {need} runs {where}")
+                raise StageOrderError(f"{n} needs {need} to run before it{st.why}, but {need} runs {where}")
         if st.right_after is not None and (i == 0 or names[i - 1] != st.right_after):
-            raise StageOrderError(f"{n} must come right after {st.right_after}; it comes after "
+            raise StageOrderError(f"{n} must come right after {st.right_after}{st.why}; it comes after "
                                   f"{names[i - 1] if i else 'nothing'}")
         if st.feed is not None and i > 0 and get(names[i - 1]).step is None and get(names[i - 1]).plan is None:
             raise StageOrderError(f"{n} must follow a map stage")  # pragma: no cover - every stage has one
@@ -214,3 +221,28 @@ def total_waves(config: Any) -> int:
 def expected_steps(config: Any) -> list[str]:
     """The labels of the per-shard map steps that leave funnel lines, in run order."""
     return [label for s in order(config) for label in s.step_labels(config)]
+
+
+def expected_task_runs(manifest: dict[str, Any], shards: int, failed: int = 0) -> dict[str, int]:
+    """Task runs per task name that a release's flow run must have recorded: each stage of
+    its manifest's `stages` says how many it made."""
+    out: dict[str, int] = {}
+    for name in manifest["stages"]:
+        out.update(get(name).expected_task_runs(manifest, shards, shards - failed))
+    return out
+
+
+def stage_table() -> str:
+    """The registered stages as a Markdown table (docs/architecture.md embeds it; a test keeps
+    the page in step: ``python -m tasks.registry`` prints it)."""
+    rows = ["| stage | kind | config key | reads | writes | what it does |", "|---|---|---|---|---|---|"]
+    for s in stages():
+        key = f"`{s.config_key}`" if s.config_key else "-"
+        rows.append(f"| `{s.name}` | {s.kind} | {key} | {s.reads} | {s.writes} | {s.summary} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # run as a script this module is `__main__`: ask the imported registry
+    from tasks import registry
+
+    print(registry.stage_table())

@@ -93,9 +93,9 @@ def test_clusters_of_the_whole_shared_corpus_remove_the_known_duplicates():
     nodes = np.arange(len(texts), dtype=np.int64)
     rows = near.band_table(nodes, sigs, params)
     u, v = near.candidate_edges(rows)
-    from tests.test_minhash import _distributed_cc
+    from tests.graphs import distributed_cc
 
-    labels = _distributed_cc(u, v, 3)
+    labels = distributed_cc(u, v, 3)
     pairs = pq.read_table(shared("near_dup_pairs_exact_jaccard/exact_jaccard_pairs.parquet"))
     pos = {k: i for i, k in enumerate(keys)}
     same = [labels.get(pos[x], pos[x]) == labels.get(pos[y], pos[y]) for x, y in zip(

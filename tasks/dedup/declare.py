@@ -105,8 +105,27 @@ def near_after_publish(ctx: RunContext) -> None:
         near_index.compact(storage, view, ctx.release, ctx.near_partitions, _scheme(ctx))
 
 
+def exact_task_runs(manifest: dict, shards: int, ok: int) -> dict[str, int]:
+    return {"exact_dedup_reduce": manifest["dedup"]["exact"]["buckets"], "exact_dedup": ok}
+
+
+def near_task_runs(manifest: dict, shards: int, ok: int) -> dict[str, int]:
+    near = manifest["dedup"]["near"]
+    parts = near["partitions"]
+    out = {"near_dedup": ok}
+    if near["components"] == "single_task":
+        out["near_dedup_global"] = 1
+    else:
+        out.update(near_dedup_reduce=parts, near_dedup_finalize=parts, near_dedup_survivors=parts)
+    if near["components"] == "local":
+        out["near_dedup_cc_local"] = 1
+    out.update({f"near_dedup_cc_r{r:03d}": parts for r in range(near["cc_rounds"])})
+    return out
+
+
 EXACT = register(Stage(
     name="exact_dedup", kind="global", rank=20, config_key="exact_dedup", plan=exact_plan, right_after="ingest",
+    why=" (its content keys are computed while ingesting)", task_runs=exact_task_runs,
     waves=lambda config: 2, reads="ingest's content keys (shuffled by hash) and work table",
     writes="work table; rejects/exact_dedup; attributes/exact_dedup",
     summary="content hash; map (in ingest) → shuffle by hash → reduce → filter"))
@@ -114,6 +133,7 @@ EXACT = register(Stage(
 NEAR = register(Stage(
     name="near_dedup", kind="global", rank=30, config_key="near_dedup", plan=near_plan,
     feed=FeedSpec("near_map", near_steps.map_outputs), waves=lambda config: 5, after_publish=near_after_publish,
+    task_runs=near_task_runs,
     reads="the previous stage's work table (signatures made inside its step); the cross-release index",
     writes="work table; rejects/near_dedup; attributes/near_dedup; an index segment",
     summary="MinHash LSH; map (inside the previous map stage) → shuffle by band → reduce → components → filter"))

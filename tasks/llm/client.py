@@ -16,8 +16,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.config import LLMConfig
 from tasks.llm.backends import Completion, Request, approx_tokens, make_backend
+from tasks.llm.config import LLMConfig
 from tasks.quality.models import load_once
 from tasks.storage import Storage, canonical_json
 

@@ -21,8 +21,15 @@ def plan(run: StageRun) -> None:
                 "quality_threshold")
 
 
+def task_runs(manifest: dict, shards: int, ok: int) -> dict[str, int]:
+    out = {"quality": ok}
+    if manifest["quality"]["thresholds"]:
+        out.update(quality_threshold_values=1, quality_threshold=ok)
+    return out
+
+
 STAGE = register(Stage(
-    name="quality", kind="map", rank=40, config_key="quality", plan=plan,
+    name="quality", kind="map", rank=40, config_key="quality", plan=plan, task_runs=task_runs,
     outputs=lambda config: ["quality", "quality_threshold"] if _thresholds(config) else ["quality"],
     waves=lambda config: 1 + 2 * _thresholds(config),
     check=lambda config: stage.stage_rules(config.quality),  # unknown names fail before any work starts
