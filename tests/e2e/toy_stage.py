@@ -15,7 +15,7 @@ from tasks.stepkit import MapResult, RunContext, once, read_work, total_words, w
 from tasks.storage import Storage
 
 NAME = "toy_short"
-MIN_WORDS = 50
+MIN_WORDS = 500
 
 
 def toy_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> dict[str, Any]:
