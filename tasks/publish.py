@@ -383,7 +383,7 @@ def _short(value: Any, limit: int = 200) -> str:
 def list_published(storage: Storage) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Every committed release (one whose manifest exists and is whole), oldest first, and
     the manifests that are damaged (each with its path and the problem)."""
-    pattern = storage.full("releases/*/manifest.json")
+    pattern = storage.full(layout.MANIFEST_GLOB)
     entries, damaged = [], []
     for path in storage.fs.glob(pattern):
         rel = path[len(storage.root_path) + 1:]

@@ -32,7 +32,7 @@ def _near_view(run: StageRun) -> near_index.IndexView:
 
     ctx = run.ctx
     storage = ctx.storage.open()
-    path = f"{layout.work_dir(ctx.release)}/near_view.json"
+    path = layout.work_file(ctx.release, "near_view.json")
     pinned = storage.read_json_or_none(path)
     if pinned is not None:
         return near_index.IndexView.from_dict(pinned)

@@ -33,7 +33,7 @@ def _bucket_files(storage: Storage, ctx: RunContext, stage: str, p: int) -> list
 
 def _attribute_scores(storage: Storage, ctx: RunContext, shard: str, name: str, ids: pa.Array) -> np.ndarray:
     tagger_set = name.split("__", 1)[0]
-    files = [f for f in storage.list(f"{layout.attributes_dir(ctx.release)}/{layout.component(tagger_set)}", ".parquet")
+    files = [f for f in storage.list(layout.attributes_set_dir(ctx.release, tagger_set), ".parquet")
              if f.endswith(f"/part-{shard}.parquet")]
     tables = [storage.read_parquet(f) for f in files]
     if not tables or name not in tables[0].column_names:
@@ -210,7 +210,7 @@ def filter_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> di
 
     def compute(storage: Storage) -> dict[str, Any]:
         work = read_work(storage, ctx, prev_stage, shard)
-        files = storage.list(f"{layout.work_dir(ctx.release)}/near_dedup_decisions", ".parquet")
+        files = storage.list(layout.work_stage_dir(ctx.release, "near_dedup_decisions"), ".parquet")
         decisions = _concat(storage, [f for f in files if not f.endswith(".done.json")], near.DECISION_SCHEMA)
         mine = decisions.filter(pc.equal(pc.shift_right(decisions.column("node"), 32), int(shard)))
         orders = work.column("order").to_numpy()
