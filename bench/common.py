@@ -40,10 +40,10 @@ def ensure_prefect(home: Path):
         return lambda: set()
     import atexit
 
-    from flows.stack import Stack, _free_port
+    from flows.stack import Stack, free_port
 
     stack = Stack(home)
-    stack.up(prefect_port=_free_port(), with_s3=False)
+    stack.up(prefect_port=free_port(), with_s3=False)
     atexit.register(stack.down)  # the benchmark's server goes with it
     os.environ.update(stack.environment())
     return lambda: {rec["pid"] for rec in stack.read_state().get("services", {}).values() if "pid" in rec}

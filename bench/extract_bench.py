@@ -106,8 +106,7 @@ def prox(texts: list[str], writer: str, model=None) -> list[str]:
 
 
 def warc_read(html: list[str], repeat: int) -> dict:
-    from tasks.config import IngestConfig, PipelineConfig
-    from tasks.extract.config import WebInputSpec
+    from tasks.config import IngestConfig, InputSpec, PipelineConfig
     from tasks.ingest import ingest_shard, plan_shards
 
     def record(k: int, page: str) -> bytes:
@@ -121,7 +120,7 @@ def warc_read(html: list[str], repeat: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pages.warc.gz"
         path.write_bytes(b"".join(record(k, p) for k, p in enumerate(html)))
-        shard = plan_shards(PipelineConfig(inputs=[WebInputSpec(uri=str(path))]))[0]
+        shard = plan_shards(PipelineConfig(inputs=[InputSpec(uri=str(path))]))[0]
         best = float("inf")
         for _ in range(repeat):
             c0 = time.process_time()

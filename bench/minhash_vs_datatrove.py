@@ -174,11 +174,11 @@ def datatrove_process(corpus: Path, work: Path, tokenizer: str) -> tuple[float, 
 
 def server_start_seconds(home: Path) -> float:
     """How long the local Prefect server takes to come up, alone, on this machine."""
-    from flows.stack import Stack, _free_port
+    from flows.stack import Stack, free_port
 
     stack = Stack(home)
     t0 = time.perf_counter()
-    stack.up(prefect_port=_free_port(), with_s3=False)
+    stack.up(prefect_port=free_port(), with_s3=False)
     seconds = time.perf_counter() - t0
     stack.down()
     return seconds

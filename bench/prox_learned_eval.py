@@ -115,11 +115,11 @@ def learned_kept(train: dict, test_pages: list[str], p) -> list[list[bool]]:
 
 
 def site_folds(sites: list[str], k: int) -> list[list[int]]:
-    from tasks.prox.training import _group_folds
+    from tasks.prox.training import group_folds
 
     names = sorted(set(sites))
     k = len(names) if k <= 0 else k
-    fold = _group_folds(np.asarray(sites, dtype=object), k, seed=0)
+    fold = group_folds(np.asarray(sites, dtype=object), k, seed=0)
     return [np.flatnonzero(fold == f).tolist() for f in np.unique(fold)]
 
 

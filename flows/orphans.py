@@ -116,7 +116,7 @@ _SESSION = re.compile(r"/(session_\d{4}-\d\d-\d\d_[\d-]+_\d+_\d+)/")
 _CLUSTER_CORE = ("raylet", "gcs_server")
 
 
-def _ray_session(proc: psutil.Process) -> str | None:
+def ray_session(proc: psutil.Process) -> str | None:
     """The Ray session a process of ours belongs to, from the session files it holds open (the
     agents rewrite their command line, so it cannot be read from there)."""
     try:
@@ -144,7 +144,7 @@ def reap_ray_orphans(grace: float = 5.0) -> list[dict[str, Any]]:
     sessions: dict[str, list[psutil.Process]] = {}
     alive_core: set[str] = set()
     for proc in psutil.process_iter():
-        session = _ray_session(proc)
+        session = ray_session(proc)
         if session is None:
             continue
         sessions.setdefault(session, []).append(proc)

@@ -137,7 +137,7 @@ class Stack:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }]}))
         os.chmod(s3_config, 0o600)
-        ports = {name: _free_port() for name in ("master", "master_grpc", "volume", "volume_grpc", "filer",
+        ports = {name: free_port() for name in ("master", "master_grpc", "volume", "volume_grpc", "filer",
                                                  "filer_grpc", "s3_grpc")}
         cmd = [
             weed, "server", f"-dir={data_dir}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
@@ -173,7 +173,7 @@ class Stack:
         stopped = []
         for name, rec in list(state.get("services", {}).items()):
             if _alive(rec):
-                _terminate(rec, timeout)
+                terminate(rec, timeout)
                 stopped.append(name)
             state["services"].pop(name)
         self._write_state(state)
@@ -209,7 +209,7 @@ def _alive(rec: dict[str, Any] | None) -> bool:
         return False
 
 
-def _terminate(rec: dict[str, Any], timeout: float) -> None:
+def terminate(rec: dict[str, Any], timeout: float) -> None:
     pid = rec["pid"]
     try:
         pgid = os.getpgid(pid)
@@ -257,7 +257,7 @@ def _port_owner(port: int) -> str:
     return ""
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
@@ -297,7 +297,7 @@ def _wait_until(check, timeout: float, what: str, proc: subprocess.Popen, log: P
         if check():
             return
         time.sleep(0.5)
-    _terminate({"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time()}, 10.0)
+    terminate({"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time()}, 10.0)
     raise StackError(f"{what} was not healthy after {timeout:.0f}s; see {log}:\n{_tail(log)}")
 
 

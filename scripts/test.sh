@@ -19,4 +19,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 .venv/bin/ruff check .
+.venv/bin/lint-imports
 exec .venv/bin/python -m pytest "$@"

@@ -57,7 +57,7 @@ def _changes(storage: Storage, manifest: dict[str, Any], doc_id: str, final: str
     return out
 
 
-def _original(storage: Storage, metadata: str | None) -> dict[str, Any]:
+def original_page(storage: Storage, metadata: str | None) -> dict[str, Any]:
     """For a document extracted from a web page: the page's HTML, read from its input by the
     pointer ingest kept (a WARC record's byte range, or a file's row), not from a copy."""
     import json
@@ -91,7 +91,7 @@ def explain_in_release(storage: Storage, manifest: dict[str, Any], doc_id: str) 
                 "text": doc[1]["text"], "source": doc[1]["source"],
                 "source_id": doc[1].get("source_id"), "changed_by": [c["stage"] for c in changes],
                 "changes": changes, "attributes": _attributes(storage, release, doc_id),
-                "identical_copies_dropped": len(rejects), **_original(storage, doc[1].get("metadata"))}
+                "identical_copies_dropped": len(rejects), **original_page(storage, doc[1].get("metadata"))}
     if rejects:
         rej = rejects[0]
         r = rej[1]

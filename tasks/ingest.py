@@ -84,7 +84,7 @@ class IngestResult:
 
 # -- planning -------------------------------------------------------------------------------
 
-def _format_of(path: str, declared: str) -> str:
+def format_of(path: str, declared: str) -> str:
     if declared != "auto":
         return declared
     lower = path.lower()
@@ -163,7 +163,7 @@ def _inside(path: str, roots: list[str]) -> bool:
 def _walk_local(root: str, wanted) -> list[str]:
     """Files under a local folder that ``wanted(path, is_dir)`` accepts, following links to files and
     folders inside :func:`link_roots`; a link that leaves them is listed as it is, so that its
-    shard fails naming it (``_read_bytes``). Folders named like data files are listed too."""
+    shard fails naming it (``read_bytes``). Folders named like data files are listed too."""
     roots = link_roots(root)
     out: list[str] = []
     seen: set[str] = set()
@@ -285,7 +285,7 @@ def plan_shards(config: PipelineConfig) -> list[Shard]:
             raise InputError(f"inputs {other.uri} and {spec.uri} both have source {source!r}; give each input its "
                              "own `source` (or the same one on purpose to both)")
         for url in urls:
-            fmt = _format_of(url, spec.format)
+            fmt = format_of(url, spec.format)
             if fmt in ("warc", "wet"):
                 for br in _byte_ranges(fs, url, WEB_SHARD_BYTES):
                     shards.append(Shard(len(shards), url, fmt, source, spec.columns, None, endpoint, root, br))
@@ -335,7 +335,7 @@ def _parquet_row_group_ranges(fs, url: str, shard_rows: int) -> list[tuple[int, 
 # -- reading --------------------------------------------------------------------------------
 
 @dataclass
-class _Raw:
+class RawRows:
     """Rows of one shard before validation, with the rejects found while parsing."""
 
     text: pa.Array  # string; null where the row has no usable text (see bad_rows)
@@ -372,7 +372,7 @@ def _check_local(shard: Shard, path: str) -> None:
             raise InputError(f"{shard.uri}: is {kind}, not a regular file")
 
 
-def _read_bytes(shard: Shard, extra: int = 0) -> tuple[bytes, dict[str, Any]]:
+def read_bytes(shard: Shard, extra: int = 0) -> tuple[bytes, dict[str, Any]]:
     """The shard's bytes: the whole file, or for a record-range shard its range and ``extra``
     bytes after it (where its last record ends)."""
     fs, path = filesystem_for(shard.uri, shard.endpoint_url)
@@ -407,7 +407,7 @@ def _read_bytes(shard: Shard, extra: int = 0) -> tuple[bytes, dict[str, Any]]:
     return data, file_info
 
 
-def _read_web(shard: Shard, data: bytes, file_info: dict[str, Any]) -> _Raw:
+def _read_web(shard: Shard, data: bytes, file_info: dict[str, Any]) -> RawRows:
     """WARC / WET records as rows: the row is the record's byte offset in the file (what
     ``refinery explain``'s pointer names), its id the WARC record id, its text the decoded HTML
     (turned into main text by the extract stage) or the WET text."""
@@ -425,8 +425,8 @@ def _read_web(shard: Shard, data: bytes, file_info: dict[str, Any]) -> _Raw:
                 and got.bad[-1][1].startswith(("truncated", "corrupt gzip", "unreadable bytes"))):
             break
         extra *= 2
-        data, _ = _read_bytes(shard, extra)
-    raw = _Raw([], [], [], [], [], [], [], [], ordinals=[], skipped=dict(got.skipped))
+        data, _ = read_bytes(shard, extra)
+    raw = RawRows([], [], [], [], [], [], [], [], ordinals=[], skipped=dict(got.skipped))
     for k, rec in enumerate(got.records):
         raw.text.append(rec.text)
         raw.ids.append(rec.record_id)
@@ -441,7 +441,7 @@ def _read_web(shard: Shard, data: bytes, file_info: dict[str, Any]) -> _Raw:
     return raw
 
 
-def _read_html_column(shard: Shard, data: bytes, parquet: bool, column: str) -> _Raw:
+def _read_html_column(shard: Shard, data: bytes, parquet: bool, column: str) -> RawRows:
     """Parquet / JSONL rows whose ``column`` holds a page's HTML: read as the text (bytes
     decoded with the page's charset), each row marked as a page for the extract stage, with a
     pointer to its file and row."""
@@ -451,7 +451,7 @@ def _read_html_column(shard: Shard, data: bytes, parquet: bool, column: str) -> 
     as_text = ColumnMap(text=column, id=cmap.id, source=cmap.source, added=cmap.added, created=cmap.created,
                         metadata=cmap.metadata)
     inner = replace(shard, columns=as_text)
-    raw = _read_parquet(inner, data, html=True) if parquet else _read_jsonl(inner, data)
+    raw = read_parquet(inner, data, html=True) if parquet else read_jsonl(inner, data)
     out = []
     for row, meta in zip(raw.rows, raw.metadata, strict=True):
         obj = orjson.loads(meta) if meta else {}
@@ -546,7 +546,7 @@ def _safe(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _read_parquet(shard: Shard, data: bytes, html: bool = False) -> _Raw:
+def read_parquet(shard: Shard, data: bytes, html: bool = False) -> RawRows:
     cmap = shard.columns
     try:
         pf = pq.ParquetFile(io.BytesIO(data))
@@ -608,7 +608,7 @@ def _read_parquet(shard: Shard, data: bytes, html: bool = False) -> _Raw:
         mask = np.zeros(n, dtype=bool)
         mask[[pos[r] for r, _ in late]] = True
         texts = pc.if_else(pa.array(mask), pa.nulls(n, pa.string()), texts)
-    return _Raw(texts, ids, sources, added, created, metadata, rows, sorted(bad_rows, key=lambda b: b[0]))
+    return RawRows(texts, ids, sources, added, created, metadata, rows, sorted(bad_rows, key=lambda b: b[0]))
 
 
 def _dump_metadata_or_reason(obj: dict[str, Any], row: int, bad: dict[int, str]) -> str | None:
@@ -641,7 +641,7 @@ def _valid_utf8(texts: pa.Array, rows: list[int]) -> tuple[pa.Array, list[tuple[
 _MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
 
 
-def _decompress(shard: Shard, data: bytes) -> bytes:
+def decompress(shard: Shard, data: bytes) -> bytes:
     """Decompressed by what the bytes are (their magic number), whatever the name says; a
     name that promises a compression the bytes do not have is an error."""
     lower = shard.uri.lower()
@@ -675,7 +675,7 @@ _BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
          (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 
 
-def _as_utf8(shard: Shard, data: bytes) -> bytes:
+def as_utf8(shard: Shard, data: bytes) -> bytes:
     """The file's text as UTF-8 without a byte-order mark. The encoding comes from the bytes:
     a BOM, else RFC 4627's rule (JSON starts with an ASCII character, so the NUL bytes of
     its first four bytes tell UTF-16 and UTF-32 and their byte order)."""
@@ -732,7 +732,7 @@ def _lone_surrogate(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _json_document(data: bytes) -> Any:
+def json_document(data: bytes) -> Any:
     """The whole file as one JSON value when it is a JSON array (or one pretty-printed
     object) rather than JSON Lines; None otherwise."""
     head = data[:4096].lstrip()
@@ -754,10 +754,10 @@ def _parses(line: bytes) -> bool:
         return False
 
 
-def _read_jsonl(shard: Shard, data: bytes) -> _Raw:
-    raw = _Raw([], [], [], [], [], [], [], [])
-    data = _as_utf8(shard, _decompress(shard, data))
-    whole = _json_document(data)
+def read_jsonl(shard: Shard, data: bytes) -> RawRows:
+    raw = RawRows([], [], [], [], [], [], [], [])
+    data = as_utf8(shard, decompress(shard, data))
+    whole = json_document(data)
     if whole is not None:  # a .json file holding an array: each element is a row
         rows = whole if isinstance(whole, list) else [whole]
         maybe = bool(_SURROGATE_ESCAPE.search(data.decode("utf-8", "replace")))
@@ -788,7 +788,7 @@ def _read_jsonl(shard: Shard, data: bytes) -> _Raw:
     return raw
 
 
-def _add_object(raw: _Raw, cmap: ColumnMap, row: int, obj: Any, decoded: str, maybe_surrogate: bool) -> None:
+def _add_object(raw: RawRows, cmap: ColumnMap, row: int, obj: Any, decoded: str, maybe_surrogate: bool) -> None:
     """One parsed row: a document, or a bad row with its reason."""
     if not isinstance(obj, dict):
         raw.bad_rows.append((row, f"not a JSON object ({type(obj).__name__})", decoded))
@@ -892,7 +892,7 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     cannot be used; bad rows become rejects with a reason. ``dedup_key``: the exact-dedup key
     mode whose hash fills ``content_hash``; None (exact dedup off) leaves it null, since
     nothing else reads it and it costs a pass over every text."""
-    data, file_info = _read_bytes(shard, WEB_RANGE_SLACK if shard.byte_range else 0)
+    data, file_info = read_bytes(shard, WEB_RANGE_SLACK if shard.byte_range else 0)
     # a Parquet file is read as one whatever its name says (both ends carry the magic)
     parquet = shard.format == "parquet" or (data[:4] == b"PAR1" and data[-4:] == b"PAR1")
     html_column = getattr(shard.columns, "html", None)
@@ -901,9 +901,9 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     elif html_column:
         raw = _read_html_column(shard, data, parquet, html_column)
     elif parquet:
-        raw = _read_parquet(shard, data)
+        raw = read_parquet(shard, data)
     else:
-        raw = _read_jsonl(shard, data)
+        raw = read_jsonl(shard, data)
 
     valid = raw.text.is_valid().to_numpy(zero_copy_only=False)
     keep = np.flatnonzero(valid).tolist()
@@ -1017,7 +1017,7 @@ def read_texts(spec: InputSpec, endpoint_url: str | None = None, limit: int | No
     texts: list[str] = []
     epoch = datetime.fromtimestamp(0, UTC)
     for k, url in enumerate(urls):
-        fmt = _format_of(url, spec.format)
+        fmt = format_of(url, spec.format)
         shard = Shard(k, url, fmt, "training", spec.columns, None, endpoint_url, root)
         texts.extend(ingest_shard(shard, IngestConfig(), None, "training", epoch).work.column("text").to_pylist())
         if limit is not None and len(texts) >= limit:

@@ -151,3 +151,26 @@ def shuffle_path(release: str, stage: str, shard: str, bucket: int) -> str:
 def shuffle_dir(release: str, stage: str, bucket: int) -> str:
     r, t = _c(release, stage)
     return f"state/work/{r}/{t}/shuffle/bucket-{bucket:05d}"
+
+
+def work_file(release: str, name: str) -> str:
+    """A run-wide file of the release's state (the pinned near-dedup index view)."""
+    return f"{work_dir(release)}/{component(name)}"
+
+
+def work_stage_dir(release: str, stage: str) -> str:
+    """Every shard's work table and marker of one step."""
+    return f"{work_dir(release)}/{component(stage)}"
+
+
+def attributes_set_dir(release: str, tagger_set: str) -> str:
+    return f"{attributes_dir(release)}/{component(tagger_set)}"
+
+
+NEAR_INDEX_ROOT = "state/near_index"  # the cross-release near-duplicate index (tasks/dedup/index.py)
+MANIFEST_GLOB = "releases/*/manifest.json"
+
+
+def llm_cache_path(key: str) -> str:
+    """One cached model response, by the sha256 of its request."""
+    return f"state/llm_cache/{key[:2]}/{component(key)}.json"

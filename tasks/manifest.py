@@ -79,6 +79,7 @@ def summarize(manifest: dict[str, Any]) -> str:
         f"code      {manifest['code']['version']} @ {(manifest['code'].get('git_commit') or 'unknown')[:12]}",
         f"flow run  {manifest.get('flow_run_id') or '-'}",
         f"config    sha256 {manifest['config_sha256'][:16]}",
+        *([f"stages    {' → '.join(manifest['stages'])}"] if manifest.get("stages") else []),
         f"totals    {manifest['totals']['documents']:,} documents, {manifest['totals']['tokens']:,} tokens, "
         f"{manifest['totals']['bytes']:,} bytes in {len(manifest['outputs']['documents'])} files",
         "",

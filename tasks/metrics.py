@@ -20,7 +20,7 @@ from tasks.storage import Storage
 PREFIX = "refinery"
 
 
-def _families() -> dict[str, Any]:
+def families() -> dict[str, Any]:
     g, c = GaugeMetricFamily, CounterMetricFamily
     return {
         "releases": g(f"{PREFIX}_releases", "Committed releases in the catalog"),
@@ -97,7 +97,7 @@ class ReleaseCollector(Collector):
         self.storage, self.keep = storage, keep
 
     def collect(self) -> Iterator[Any]:
-        fam = _families()
+        fam = families()
         releases = read_catalog(self.storage)["releases"]
         fam["releases"].add_metric([], len(releases))
         for entry in releases[-self.keep:]:
@@ -111,7 +111,7 @@ class ReleaseCollector(Collector):
 def metric_names() -> set[str]:
     """Every sample name the exporter can emit (counters add ``_total`` and ``_created``)."""
     names = set()
-    for f in _families().values():
+    for f in families().values():
         names.add(f.name + "_total" if f.type == "counter" else f.name)
     return names
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks import layout
+from tasks import layout, registry
 from tasks.manifest import (
     SCHEMA_VERSION,
     ManifestError,
@@ -17,10 +17,9 @@ from tasks.manifest import (
     validate_manifest,
 )
 from tasks.report import render_report
-from tasks.steps import LENGTH_BINS, RunContext
+from tasks.stepkit import LENGTH_BINS, RunContext
 from tasks.storage import Storage, canonical_json
 
-STAGE_ORDER = ["ingest", "exact_dedup", "near_dedup", "quality", "quality_threshold", "prox", "leaner"]
 MODEL_STAGES = ["prox", "leaner"]  # stages whose markers carry `<stage>.usage` from tasks.llm
 
 
@@ -56,18 +55,24 @@ def build_manifest(
     cluster: dict[str, Any],
     flow_run_id: str | None,
     storage: Storage,
+    stages: list[str] | None = None,
+    steps: list[str] | None = None,
 ) -> dict[str, Any]:
-    documents = _files([m for st in STAGE_ORDER for m in markers.get(st, [])], "documents")
-    stage_files = [f for st in STAGE_ORDER for f in _files(markers.get(st, []))]
+    """``stages``: the release's stages in the order they ran; ``steps``: the labels of their
+    map steps in that order (one funnel line each); both default to the config's order."""
+    stages = stages if stages is not None else [st.name for st in registry.order(ctx.config)]
+    steps = steps if steps is not None else registry.expected_steps(ctx.config)
+    documents = _files([m for st in steps for m in markers.get(st, [])], "documents")
+    stage_files = [f for st in steps for f in _files(markers.get(st, []))]
     # by the folder under the release (releases/<r>/<kind>/...), never by a substring: a source
     # may be called "rejects"
     attributes = [f for f in stage_files if _kind(f["path"]) == "attributes"]
     rejects = [f for f in stage_files if _kind(f["path"]) == "rejects"]
     changes = [f for f in stage_files if _kind(f["path"]) == "changes"]
-    samples = [x for st in STAGE_ORDER for m in markers.get(st, []) for x in m.get("samples", [])]
+    samples = [x for st in steps for m in markers.get(st, []) for x in m.get("samples", [])]
 
     funnel = []
-    for stage in STAGE_ORDER:
+    for stage in steps:
         if stage not in markers:
             continue
         total: dict[str, Any] = {}
@@ -114,6 +119,7 @@ def build_manifest(
         "schema_version": SCHEMA_VERSION,
         "release": ctx.release,
         "parent": ctx.parent,
+        "stages": stages,
         "created": ctx.created,
         "published": datetime.now(UTC).isoformat(),
         "flow_run_id": flow_run_id,
@@ -124,7 +130,7 @@ def build_manifest(
         "inputs": _inputs(markers.get("ingest", [])),
         "outputs": {"documents": documents, "attributes": attributes, "rejects": rejects, "changes": changes},
         # a few documents each modifying stage changed, for the report (texts cut at 1,500 characters)
-        "samples": _first_per_stage(samples, 3),
+        "samples": _first_per_stage(samples, 3, steps),
         "sources": dict(sorted(sources.items())),
         "funnel": funnel,
         "dedup": dedup,
@@ -187,9 +193,9 @@ def quality_figures(ctx: RunContext, markers: dict[str, list[dict[str, Any]]],
     }
 
 
-def _first_per_stage(samples: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+def _first_per_stage(samples: list[dict[str, Any]], k: int, steps: list[str]) -> list[dict[str, Any]]:
     out, seen = [], {}
-    for x in sorted(samples, key=lambda x: (STAGE_ORDER.index(x["stage"]), x["id"])):
+    for x in sorted(samples, key=lambda x: (steps.index(x["stage"]), x["id"])):
         if seen.get(x["stage"], 0) < k:
             seen[x["stage"]] = seen.get(x["stage"], 0) + 1
             out.append(x)
@@ -377,7 +383,7 @@ def _short(value: Any, limit: int = 200) -> str:
 def list_published(storage: Storage) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Every committed release (one whose manifest exists and is whole), oldest first, and
     the manifests that are damaged (each with its path and the problem)."""
-    pattern = storage.full("releases/*/manifest.json")
+    pattern = storage.full(layout.MANIFEST_GLOB)
     entries, damaged = [], []
     for path in storage.fs.glob(pattern):
         rel = path[len(storage.root_path) + 1:]

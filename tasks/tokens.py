@@ -19,36 +19,19 @@ import re
 import tempfile
 import threading
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
 
-from tasks.config import _Model
 from tasks.storage import filesystem_for
+from tasks.tokens_config import TokenizerConfig
 
 GGUF_CONVERSION = "spm-scores-v3"  # bump when gguf_to_hf changes: cached conversions are redone
 
 
 class TokenizerError(ValueError):
     """A tokenizer cannot be loaded; one line naming the file."""
-
-
-class TokenizerConfig(_Model):
-    url: str | None = Field(None, title="Tokenizer URL",
-                            description="A tokenizer.json (HF tokenizers) or a .gguf file (vocabulary only, via llama.cpp); "
-                                        "path, file:// or s3://. Empty: the bundled Gemma 3 GGUF (needs the llm extra).")
-    kind: Literal["auto", "hf", "gguf"] = Field("auto", title="Kind", description="auto: by the file name (.gguf or not).")
-    engine: Literal["hf", "llama_cpp"] = Field(
-        "hf", title="GGUF engine",
-        description="hf: the GGUF's SentencePiece vocabulary converted once to HF tokenizers (same counts, ~8x faster); "
-                    "llama_cpp: llama.cpp's own tokenizer (the reference; also for non-SentencePiece GGUFs).")
-    sample: float = Field(1.0, gt=0, le=1, title="Sampled share",
-                          description="1: every document is tokenized. Below 1: that share of documents (spread evenly) is, "
-                                      "and totals are estimated from their tokens per byte, with a standard error.")
-    add_special_tokens: bool = Field(False, title="Count special tokens",
-                                     description="Count BOS/EOS and other special tokens the tokenizer adds to every document.")
 
 
 class Tokenizer:

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 
+from tasks import registry
 from tasks.manifest import validate_manifest
 from tasks.storage import Storage, sha256_bytes
 
@@ -64,32 +65,9 @@ def prefect_runs(flow_run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]
 
 
 def expected_task_runs(manifest: dict[str, Any], shards: int, failed: int = 0) -> dict[str, int]:
-    """Task runs per stage name that a release's flow run must have recorded."""
-    ok = shards - failed
-    out = {"ingest": shards}
-    ids = manifest["dedup"].get("source_ids")
-    if ids:  # ingest in two phases: read every shard, check source ids, finish the readable ones
-        out.update(ingest_read=shards, ingest_ids=ids["buckets"], ingest=ok)
-    exact = manifest["dedup"].get("exact")
-    if exact:
-        out.update(exact_dedup_reduce=exact["buckets"], exact_dedup=ok)
-    near = manifest["dedup"].get("near")
-    if near:
-        parts = near["partitions"]
-        out["near_dedup"] = ok
-        if near["components"] == "single_task":
-            out["near_dedup_global"] = 1
-        else:
-            out.update(near_dedup_reduce=parts, near_dedup_finalize=parts, near_dedup_survivors=parts)
-        if near["components"] == "local":
-            out["near_dedup_cc_local"] = 1
-        out.update({f"near_dedup_cc_r{r:03d}": parts for r in range(near["cc_rounds"])})
-    quality = manifest.get("quality")
-    if quality:
-        out["quality"] = ok
-        if quality["thresholds"]:
-            out.update(quality_threshold_values=1, quality_threshold=ok)
-    return out
+    """Task runs per stage name that a release's flow run must have recorded (each stage of the
+    manifest's order says how many it makes: tasks/registry.py)."""
+    return registry.expected_task_runs(manifest, shards, failed)
 
 
 def file_states(storage: Storage) -> dict[str, tuple[str, float]]:

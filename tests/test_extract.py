@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import IngestConfig, PipelineConfig
-from tasks.extract.config import ExtractConfig, WebColumnMap, WebInputSpec
+from tasks.config import ColumnMap, IngestConfig, InputSpec, PipelineConfig
+from tasks.extract.config import ExtractConfig
 from tasks.extract.stage import extract
 from tasks.extract.warc import fetch_original, fetch_record
 from tasks.ingest import Shard, ingest_shard, plan_shards
@@ -67,7 +67,7 @@ def write_warc(path, records: list[bytes], gz: bool = True) -> None:
 
 def ingest(path, fmt: str = "auto", columns: dict | None = None, shard: Shard | None = None):
     if shard is None:
-        spec = WebInputSpec(uri=str(path), format=fmt, columns=WebColumnMap(**(columns or {})))
+        spec = InputSpec(uri=str(path), format=fmt, columns=ColumnMap(**(columns or {})))
         shards = plan_shards(PipelineConfig(inputs=[spec]))
         assert len(shards) == 1
         shard = shards[0]
@@ -111,17 +111,17 @@ def test_warc_gz_pages_extracted_close_to_the_human_main_text(tmp_path, pages):
         assert fetch_record(metas[k]["web"]) == sample[k]["html"]
         assert metas[k]["web"]["gzip"] is True
     # refinery explain shows it, read through the pointer (no copy in the release)
-    from tasks.explain import _original, render
+    from tasks.explain import original_page, render
     from tasks.storage import StorageSpec
 
-    shown = _original(StorageSpec(str(tmp_path)).open(), out.metadata[7])
+    shown = original_page(StorageSpec(str(tmp_path)).open(), out.metadata[7])
     assert shown["original"]["html"] == sample[7]["html"]
     text = render({"id": "x", "release": "r", "other_releases": [], "here": {
         "status": "published", "source": "s", "stages": ["ingest", "extract"], "changed_by": [],
         "text": out.text[7], **shown}})
     assert f"crawl-00000.warc.gz @ {metas[7]['web']['offset']}: {len(sample[7]['html']):,} chars of HTML" in text
     path.unlink()  # the input is gone: explain says so instead of failing
-    assert "FileNotFoundError" in _original(StorageSpec(str(tmp_path)).open(), out.metadata[7])["original"]["error"]
+    assert "FileNotFoundError" in original_page(StorageSpec(str(tmp_path)).open(), out.metadata[7])["original"]["error"]
 
 
 def test_bad_records_counted_by_reason_and_the_rest_read(tmp_path, pages):
@@ -209,7 +209,7 @@ def test_record_ranges_of_a_large_warc_read_every_record_once(tmp_path, sh_pages
         monkeypatch.setattr(ingest_mod, "WEB_SHARD_BYTES", path.stat().st_size // 7)
         # a first read that ends inside the range's last record: read further until it ends
         monkeypatch.setattr(ingest_mod, "WEB_RANGE_SLACK", 1000)
-        shards = plan_shards(PipelineConfig(inputs=[WebInputSpec(uri=str(path))]))
+        shards = plan_shards(PipelineConfig(inputs=[InputSpec(uri=str(path))]))
         assert len(shards) >= 7 and all(s.byte_range for s in shards)
         parts = [ingest(path, shard=s) for s in shards]
         got = [i for r in parts for i in r.work.column("source_id").to_pylist()]

@@ -1115,7 +1115,7 @@ def test_ray_processes_of_a_killed_run_are_stopped_by_the_next_check(stack, ray_
     import psutil
     import ray
 
-    from flows.orphans import _ray_session
+    from flows.orphans import ray_session
 
     refinery = str(Path(sys.executable).with_name("refinery"))
     root = tmp_path / "corpus"
@@ -1124,7 +1124,7 @@ def test_ray_processes_of_a_killed_run_are_stopped_by_the_next_check(stack, ray_
 
     def of_run() -> list[psutil.Process]:
         # Ray names the session after the process that started it: the killed run's pid
-        return [p for p in psutil.process_iter() if (_ray_session(p) or "").endswith(f"_{proc.pid}")]
+        return [p for p in psutil.process_iter() if (ray_session(p) or "").endswith(f"_{proc.pid}")]
 
     try:
         deadline = time.time() + 600

@@ -24,6 +24,7 @@ from tasks.dedup.minhash import (
     to_lean_minhash,
 )
 from tests.conftest import shared
+from tests.graphs import distributed_cc
 
 
 def _shingles(norm: str, n: int) -> list[bytes]:
@@ -182,36 +183,6 @@ def _reference_components(u: np.ndarray, v: np.ndarray) -> dict[int, int]:
     return {x: find(x) for x in parent}
 
 
-def _distributed_cc(u: np.ndarray, v: np.ndarray, partitions: int) -> dict[int, int]:
-    """The stage's path: each reduce partition contracts its share of the edges into local
-    stars, then large-star / small-star rounds run with edges split by node partition."""
-    share = np.arange(len(u)) % partitions
-    contracted = [near.contract(u[share == k], v[share == k]) for k in range(partitions)]
-    u = np.concatenate([c[0] for c in contracted])
-    v = np.concatenate([c[1] for c in contracted])
-    edges = near.both_directions(u, v)
-
-    def split(t):
-        parts = near.shuffle(t, t.column("u").to_numpy(), partitions)
-        return [parts.get(p, near.EDGE_SCHEMA.empty_table()) for p in range(partitions)]
-
-    current = split(edges)
-    for round_no in range(200):
-        kind = "large" if round_no % 2 == 0 else "small"
-        bad = sum(near.violations(t.column("u").to_numpy(), t.column("v").to_numpy()) for t in current)
-        if kind == "large" and bad == 0:
-            break
-        outs = []
-        for t in current:
-            op = near.large_star if kind == "large" else near.small_star
-            a, b = op(t.column("u").to_numpy(), t.column("v").to_numpy())
-            outs.append(near.both_directions(a, b))
-        current = split(pa.concat_tables(outs))
-    labels = {}
-    for t in current:
-        nodes, lab = near.labels(t.column("u").to_numpy(), t.column("v").to_numpy())
-        labels.update(zip(nodes.tolist(), lab.tolist(), strict=True))
-    return labels
 
 
 @settings(max_examples=60, deadline=None)
@@ -221,14 +192,14 @@ def test_connected_components_equal_union_find(pairs, partitions):
     pairs = [(a, b) for a, b in pairs if a != b] or [(0, 1)]
     u = np.array([a for a, _ in pairs], dtype=np.int64)
     v = np.array([b for _, b in pairs], dtype=np.int64)
-    assert _distributed_cc(u, v, partitions) == _reference_components(u, v)
+    assert distributed_cc(u, v, partitions) == _reference_components(u, v)
 
 
 def test_long_chain_converges():
     n = 3000
     perm = np.random.default_rng(1).permutation(n).astype(np.int64)
     u, v = perm[:-1], perm[1:]  # a path in random order: the worst case for label propagation
-    labels = _distributed_cc(u, v, 4)
+    labels = distributed_cc(u, v, 4)
     assert set(labels.values()) == {0} and len(labels) == n
 
 

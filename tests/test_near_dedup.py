@@ -93,9 +93,9 @@ def test_clusters_of_the_whole_shared_corpus_remove_the_known_duplicates():
     nodes = np.arange(len(texts), dtype=np.int64)
     rows = near.band_table(nodes, sigs, params)
     u, v = near.candidate_edges(rows)
-    from tests.test_minhash import _distributed_cc
+    from tests.graphs import distributed_cc
 
-    labels = _distributed_cc(u, v, 3)
+    labels = distributed_cc(u, v, 3)
     pairs = pq.read_table(shared("near_dup_pairs_exact_jaccard/exact_jaccard_pairs.parquet"))
     pos = {k: i for i, k in enumerate(keys)}
     same = [labels.get(pos[x], pos[x]) == labels.get(pos[y], pos[y]) for x, y in zip(
@@ -194,6 +194,7 @@ def test_single_task_and_distributed_global_phases_agree(tmp_path):
     from tasks.config import InputSpec, PipelineConfig
     from tasks.dedup import near_steps
     from tasks.ingest import plan_shards
+    from tasks.stepkit import Feed
     from tasks.steps import ingest_step
     from tests.corpora import write_jsonl
 
@@ -209,7 +210,8 @@ def test_single_task_and_distributed_global_phases_agree(tmp_path):
         spec = storage_spec(cfg)
         ctx = start_or_resume(spec.open(), cfg, spec)
         shards = plan_shards(ctx.config)
-        ctx = replace(ctx, near_partitions=3)
+        # near dedup's map runs inside the step before it (here ingest), as the flow arranges it
+        ctx = replace(ctx, near_partitions=3, feed=Feed("ingest", "near_map", near_steps.map_outputs))
         for s in shards:
             ingest_step(ctx, s, False)
         view = {"compacted": None, "compacted_partitions": 0, "covers": [], "segments": {}}

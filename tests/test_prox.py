@@ -400,9 +400,9 @@ def test_prox_stage_through_the_flow_heuristic_then_model(stack, ray_local, tmp_
     assert m1["prox"]["chunk_failure_rate"] == failed / m1["prox"]["chunk_programs"]
     funnel = m1["funnel"][-1]
     assert funnel["docs_in"] == len(GEMMA_DOCS) == funnel["docs_out"] + sum(funnel["dropped"].values())
-    from tasks.metrics import _families, manifest_samples
+    from tasks.metrics import families, manifest_samples
 
-    families = _families()
+    families = families()
     manifest_samples(families, m1)
     sent = {s.labels["stage"]: s.value for s in families["model_requests"].samples if s.name.endswith("_total")}
     tokens = {s.labels["stage"]: s.value for s in families["model_tokens"].samples if s.name.endswith("_total")}

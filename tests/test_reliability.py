@@ -417,10 +417,10 @@ def test_path_traversal_in_partition_names_is_rejected(tmp_path):
 
 def _stop_service(stack, service: str) -> None:
     """Stop one service of the session's stack (its whole process group)."""
-    from flows.stack import _terminate
+    from flows.stack import terminate
 
     rec = stack.read_state()["services"][service]
-    _terminate(rec, 30)
+    terminate(rec, 30)
     _wait_for(lambda: not _listening(rec["port"]), timeout=60, step=0.5)
 
 

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tasks.config import _Model, safe_name
+from tasks.config_base import ConfigModel, safe_name
 
 
-class EvalSet(_Model):
+class EvalSet(ConfigModel):
     """One evaluation set: a Parquet or JSON Lines file and the columns whose text must not
     reach a release."""
 
@@ -25,7 +25,7 @@ class EvalSet(_Model):
         return safe_name(v, "evaluation set name")
 
 
-class DecontamConfig(_Model):
+class DecontamConfig(ConfigModel):
     eval_sets: list[EvalSet] = Field(default_factory=list, title="Evaluation sets")
     n: int = Field(13, ge=3, le=64, title="N-gram length", description="Words per n-gram, on datatrove-normalized text.")
     mode: Literal["drop", "cut"] = Field("drop", title="Mode",

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from tasks.decontam import kernels
 from tasks.decontam.config import DecontamConfig, EvalSet
-from tasks.dedup.minhash import _ascii_tables, _normalize_token, normalize_for_dedup
+from tasks.dedup.minhash import ascii_tables, normalize_for_dedup, normalize_token
 from tasks.kernels import ascii_space, gather, large_strings, utf8_buffers
 from tasks.schema import SPANS, attribute_name
 from tasks.storage import Storage, filesystem_for
@@ -257,13 +257,13 @@ def lookup_counts(texts: pa.Array, index: DecontamIndex) -> tuple[np.ndarray, np
     ``index``, in one compiled pass over the raw text (normalization fused with hashing and
     lookup; tokens holding a non-ASCII character are normalized in Python once per distinct
     token, as ``normalize_for_dedup`` does)."""
-    classes, lower = _ascii_tables("datatrove")
+    classes, lower = ascii_tables("datatrove")
     space = ascii_space()
     data, offsets = utf8_buffers(texts)
     start, stop = kernels.wide_tokens(data, offsets, space, int(np.count_nonzero(data >= 0x80)))
     wdata, woff = gather(data, start, stop)
     enc = pc.dictionary_encode(large_strings(wdata, woff))
-    rep = pa.array([_normalize_token(t, "datatrove") for t in enc.dictionary.to_pylist()], pa.large_string())
+    rep = pa.array([normalize_token(t, "datatrove") for t in enc.dictionary.to_pylist()], pa.large_string())
     rep_data, rep_off = utf8_buffers(rep)
     rep_hashes, rep_hoff = kernels.rep_word_hashes(rep_data, rep_off)
     wide_index = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)

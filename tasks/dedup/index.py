@@ -27,11 +27,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tasks import layout
 from tasks.dedup.near import INDEX_SCHEMA, partition_of
 from tasks.layout import component
 from tasks.storage import Storage
 
-ROOT = "state/near_index"
+ROOT = layout.NEAR_INDEX_ROOT
 
 
 def segment_dir(release: str) -> str:

@@ -71,7 +71,7 @@ _WORD = regex.compile(r"[\p{L}\p{N}_]+")
 
 
 @lru_cache(maxsize=1 << 18)
-def _normalize_token(token: str, mode: str) -> str:
+def normalize_token(token: str, mode: str) -> str:
     """The normalization of one whitespace-free token holding a non-ASCII character, in
     Python: datatrove's ``simplify_text`` step by step (its own number pattern and
     punctuation table; Python's ``lower`` for final sigma and special casing), then split
@@ -87,7 +87,7 @@ def _normalize_token(token: str, mode: str) -> str:
 
 
 @cache
-def _ascii_tables(mode: str) -> tuple[np.ndarray, np.ndarray]:
+def ascii_tables(mode: str) -> tuple[np.ndarray, np.ndarray]:
     """(byte classes, lower-case bytes) of the 128 ASCII bytes, derived
     from Python's own str methods and datatrove's punctuation set."""
     classes = np.full(256, kernels.SEP, np.uint8)
@@ -111,14 +111,14 @@ def normalize_for_dedup(texts: pa.Array, mode: str = "datatrove") -> pa.Array:
 
     Every step of both is local to a whitespace-delimited token, so tokens are normalized one
     by one: ASCII tokens by a compiled byte loop, the distinct tokens holding any other
-    character in Python (:func:`_normalize_token`)."""
-    classes, lower = _ascii_tables(mode)
+    character in Python (:func:`normalize_token`)."""
+    classes, lower = ascii_tables(mode)
     space = ascii_space()
     data, offsets = utf8_buffers(texts)
     start, stop = kernels.wide_tokens(data, offsets, space)
     wdata, woff = gather(data, start, stop)
     enc = pc.dictionary_encode(large_strings(wdata, woff))
-    rep = pa.array([_normalize_token(t, mode) for t in enc.dictionary.to_pylist()], pa.large_string())
+    rep = pa.array([normalize_token(t, mode) for t in enc.dictionary.to_pylist()], pa.large_string())
     rep_data, rep_off = utf8_buffers(rep)
     index = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     rep_len = np.diff(rep_off)

@@ -12,7 +12,7 @@ from tasks import layout
 from tasks.dedup import index as nindex
 from tasks.dedup import near
 from tasks.schema import whole_document_spans, word_counts
-from tasks.steps import RunContext, _emit, _funnel, _once, _write_attributes, _write_rejects
+from tasks.stepkit import MapResult, RunContext, once, read_work, write_result
 from tasks.storage import Storage
 
 STAGE = "near_dedup"
@@ -33,7 +33,7 @@ def _bucket_files(storage: Storage, ctx: RunContext, stage: str, p: int) -> list
 
 def _attribute_scores(storage: Storage, ctx: RunContext, shard: str, name: str, ids: pa.Array) -> np.ndarray:
     tagger_set = name.split("__", 1)[0]
-    files = [f for f in storage.list(f"{layout.attributes_dir(ctx.release)}/{layout.component(tagger_set)}", ".parquet")
+    files = [f for f in storage.list(layout.attributes_set_dir(ctx.release, tagger_set), ".parquet")
              if f.endswith(f"/part-{shard}.parquet")]
     tables = [storage.read_parquet(f) for f in files]
     if not tables or name not in tables[0].column_names:
@@ -97,7 +97,7 @@ def reduce_step(ctx: RunContext, p: int, view: dict[str, Any]) -> dict[str, Any]
             storage.write_parquet(layout.shuffle_path(ctx.release, "near_cc_r000", name, q), part)
         return {"band_rows": rows.num_rows, "index_rows": old.num_rows, "candidates": candidates, "edges": len(u)}
 
-    return _once(ctx, "near_dedup_reduce", name, compute)
+    return once(ctx, "near_dedup_reduce", name, compute)
 
 
 def _signatures_for(storage: Storage, ctx: RunContext, iv: nindex.IndexView, nodes: np.ndarray) -> dict[int, np.ndarray]:
@@ -130,7 +130,7 @@ def cc_step(ctx: RunContext, round_no: int, p: int, kind: str) -> dict[str, Any]
             storage.write_parquet(layout.shuffle_path(ctx.release, f"near_cc_r{round_no + 1:03d}", name, q), part)
         return {"violations": bad, "edges_in": e.num_rows}
 
-    return _once(ctx, f"near_dedup_cc_r{round_no:03d}", name, compute)
+    return once(ctx, f"near_dedup_cc_r{round_no:03d}", name, compute)
 
 
 def single_task_step(ctx: RunContext, view: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +159,7 @@ def cc_local_step(ctx: RunContext) -> dict[str, Any]:
             storage.write_parquet(layout.shuffle_path(ctx.release, "near_cc_r001", "local", q), part)
         return {"edges_in": e.num_rows, "nodes": len(a) + int(len(np.unique(b)))}
 
-    return _once(ctx, "near_dedup_cc_local", "all", compute)
+    return once(ctx, "near_dedup_cc_local", "all", compute)
 
 
 def finalize_step(ctx: RunContext, round_no: int, p: int) -> dict[str, Any]:
@@ -181,7 +181,7 @@ def finalize_step(ctx: RunContext, round_no: int, p: int) -> dict[str, Any]:
             storage.write_parquet(layout.shuffle_path(ctx.release, "near_members", name, q), part)
         return {"nodes": len(nodes)}
 
-    return _once(ctx, "near_dedup_finalize", name, compute)
+    return once(ctx, "near_dedup_finalize", name, compute)
 
 
 def survivor_step(ctx: RunContext, p: int) -> dict[str, Any]:
@@ -201,7 +201,7 @@ def survivor_step(ctx: RunContext, p: int) -> dict[str, Any]:
                 "matched_earlier": int(pc.sum(pc.is_valid(dropped.column("survivor_release"))).as_py() or 0),
                 "cluster_sizes": {str(k): int(c) for k, c in enumerate(sizes) if c}}
 
-    return _once(ctx, "near_dedup_survivors", name, compute)
+    return once(ctx, "near_dedup_survivors", name, compute)
 
 
 def filter_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> dict[str, Any]:
@@ -209,8 +209,8 @@ def filter_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> di
     params, parts = cfg.params(), ctx.near_partitions
 
     def compute(storage: Storage) -> dict[str, Any]:
-        work = storage.read_parquet(layout.work_path(ctx.release, prev_stage, shard))
-        files = storage.list(f"{layout.work_dir(ctx.release)}/near_dedup_decisions", ".parquet")
+        work = read_work(storage, ctx, prev_stage, shard)
+        files = storage.list(layout.work_stage_dir(ctx.release, "near_dedup_decisions"), ".parquet")
         decisions = _concat(storage, [f for f in files if not f.endswith(".done.json")], near.DECISION_SCHEMA)
         mine = decisions.filter(pc.equal(pc.shift_right(decisions.column("node"), 32), int(shard)))
         orders = work.column("order").to_numpy()
@@ -246,9 +246,6 @@ def filter_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> di
         })
         words = word_counts(work.column("text"))
         kept_words = words.filter(pa.array(~dropped))
-        out = _emit(storage, ctx, STAGE, shard, kept, final, kept_words)
-        files_out = _write_rejects(storage, ctx, STAGE, shard, rejects)
-        files_out += _write_attributes(storage, ctx, STAGE, shard, attrs, kept.column("source").combine_chunks())
         if cfg.cross_release:
             sig_table = storage.read_parquet(_sigs_path(ctx, shard))
             rows = near.index_rows(kept, sig_table, params, ctx.release)
@@ -259,10 +256,12 @@ def filter_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> di
             storage.write_parquet(nindex.segment_sigs(ctx.release, shard),
                                   pa.table({"node": pa.array(nodes, pa.int64()),
                                             "signature": kept_sigs.column("signature")}))
-        return {"funnel": _funnel(work.num_rows, kept, int(pc.sum(words).as_py() or 0), rejects,
-                                  int(pc.sum(kept_words).as_py() or 0)), "files": files_out, **out}
+        result = MapResult(kept=kept, rejects=rejects, docs_in=work.num_rows, tokens_in=int(pc.sum(words).as_py() or 0),
+                           attributes=attrs, attribute_sources=kept.column("source").combine_chunks(),
+                           kept_words=kept_words)
+        return write_result(storage, ctx, STAGE, shard, result, final)
 
-    return _once(ctx, STAGE, shard, compute)
+    return once(ctx, STAGE, shard, compute)
 
 
 def _rejects(rows: pa.Table, survivors: np.ndarray, detail: list[str]) -> pa.Table:

@@ -1,14 +1,5 @@
-"""Config models of web input and the extract stage.
-
-Kept in this package until the pipeline file's models (tasks/config.py) take them in; until
-then the stage and the readers take these models directly. What tasks/config.py needs:
-
-- ``InputSpec.format``: add ``"warc"`` and ``"wet"`` to its Literal (``auto`` already finds
-  ``.warc``, ``.warc.gz``, ``.wet``, ``.wet.gz`` by name), as :class:`WebInputSpec` does;
-- ``ColumnMap.html``: the optional HTML column of a Parquet / JSONL input, as
-  :class:`WebColumnMap` does;
-- ``PipelineConfig.extract: ExtractConfig`` (the stage's own settings, below).
-"""
+"""The `extract:` block of a pipeline file (HTML to main text). The web inputs' own fields
+(``InputSpec.format: warc | wet``, ``ColumnMap.html``) are in tasks/config.py."""
 
 from __future__ import annotations
 
@@ -16,26 +7,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from tasks.config import ColumnMap, InputSpec, _Model
+from tasks.config_base import ConfigModel
 
 EXTRACTORS = ("resiliparse", "trafilatura")
 
 
-class WebColumnMap(ColumnMap):
-    html: str | None = Field(
-        None, title="HTML column",
-        description="Column holding the page's HTML (string, or bytes decoded with charset detection); "
-        "when set, the extract stage turns it into the document text and `text` is not read.",
-    )
-
-
-class WebInputSpec(InputSpec):
-    format: Literal["auto", "parquet", "jsonl", "warc", "wet"] = Field(  # type: ignore[assignment]
-        "auto", title="Format", description="'auto' decides by file name (.warc, .warc.gz, .wet, .wet.gz included).")
-    columns: WebColumnMap = Field(default_factory=WebColumnMap, title="Column map")  # type: ignore[assignment]
-
-
-class ExtractConfig(_Model):
+class ExtractConfig(ConfigModel):
     """HTML to main text. Rows that did not come from HTML (plain text inputs, WET records) pass
     through unchanged."""
 

@@ -334,11 +334,11 @@ def fetch_original(pointer: dict[str, Any], endpoint_url: str | None = None) -> 
     else:
         import json
 
-        from tasks.ingest import Shard, _as_utf8, _decompress, _json_document
+        from tasks.ingest import Shard, as_utf8, decompress, json_document
 
         shard = Shard(0, pointer["uri"], "jsonl", "", None)  # type: ignore[arg-type]
-        data = _as_utf8(shard, _decompress(shard, fs.cat_file(path)))
-        whole = _json_document(data)  # a JSON array: the row is the element's index, else the line's
+        data = as_utf8(shard, decompress(shard, fs.cat_file(path)))
+        whole = json_document(data)  # a JSON array: the row is the element's index, else the line's
         if whole is not None:
             value = (whole if isinstance(whole, list) else [whole])[row][column]
         else:

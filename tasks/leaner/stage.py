@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tasks.config import LeanerConfig
+from tasks.leaner.config import LeanerConfig
 from tasks.leaner.text import detect_genre, preclean, windows
 from tasks.leaner.validate import Limits, Verdict, default_band, parse_answer, validate
 from tasks.leaner.vocab import lean_coverage

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks import layout
 from tasks.leaner import stage
-from tasks.steps import RunContext, _once, finish_text_stage
+from tasks.stepkit import RunContext, once, read_work, rewrite_result, write_result
 from tasks.storage import Storage
 
 STAGE = "leaner"
@@ -19,12 +18,13 @@ def leaner_step(ctx: RunContext, shard: str, prev_stage: str, final: bool, actor
         from tasks.llm.client import LLMClient, token_counter
         from tasks.quality import lid
 
-        work = storage.read_parquet(layout.work_path(ctx.release, prev_stage, shard))
+        work = read_work(storage, ctx, prev_stage, shard)
         client = LLMClient(cfg.llm, storage, actor)
         res = stage.rewrite(work, cfg.leaner, client, token_counter(cfg.llm), lid.predict, prefill=not cfg.llm.chat)
         dropped = "rewrite failed validation; dropped by policy"
-        out = finish_text_stage(storage, ctx, STAGE, shard, work, res.text, res.keep, res.status,
-                                [None if k else dropped for k in res.keep], res.attributes, final)
+        result = rewrite_result(STAGE, work, res.text, res.keep, res.status,
+                                [None if k else dropped for k in res.keep], res.attributes)
+        out = write_result(storage, ctx, STAGE, shard, result, final)
         return {**out, "leaner": res.figures}
 
-    return _once(ctx, STAGE, shard, compute)
+    return once(ctx, STAGE, shard, compute)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tasks.config import LLMConfig
+from tasks.llm.config import LLMConfig
 
 
 class LLMError(RuntimeError):

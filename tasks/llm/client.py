@@ -16,8 +16,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.config import LLMConfig
+from tasks import layout
 from tasks.llm.backends import Completion, Request, approx_tokens, make_backend
+from tasks.llm.config import LLMConfig
 from tasks.quality.models import load_once
 from tasks.storage import Storage, canonical_json
 
@@ -138,7 +139,7 @@ class LLMClient:
                                               "seed": self.cfg.seed})).hexdigest()
 
     def _path(self, key: str) -> str:
-        return f"state/llm_cache/{key[:2]}/{key}.json"
+        return layout.llm_cache_path(key)
 
     def complete(self, requests: list[Request]) -> list[Completion]:
         out: list[Completion | None] = [None] * len(requests)

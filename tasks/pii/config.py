@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from tasks.config import _Model
+from tasks.config_base import ConfigModel
 
 KINDS = ("email", "phone", "ip_address", "credit_card", "iban", "us_ssn")
 Kind = Literal["email", "phone", "ip_address", "credit_card", "iban", "us_ssn"]
@@ -21,7 +21,9 @@ DEFAULT_ALLOW_NETWORKS = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "
                           "::1/128", "ff00::/8", "::/128", "fe80::/10"]
 
 
-class PiiConfig(_Model):
+class PiiConfig(ConfigModel):
+    enabled: bool = Field(False, title="Find personal data",
+                          description="Off by default: a release keeps its text as it came unless asked.")
     mode: Literal["tag", "redact", "drop"] = Field(
         "tag", title="Mode",
         description="tag: spans as attributes only; redact: spans replaced by |||KIND||| tokens (Dolma's); "

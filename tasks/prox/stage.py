@@ -6,19 +6,22 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from tasks.config import PipelineConfig, ProxConfig
 from tasks.prox.chunks import doc_input, make_chunks
+from tasks.prox.config import ProxConfig
 from tasks.prox.heuristic import HeuristicParams
 from tasks.prox.interpreter import run_chunk_programs, run_doc_program
 from tasks.prox.learned import LearnedWriter, load_model
 from tasks.prox.program import parse_program
 from tasks.prox.writers import HeuristicWriter, ModelWriter, Writer
 from tasks.schema import whole_document_spans
+
+if TYPE_CHECKING:  # the type only: the whole pipeline's config sits above the stage
+    from tasks.config import PipelineConfig
 
 CHUNK_SEPARATOR = "\n---\n"
 

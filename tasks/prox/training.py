@@ -292,7 +292,7 @@ def _fit(X: np.ndarray, y: np.ndarray, p: TrainParams, seed: int) -> Any:
     return lightgbm.train(_lgb_params(p, seed), lightgbm.Dataset(X, y, free_raw_data=True), p.rounds)
 
 
-def _group_folds(groups: np.ndarray, k: int, seed: int) -> np.ndarray:
+def group_folds(groups: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Fold number of each row: whole sites go to one fold, by a hash of the site name."""
     names = sorted(set(groups.tolist()))
     k = max(2, min(k, len(names)))
@@ -305,7 +305,7 @@ def fit_boosters(X: np.ndarray, y: np.ndarray, offsets: np.ndarray, groups: np.n
     """First pass on everything; second pass on the features plus the first pass's
     out-of-fold probabilities (``p.folds`` folds of whole sites)."""
     first = _fit(X, y, p, p.seed)
-    folds = _group_folds(groups, p.folds, p.seed)
+    folds = group_folds(groups, p.folds, p.seed)
     oof = np.zeros(len(y))
     for f in np.unique(folds):
         test = folds == f

@@ -105,7 +105,7 @@ def train(positives: list[str], negatives: list[str], params: TrainParams) -> tu
                        "negative": sum(lab == NEGATIVE for lab, _ in val_rows)},
     }
     if val_rows:
-        scores = _hq_probability(model, [t for _, t in val_rows])
+        scores = hq_probability(model, [t for _, t in val_rows])
         labels = np.array([lab == POSITIVE for lab, _ in val_rows], dtype=np.int64)
         predicted = scores >= 0.5
         tp = int((predicted & (labels == 1)).sum())
@@ -149,7 +149,7 @@ model.save_model(out)
 """
 
 
-def _hq_probability(model: Any, texts: list[str]) -> np.ndarray:
+def hq_probability(model: Any, texts: list[str]) -> np.ndarray:
     labels, probs = model.predict([prepare(t) for t in texts], k=2)
     out = []
     for lab, p in zip(labels, probs, strict=True):
@@ -161,7 +161,7 @@ def _hq_probability(model: Any, texts: list[str]) -> np.ndarray:
 def score(texts: list[str], model_url: str, endpoint_url: str | None = None) -> np.ndarray:
     """Probability of the positive class for each text; the model is loaded once per process."""
     model = load_fasttext(local_copy(model_url, endpoint_url))
-    return _hq_probability(model, texts) if texts else np.zeros(0)
+    return hq_probability(model, texts) if texts else np.zeros(0)
 
 
 def model_card(name: str, positive: list[str], negative: list[str], params: TrainParams,

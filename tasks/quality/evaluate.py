@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tasks.config import QualityConfig
 from tasks.quality import features, stage
 from tasks.quality.classifier import auc
+from tasks.quality.config import QualityConfig
 from tasks.quality.labels import Labelled
 
 

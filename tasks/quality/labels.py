@@ -22,12 +22,12 @@ from tasks.config import ColumnMap, IngestConfig, InputSpec
 from tasks.ingest import (
     InputError,
     Shard,
-    _format_of,
-    _read_bytes,
-    _read_jsonl,
-    _read_parquet,
     expand_input,
+    format_of,
     normalize_texts,
+    read_bytes,
+    read_jsonl,
+    read_parquet,
 )
 
 
@@ -88,7 +88,7 @@ def read_labels(specs: list[str], skip_bad_rows: bool = False, endpoint_url: str
             raise LabelError(str(exc)) from None
         for k, file_url in enumerate(urls):
             files.append(file_url)
-            f_texts, f_labels = _read_file(Shard(k, file_url, _format_of(file_url, "auto"), "labels", columns, None,
+            f_texts, f_labels = _read_file(Shard(k, file_url, format_of(file_url, "auto"), "labels", columns, None,
                                                  endpoint_url), text_col, label_col, skip_bad_rows, skipped,
                                            unicode_form)
             texts += f_texts
@@ -104,8 +104,8 @@ def read_labels(specs: list[str], skip_bad_rows: bool = False, endpoint_url: str
 def _read_file(shard: Shard, text_col: str, label_col: str, skip: bool, skipped: Counter[str],
                unicode_form: str) -> tuple[list[str], list[int]]:
     try:
-        data, _ = _read_bytes(shard)
-        raw = _read_parquet(shard, data) if shard.format == "parquet" else _read_jsonl(shard, data)
+        data, _ = read_bytes(shard)
+        raw = read_parquet(shard, data) if shard.format == "parquet" else read_jsonl(shard, data)
     except InputError as exc:
         raise LabelError(str(exc)) from None
     if shard.format == "parquet":

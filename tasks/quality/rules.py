@@ -382,7 +382,7 @@ def check_names(rule: Rule, available: set[str]) -> None:
                         f"{', '.join(sorted(available))}, metadata.<key>")
 
 
-def _rule_value(column: pa.Array) -> pa.Array:
+def rule_value(column: pa.Array) -> pa.Array:
     """What a rule sees of an attribute: span lists stand for their first span's score."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
@@ -454,7 +454,7 @@ def rule_table_checked(docs: pa.Table, attributes: dict[str, pa.Array],
     }
     for name in sorted(needed):
         if name in attributes:
-            cols[name] = _rule_value(attributes[name])
+            cols[name] = rule_value(attributes[name])
         elif name in builtin:
             cols[name] = builtin[name]()
         elif name.startswith("metadata."):

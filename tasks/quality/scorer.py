@@ -64,9 +64,9 @@ class Scorer:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def classifier_probability(self, texts: list[str]) -> np.ndarray:
-        from tasks.quality.classifier import _hq_probability
+        from tasks.quality.classifier import hq_probability
 
-        return _hq_probability(load_fasttext(self.classifier_path), texts)
+        return hq_probability(load_fasttext(self.classifier_path), texts)
 
     def feature_matrix(self, texts: list[str], english: np.ndarray) -> np.ndarray:
         if self.features != list(features.FEATURES):

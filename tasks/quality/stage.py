@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasks.config import QualityConfig
 from tasks.quality import heuristics
+from tasks.quality.config import QualityConfig
 from tasks.quality.rules import (
     BUILTIN_NAMES,
     Rule,
@@ -270,9 +270,9 @@ def histogram(column: pa.Array) -> list[int]:
 
 def rule_values(column: pa.Array) -> np.ndarray:
     """A numeric attribute as the floats a rule compares (NaN where missing)."""
-    from tasks.quality.rules import _rule_value
+    from tasks.quality.rules import rule_value
 
-    values = _rule_value(column)
+    values = rule_value(column)
     if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type) or pa.types.is_boolean(values.type)
             or pa.types.is_null(values.type)):
         # a threshold over a metadata key some documents hold as a string: those rank as missing

@@ -8,18 +8,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasks import layout
 from tasks.quality import stage
-from tasks.schema import to_rejects, word_counts
-from tasks.steps import RunContext, _emit, _funnel, _once, _write_attributes, _write_changes, _write_rejects
+from tasks.schema import to_rejects
+from tasks.stepkit import (
+    Changes,
+    MapResult,
+    RunContext,
+    once,
+    read_work,
+    total_words,
+    write_result,
+    write_work,
+)
 from tasks.storage import Storage
 
 STAGE = "quality"
 THRESHOLD_STAGE = "quality_threshold"
-
-
-def _values_path(ctx: RunContext, shard: str) -> str:
-    return layout.work_path(ctx.release, "quality_threshold_values", shard)
 
 
 def quality_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> dict[str, Any]:
@@ -27,14 +31,13 @@ def quality_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> d
     thresholds = cfg.thresholds
 
     def compute(storage: Storage) -> dict[str, Any]:
-        work = storage.read_parquet(layout.work_path(ctx.release, prev_stage, shard))
+        work = read_work(storage, ctx, prev_stage, shard)
         tagged = stage.tag(work, cfg, ctx.config.storage.endpoint_url)
         before = work
         if tagged.text is not None:
             work = work.set_column(work.schema.get_field_index("text"), "text", tagged.text)
+        tokens_in = total_words(work.column("text"))  # of the text C4's modify mode left, as before
         decisions = stage.apply_rules(work, tagged.attributes, stage.stage_rules(cfg))
-        changes, samples = ([], []) if tagged.text is None else _write_changes(
-            storage, ctx, STAGE, shard, before, tagged.text.to_pylist(), decisions.keep)
         keep = pa.array(decisions.keep)
         kept = work.filter(keep)
         dropped = ~decisions.keep
@@ -42,27 +45,24 @@ def quality_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> d
                              pa.array([r for r, d in zip(decisions.reason, dropped, strict=True) if d], pa.string()),
                              detail=pa.array([x for x, d in zip(decisions.detail, dropped, strict=True) if d],
                                              pa.string()))
-        # attributes of every document the stage saw: a dropped one's scores explain its drop
-        attrs = pa.table({"id": work.column("id"), **tagged.attributes})
-        files = _write_attributes(storage, ctx, STAGE, shard, attrs, work.column("source").combine_chunks())
-        files += _write_rejects(storage, ctx, STAGE, shard, rejects) + changes
         if thresholds:
             table = stage.rule_table(kept, {k: v.filter(keep) for k, v in tagged.attributes.items()}, [
                 stage.compile_rule(t.name, t.attribute) for t in thresholds])
-            storage.write_parquet(_values_path(ctx, shard), pa.table(
+            write_work(storage, ctx, "quality_threshold_values", shard, pa.table(
                 {t.name: pa.array(stage.rule_values(table.column(t.attribute)), pa.float64()) for t in thresholds}))
-            out = _emit(storage, ctx, STAGE, shard, kept, False)
-        else:
-            out = _emit(storage, ctx, STAGE, shard, kept, final)
-        tokens_in = int(pc.sum(word_counts(work.column("text"))).as_py() or 0)
-        funnel = _funnel(work.num_rows, kept, tokens_in, rejects)
-        funnel["modified"] = sum(c["rows"] for c in changes)
-        return {"funnel": funnel, "files": files, **out, "samples": samples,
-                "histograms": {a: stage.histogram(tagged.attributes[a]) for a in stage.score_attributes(cfg)},
-                "languages": _counts(tagged.attributes.get(stage.LID + "lang")),
-                "type_mismatches": decisions.type_mismatches}
+        # attributes of every document the stage saw: a dropped one's scores explain its drop
+        result = MapResult(
+            kept=kept, rejects=rejects, docs_in=work.num_rows, tokens_in=tokens_in,
+            attributes=pa.table({"id": work.column("id"), **tagged.attributes}),
+            attribute_sources=work.column("source").combine_chunks(),
+            changes=None if tagged.text is None else Changes(before, tagged.text.to_pylist(), decisions.keep),
+            figures={"histograms": {a: stage.histogram(tagged.attributes[a]) for a in stage.score_attributes(cfg)},
+                     "languages": _counts(tagged.attributes.get(stage.LID + "lang")),
+                     "type_mismatches": decisions.type_mismatches})
+        # with thresholds, the kept documents wait for the release-wide values in a work table
+        return write_result(storage, ctx, STAGE, shard, result, final and not thresholds)
 
-    return _once(ctx, STAGE, shard, compute)
+    return once(ctx, STAGE, shard, compute)
 
 
 def _counts(column: pa.Array | None) -> dict[str, int]:
@@ -76,7 +76,7 @@ def threshold_value_step(ctx: RunContext, shards: list[str]) -> dict[str, Any]:
     """Pass 1 of the global thresholds: the value of each over the whole release."""
 
     def compute(storage: Storage) -> dict[str, Any]:
-        tables = [storage.read_parquet(_values_path(ctx, s)) for s in shards]
+        tables = [read_work(storage, ctx, "quality_threshold_values", s) for s in shards]
         out = []
         for t in ctx.config.quality.thresholds:
             values = np.concatenate([tb.column(t.name).to_numpy(zero_copy_only=False) for tb in tables]) \
@@ -87,15 +87,15 @@ def threshold_value_step(ctx: RunContext, shards: list[str]) -> dict[str, Any]:
                         "kept": int((values >= value).sum()) if value is not None else 0})
         return {"thresholds": out}
 
-    return _once(ctx, "quality_threshold_values", "all", compute)
+    return once(ctx, "quality_threshold_values", "all", compute)
 
 
 def threshold_filter_step(ctx: RunContext, shard: str, thresholds: list[dict[str, Any]], final: bool) -> dict[str, Any]:
     """Pass 2: drop what falls below any threshold."""
 
     def compute(storage: Storage) -> dict[str, Any]:
-        work = storage.read_parquet(layout.work_path(ctx.release, STAGE, shard))
-        values = storage.read_parquet(_values_path(ctx, shard))
+        work = read_work(storage, ctx, STAGE, shard)
+        values = read_work(storage, ctx, "quality_threshold_values", shard)
         keep = np.ones(work.num_rows, dtype=bool)
         reason: list[str | None] = [None] * work.num_rows
         detail: list[str | None] = [None] * work.num_rows
@@ -111,9 +111,7 @@ def threshold_filter_step(ctx: RunContext, shard: str, thresholds: list[dict[str
         rejects = to_rejects(work.filter(pa.array(gone)), THRESHOLD_STAGE,
                              pa.array([r for r, g in zip(reason, gone, strict=True) if g], pa.string()),
                              detail=pa.array([d for d, g in zip(detail, gone, strict=True) if g], pa.string()))
-        out = _emit(storage, ctx, THRESHOLD_STAGE, shard, kept, final)
-        files = _write_rejects(storage, ctx, THRESHOLD_STAGE, shard, rejects)
-        tokens_in = int(pc.sum(word_counts(work.column("text"))).as_py() or 0)
-        return {"funnel": _funnel(work.num_rows, kept, tokens_in, rejects), "files": files, **out}
+        result = MapResult(kept=kept, rejects=rejects, docs_in=work.num_rows, tokens_in=total_words(work.column("text")))
+        return write_result(storage, ctx, THRESHOLD_STAGE, shard, result, final)
 
-    return _once(ctx, THRESHOLD_STAGE, shard, compute)
+    return once(ctx, THRESHOLD_STAGE, shard, compute)

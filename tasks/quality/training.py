@@ -73,13 +73,13 @@ def scorer_features(texts: list[str], classifier_path: str | Path, lid_model: st
     """The feature matrix the stage computes for these texts (language ID with lid.176, the
     article classifier at ``classifier_path``)."""
     from tasks.quality import features, lid
-    from tasks.quality.classifier import _hq_probability
+    from tasks.quality.classifier import hq_probability
     from tasks.quality.models import load_fasttext
     from tasks.quality.scorer import english_probability
 
     langs, scores = lid.predict(texts, lid_model)
     model = load_fasttext(classifier_path)
-    return features.compute(texts, lambda t: _hq_probability(model, t), english_probability(langs, scores))
+    return features.compute(texts, lambda t: hq_probability(model, t), english_probability(langs, scores))
 
 
 def fit_scorer(x: np.ndarray, y: np.ndarray, c: float, repeats: int, seed: int,

@@ -1,0 +1,266 @@
+"""The machinery every shard step shares: the run context, the completion marker, and the one
+writer of a map step's result.
+
+A map step reads its input work table, computes a :class:`MapResult` (kept documents, rejects
+with reasons, attributes, changed texts, figures) and hands it to :func:`write_result`, which
+stores every part through :mod:`tasks.layout` and returns the step's marker. Steps are wrapped
+in :func:`once`: a step whose marker exists returns the marker and does nothing else.
+No Prefect and no Ray here (the orchestration layer lives in ``flows/`` and
+``tasks/parallel.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks import layout
+from tasks.config import PipelineConfig
+from tasks.ingest import documents_of
+from tasks.schema import reason_key, to_rejects, word_counts
+from tasks.storage import Storage, StorageSpec
+
+# A function run inside a map step on the table that step hands to the next stage (near
+# dedup's signature map): (storage, ctx, shard, work) -> figures for the step's marker.
+PreMap = Callable[[Storage, "RunContext", str, pa.Table], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Feed:
+    """What the next stage asks of the stage before it: run ``fn`` on the work table named
+    ``after`` (the previous stage's output) and keep its figures under ``key`` in the marker."""
+
+    after: str
+    key: str
+    fn: PreMap
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every step of one release needs; picklable and free of secrets."""
+
+    release: str
+    created: str  # ISO time the release was first started; reused by reruns
+    parent: str | None
+    storage: StorageSpec
+    config: PipelineConfig
+    exact_buckets: int = 1  # resolved from the config once the shards are known
+    near_partitions: int = 1
+    feed: Feed | None = None  # set by the orchestration for the stage before one that needs it
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromisoformat(self.created)
+
+
+def once(ctx: RunContext, stage: str, shard: str, compute: Callable[[Storage], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``compute`` unless the step's marker exists; write the marker last (its presence
+    means every output of the step is complete)."""
+    storage = ctx.storage.open()
+    marker = layout.marker_path(ctx.release, stage, shard)
+    done = storage.read_json_or_none(marker)
+    if done is not None:
+        done["skipped"] = True
+        return done
+    t0 = time.perf_counter()
+    result = compute(storage)
+    result.update(stage=stage, shard=shard, seconds=round(time.perf_counter() - t0, 3), node=ray_node())
+    storage.write_json(marker, result)
+    result["skipped"] = False
+    return result
+
+
+def ray_node() -> str | None:
+    """The Ray node a step ran on (recorded in its marker; shows how work spread)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+def read_work(storage: Storage, ctx: RunContext, stage: str, shard: str) -> pa.Table:
+    """The work table ``stage`` left for ``shard``."""
+    return storage.read_parquet(layout.work_path(ctx.release, stage, shard))
+
+
+def write_work(storage: Storage, ctx: RunContext, stage: str, shard: str, table: pa.Table) -> None:
+    storage.write_parquet(layout.work_path(ctx.release, stage, shard), table)
+
+
+def write_by_source(storage: Storage, table: pa.Table, sources: pa.Array, path_of: Callable[[str], str]) -> list[dict]:
+    files = []
+    for source in sorted(set(sources.to_pylist())):
+        part = table.filter(pc.equal(sources, source))
+        info = storage.write_parquet(path_of(source), part).to_dict()
+        info["source"] = source
+        files.append(info)
+    return files
+
+
+def write_rejects(storage: Storage, ctx: RunContext, stage: str, shard: str, rejects: pa.Table) -> list[dict]:
+    if rejects.num_rows == 0:
+        return []
+    return write_by_source(storage, rejects, rejects.column("source").combine_chunks(),
+                           lambda src: layout.rejects_path(ctx.release, stage, src, shard))
+
+
+def write_attributes(storage: Storage, ctx: RunContext, tagger_set: str, shard: str, attrs: pa.Table,
+                     sources: pa.Array) -> list[dict]:
+    if attrs.num_rows == 0:
+        return []
+    return write_by_source(storage, attrs, sources,
+                           lambda src: layout.attributes_path(ctx.release, tagger_set, src, shard))
+
+
+SAMPLE_CHARS = 1500
+
+
+def write_changes(storage: Storage, ctx: RunContext, stage: str, shard: str, before: pa.Table,
+                  after: list[str], keep: Any) -> tuple[list[dict], list[dict[str, Any]]]:
+    """For the documents a stage modified (and kept): their text before it, under
+    ``changes/<stage>/``, so that ``refinery explain`` can show the diff; plus up to two samples
+    (before, after) for the report."""
+    texts = before.column("text").to_pylist()
+    changed = [i for i, (a, b) in enumerate(zip(texts, after, strict=True)) if a != b and bool(keep[i])]
+    if not changed:
+        return [], []
+    rows = before.take(pa.array(changed, pa.int64())).select(["id", "source", "text"])
+    files = write_by_source(storage, rows, rows.column("source").combine_chunks(),
+                            lambda src: layout.changes_path(ctx.release, stage, src, shard))
+    ids = before.column("id").to_pylist()
+    samples = [{"stage": stage, "id": ids[i], "before": texts[i][:SAMPLE_CHARS], "after": after[i][:SAMPLE_CHARS]}
+               for i in changed[:2]]
+    return files, samples
+
+
+def funnel(docs_in: int, work_out: pa.Table, tokens_in: int, rejects: pa.Table,
+           tokens_out: int | None = None) -> dict[str, Any]:
+    """One step's line of the release funnel."""
+    dropped: dict[str, int] = {}
+    for reason in rejects.column("reason").to_pylist():
+        key = reason_key(reason)
+        dropped[key] = dropped.get(key, 0) + 1
+    return {
+        "docs_in": docs_in,
+        "docs_out": work_out.num_rows,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out if tokens_out is not None else total_words(work_out.column("text")),
+        "modified": 0,
+        "dropped": dict(sorted(dropped.items())),
+    }
+
+
+def total_words(texts: pa.Array | pa.ChunkedArray) -> int:
+    return int(pc.sum(word_counts(texts)).as_py() or 0)
+
+
+def emit(storage: Storage, ctx: RunContext, stage: str, shard: str, work: pa.Table, final: bool,
+         words: pa.Array | None = None) -> dict[str, Any]:
+    """The output of a map step: the next step's work table or, for the last map step of the
+    release, its document files (publishing is fused into it, saving a read and a write).
+    When the next stage asked for it (:class:`Feed`), its map runs here on the same table.
+    ``words``: the word counts of ``work``, when the caller has them."""
+    if not final:
+        write_work(storage, ctx, stage, shard, work)
+        if ctx.feed is not None and ctx.feed.after == stage:
+            return {ctx.feed.key: ctx.feed.fn(storage, ctx, shard, work)}
+        return {}
+    docs = documents_of(work)
+    sources = docs.column("source").combine_chunks()
+    files = write_by_source(storage, docs, sources, lambda src: layout.documents_path(ctx.release, src, shard))
+    words = words if words is not None else word_counts(docs.column("text"))
+    for info in files:
+        mine = words.filter(pc.equal(sources, info["source"]))
+        info["tokens"] = int(pc.sum(mine).as_py() or 0)
+        info["length_histogram"] = length_histogram(mine)
+    return {"documents": files}
+
+
+# Bin edges (words per document) of the length histograms in the manifest and the report.
+LENGTH_BINS = [0, 10, 30, 100, 300, 1000, 3000, 10000]
+
+
+def length_histogram(words: pa.Array) -> list[int]:
+    counts = np.bincount(np.searchsorted(LENGTH_BINS, words.to_numpy(zero_copy_only=False), side="right") - 1,
+                         minlength=len(LENGTH_BINS))
+    return [int(c) for c in counts[: len(LENGTH_BINS)]]
+
+
+@dataclass
+class Changes:
+    """The texts a step produced for every document it saw (``before``'s rows), and which it
+    kept: the changed and kept ones are stored under ``changes/<stage>/``."""
+
+    before: pa.Table
+    after: list[str]
+    keep: Any
+
+
+@dataclass
+class MapResult:
+    """What one map step made of one shard.
+
+    ``kept``: the documents it passes on (with any new text); ``rejects``: a
+    :func:`tasks.schema.to_rejects` table of what it dropped, with reasons; ``attributes``: an
+    ``id`` column plus one column per attribute, with the ``attribute_sources`` of its rows;
+    ``changes``: its rewritten texts; ``figures``: anything else for its marker.
+    ``docs_in``/``tokens_in``: the funnel's input side; ``kept_words``: the word counts of
+    ``kept`` when the step has them.
+    """
+
+    kept: pa.Table
+    rejects: pa.Table
+    docs_in: int
+    tokens_in: int
+    attributes: pa.Table | None = None
+    attribute_sources: pa.Array | None = None
+    attribute_set: str | None = None  # default: the stage's name
+    changes: Changes | None = None
+    kept_words: pa.Array | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def write_result(storage: Storage, ctx: RunContext, stage: str, shard: str, result: MapResult,
+                 final: bool) -> dict[str, Any]:
+    """Store a map step's result (attributes, rejects, earlier texts, its output) and return
+    its marker: funnel, files, documents when ``final``, samples and the step's figures."""
+    files: list[dict] = []
+    if result.attributes is not None:
+        sources = result.attribute_sources
+        if sources is None:
+            raise ValueError(f"{stage}: attributes without their sources")
+        files += write_attributes(storage, ctx, result.attribute_set or stage, shard, result.attributes, sources)
+    files += write_rejects(storage, ctx, stage, shard, result.rejects)
+    changes, samples = [], []
+    if result.changes is not None:
+        changes, samples = write_changes(storage, ctx, stage, shard, result.changes.before, result.changes.after,
+                                         result.changes.keep)
+    files += changes
+    tokens_out = None if result.kept_words is None else int(pc.sum(result.kept_words).as_py() or 0)
+    line = funnel(result.docs_in, result.kept, result.tokens_in, result.rejects, tokens_out)
+    line["modified"] = sum(c["rows"] for c in changes)
+    out = emit(storage, ctx, stage, shard, result.kept, final, result.kept_words)
+    return {"funnel": line, "files": files, **out, "samples": samples, **result.figures}
+
+
+def rewrite_result(stage: str, work: pa.Table, new_text: list[str], keep: Any, reasons: list[str | None],
+                   details: list[str | None], attributes: dict[str, pa.Array]) -> MapResult:
+    """The result of a stage that rewrites and drops documents (ProX, leaner): its attributes
+    for every document it saw, rejects with the text they came in with, the earlier text of
+    what it changed, and the rewritten documents it kept."""
+    mask = np.asarray(keep, dtype=bool)
+    gone = pa.array(~mask)
+    rejects = to_rejects(work.filter(gone), stage, pa.array(reasons, pa.string()).filter(gone),
+                         detail=pa.array(details, pa.string()).filter(gone))
+    rewritten = work.set_column(work.schema.get_field_index("text"), "text", pa.array(new_text, pa.string()))
+    return MapResult(kept=rewritten.filter(pa.array(mask)), rejects=rejects, docs_in=work.num_rows,
+                     tokens_in=total_words(work.column("text")),
+                     attributes=pa.table({"id": work.column("id"), **attributes}),
+                     attribute_sources=work.column("source").combine_chunks(),
+                     changes=Changes(work, new_text, keep))

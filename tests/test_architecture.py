@@ -1,0 +1,71 @@
+"""The layout a newcomer walks: the stage table of docs/architecture.md matches the registry,
+imports follow the layering contracts, nothing imports another module's private names."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tasks import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE = re.compile(r"<!-- stage-table:start -->\n(.*?)\n<!-- stage-table:end -->", re.S)
+
+
+def test_the_architecture_pages_stage_table_is_the_registrys():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    found = TABLE.search(page)
+    assert found, "docs/architecture.md lost its stage-table markers"
+    assert found.group(1) == registry.stage_table(), (
+        "docs/architecture.md's stage table is stale: paste the output of `python -m tasks.registry`")
+
+
+def test_every_builtin_stage_has_a_row_and_a_config_section():
+    from tasks.config import PipelineConfig
+
+    rows = registry.stage_table().splitlines()[2:]
+    assert [r.split("|")[1].strip(" `") for r in rows] == [s.name for s in registry.stages()]
+    for st in registry.stages():
+        assert st.config_key in PipelineConfig.model_fields, st.name
+
+
+def _modules(*folders: str) -> list[Path]:
+    return [p for f in folders for p in (ROOT / f).rglob("*.py")]
+
+
+def test_no_module_imports_another_modules_private_names():
+    bad = []
+    for path in _modules("tasks", "flows", "tests", "bench", "scripts"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                if private:
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module} {private}")
+    assert not bad, bad
+
+
+def test_no_test_module_imports_another():
+    bad = []
+    for path in _modules("tests"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else [
+                a.name for a in node.names] if isinstance(node, ast.Import) else []
+            bad += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
+                    if re.match(r"tests(\.\w+)*\.test_", n or "")]
+    assert not bad, bad
+
+
+def test_import_contracts_hold():
+    """The layering contracts of pyproject.toml, as `lint-imports` checks them in CI."""
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert exe, "import-linter is not installed (it is in the test extra)"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([exe, "--config", str(ROOT / "pyproject.toml")], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout
