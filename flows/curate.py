@@ -103,6 +103,10 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     shards = plan_shards(ctx.config)
     if not shards:
         raise ReleaseError("no input shards: configure at least one input")
+    web = next((s for s in shards if s.format == "warc" or getattr(s.columns, "html", None)), None)
+    if web is not None and "extract" not in {st.name for st in stages}:
+        raise ReleaseError(f"{web.uri}: holds HTML pages, but the extract stage does not run: give its input "
+                           "`format: warc` (or `columns: {html: ...}`), or list extract in `stages`")
     logger.info("release %s: %d shards from %d inputs -> %s (stages: %s)", ctx.release, len(shards),
                 len(ctx.config.inputs), storage.url(), ", ".join(st.name for st in stages))
     ctx = replace(ctx, exact_buckets=ctx.config.exact_dedup.bucket_count(len(shards)),

@@ -45,4 +45,4 @@ def task_runs(manifest: dict, shards: int, ok: int) -> dict[str, int]:
 STAGE = register(Stage(
     name="ingest", kind="map", rank=0, config_key="ingest", plan=plan, enabled=lambda config: True, task_runs=task_runs,
     reads="the inputs (Parquet, JSONL)", writes="work table; rejects/ingest; attributes/ingest",
-    summary="validate, Unicode normalization, LF line endings, stable ids (+ the map side of exact dedup)"))
+    summary="validate, Unicode normalization, LF line endings, stable ids (+ the next stage's map side: exact dedup's keys, near dedup's signatures)"))

@@ -137,6 +137,9 @@ def build_manifest(
         **({"quality": quality} if quality is not None else {}),
         **({"prox": prox} if prox is not None else {}),
         **({"leaner": leaner} if leaner is not None else {}),
+        # the sections of stages that declare their own (tasks.registry.Stage.figures)
+        **{name: st.figures(ctx, markers[name]) for name in stages
+           if (st := registry.get(name)).figures is not None and name in markers},
         **({"llm": llm_usage(ctx, markers)} if any(_sum_dicts(m[st]["usage"] for m in markers[st])
                                                    for st in model_stages) else {}),
         "failures": failures,

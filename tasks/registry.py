@@ -29,6 +29,9 @@ BUILTIN_MODULES = (
     "tasks.quality.declare",
     "tasks.prox.declare",
     "tasks.leaner.declare",
+    "tasks.extract.declare",
+    "tasks.decontam.declare",
+    "tasks.pii.declare",
 )
 
 
@@ -106,6 +109,8 @@ class Stage:
     right_after: str | None = None
     check: Callable[[Any], None] | None = None
     after_publish: Callable[[Any], None] | None = None  # (ctx) once the release is committed
+    # the manifest's section of this stage (under its name) from its markers: (ctx, markers) -> dict
+    figures: Callable[[Any, list[dict[str, Any]]], dict[str, Any]] | None = None
     # the task runs a release's flow run records for this stage, by task name, from its manifest
     # and the number of shards that made it through ingest (default: one per shard)
     task_runs: Callable[[dict[str, Any], int, int], dict[str, int]] | None = None

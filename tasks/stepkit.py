@@ -249,6 +249,21 @@ def write_result(storage: Storage, ctx: RunContext, stage: str, shard: str, resu
     return {"funnel": line, "files": files, **out, "samples": samples, **result.figures}
 
 
+def sum_figures(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shards' figures of one stage added up: numbers summed, nested counts merged; other
+    values (names, settings) kept from the first shard."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, bool) or not isinstance(value, int | float | dict):
+                out.setdefault(key, value)
+            elif isinstance(value, dict):
+                out[key] = sum_figures([out.get(key, {}), value])
+            else:
+                out[key] = out.get(key, 0) + value
+    return out
+
+
 def rewrite_result(stage: str, work: pa.Table, new_text: list[str], keep: Any, reasons: list[str | None],
                    details: list[str | None], attributes: dict[str, pa.Array]) -> MapResult:
     """The result of a stage that rewrites and drops documents (ProX, leaner): its attributes

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import xxhash
 
 from tasks import layout
 from tasks.dedup import exact
-from tasks.ingest import IngestResult, Shard, ingest_shard
+from tasks.ingest import IngestResult, Shard, content_key, ingest_shard
 from tasks.schema import to_rejects, whole_document_spans, word_counts
 from tasks.shuffle import split_by
 from tasks.stepkit import MapResult, RunContext, once, read_work, total_words, write_result, write_work
@@ -106,14 +107,10 @@ def ingest_step(ctx: RunContext, shard: Shard, final: bool,
     """Ingest one shard; with ``first_uris`` (shard index -> URL), the second phase of a run
     that checks source ids across shards (after :func:`ingest_read_step` and
     :func:`id_reduce_step`)."""
-    dedup = ctx.config.exact_dedup
 
     def compute(storage: Storage) -> dict[str, Any]:
         res = _ingest(ctx, shard) if first_uris is None else _checked_ingest(storage, ctx, shard, first_uris)
         words = res.words  # counted once, by the empty-text check
-        if dedup.enabled:  # the map side of exact dedup: its keys are computed while ingesting
-            for bucket, part in exact.partition_keys(res.work, ctx.exact_buckets).items():
-                storage.write_parquet(layout.shuffle_path(ctx.release, "exact_dedup", shard.name, bucket), part)
         chars = pc.utf8_length(res.work.column("text"))
         attrs = pa.table(
             {
@@ -133,7 +130,21 @@ def ingest_step(ctx: RunContext, shard: Shard, final: bool,
     return once(ctx, "ingest", shard.name, compute)
 
 
-# -- stage 2: exact dedup (reduce → filter; the map side runs inside ingest) --------------------
+# -- exact dedup: map (inside the step before it) → reduce → filter ----------------------------
+
+def exact_map_outputs(storage: Storage, ctx: RunContext, shard: str, work: pa.Table) -> dict[str, Any]:
+    """The map side of exact dedup, run inside the step of the stage before it on the table it
+    passes on: the content keys of one shard, shuffled by hash bucket. Ingest hashed the text
+    it read; after a stage that changes texts (extract, prox) the keys are of the text as it is."""
+    if ctx.feed is not None and ctx.feed.after != "ingest":
+        hashes = [xxhash.xxh3_128_digest(content_key(t, ctx.config.exact_dedup.key).encode("utf-8"))
+                  for t in work.column("text").to_pylist()]
+        work = work.set_column(work.schema.get_field_index("content_hash"), "content_hash",
+                               pa.array(hashes, pa.binary(16)))
+    for bucket, part in exact.partition_keys(work, ctx.exact_buckets).items():
+        storage.write_parquet(layout.shuffle_path(ctx.release, "exact_dedup", shard, bucket), part)
+    return {"rows": work.num_rows}
+
 
 def exact_reduce_step(ctx: RunContext, bucket: int) -> dict[str, Any]:
     def compute(storage: Storage) -> dict[str, Any]:

@@ -29,6 +29,20 @@ def test_the_default_order_is_todays_order_of_the_enabled_stages():
     assert registry.total_waves(cfg) == 1 + 5 + 3 + 1
 
 
+def test_web_inputs_bring_the_extract_stage_and_hygiene_stages_run_when_configured():
+    web = PipelineConfig(inputs=[{"uri": "crawl/part-0.warc.gz"}, {"uri": "pages.parquet", "columns": {"html": "h"}}])
+    assert [s.name for s in registry.order(web)] == ["ingest", "extract", "exact_dedup", "near_dedup"]
+    assert [s.name for s in registry.order(PipelineConfig(inputs=[{"uri": "t.jsonl"}]))][:2] == ["ingest", "exact_dedup"]
+    hygiene = PipelineConfig(pii={"enabled": True}, decontaminate={"eval_sets": [
+        {"name": "humaneval", "url": "he.jsonl", "columns": ["prompt"]}]})
+    assert [s.name for s in registry.order(hygiene)] == ["ingest", "exact_dedup", "near_dedup", "decontaminate", "pii"]
+    # exact dedup hashes what the stage before it hands on, so it may follow any map stage
+    late = PipelineConfig(stages=["ingest", "prox", "exact_dedup", "near_dedup"])
+    assert [s.name for s in registry.order(late)] == late.stages
+    plain = PipelineConfig(inputs=[{"uri": "t.jsonl"}]).public_dict()  # sections at their defaults: not recorded
+    assert not {"extract", "decontaminate", "pii", "tokenizer"} & set(plain) and "html" not in plain["inputs"][0]["columns"]
+
+
 def test_a_listed_stage_runs_and_an_unlisted_one_does_not():
     cfg = PipelineConfig(stages=["ingest", "exact_dedup", "prox", "near_dedup", "quality"])
     assert cfg.prox.enabled and cfg.quality.enabled and not cfg.leaner.enabled
@@ -41,10 +55,11 @@ def test_a_listed_stage_runs_and_an_unlisted_one_does_not():
 
 @pytest.mark.parametrize(("stages", "conflict"), [
     ("[exact_dedup, ingest]", "ingest must come first"),
-    ("[ingest, prox, exact_dedup]", "exact_dedup must come right after ingest (its content keys are computed "
-                                    "while ingesting); it comes after prox"),
+    ("[ingest, exact_dedup, extract]", "extract must come right after ingest (it turns the HTML ingest read into "
+                                       "the text every later stage reads); it comes after exact_dedup"),
     ("[ingest, near_dedup, near_dedup]", "stage 'near_dedup' is listed twice"),
-    ("[ingest, dedupe]", "unknown stage 'dedupe' (known: ingest, exact_dedup, near_dedup, quality, prox, leaner)"),
+    ("[ingest, dedupe]", "unknown stage 'dedupe' (known: ingest, extract, exact_dedup, near_dedup, decontaminate, "
+                         "quality, prox, leaner, pii)"),
     ("[]", "ingest must come first"),
 ])
 def test_an_order_that_cannot_run_is_refused_naming_the_conflict(tmp_path, stages, conflict):

@@ -9,13 +9,14 @@ from tasks.errors import ReleaseError
 from tasks.publish import read_catalog
 from tasks.registry import FeedSpec, Stage, StageRun, register
 from tasks.stepkit import RunContext
-from tasks.steps import exact_filter_step, exact_reduce_step
+from tasks.steps import exact_filter_step, exact_map_outputs, exact_reduce_step
 
 MAX_CC_ROUNDS = 100
 
 
 def exact_plan(run: StageRun) -> None:
-    """Reduce per hash bucket (the keys were shuffled by ingest), then filter per shard."""
+    """Reduce per hash bucket (the keys were shuffled inside the previous stage's step, see
+    ``feed``), then filter per shard."""
     ctx = run.ctx
     run.map(exact_reduce_step, [(f"b{b:05d}", (ctx, b)) for b in range(ctx.exact_buckets)], "exact_dedup_reduce")
     run.map(exact_filter_step, [(n, (ctx, n, run.final, run.prev)) for n in run.names], "exact_dedup")
@@ -124,11 +125,11 @@ def near_task_runs(manifest: dict, shards: int, ok: int) -> dict[str, int]:
 
 
 EXACT = register(Stage(
-    name="exact_dedup", kind="global", rank=20, config_key="exact_dedup", plan=exact_plan, right_after="ingest",
-    why=" (its content keys are computed while ingesting)", task_runs=exact_task_runs,
-    waves=lambda config: 2, reads="ingest's content keys (shuffled by hash) and work table",
+    name="exact_dedup", kind="global", rank=20, config_key="exact_dedup", plan=exact_plan,
+    feed=FeedSpec("exact_map", exact_map_outputs), task_runs=exact_task_runs,
+    waves=lambda config: 2, reads="the previous stage's work table (content keys shuffled inside its step)",
     writes="work table; rejects/exact_dedup; attributes/exact_dedup",
-    summary="content hash; map (in ingest) → shuffle by hash → reduce → filter"))
+    summary="content hash; map (inside the previous map stage) → shuffle by hash → reduce → filter"))
 
 NEAR = register(Stage(
     name="near_dedup", kind="global", rank=30, config_key="near_dedup", plan=near_plan,
