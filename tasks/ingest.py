@@ -32,7 +32,7 @@ import zstandard
 from tasks.config import ColumnMap, IngestConfig, InputSpec, PipelineConfig
 from tasks.extract.warc import WEB_SUFFIXES, web_format
 from tasks.schema import DOCUMENT_SCHEMA, TIMESTAMP, WORK_SCHEMA, reason_key, to_rejects, word_counts
-from tasks.storage import filesystem_for
+from tasks.storage import filesystem_for, public_url
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl.zst", ".json.zst",
@@ -386,7 +386,7 @@ def read_bytes(shard: Shard, extra: int = 0) -> tuple[bytes, dict[str, Any]]:
             start, stop = shard.byte_range
             data = fs.cat_file(path, start, min(int(info["size"]), stop + extra))
             # a range shard hashes no file (that would read it whole); its size is the file's
-            file_info = {"uri": shard.uri, "bytes": int(info["size"]), "range": [start, stop]}
+            file_info = {"uri": public_url(shard.uri), "bytes": int(info["size"]), "range": [start, stop]}
             etag = info.get("ETag") or info.get("etag")
             if etag:
                 file_info["etag"] = str(etag).strip('"')
@@ -398,7 +398,7 @@ def read_bytes(shard: Shard, extra: int = 0) -> tuple[bytes, dict[str, Any]]:
         raise InputError(f"{shard.uri}: file not found") from None
     except Exception as exc:
         raise InputError(f"{shard.uri}: cannot read the file: {exc}") from exc
-    file_info = {"uri": shard.uri, "bytes": len(data)}
+    file_info = {"uri": public_url(shard.uri), "bytes": len(data)}
     if shard.first_of_file:
         file_info["sha256"] = hashlib.sha256(data).hexdigest()
         etag = info.get("ETag") or info.get("etag")
@@ -415,7 +415,7 @@ def _read_web(shard: Shard, data: bytes, file_info: dict[str, Any]) -> RawRows:
 
     extra = WEB_RANGE_SLACK
     while True:
-        got = read_warc(data, shard.uri, shard.byte_range)
+        got = read_warc(data, public_url(shard.uri), shard.byte_range)
         if shard.byte_range is None or shard.byte_range[0] + len(data) >= file_info["bytes"]:
             break
         # the range's last record reads as cut short: it may only end past what was read, so
@@ -455,7 +455,7 @@ def _read_html_column(shard: Shard, data: bytes, parquet: bool, column: str) -> 
     out = []
     for row, meta in zip(raw.rows, raw.metadata, strict=True):
         obj = orjson.loads(meta) if meta else {}
-        obj["web"] = {"kind": "html", "uri": shard.uri, "row": row, "column": column}
+        obj["web"] = {"kind": "html", "uri": public_url(shard.uri), "row": row, "column": column}
         out.append(_dump_metadata(obj))
     raw.metadata = out
     return raw
@@ -959,7 +959,7 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
             "content_hash": pa.array(hashes, pa.binary(16)),
             "order": pa.array([(shard.index << 32) | r for r in ordinals], pa.int64()),
             "input_row": pa.array(rows, pa.int64()),
-            "input_uri": pa.array([shard.uri] * n, pa.string()),
+            "input_uri": pa.array([public_url(shard.uri)] * n, pa.string()),
         },
         schema=WORK_SCHEMA,
     )
@@ -997,7 +997,7 @@ def _parse_rejects(bad_rows: list[tuple[int, str, str | None]], shard: Shard, re
             "text": pa.array([t for _, _, t in bad_rows], pa.string()),
             "source": pa.array([shard.source] * n, pa.string()),
             "version": pa.array([release] * n, pa.string()),
-            "input_uri": pa.array([shard.uri] * n, pa.string()),
+            "input_uri": pa.array([public_url(shard.uri)] * n, pa.string()),
             "input_row": pa.array([r for r, _, _ in bad_rows], pa.int64()),
         }
     )

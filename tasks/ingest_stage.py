@@ -5,6 +5,7 @@ from __future__ import annotations
 from tasks.errors import ReleaseError
 from tasks.registry import Stage, StageRun, register
 from tasks.steps import id_check_needed, id_reduce_step, ingest_read_step, ingest_step
+from tasks.storage import public_url
 
 
 def plan(run: StageRun) -> None:
@@ -25,7 +26,7 @@ def plan(run: StageRun) -> None:
         results, failed = run.map_tolerant(ingest_step, [(s.name, (ctx, s, run.final)) for s in shards], "ingest")
     by_name = {s.name: s for s in shards}
     for f in failed:
-        f["uri"] = by_name[f["shard"]].uri
+        f["uri"] = public_url(by_name[f["shard"]].uri)
     run.failures.extend(failed)
     if failed and ctx.config.execution.fail_fast:
         raise ReleaseError(f"{len(failed)} input shard(s) failed and fail_fast is set: {failed[0]['error']}")

@@ -207,3 +207,15 @@ class Storage:
 def _protocols(fs) -> tuple[str, ...]:
     proto = fs.protocol
     return (proto,) if isinstance(proto, str) else tuple(proto)
+
+
+def public_url(uri: str) -> str:
+    """``uri`` as it may be recorded in a release: without a ``user:secret@`` part and without a
+    query string (presigned URLs carry their signature there); reading still uses the full URL."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in uri or ("@" not in uri and "?" not in uri):
+        return uri
+    parts = urlsplit(uri)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -1152,3 +1152,16 @@ def test_ray_processes_of_a_killed_run_are_stopped_by_the_next_check(stack, ray_
             proc.wait(60)
         for p in of_run():
             p.kill()
+
+
+def test_urls_are_recorded_without_their_credentials():
+    """An input URL may carry a secret (s3's key:secret@bucket form, a presigned query): what a
+    release records (manifest inputs, rejects' input_uri, a page's WARC pointer) is the URL
+    without it; a local path is left as it is."""
+    from tasks.storage import public_url
+
+    assert public_url("s3://AKIAEXAMPLE:s3cr3t@bucket/crawl/a.warc.gz") == "s3://bucket/crawl/a.warc.gz"
+    assert public_url("https://u:p@host:8443/x.parquet?X-Amz-Signature=abc&X-Amz-Credential=k") == \
+        "https://host:8443/x.parquet"
+    assert public_url("s3://bucket/k.jsonl") == "s3://bucket/k.jsonl"
+    assert public_url("/data/user@host/a.jsonl") == "/data/user@host/a.jsonl"

@@ -220,3 +220,29 @@ def test_checksums():
 def test_bad_allow_network_is_a_config_error():
     with pytest.raises(ValueError, match="not a CIDR"):
         PiiConfig(allow_networks=["10.0.0.0/33"])
+
+
+def test_version_pins_paths_table_rows_and_service_accounts_are_not_personal_data():
+    """Look-alikes a reviewer found after the rules were written (now a regression list):
+    versions after a pin, a package@, a path or an image tag; an OID; a row of numbers; the
+    git service account every README names. Real values beside them are still found."""
+    from tasks.pii.config import PiiConfig
+    from tasks.pii.core import scan
+
+    benign = ['__version__ = "1.2.3.4"', "requests>=2.31.0.1", "pkg@1.2.3.4", "image: postgres:13.2.1.0",
+              "nginx/1.2.3.4", "OID 2.5.4.3", "size 800 600 1000", "clone git@github.com:org/repo.git"]
+    real = ["call 415-555-2671 now", "server at 93.184.216.34 today", "mail maria@mailbox.org"]
+    res = scan(pa.table({"text": benign + real}), PiiConfig(enabled=True))
+    assert res.attributes["pii__regex__count"].to_pylist() == [0] * len(benign) + [1] * len(real)
+
+
+def test_drop_mode_redacts_what_it_drops_too():
+    """A dropped document's text is kept in the release's rejects: redacted, like the rest."""
+    from tasks.pii.config import PiiConfig
+    from tasks.pii.core import scan
+
+    texts = ["Write to ana.ruiz@correo-ana.es or ana.r@mailbox.org", "A long text " * 40 + "mail b@mailbox.org"]
+    res = scan(pa.table({"text": texts}), PiiConfig(enabled=True, mode="drop", max_density=0.05))
+    assert res.keep.tolist() == [False, True]
+    assert "@" not in res.new_text[0].as_py() and res.new_text[0].as_py().count("|||EMAIL_ADDRESS|||") == 2
+    assert "b@mailbox.org" not in res.new_text[1].as_py()

@@ -36,6 +36,14 @@ def test_web_inputs_bring_the_extract_stage_and_hygiene_stages_run_when_configur
     hygiene = PipelineConfig(pii={"enabled": True}, decontaminate={"eval_sets": [
         {"name": "humaneval", "url": "he.jsonl", "columns": ["prompt"]}]})
     assert [s.name for s in registry.order(hygiene)] == ["ingest", "exact_dedup", "near_dedup", "decontaminate", "pii"]
+    # ProX's learned writer after extraction uses the line model trained on extracted text
+    from tasks.extract.prox_model import AFTER_EXTRACT_MODEL
+    from tasks.prox.stage import learned_model_url
+
+    assert learned_model_url(web.model_copy(update={"prox": web.prox.model_copy(update={"enabled": True})})) == str(
+        AFTER_EXTRACT_MODEL)
+    assert learned_model_url(PipelineConfig(prox={"enabled": True})) is None  # the shipped default
+    assert learned_model_url(PipelineConfig(prox={"enabled": True, "model": "m.json.gz"})) == "m.json.gz"
     # exact dedup hashes what the stage before it hands on, so it may follow any map stage
     late = PipelineConfig(stages=["ingest", "prox", "exact_dedup", "near_dedup"])
     assert [s.name for s in registry.order(late)] == late.stages

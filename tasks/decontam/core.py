@@ -311,6 +311,8 @@ def decontaminate(table: pa.Table, index: DecontamIndex, cfg: DecontamConfig, te
                     seen_sets.add(s)
                 for s in seen_sets:
                     set_grams[s] += 1
+            if not votes:  # the fused pass and this one disagree (never seen): the document is not flagged
+                continue
             top = max(votes.values())
             best_set = min(s for (s, _), v in votes.items() if v == top)
             # tasks that normalize to the same text (HumanEval/56 and /61 differ only in their

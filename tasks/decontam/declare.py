@@ -12,11 +12,12 @@ from tasks.stepkit import RunContext, once, read_work, rewrite_result, sum_figur
 from tasks.storage import Storage, StorageSpec
 
 NAME = "decontaminate"
-_LOADED: dict[str, DecontamIndex] = {}  # per process: a worker loads each index once per run
+_LOADED: dict[str, DecontamIndex] = {}  # per process and release: a worker loads each index once per run
 
 
 def _index(config: Any, storage: Storage) -> DecontamIndex:
-    key = config.decontaminate.model_dump_json() + "\x00" + storage.url()
+    # the release in the key: a long-lived worker re-reads the sets (and their sha256) next run
+    key = "\x00".join([str(config.release), config.decontaminate.model_dump_json(), storage.url()])
     if key not in _LOADED:
         _LOADED[key] = load_indexes(config.decontaminate, storage)
     return _LOADED[key]

@@ -21,6 +21,10 @@ DEFAULT_ALLOW_NETWORKS = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "
                           "::1/128", "ff00::/8", "::/128", "fe80::/10"]
 
 
+# service accounts written in every README, not anybody's address
+DEFAULT_ALLOW_VALUES = ["git@github.com", "git@gitlab.com", "git@bitbucket.org", "git@ssh.dev.azure.com"]
+
+
 class PiiConfig(ConfigModel):
     enabled: bool = Field(False, title="Find personal data",
                           description="Off by default: a release keeps its text as it came unless asked.")
@@ -35,7 +39,7 @@ class PiiConfig(ConfigModel):
                                      description="E-mail addresses at these domains (or their subdomains) are left alone.")
     allow_networks: list[str] = Field(DEFAULT_ALLOW_NETWORKS, title="Allowed IP networks",
                                       description="CIDR ranges whose addresses are left alone (documentation, loopback, ...).")
-    allow_values: list[str] = Field(default_factory=list, title="Allowed values",
+    allow_values: list[str] = Field(DEFAULT_ALLOW_VALUES, title="Allowed values",
                                     description="Exact matches left alone (e.g. a project's own public contact address).")
 
     @field_validator("allow_networks")

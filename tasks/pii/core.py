@@ -55,7 +55,9 @@ _CARD = re.compile(r"(?<![\w\-.])(?:\d{4}([ \-]?)\d{4}\1\d{4}\1\d{1,7}|\d{4}([ \
 _IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?!\w)")
 _SSN = re.compile(r"(?<![\w\-.])(\d{3})-(\d{2})-(\d{4})(?![\w\-]|\.\d)")
 # a version number looks like an IPv4 address: these words before it say which it is
-_VERSION_CONTEXT = re.compile(r"\b(?:version|release|build|v|ver|firmware|update|patch)\.?\s*$", re.I)
+_VERSION_CONTEXT = re.compile(
+    r"(?:\b(?:version|__version__|release|build|v|ver|firmware|update|patch|oid)\b\.?[\s=:'\"]*"
+    r"|[<>=~!]=\s*|[@/:]|\bv)$", re.I)  # "1.2.3.4" after a version word, a pin (>=), a package@, a path/ or tag:
 
 # lengths of IBANs per country (ISO 13616 registry)
 _IBAN_LENGTH = {
@@ -104,6 +106,8 @@ def _ssn_ok(m: re.Match) -> bool:
 
 def _phone_ok(s: str) -> bool:
     digits = sum(c.isdigit() for c in s)
+    if not s.startswith(("+", "(")) and not any(c in s for c in ".-"):
+        return False  # "800 600 1000": numbers in a row of a table, not a phone number written out
     return 10 <= digits <= 15 if s.startswith("+") else digits in (10, 11)
 
 
@@ -148,7 +152,7 @@ def _find_ip(text: str, allow: _Allow, lo: int = 0, hi: int = _END) -> list[tupl
         parts = m.group().split(".")
         if any(int(p) > 255 or (len(p) > 1 and p[0] == "0") for p in parts) or parts[0] == "255":
             continue  # not an address, or a netmask
-        if _VERSION_CONTEXT.search(text, max(0, m.start() - 12), m.start()):
+        if _VERSION_CONTEXT.search(text, max(0, m.start() - 24), m.start()):
             continue
         if not allow.ip(ipaddress.IPv4Address(m.group())):
             out.append(m.span())
@@ -333,7 +337,8 @@ def scan(table: pa.Table, cfg: PiiConfig, text_column: str = "text") -> PiiResul
             reasons[d] = f"pii density {density[d]:.3f} above {cfg.max_density} ({', '.join(kinds)})"
             details[d] = f"{counts[d]} matches in {int(words[d])} words"
     if cfg.mode in ("redact", "drop") and found:
-        changed = sorted(d for d in found if keep[d])
+        # dropped documents are redacted too: their text is kept in the release's rejects
+        changed = sorted(found)
         mask = np.zeros(n, bool)
         mask[changed] = True
         # only the changed rows pass through Python

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
+
 from tasks.pii.core import scan
 from tasks.registry import Stage, register
 from tasks.stepkit import RunContext, once, read_work, rewrite_result, sum_figures, write_result
@@ -19,8 +21,13 @@ def pii_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> dict[
     def compute(storage: Storage) -> dict[str, Any]:
         work = read_work(storage, ctx, prev_stage, shard)
         res = scan(work, cfg)
-        result = rewrite_result(NAME, work, res.new_text.to_pylist(), res.keep, res.reasons, res.details,
-                                res.attributes)
+        redacted = res.new_text.to_pylist()
+        # Everything this stage writes holds the redacted text only: no earlier text under
+        # changes/ (explain would show the removed values as a diff) and rejects (drop mode)
+        # with their values redacted too. In tag mode the text is unchanged.
+        work = work.set_column(work.schema.get_field_index("text"), "text", pa.array(redacted, pa.string()))
+        result = rewrite_result(NAME, work, redacted, res.keep, res.reasons, res.details, res.attributes)
+        result.changes = None
         return {**write_result(storage, ctx, NAME, shard, result, final), "pii": res.figures}
 
     return once(ctx, NAME, shard, compute)
@@ -34,5 +41,5 @@ def figures(ctx: RunContext, markers: list[dict[str, Any]]) -> dict[str, Any]:
 STAGE = register(Stage(
     name=NAME, kind="map", rank=70, config_key="pii", step=pii_step, figures=figures,
     reads="the previous stage's work table",
-    writes="work table; rejects/pii; attributes/pii; changes/pii (redact)",
+    writes="work table; rejects/pii (redacted text); attributes/pii",
     summary="e-mail, phone, IP, card (Luhn), IBAN, SSN: tag spans, redact (Dolma's KIND tokens) or drop dense documents"))

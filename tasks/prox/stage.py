@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from tasks import registry
 from tasks.prox.chunks import doc_input, make_chunks
 from tasks.prox.config import ProxConfig
 from tasks.prox.heuristic import HeuristicParams
@@ -35,11 +36,26 @@ def writer_kind(config: PipelineConfig) -> str:
     return "model" if (config.llm.model or config.llm.base_url) else "learned"
 
 
+def learned_model_url(config: PipelineConfig) -> str | None:
+    """The learned writer's line model: the configured one; else, when the extract stage runs
+    before ProX, the model trained on extracted text (the shipped default, trained on whole
+    page text, deletes real content that the extractor has already cleaned: Readability pages'
+    content-line F1 0.598 against 0.836, bench/results/extract.json); else the shipped default."""
+    if config.prox.model:
+        return config.prox.model
+    names = [st.name for st in registry.order(config)]
+    if "extract" in names and "prox" in names and names.index("extract") < names.index("prox"):
+        from tasks.extract.prox_model import AFTER_EXTRACT_MODEL
+
+        return str(AFTER_EXTRACT_MODEL)
+    return None
+
+
 def check_writer(config: PipelineConfig) -> None:
     """Fail before any work when the writer's model file is missing or unusable (the error
     names the file)."""
     if config.prox.enabled and writer_kind(config) == "learned":
-        load_model(config.prox.model, config.storage.endpoint_url)
+        load_model(learned_model_url(config), config.storage.endpoint_url)
 
 
 def make_writer(config: PipelineConfig, texts: list[str], client: Any = None) -> Writer:
@@ -47,7 +63,7 @@ def make_writer(config: PipelineConfig, texts: list[str], client: Any = None) ->
     if kind == "heuristic":
         return HeuristicWriter(HeuristicParams(**config.prox.heuristic), texts)
     if kind == "learned":
-        return LearnedWriter(load_model(config.prox.model, config.storage.endpoint_url), texts)
+        return LearnedWriter(load_model(learned_model_url(config), config.storage.endpoint_url), texts)
     if client is None:
         raise ValueError(f"the {kind} writer needs a language-model client")
     return ModelWriter(client, kind == "teacher", config.prox.max_doc_program_tokens,
