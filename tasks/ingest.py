@@ -42,6 +42,9 @@ DATA_SUFFIXES = PARQUET_SUFFIXES + JSONL_SUFFIXES + WEB_SUFFIXES
 WEB_SHARD_BYTES = 256 << 20
 # bytes read past a record range's end at first, for its last record (doubled until it ends)
 WEB_RANGE_SLACK = 1 << 20
+# how far past its range a shard reads to finish its last record: a record cut short further
+# than this is a reject (a damaged member would otherwise have the shard read the whole file)
+WEB_RANGE_MAX_SLACK = 64 << 20
 _SOURCE_CLEAN = re.compile(r"[^\w.-]+")
 _INVISIBLE_ONLY = r"^[\s\p{Z}\p{Cf}\p{Cc}]*$"  # RE2: separators, format characters, controls
 
@@ -423,6 +426,8 @@ def _read_web(shard: Shard, data: bytes, file_info: dict[str, Any]) -> RawRows:
         last_ok = max((r.offset for r in got.records), default=-1)
         if not (got.bad and got.bad[-1][0] > last_ok
                 and got.bad[-1][1].startswith(("truncated", "corrupt gzip", "unreadable bytes"))):
+            break
+        if extra >= WEB_RANGE_MAX_SLACK:
             break
         extra *= 2
         data, _ = read_bytes(shard, extra)
@@ -916,7 +921,8 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     ordinals = [raw.ordinals[i] for i in keep] if raw.ordinals is not None else rows
 
     reasons: list[str | None] = [None] * len(keep)
-    if cfg.max_chars is not None:
+    # a page's HTML is not its text: the extract stage applies max_chars to what it extracts
+    if cfg.max_chars is not None and shard.format != "warc" and not html_column:
         for k in np.flatnonzero(pc.utf8_length(texts).to_numpy() > cfg.max_chars):
             reasons[k] = f"longer than max_chars ({len(texts[int(k)].as_py())} > {cfg.max_chars})"
     words = word_counts(texts)

@@ -349,3 +349,15 @@ def test_any_damage_to_one_record_costs_only_that_record(tmp_path, sh_pages):
         others = [rid(p["id"]) for j, p in enumerate(sample) if j != k]
         assert [i for i in got if i in others] == others, (trial, how, gz, res.stats["rejected"])
         assert set(got) <= {rid(p["id"]) for p in sample}
+
+
+def test_max_chars_applies_to_the_text_not_to_the_html(tmp_path, sh_pages):
+    """Ingest's `max_chars` is a limit on documents: a page's HTML (tens of kilobytes) is not
+    rejected by it at ingest; the extract stage applies it to the text it extracts."""
+    path = tmp_path / "a.warc.gz"
+    write_warc(path, [warcinfo()] + [warc_record(rid(k), p["url"], p["html"].encode())
+                                     for k, p in enumerate(sh_pages[:5])])
+    (shard,) = plan_shards(PipelineConfig(inputs=[InputSpec(uri=str(path))]))
+    res = ingest_shard(shard, IngestConfig(max_chars=2000), "stripped", "rel-1", NOW)
+    assert res.work.num_rows == 5 and max(len(t) for t in res.work.column("text").to_pylist()) > 2000
+    assert not [r for r in res.rejects.column("reason").to_pylist() if "max_chars" in r]

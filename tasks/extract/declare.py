@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from tasks.extract.stage import extract, with_extract_columns
 from tasks.registry import Stage, register
 from tasks.stepkit import RunContext, once, read_work, rewrite_result, sum_figures, write_result
@@ -27,6 +29,12 @@ def extract_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> d
     def compute(storage: Storage) -> dict[str, Any]:
         work = read_work(storage, ctx, prev_stage, shard)
         res = extract(work, cfg.extract, cfg.ingest.unicode_form)
+        limit = cfg.ingest.max_chars  # ingest left pages alone: it saw HTML, not text
+        if limit is not None:
+            for i in np.flatnonzero(res.keep & res.changed).tolist():
+                if len(res.text[i]) > limit:
+                    res.keep[i] = False
+                    res.reason[i] = f"longer than max_chars ({len(res.text[i])} > {limit})"
         # exact dedup hashes the extracted text itself when it comes later (tasks.steps.exact_map_outputs)
         work = with_extract_columns(work, res, None)
         result = rewrite_result(NAME, work, res.text, res.keep, res.reason, [None] * work.num_rows,
