@@ -24,6 +24,7 @@ from tasks.parallel import PROGRESS, make_task_runner
 from tasks.publish import build_manifest, publish_release, read_catalog, read_manifest_file, rebuild_catalog
 from tasks.stepkit import Feed, RunContext
 from tasks.storage import Storage, StorageSpec
+from tasks.tokens import TokenizerError, check_release_tokenizer
 
 __all__ = ["ReleaseError", "curate", "run_curate", "run_release", "start_or_resume", "storage_spec"]
 
@@ -75,6 +76,10 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     for st in stages:  # a missing model file or an unknown rule name fails before any work
         if st.check is not None:
             st.check(config)
+    try:  # so does a tokenizer file that cannot be loaded
+        check_release_tokenizer(config.tokenizer)
+    except TokenizerError as exc:
+        raise ReleaseError(str(exc)) from None
     logger = get_run_logger()
     require_llm_runtime(config)  # before any work: a missing extra is not worth a half run
     watch_this_run(_flow_run_id(), logger)  # and crash the runs a killed process left RUNNING

@@ -80,8 +80,10 @@ def summarize(manifest: dict[str, Any]) -> str:
         f"flow run  {manifest.get('flow_run_id') or '-'}",
         f"config    sha256 {manifest['config_sha256'][:16]}",
         *([f"stages    {' → '.join(manifest['stages'])}"] if manifest.get("stages") else []),
-        f"totals    {manifest['totals']['documents']:,} documents, {manifest['totals']['tokens']:,} tokens, "
-        f"{manifest['totals']['bytes']:,} bytes in {len(manifest['outputs']['documents'])} files",
+        f"totals    {manifest['totals']['documents']:,} documents, {manifest['totals']['tokens']:,} words, "
+        + (f"{manifest['totals']['model_tokens']:,} model tokens ({manifest.get('tokenizer')}), "
+           if "model_tokens" in manifest["totals"] else "")
+        + f"{manifest['totals']['bytes']:,} bytes in {len(manifest['outputs']['documents'])} files",
         "",
         f"{'stage':<14}{'docs in':>12}{'docs out':>12}{'dropped':>10}{'tokens out':>14}{'seconds':>10}",
     ]

@@ -26,6 +26,8 @@ def families() -> dict[str, Any]:
         "releases": g(f"{PREFIX}_releases", "Committed releases in the catalog"),
         "release_documents": g(f"{PREFIX}_release_documents", "Documents published by a release", labels=["release"]),
         "release_tokens": g(f"{PREFIX}_release_tokens", "Tokens (words) published by a release", labels=["release"]),
+        "release_model_tokens": g(f"{PREFIX}_release_model_tokens",
+                                  "Tokens of the configured tokenizer published by a release", labels=["release"]),
         "release_bytes": g(f"{PREFIX}_release_bytes", "Bytes of document files of a release", labels=["release"]),
         "release_published": g(f"{PREFIX}_release_published_timestamp_seconds", "When a release was published",
                                labels=["release"]),
@@ -60,6 +62,8 @@ def manifest_samples(fam: dict[str, Any], m: dict[str, Any]) -> None:
     r = m["release"]
     fam["release_documents"].add_metric([r], m["totals"]["documents"])
     fam["release_tokens"].add_metric([r], m["totals"]["tokens"])
+    if "model_tokens" in m["totals"]:
+        fam["release_model_tokens"].add_metric([r], m["totals"]["model_tokens"])
     fam["release_bytes"].add_metric([r], m["totals"]["bytes"])
     fam["release_published"].add_metric([r], datetime.fromisoformat(m["published"]).timestamp())
     for st in m["funnel"]:

@@ -150,7 +150,12 @@ def build_manifest(
             "tokens": sum(f["tokens"] for f in documents),
             "bytes": sum(f["bytes"] for f in documents),
             "rejected": sum(f["rows"] for f in rejects),
+            # tokens as the model will see them (tasks/tokens.py), when every document file has them
+            **({"model_tokens": sum(f["model_tokens"] for f in documents)}
+               if documents and all("model_tokens" in f for f in documents) else {}),
         },
+        "tokenizer": next((m["tokenizer"] for st in steps for m in markers.get(st, []) if "tokenizer" in m),
+                          "no documents"),
         "urls": "urls.txt",
         "length_bins": LENGTH_BINS,
     }

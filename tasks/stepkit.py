@@ -175,11 +175,17 @@ def emit(storage: Storage, ctx: RunContext, stage: str, shard: str, work: pa.Tab
     sources = docs.column("source").combine_chunks()
     files = write_by_source(storage, docs, sources, lambda src: layout.documents_path(ctx.release, src, shard))
     words = words if words is not None else word_counts(docs.column("text"))
+    from tasks.tokens import release_counts
+
+    model_tokens, tokenizer = release_counts(ctx.config.tokenizer, docs.column("text"))
     for info in files:
-        mine = words.filter(pc.equal(sources, info["source"]))
-        info["tokens"] = int(pc.sum(mine).as_py() or 0)
+        where = pc.equal(sources, info["source"])
+        mine = words.filter(where)
+        info["tokens"] = int(pc.sum(mine).as_py() or 0)  # whitespace words, as everywhere in the funnel
         info["length_histogram"] = length_histogram(mine)
-    return {"documents": files}
+        if model_tokens is not None:
+            info["model_tokens"] = int(model_tokens[where.to_numpy(zero_copy_only=False)].sum())
+    return {"documents": files, "tokenizer": tokenizer}
 
 
 # Bin edges (words per document) of the length histograms in the manifest and the report.

@@ -368,3 +368,24 @@ def token_total(texts: pa.Array | pa.ChunkedArray, cfg: TokenizerConfig | None =
     se = np.sqrt(max(0.0, 1 - m / n) / m * (resid @ resid) / max(1, m - 1)) / b.mean() if m > 1 else float("nan")
     return {"tokens": int(round(ratio * sizes.sum())), "exact": False, "sampled_docs": m,
             "relative_stderr": round(float(se / ratio), 5) if ratio else 0.0}
+
+
+def release_counts(cfg: TokenizerConfig, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray | None, str]:
+    """Tokens per published document, and the tokenizer's name; ``(None, why)`` when counting is
+    off or the default tokenizer cannot load here (no llm extra). A tokenizer the config names
+    that cannot load is an error (:func:`check_release_tokenizer` finds it before any work)."""
+    if not cfg.enabled:
+        return None, "off (tokenizer.enabled: false)"
+    try:
+        tok = load_tokenizer(cfg)
+    except TokenizerError as exc:
+        if cfg.url is None:
+            return None, f"unavailable: {exc}"
+        raise
+    return tok.count(texts), tok.name
+
+
+def check_release_tokenizer(cfg: TokenizerConfig) -> None:
+    """Before any work: a tokenizer the config names loads (TokenizerError names the file)."""
+    if cfg.enabled and cfg.url is not None:
+        load_tokenizer(cfg)

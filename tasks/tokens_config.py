@@ -10,6 +10,10 @@ from tasks.config_base import ConfigModel
 
 
 class TokenizerConfig(ConfigModel):
+    enabled: bool = Field(True, title="Count tokens",
+                          description="Count the published documents' tokens (manifest `totals.model_tokens`). "
+                                      "The default tokenizer needs the llm extra; without it the count is left out "
+                                      "and the manifest says why.")
     url: str | None = Field(None, title="Tokenizer URL",
                             description="A tokenizer.json (HF tokenizers) or a .gguf file (vocabulary only, via llama.cpp); "
                                         "path, file:// or s3://. Empty: the bundled Gemma 3 GGUF (needs the llm extra).")

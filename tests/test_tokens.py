@@ -89,7 +89,7 @@ def test_without_llama_cpp_the_default_says_how_to_fix_it(fresh, monkeypatch):
         load_tokenizer()
 
 
-def test_sampled_total_is_close_to_the_exact_one():
+def test_sampled_total_is_close_to_the_exact_one(fresh):
     from tasks.tokens import sample_rows, token_total
 
     texts = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"), columns=["text"]).column("text")
@@ -102,7 +102,7 @@ def test_sampled_total_is_close_to_the_exact_one():
     assert sample_rows(10, 0.01).tolist() == [0]
 
 
-def test_segmented_counts_equal_whole_text_counts():
+def test_segmented_counts_equal_whole_text_counts(fresh):
     """The default counts distinct pieces once (texts cut where no token can cross); the
     sum per text equals tokenizing each whole text, on every text of the shared corpora."""
     tok = load_tokenizer()

