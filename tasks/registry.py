@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from tasks.errors import StageOrderError
@@ -116,7 +116,6 @@ class Stage:
     task_runs: Callable[[dict[str, Any], int, int], dict[str, int]] | None = None
     why: str = ""  # why it must come where `requires` / `right_after` put it (in the error)
     summary: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.step is None) == (self.plan is None):
@@ -208,8 +207,6 @@ def check_order(names: Sequence[str], config: Any) -> None:
         if st.right_after is not None and (i == 0 or names[i - 1] != st.right_after):
             raise StageOrderError(f"{n} must come right after {st.right_after}{st.why}; it comes after "
                                   f"{names[i - 1] if i else 'nothing'}")
-        if st.feed is not None and i > 0 and get(names[i - 1]).step is None and get(names[i - 1]).plan is None:
-            raise StageOrderError(f"{n} must follow a map stage")  # pragma: no cover - every stage has one
 
 
 def order(config: Any) -> list[Stage]:

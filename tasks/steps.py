@@ -1,4 +1,6 @@
-"""The shard-level steps of the pipeline: stage logic plus storage, no orchestration.
+"""The shard steps of ingest and exact dedup (declared in ``tasks/ingest_stage.py`` and
+``tasks/dedup/declare.py``); the other stages' steps live in their packages, and the machinery
+they share in :mod:`tasks.stepkit`.
 
 Each step is idempotent: it writes its outputs under deterministic paths and then a
 completion marker; a step whose marker exists returns the marker and does nothing else.
