@@ -37,6 +37,17 @@ def name_problem(value: object) -> str | None:
     return None
 
 
+class Encoded(str):
+    """A name :func:`component` encodes even when it is safe: for names that are distinct here
+    but one on a filesystem that folds case or normalizes Unicode (``Web`` and ``web`` on macOS
+    and Windows), which :func:`tasks.stepkit.write_by_source` finds among one write's sources."""
+
+
+def fold_key(value: str) -> str:
+    """What a case-insensitive, Unicode-normalizing filesystem sees of a component."""
+    return unicodedata.normalize("NFC", component(value)).casefold()
+
+
 def component(value: str) -> str:
     """``value`` as one path component that stays where it is put, on POSIX, Windows, macOS
     and S3: the value itself when :func:`name_problem` finds nothing, else ``_`` + an ASCII
@@ -49,7 +60,7 @@ def component(value: str) -> str:
     """
     if not isinstance(value, str):
         value = str(value)
-    if name_problem(value) is None:
+    if name_problem(value) is None and not isinstance(value, Encoded):
         return value
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     ascii_ = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()

@@ -12,6 +12,7 @@ No Prefect and no Ray here (the orchestration layer lives in ``flows/`` and
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -94,10 +95,16 @@ def write_work(storage: Storage, ctx: RunContext, stage: str, shard: str, table:
 
 
 def write_by_source(storage: Storage, table: pa.Table, sources: pa.Array, path_of: Callable[[str], str]) -> list[dict]:
+    """One file per source (``path_of(source)``). Sources whose folders one filesystem would
+    merge (case or Unicode form only differ) get encoded folder names, all of them, so that no
+    file overwrites another on macOS or Windows; the file's ``source`` stays the name itself."""
     files = []
-    for source in sorted(set(sources.to_pylist())):
+    names = sorted(set(sources.to_pylist()))
+    folded = Counter(layout.fold_key(n) for n in names)
+    for source in names:
         part = table.filter(pc.equal(sources, source))
-        info = storage.write_parquet(path_of(source), part).to_dict()
+        where = layout.Encoded(source) if folded[layout.fold_key(source)] > 1 else source
+        info = storage.write_parquet(path_of(where), part).to_dict()
         info["source"] = source
         files.append(info)
     return files

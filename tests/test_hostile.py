@@ -1165,3 +1165,24 @@ def test_urls_are_recorded_without_their_credentials():
         "https://host:8443/x.parquet"
     assert public_url("s3://bucket/k.jsonl") == "s3://bucket/k.jsonl"
     assert public_url("/data/user@host/a.jsonl") == "/data/user@host/a.jsonl"
+
+
+def test_sources_one_filesystem_would_merge_get_folders_of_their_own(tmp_path):
+    """`Web`, `web` and `WEB` (and `é` in its NFC and NFD forms) are distinct sources, but one
+    folder on a case-insensitive or Unicode-normalizing filesystem (macOS, Windows): each gets
+    an encoded folder, no two paths fold to the same one, and every row is written once."""
+    from tasks import layout
+    from tasks.stepkit import write_by_source
+    from tasks.storage import StorageSpec
+
+    names = ["Web", "web", "WEB", "caf\u00e9", "cafe\u0301", "other"]
+    table = pa.table({"id": [f"d{i}" for i in range(len(names))], "source": names})
+    storage = StorageSpec(str(tmp_path / "root")).open()
+    files = write_by_source(storage, table, table.column("source").combine_chunks(),
+                            lambda src: layout.documents_path("r1", src, "00000"))
+    paths = [f["path"] for f in files]
+    assert sorted(f["source"] for f in files) == sorted(names) and sum(f["rows"] for f in files) == len(names)
+    folded = [unicodedata.normalize("NFC", p).casefold() for p in paths]
+    assert len(set(folded)) == len(paths), paths
+    assert "releases/r1/documents/other/part-00000.parquet" in paths  # a name nothing collides with stays as it is
+    assert not any("/Web/" in p or "/web/" in p for p in paths)
