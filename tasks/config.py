@@ -182,6 +182,8 @@ class PipelineConfig(ConfigModel):
         for key in LATER_SECTIONS:
             if data.get(key) == type(getattr(self, key))().model_dump(mode="json"):
                 data.pop(key, None)
+        if not data.get("quality", {}).get("evaluate", [1]):
+            del data["quality"]["evaluate"]
         for spec in data.get("inputs", []):
             if spec.get("columns", {}).get("html", "") is None:
                 del spec["columns"]["html"]

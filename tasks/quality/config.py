@@ -96,6 +96,11 @@ class QualityConfig(ConfigModel):
     combined: CombinedScoreConfig = Field(default_factory=CombinedScoreConfig, title="Combined quality score")
     rules: list[QualityRule] = Field(default_factory=list, title="Rules", description="Applied in order after the taggers' own.")
     thresholds: list[QualityThreshold] = Field(default_factory=list, title="Top-X% thresholds")
+    evaluate: list[str] = Field(
+        default_factory=list, title="Evaluate against labels",
+        description="Labelled documents, URL#text_column,label_column (label 1/0): the release's quality "
+                    "scores are checked against them (AUC of the combined score and of every signal, in the "
+                    "manifest and the report), as `refinery quality eval` does.")
 
     @model_validator(mode="after")
     def _check(self) -> QualityConfig:

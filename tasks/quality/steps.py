@@ -115,3 +115,21 @@ def threshold_filter_step(ctx: RunContext, shard: str, thresholds: list[dict[str
         return write_result(storage, ctx, THRESHOLD_STAGE, shard, result, final)
 
     return once(ctx, THRESHOLD_STAGE, shard, compute)
+
+
+def evaluate_step(ctx: RunContext) -> dict[str, Any]:
+    """The release's quality configuration checked against labelled documents (``quality.evaluate``):
+    every tagger on every labelled text, the combined score's AUC and every signal's."""
+    from tasks.quality.evaluate import evaluate
+    from tasks.quality.labels import read_labels
+
+    cfg = ctx.config.quality
+
+    def compute(storage: Storage) -> dict[str, Any]:
+        data = read_labels(cfg.evaluate, endpoint_url=ctx.config.storage.endpoint_url)
+        attribute = stage.COMBINED if cfg.combined.enabled else None
+        if attribute is None:  # no combined score: the first numeric signal the taggers give
+            attribute = "quality__lid__score"
+        return {"evaluation": evaluate(data, cfg, attribute, ctx.config.storage.endpoint_url)}
+
+    return once(ctx, "quality_evaluation", "all", compute)

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 PAGES = "web_pages_scrapinghub/web_pages_scrapinghub.parquet"
 HUMANEVAL = "code_humaneval/code_humaneval.parquet"
 WIKI = "simple_wikipedia/simple_wikipedia.parquet"
+DEV = "dclm_human_quality_dev/dclm_human_quality_dev.parquet"
 
 
 def _record(k: int, url: str, html: bytes) -> bytes:
@@ -68,11 +69,17 @@ def test_a_crawl_and_a_corpus_through_extract_dedup_decontamination_and_pii(stac
                 InputSpec(uri=str(tmp_path / "wiki.jsonl"), source="wiki", columns={"id": "id"})],
         decontaminate={"eval_sets": [{"name": "humaneval", "url": str(shared(HUMANEVAL)),
                                       "columns": ["prompt", "canonical_solution"], "id_column": "task_id"}]},
-        pii={"enabled": True, "mode": "redact"})
+        pii={"enabled": True, "mode": "redact"},
+        # quality tags only here (its rules drop nothing), and checks its scores against people's labels
+        quality={"enabled": True, "language_id": {"keep": []}, "gopher_repetition": {"drop": False},
+                 "gopher_quality": {"drop": False}, "c4_quality": {"drop": False}, "fineweb_quality": {"drop": False},
+                 "evaluate": [f"{shared(DEV)}#text,label"]})
     manifest = run_curate(cfg)
     storage = StorageSpec(str(root)).open()
     verify_release(storage, manifest)
-    assert manifest["stages"] == ["ingest", "extract", "exact_dedup", "near_dedup", "decontaminate", "pii"]
+    assert manifest["stages"] == ["ingest", "extract", "exact_dedup", "near_dedup", "decontaminate", "quality", "pii"]
+    ev = manifest["quality"]["evaluation"]  # the shipped score against the 218 human labels
+    assert ev["attribute"] == "quality__combined__score" and ev["documents"] == 218 and ev["auc"] > 0.7
     flow_run, task_runs = prefect_runs(manifest["flow_run_id"])
     assert flow_run["state"]["type"] == "COMPLETED"
     counted: dict[str, int] = {}
@@ -114,7 +121,8 @@ def test_a_crawl_and_a_corpus_through_extract_dedup_decontamination_and_pii(stac
     assert manifest["totals"]["model_tokens"] > manifest["totals"]["tokens"]  # subwords outnumber words
 
     report = storage.read_bytes("releases/web-hygiene/report.html").decode()
-    for section in ("HTML extraction", "Benchmark decontamination", "Personal data", "humaneval"):
+    for section in ("HTML extraction", "Benchmark decontamination", "Personal data", "humaneval",
+                    "Checked against labelled documents"):
         assert section in report, section
 
 
