@@ -60,6 +60,7 @@ def quality_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> d
         return {"funnel": funnel, "files": files, **out, "samples": samples,
                 "histograms": {a: stage.histogram(tagged.attributes[a]) for a in stage.score_attributes(cfg)},
                 "languages": _counts(tagged.attributes.get(stage.LID + "lang")),
+                "engine": tagged.engine,
                 "type_mismatches": decisions.type_mismatches}
 
     return _once(ctx, STAGE, shard, compute)
