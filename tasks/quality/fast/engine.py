@@ -88,7 +88,7 @@ class FastFilters:
         self._last_ids: np.ndarray | None = None
 
     def word_ids(self, text: str) -> np.ndarray:
-        if text is not self._last_text:
+        if text is not self._last_text and text != self._last_text:
             self._last_ids = self.tok.word_ids(text)
             self._last_text = text
             self.tables.sync()
@@ -128,21 +128,21 @@ class FastFilters:
             return False, "dup_line_char_frac", text, None
         ids = self.word_ids(text)
         t = self.tables
-        for n, n_frac in f.top_n_grams:
-            if not isinstance(n, int) or n < 1:
-                return None
-            top = kernels.top_ngram_chars(ids, t.length, n)
-            if top < 0:
+        ns = [n for n, _ in f.top_n_grams] + [n for n, _ in f.dup_n_grams]
+        if not all(isinstance(n, int) and n >= 1 for n in ns):
+            return None
+        top, dup = kernels.repetition_stats(ids, t.length, t.hash, t.pow,
+                                            np.array([n for n, _ in f.top_n_grams], np.int64),
+                                            np.array([n for n, _ in f.dup_n_grams], np.int64))
+        for (n, n_frac), chars in zip(f.top_n_grams, top.tolist(), strict=True):
+            if chars < 0:  # no n-gram at all
                 continue
-            if top / len(text) > n_frac:
+            if chars / len(text) > n_frac:
                 return False, f"top_{n}_gram", text, None
-        for n, n_frac in f.dup_n_grams:
-            if not isinstance(n, int) or n < 1:
+        for (n, n_frac), chars in zip(f.dup_n_grams, dup.tolist(), strict=True):
+            if chars < 0:
                 return None
-            dup = kernels.all_duplicate_chars(ids, t.length, t.hash, t.pow, n)
-            if dup < 0:
-                return None
-            if dup / len(text) > n_frac:
+            if chars / len(text) > n_frac:
                 return False, f"duplicated_{n}_n_grams", text, None
         return True, None, text, None
 
@@ -151,8 +151,9 @@ class FastFilters:
         ids = self.word_ids(text)
         t = self.tables
         n_words = len(ids)
-        non_symbol = t.non_symbol[ids]
-        n_non_symbol = int(non_symbol.sum())
+        stop = t.stop_ids(f.stop_words) if f.min_stop_words else np.zeros(0, np.int64)
+        n_non_symbol, non_symbol_chars, n_alpha, stop_present = kernels.word_stats(
+            ids, t.non_symbol, t.length, t.alpha, stop)
         if f.min_doc_words and n_non_symbol < f.min_doc_words:
             return False, "gopher_short_doc", text, None
         if f.max_doc_words and n_non_symbol > f.max_doc_words:
@@ -160,7 +161,7 @@ class FastFilters:
         if n_non_symbol == 0 or n_words == 0:
             return None  # datatrove: mean of nothing, then a division by zero words
         # np.mean of integer lengths: exact float64 sum (< 2**53) divided once, as here
-        avg_n_words = int(t.length[ids][non_symbol].sum()) / n_non_symbol
+        avg_n_words = non_symbol_chars / n_non_symbol
         if f.min_avg_word_length and avg_n_words < f.min_avg_word_length:
             return False, "gopher_below_avg_threshold", text, None
         if f.max_avg_word_length and avg_n_words > f.max_avg_word_length:
@@ -184,13 +185,10 @@ class FastFilters:
             > f.max_ellipsis_lines_ratio
         ):
             return False, "gopher_too_many_end_ellipsis", text, None
-        if f.max_non_alpha_words_ratio and int(t.alpha[ids].sum()) / n_words < f.max_non_alpha_words_ratio:
+        if f.max_non_alpha_words_ratio and n_alpha / n_words < f.max_non_alpha_words_ratio:
             return False, "gopher_below_alpha_threshold", text, None
-        if f.min_stop_words:
-            stop = t.stop_ids(f.stop_words)
-            present = int((ids[:, None] == stop[None, :]).any(axis=0).sum()) if len(stop) and len(ids) else 0
-            if present < f.min_stop_words:
-                return False, "gopher_enough_stop_words", text, None
+        if f.min_stop_words and stop_present < f.min_stop_words:
+            return False, "gopher_enough_stop_words", text, None
         return True, None, text, None
 
     # C4QualityFilter.filter (line mode), with the per-line decisions ObservedC4 records
@@ -245,8 +243,7 @@ class FastFilters:
         spaces has no whitespace tokens, so its words are all its tokens."""
         words = line.split()
         if words and line.count(" ") == len(words) - 1 and len(line) == sum(map(len, words)) + len(words) - 1:
-            ids = self.tok.word_ids(line)
-            self.tables.sync()
+            ids = self.word_ids(line)
             t = self.tables
             return 1 + kernels.sentence_events(ids, t.in_punct_chars, t.is_punct)
         return self.tok.sentence_count(line)

@@ -139,3 +139,39 @@ def sentence_events(ids: np.ndarray, in_punct_chars: np.ndarray, is_punct: np.nd
         elif p:
             seen = True
     return events
+
+
+@njit(cache=True, nogil=True)
+def repetition_stats(ids: np.ndarray, tok_len: np.ndarray, tok_hash: np.ndarray, tok_pow: np.ndarray,
+                     top_ns: np.ndarray, dup_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every n of ``top_n_grams`` and ``dup_n_grams`` in one call."""
+    top = np.empty(len(top_ns), np.int64)
+    dup = np.empty(len(dup_ns), np.int64)
+    for k in range(len(top_ns)):
+        top[k] = top_ngram_chars(ids, tok_len, top_ns[k])
+    for k in range(len(dup_ns)):
+        dup[k] = all_duplicate_chars(ids, tok_len, tok_hash, tok_pow, dup_ns[k])
+    return top, dup
+
+
+@njit(cache=True, nogil=True)
+def word_stats(ids: np.ndarray, non_symbol: np.ndarray, tok_len: np.ndarray, alpha: np.ndarray,
+               stop_ids: np.ndarray) -> tuple[int, int, int, int]:
+    """Gopher quality's word counts: non-symbol words, their characters, words with a letter,
+    distinct stop words present."""
+    n_non_symbol = 0
+    chars = 0
+    n_alpha = 0
+    for t in ids:
+        if non_symbol[t]:
+            n_non_symbol += 1
+            chars += tok_len[t]
+        if alpha[t]:
+            n_alpha += 1
+    present = 0
+    for s in stop_ids:
+        for t in ids:
+            if t == s:
+                present += 1
+                break
+    return n_non_symbol, chars, n_alpha, present

@@ -122,10 +122,11 @@ class FastTokenizer:
         self._shadow.rules = {k: v for k, v in tok.rules.items() if " " not in k}
         live[0] = True
 
-    def _chunk_has_match(self, chunk: str) -> bool:
+    def _chunk_has_match(self, chunk: str, first_pass: list[str] | None = None) -> bool:
         """Whether the special-case matcher finds, inside this chunk alone, a match that
         retokenizes."""
-        first_pass = [t.text for t in self._shadow(chunk)]
+        if first_pass is None:
+            first_pass = [t.text for t in self._shadow(chunk)]
         for i, t in enumerate(first_pass):
             for p in self._patterns.get(t, ()):
                 if tuple(first_pass[i:i + len(p)]) == p:
@@ -154,12 +155,26 @@ class FastTokenizer:
         return i
 
     def _fill(self, chunks: list[str]) -> None:
-        for c in chunks:
-            if c not in self._cache:
+        """Tokenize the unseen chunks in one spaCy call each for the tokenizer and its shadow:
+        joined by newlines, whose tokens no special-case pattern contains, so that no match
+        crosses from one chunk to the next and each chunk's tokens are its own."""
+        new = list(dict.fromkeys(c for c in chunks if c not in self._cache))
+        if not new:
+            return
+        joined = "\n".join(new)
+        real = _groups([(t.text, bool(t.is_punct)) for t in self.nlp.tokenizer(joined)], ("\n", False))
+        shadow = _groups([t.text for t in self._shadow(joined)], "\n")
+        if len(real) != len(new) or len(shadow) != len(new):
+            for c in new:  # not expected; one call per chunk is always right
                 self._add(c)
+            return
+        for c, toks, first_pass in zip(new, real, shadow, strict=True):
+            self._add(c, toks, first_pass)
 
-    def _add(self, chunk: str) -> int:
-        toks = [(t.text, bool(t.is_punct)) for t in self.nlp.tokenizer(chunk)]
+    def _add(self, chunk: str, toks: list[tuple[str, bool]] | None = None,
+             first_pass: list[str] | None = None) -> int:
+        if toks is None:
+            toks = [(t.text, bool(t.is_punct)) for t in self.nlp.tokenizer(chunk)]
         ids = [self._intern(t, p) for t, p in toks]
         cid = self._cache[chunk] = len(self._sent)
         if cid + 2 > len(self._off):
@@ -171,7 +186,7 @@ class FastTokenizer:
             self._toks = _grow(self._toks, start + len(ids))
         self._toks[start:start + len(ids)] = ids
         self._off[cid + 1] = start + len(ids)
-        self._has_match[cid] = self._chunk_has_match(chunk)
+        self._has_match[cid] = self._chunk_has_match(chunk, first_pass)
         trans = []
         for begin in (0, 1):
             seen, events = begin, 0
@@ -260,6 +275,16 @@ class FastTokenizer:
         from datatrove.utils.text import split_into_sentences
 
         return len(split_into_sentences(text))
+
+
+def _groups(items: list, sep: object) -> list[list]:
+    out: list[list] = [[]]
+    for x in items:
+        if x == sep:
+            out.append([])
+        else:
+            out[-1].append(x)
+    return out
 
 
 def _grow(arr: np.ndarray, need: int) -> np.ndarray:
