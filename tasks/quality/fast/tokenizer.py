@@ -56,7 +56,9 @@ class FastTokenizer:
         # and its sentencizer transition (state after, new sentences) from state 0 and from 1
         self._off = np.zeros(1025, np.int64)
         self._toks = np.zeros(4096, np.int64)
-        self._has_match = np.zeros(1024, bool)
+        # -1: not known yet (computed only for chunks at a boundary that needs it)
+        self._has_match = np.full(1024, -1, np.int8)
+        self._chunk_text: list[str] = []
         self._sent: list[tuple[int, int, int, int]] = []
         # per token: class of its last and of its first character among the edge characters
         self._last_class = np.zeros(1024, np.int64)
@@ -137,9 +139,21 @@ class FastTokenizer:
         """Whether a special-case match across the boundary of these two chunks (ids) could change
         tokens."""
         t = self._toks
-        return bool(self._edge_matrix[self._last_class[t[self._off[left + 1] - 1]],
-                                      self._first_class[t[self._off[right]]]]
-                    and (self._has_match[left] or self._has_match[right]))
+        if not self._edge_matrix[self._last_class[t[self._off[left + 1] - 1]], self._first_class[t[self._off[right]]]]:
+            return False
+        self._know_matches(np.array([left, right], np.int64))
+        return bool(self._has_match[left] == 1 or self._has_match[right] == 1)
+
+    def _know_matches(self, cids: np.ndarray) -> None:
+        """Fill ``_has_match`` for these chunks (one shadow call for all of them)."""
+        todo = [int(c) for c in dict.fromkeys(cids.tolist()) if self._has_match[c] < 0]
+        if not todo:
+            return
+        groups = _groups([t.text for t in self._shadow("\n".join(self._chunk_text[c] for c in todo))], "\n")
+        if len(groups) != len(todo):
+            groups = [None] * len(todo)  # not expected; per chunk below
+        for c, first_pass in zip(todo, groups, strict=True):
+            self._has_match[c] = self._chunk_has_match(self._chunk_text[c], first_pass)
 
     def _intern(self, text: str, is_punct: bool | None = None) -> int:
         i = self.tok_index.get(text)
@@ -155,24 +169,22 @@ class FastTokenizer:
         return i
 
     def _fill(self, chunks: list[str]) -> None:
-        """Tokenize the unseen chunks in one spaCy call each for the tokenizer and its shadow:
-        joined by newlines, whose tokens no special-case pattern contains, so that no match
-        crosses from one chunk to the next and each chunk's tokens are its own."""
+        """Tokenize the unseen chunks in one spaCy call: joined by newlines, whose tokens no
+        special-case pattern contains, so that no match crosses from one chunk to the next and
+        each chunk's tokens are its own."""
         new = list(dict.fromkeys(c for c in chunks if c not in self._cache))
         if not new:
             return
         joined = "\n".join(new)
         real = _groups([(t.text, bool(t.is_punct)) for t in self.nlp.tokenizer(joined)], ("\n", False))
-        shadow = _groups([t.text for t in self._shadow(joined)], "\n")
-        if len(real) != len(new) or len(shadow) != len(new):
+        if len(real) != len(new):
             for c in new:  # not expected; one call per chunk is always right
                 self._add(c)
             return
-        for c, toks, first_pass in zip(new, real, shadow, strict=True):
-            self._add(c, toks, first_pass)
+        for c, toks in zip(new, real, strict=True):
+            self._add(c, toks)
 
-    def _add(self, chunk: str, toks: list[tuple[str, bool]] | None = None,
-             first_pass: list[str] | None = None) -> int:
+    def _add(self, chunk: str, toks: list[tuple[str, bool]] | None = None) -> int:
         if toks is None:
             toks = [(t.text, bool(t.is_punct)) for t in self.nlp.tokenizer(chunk)]
         ids = [self._intern(t, p) for t, p in toks]
@@ -180,13 +192,15 @@ class FastTokenizer:
         if cid + 2 > len(self._off):
             self._off = _grow(self._off, cid + 2)
         if cid + 1 > len(self._has_match):
-            self._has_match = _grow(self._has_match, cid + 1)
+            grown = np.full(max(cid + 1, 2 * len(self._has_match)), -1, np.int8)
+            grown[: len(self._has_match)] = self._has_match
+            self._has_match = grown
+        self._chunk_text.append(chunk)
         start = self._off[cid]
         if start + len(ids) > len(self._toks):
             self._toks = _grow(self._toks, start + len(ids))
         self._toks[start:start + len(ids)] = ids
         self._off[cid + 1] = start + len(ids)
-        self._has_match[cid] = self._chunk_has_match(chunk, first_pass)
         trans = []
         for begin in (0, 1):
             seen, events = begin, 0
@@ -211,8 +225,12 @@ class FastTokenizer:
         except KeyError:
             self._fill(chunks)
             cids = np.fromiter(map(cache.__getitem__, chunks), np.int64, len(chunks))
-        ids, unsafe = expand_chunks(cids, self._off, self._toks, self._has_match, self._last_class,
-                                    self._first_class, self._edge_matrix)
+        ids, unsafe, need = expand_chunks(cids, self._off, self._toks, self._has_match, self._last_class,
+                                          self._first_class, self._edge_matrix)
+        if len(need):
+            self._know_matches(need)
+            ids, unsafe, need = expand_chunks(cids, self._off, self._toks, self._has_match, self._last_class,
+                                              self._first_class, self._edge_matrix)
         if unsafe:
             return self._slow_word_ids(text)
         return ids
@@ -295,25 +313,37 @@ def _grow(arr: np.ndarray, need: int) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def expand_chunks(cids: np.ndarray, off: np.ndarray, toks: np.ndarray, has_match: np.ndarray,
-                  last_class: np.ndarray, first_class: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, bool]:
-    """A document's token ids from its chunk ids, and whether some chunk boundary is unsafe
-    (an edge-character pair of a special-case pattern, with a retokenizing match on either side)."""
+                  last_class: np.ndarray, first_class: np.ndarray,
+                  edges: np.ndarray) -> tuple[np.ndarray, bool, np.ndarray]:
+    """A document's token ids from its chunk ids; whether some chunk boundary is unsafe (an
+    edge-character pair of a special-case pattern, with a retokenizing match on either side);
+    and the chunks at edge boundaries whose matches are not known yet (then unsafe is not final)."""
     total = 0
     for c in cids:
         total += off[c + 1] - off[c]
     out = np.empty(total, np.int64)
+    need = np.empty(2 * len(cids), np.int64)
+    n_need = 0
     k = 0
     unsafe = False
     for i in range(len(cids)):
         c = cids[i]
         if i > 0 and not unsafe:
             p = cids[i - 1]
-            if edges[last_class[out[k - 1]], first_class[toks[off[c]]]] and (has_match[p] or has_match[c]):
-                unsafe = True
+            if edges[last_class[out[k - 1]], first_class[toks[off[c]]]]:
+                if has_match[p] == 1 or has_match[c] == 1:
+                    unsafe = True
+                else:
+                    if has_match[p] < 0:
+                        need[n_need] = p
+                        n_need += 1
+                    if has_match[c] < 0:
+                        need[n_need] = c
+                        n_need += 1
         for j in range(off[c], off[c + 1]):
             out[k] = toks[j]
             k += 1
-    return out, unsafe
+    return out, unsafe, need[:n_need]
 
 
 def is_plain_english(tokenizer: object) -> bool:
