@@ -155,9 +155,21 @@ _docs = st.lists(st.tuples(_words, st.sampled_from(_WS + [" "] * 12)), min_size=
     lambda parts: "".join(w + s for w, s in parts))
 
 
+def test_is_alpha_documents_fall_back() -> None:
+    """datatrove's answer on a text with "IS_ALPHA" depends on the process's history (its spaCy
+    tokenizer returns the word the first time and raises on later calls, after which datatrove
+    retries without it), so there is no fixed answer to reproduce: the fast engine hands such
+    documents to datatrove's classes."""
+    res = heuristics.tag_all(default_specs(), ["An IS_ALPHA document. " * 20, "An ordinary document. " * 20],
+                             ["is-alpha", "ordinary"], engine="fast")
+    assert res.fallbacks == 1
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_docs, min_size=1, max_size=8))
 def test_generated_text_identical(texts: list[str]) -> None:
+    # a text with "IS_ALPHA" has no fixed datatrove answer (test_is_alpha_documents_fall_back)
+    texts = [t for t in texts if "IS_ALPHA" not in t] or ["no text at all"]
     ids = [f"generated-{k}:{t[:60]!r}" for k, t in enumerate(texts)]
     # low thresholds, so that generated documents reach every check, and the defaults
     loose = [heuristics.TaggerSpec("gopher_repetition", {}),

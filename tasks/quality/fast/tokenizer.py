@@ -40,13 +40,18 @@ class FastTokenizer:
     """Word lists and sentence counts equal to datatrove's for one language (English)."""
 
     def __init__(self, language: str = "en"):
-        from datatrove.utils.word_tokenizers import load_word_tokenizer
+        from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer
 
         ref = load_word_tokenizer(language)
         if not is_plain_english(ref):
             raise ValueError(f"fast tokenizer: language {language!r} is not datatrove's plain spaCy English")
+        # a pipeline of our own, built as datatrove builds its own (blank English + sentencizer):
+        # sharing datatrove's would change its state, and spaCy's answer on a text containing
+        # "IS_ALPHA" depends on that state (it raises once the string is known; datatrove then
+        # retries without it), so the documents that fall back must meet datatrove's pipeline as
+        # a datatrove-only run leaves it
         self.reference = ref
-        self.nlp = ref.tokenizer  # the very pipeline datatrove builds (blank English + sentencizer)
+        self.nlp = SpaCyTokenizer(ref.language, ref.config).tokenizer
         self.punct_chars = frozenset(self.nlp.get_pipe("sentencizer").punct_chars)
         self.tok_index: dict[str, int] = {}
         self.tok_text: list[str] = []
@@ -64,6 +69,10 @@ class FastTokenizer:
         self._last_class = np.zeros(1024, np.int64)
         self._first_class = np.zeros(1024, np.int64)
         self._special_patterns()
+        from spacy.attrs import IS_PUNCT
+
+        # the function spaCy computes Lexeme.is_punct with (lex_attr_getters)
+        self._is_punct_attr = self.nlp.vocab.lex_attr_getters[IS_PUNCT]
         self.slow_docs = 0
 
     # -- special-case patterns that could match across chunks --------------------------------
@@ -172,7 +181,12 @@ class FastTokenizer:
         """Tokenize the unseen chunks in one spaCy call: joined by newlines, whose tokens no
         special-case pattern contains, so that no match crosses from one chunk to the next and
         each chunk's tokens are its own."""
-        new = list(dict.fromkeys(c for c in chunks if c not in self._cache))
+        new = []
+        for c in dict.fromkeys(c for c in chunks if c not in self._cache):
+            if self._one_token(c):
+                self._add(c, [(c, bool(self._is_punct_attr(c)))])
+            else:
+                new.append(c)
         if not new:
             return
         joined = "\n".join(new)
@@ -183,6 +197,14 @@ class FastTokenizer:
             return
         for c, toks in zip(new, real, strict=True):
             self._add(c, toks)
+
+    def _one_token(self, chunk: str) -> bool:
+        """spaCy's tokenizer leaves this chunk whole: no special case, no prefix, no suffix, no
+        infix (``_split_affixes`` stops at once and ``_attach_tokens`` pushes the string as one
+        token; the matcher's strings are all special cases). spaCy's own regexes decide."""
+        tok = self.nlp.tokenizer
+        return (chunk not in tok.rules and not tok.find_prefix(chunk) and not tok.find_suffix(chunk)
+                and not tok.find_infix(chunk))
 
     def _add(self, chunk: str, toks: list[tuple[str, bool]] | None = None) -> int:
         if toks is None:
