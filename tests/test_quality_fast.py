@@ -178,3 +178,29 @@ def test_generated_text_identical(texts: list[str]) -> None:
              heuristics.TaggerSpec("fineweb_quality", {"line_punct_thr": 0.0})]
     assert_same(texts, ids, specs=loose)
     assert_same(texts, ids, specs=default_specs())
+
+
+def test_engine_config_and_stage_counts() -> None:
+    """quality.engine defaults to fast, rejects other names, and the stage counts documents and
+    fallbacks (the quality marker's ``engine``)."""
+    import pyarrow as pa
+    from pydantic import ValidationError
+
+    from tasks.config import QualityConfig
+    from tasks.quality import stage
+
+    assert QualityConfig().engine == "fast"
+    with pytest.raises(ValidationError):
+        QualityConfig(engine="spacy")
+    texts, ids = corpus_docs(*TEXT_CORPORA[4])
+    docs = pa.table({"id": ids, "text": texts, "source": ["rp"] * len(ids)})
+    cfgs = {e: QualityConfig(enabled=True, engine=e, language_id={"enabled": False}, combined={"enabled": False})
+            for e in ("fast", "datatrove")}
+    tagged = {e: stage.tag(docs, c) for e, c in cfgs.items()}
+    assert tagged["fast"].engine["documents"] == len(texts)
+    assert 0 < tagged["fast"].engine["fallbacks"] < len(texts)  # RedPajama has documents that need datatrove
+    assert tagged["datatrove"].engine == {"name": "datatrove", "documents": len(texts), "fallbacks": 0}
+    for name, col in tagged["datatrove"].attributes.items():
+        assert tagged["fast"].attributes[name].equals(col), name
+    figures = stage.engine_figures([{"engine": tagged["fast"].engine}])
+    assert figures["fallback_share"] == tagged["fast"].engine["fallbacks"] / len(texts)
