@@ -182,8 +182,11 @@ class PipelineConfig(ConfigModel):
         for key in LATER_SECTIONS:
             if data.get(key) == type(getattr(self, key))().model_dump(mode="json"):
                 data.pop(key, None)
+        # quality settings added later, left out at their defaults for the same reason
         if not data.get("quality", {}).get("evaluate", [1]):
             del data["quality"]["evaluate"]
+        if data.get("quality", {}).get("engine") == "fast":
+            del data["quality"]["engine"]
         for spec in data.get("inputs", []):
             if spec.get("columns", {}).get("html", "") is None:
                 del spec["columns"]["html"]

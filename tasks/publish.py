@@ -198,6 +198,8 @@ def quality_figures(ctx: RunContext, markers: dict[str, list[dict[str, Any]]],
         # per rule: documents whose metadata value had another type than the rule compares
         # (no match, as for a missing value; docs/quality.md)
         "type_mismatches": dict(sorted(mismatches.items())),
+        # the fast engine's documents and its per-document fallbacks to datatrove's classes
+        "engine": stage.engine_figures(markers["quality"]),
         # the release's scores checked against labelled documents (quality.evaluate)
         **({"evaluation": markers["quality_evaluation"][0]["evaluation"]} if markers.get("quality_evaluation") else {}),
     }

@@ -88,6 +88,11 @@ class QualityConfig(ConfigModel):
         False, title="Skip later taggers for dropped documents",
         description="Faster, as a datatrove filter pipeline; the later taggers' attributes are then empty for them.")
     language_id: LanguageIdConfig = Field(default_factory=LanguageIdConfig, title="Language ID")
+    # how the four datatrove filters are computed (same decisions and reasons either way)
+    engine: Literal["fast", "datatrove"] = Field(
+        "fast", title="Heuristic filter engine",
+        description="fast: compiled statistics with datatrove's tokenization, falling back to datatrove's classes "
+                    "per document where identity is not proven; datatrove: the classes themselves.")
     gopher_repetition: HeuristicTagger = Field(default_factory=HeuristicTagger, title="Gopher repetition")
     gopher_quality: HeuristicTagger = Field(default_factory=HeuristicTagger, title="Gopher quality")
     c4_quality: C4Tagger = Field(default_factory=C4Tagger, title="C4 quality")

@@ -69,6 +69,8 @@ def _filter_for(name: str, params: dict[str, Any]) -> Any:
 class TaggerOutput:
     columns: dict[str, pa.Array] = field(default_factory=dict)
     new_text: list[str] | None = None  # set when a tagger modified the documents
+    engine: str = "datatrove"
+    fallbacks: int = 0  # fast engine: documents where some filter's decision came from datatrove
 
 
 def run_filter(flt: Any, text: str, doc_id: str = "") -> tuple[bool, str | None, str]:
@@ -103,15 +105,28 @@ class TaggerSpec:
     drop: bool = False  # with short_circuit, a fail hides the document from later taggers
 
 
-def tag_all(specs: list[TaggerSpec], texts: list[str], ids: list[str], short_circuit: bool = False) -> TaggerOutput:
+def tag_all(specs: list[TaggerSpec], texts: list[str], ids: list[str], short_circuit: bool = False,
+            engine: str = "datatrove") -> TaggerOutput:
     """Run the taggers document by document, each document through every tagger in turn, as a
     datatrove pipeline streams it: datatrove caches the word tokenization of the last few
     texts (``split_into_parts`` is an ``lru_cache(5)``), so the taggers after the first reuse
     it. Per tagger: ``quality__<name>__pass`` (whole-document span scored 1.0 or 0.0) and
     ``quality__<name>__reason`` (datatrove's reason, null when it passes); for C4 also
     ``removed_lines`` (spans of the lines it would remove, in the text it saw) and
-    ``removed_fraction``. A document a tagger never saw (short_circuit) has nulls."""
+    ``removed_fraction``. A document a tagger never saw (short_circuit) has nulls.
+
+    ``engine="fast"`` computes each decision with :mod:`tasks.quality.fast` (the same decisions,
+    reasons and C4 lines as datatrove's classes), falling back to the class itself for a
+    document it cannot prove; ``fallbacks`` counts those documents."""
+    if engine not in ("fast", "datatrove"):
+        raise ValueError(f"quality engine {engine!r}: expected 'fast' or 'datatrove'")
     filters = [_filter_for(s.name, s.params) for s in specs]
+    fast = None
+    if engine == "fast":
+        from tasks.quality.fast.engine import engine as fast_engine
+
+        fast = fast_engine()
+    fallbacks = 0
     n = len(texts)
     passed: list[list[float | None]] = [[None] * n for _ in specs]
     reasons: list[list[str | None]] = [[None] * n for _ in specs]
@@ -120,10 +135,18 @@ def tag_all(specs: list[TaggerSpec], texts: list[str], ids: list[str], short_cir
     c4_removed: list[float | None] = [None] * n
     out_text = list(texts)
     for d, (text, doc_id) in enumerate(zip(texts, ids, strict=True)):
+        fell_back = False
         for k, (spec, flt) in enumerate(zip(specs, filters, strict=True)):
-            if spec.name == "c4_quality":
-                flt.line_kept = []
-            keep, reason, after = run_filter(flt, text, doc_id)
+            decided = fast.decide(spec.name, flt, text) if fast is not None else None
+            if decided is not None:
+                keep, reason, after, line_kept = decided
+                if spec.name == "c4_quality":
+                    flt.line_kept = line_kept or []
+            else:
+                fell_back = fell_back or fast is not None
+                if spec.name == "c4_quality":
+                    flt.line_kept = []
+                keep, reason, after = run_filter(flt, text, doc_id)
             passed[k][d] = 1.0 if keep else 0.0
             reasons[k][d] = None if keep else (reason or "failed")
             seen_len[k][d] = len(text)
@@ -135,7 +158,8 @@ def tag_all(specs: list[TaggerSpec], texts: list[str], ids: list[str], short_cir
                     text = out_text[d] = after
             if short_circuit and spec.drop and not keep:
                 break
-    out = TaggerOutput()
+        fallbacks += fell_back
+    out = TaggerOutput(engine=engine, fallbacks=fallbacks)
     for k, spec in enumerate(specs):
         prefix = f"quality__{spec.name}__"
         out.columns[prefix + "pass"] = _whole(seen_len[k], passed[k])

@@ -68,6 +68,8 @@ def score_attributes(cfg: QualityConfig) -> list[str]:
 class Tagged:
     attributes: dict[str, pa.Array] = field(default_factory=dict)
     text: pa.Array | None = None  # the documents' text after modifiers, when one ran
+    # the heuristic filters' engine: documents seen, and those whose decision needed datatrove
+    engine: dict[str, Any] = field(default_factory=dict)
 
 
 def english_of(texts: list[str], lid_lang: pa.Array | None, lid_score: pa.Array | None,
@@ -135,8 +137,11 @@ def tag(docs: pa.Table, cfg: QualityConfig, endpoint_url: str | None = None) -> 
         if group[0] in heuristics.TAGGERS:
             specs = [heuristics.TaggerSpec(t, getattr(cfg, t).params, getattr(getattr(cfg, t), "mode", "tag")
                                            == "modify", getattr(cfg, t).drop) for t in group]
-            res = heuristics.tag_all(specs, sub_texts, ids if whole else [ids[i] for i in idx], cfg.short_circuit)
+            res = heuristics.tag_all(specs, sub_texts, ids if whole else [ids[i] for i in idx], cfg.short_circuit,
+                                     engine=cfg.engine)
             cols, new_text = res.columns, res.new_text
+            out.engine = {"name": cfg.engine, "documents": out.engine.get("documents", 0) + len(sub_texts),
+                          "fallbacks": out.engine.get("fallbacks", 0) + res.fallbacks}
         else:
             prior = {k: (v if whole else v.take(pa.array(idx))) for k, v in out.attributes.items()
                      if k in (LID + "lang", LID + "score")}
@@ -161,6 +166,16 @@ def tag(docs: pa.Table, cfg: QualityConfig, endpoint_url: str | None = None) -> 
     if modified:
         out.text = pa.array(texts, pa.string())
     return out
+
+
+def engine_figures(markers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The heuristic filters' engine over a run's quality markers: documents, fallbacks to
+    datatrove's classes and their share (for the manifest's quality figures)."""
+    docs = sum(m.get("engine", {}).get("documents", 0) for m in markers)
+    falls = sum(m.get("engine", {}).get("fallbacks", 0) for m in markers)
+    names = sorted({m["engine"]["name"] for m in markers if m.get("engine")})
+    return {"name": names[0] if len(names) == 1 else names, "documents": docs, "fallbacks": falls,
+            "fallback_share": falls / docs if docs else 0.0}
 
 
 def own_rule(cfg: QualityConfig, tagger: str) -> tuple[Rule, str] | None:

@@ -58,6 +58,7 @@ def quality_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> d
             changes=None if tagged.text is None else Changes(before, tagged.text.to_pylist(), decisions.keep),
             figures={"histograms": {a: stage.histogram(tagged.attributes[a]) for a in stage.score_attributes(cfg)},
                      "languages": _counts(tagged.attributes.get(stage.LID + "lang")),
+                     "engine": tagged.engine,
                      "type_mismatches": decisions.type_mismatches})
         # with thresholds, the kept documents wait for the release-wide values in a work table
         return write_result(storage, ctx, STAGE, shard, result, final and not thresholds)

@@ -1,0 +1,287 @@
+"""The fast engine: datatrove's four quality filters, decision and reason equal to the classes'.
+
+Each filter's ``filter`` is followed line by line, in its order of checks, with the same
+parameters (read from an instance of datatrove's class built with the user's arguments) and
+datatrove's own constants and helpers (``find_duplicates``, ``PUNCTUATION_SET``,
+``CITATION_REGEX``, ...). What changes is how the tokenization-dependent statistics are
+computed: words and sentences come from :mod:`tasks.quality.fast.tokenizer` (spaCy's rules, cached
+per whitespace chunk), per-word properties from per-token tables, and the Gopher n-gram
+statistics from :mod:`tasks.quality.fast.kernels`.
+
+Where identity is not proven the engine returns ``None`` and the caller runs datatrove's class
+for that document and filter (counted as a fallback): a language other than English, C4 with
+``split_paragraph=False``, a document whose statistics would make datatrove divide by zero or
+raise, spaCy's "IS_ALPHA" workaround, an ambiguous duplicate n-gram, unusual n-gram sizes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tasks.quality.fast import kernels
+from tasks.quality.fast.tokenizer import FastTokenizer, fast_tokenizer, language_supported
+
+Decision = tuple[bool, str | None, str, list[bool] | None]  # keep, reason, text after, C4 lines kept
+MASK = (1 << 64) - 1
+
+
+class TokenTables:
+    """Per-token properties, in step with the tokenizer's vocabulary."""
+
+    def __init__(self, tok: FastTokenizer):
+        from datatrove.utils.text import PUNCTUATION_SET
+
+        self.tok = tok
+        self.punct_set = PUNCTUATION_SET
+        self.n = 0
+        cap = 1024
+        self.length = np.zeros(cap, np.int64)
+        self.hash = np.zeros(cap, np.uint64)
+        self.pow = np.zeros(cap, np.uint64)
+        self.non_symbol = np.zeros(cap, bool)
+        self.alpha = np.zeros(cap, bool)
+        self.in_punct_chars = np.zeros(cap, bool)
+        self.is_punct = np.zeros(cap, bool)
+
+    def sync(self) -> None:
+        texts = self.tok.tok_text
+        if len(texts) == self.n:
+            return
+        if len(texts) > len(self.length):
+            cap = max(len(texts), 2 * len(self.length))
+            for name in ("length", "hash", "pow", "non_symbol", "alpha", "in_punct_chars", "is_punct"):
+                old = getattr(self, name)
+                new = np.zeros(cap, old.dtype)
+                new[: self.n] = old[: self.n]
+                setattr(self, name, new)
+        base = int(kernels.HASH_BASE)
+        for i in range(self.n, len(texts)):
+            w = texts[i]
+            h = 0
+            for ch in w:
+                h = (h * base + ord(ch)) & MASK
+            self.length[i] = len(w)
+            self.hash[i] = h
+            self.pow[i] = pow(base, len(w), 1 << 64)
+            # GopherQualityFilter: a word with any character outside PUNCTUATION_SET; one with a letter
+            self.non_symbol[i] = any(ch not in self.punct_set for ch in w)
+            self.alpha[i] = any(c.isalpha() for c in w)
+            self.in_punct_chars[i] = w in self.tok.punct_chars
+            self.is_punct[i] = self.tok.tok_is_punct[i]
+        self.n = len(texts)
+
+    def stop_ids(self, stop_words: set[str]) -> np.ndarray:
+        """Token ids of the stop words seen so far (one never seen cannot be among the words)."""
+        index = self.tok.tok_index
+        return np.array([index[w] for w in stop_words if w in index], np.int64)
+
+
+class FastFilters:
+    """Decisions of datatrove's filter instances, computed fast; ``None`` means "ask datatrove"."""
+
+    def __init__(self) -> None:
+        self.tok = fast_tokenizer("en")
+        self.tables = TokenTables(self.tok)
+        self._last_text: str | None = None
+        self._last_ids: np.ndarray | None = None
+
+    def word_ids(self, text: str) -> np.ndarray:
+        if text is not self._last_text and text != self._last_text:
+            self._last_ids = self.tok.word_ids(text)
+            self._last_text = text
+            self.tables.sync()
+        assert self._last_ids is not None
+        return self._last_ids
+
+    def decide(self, kind: str, flt: Any, text: str) -> Decision | None:
+        if not language_supported(flt.language) or "IS_ALPHA" in text:
+            return None
+        if kind == "gopher_repetition":
+            return self.gopher_repetition(flt, text)
+        if kind == "gopher_quality":
+            return self.gopher_quality(flt, text)
+        if kind == "c4_quality":
+            return self.c4_quality(flt, text)
+        if kind == "fineweb_quality":
+            return self.fineweb_quality(flt, text)
+        return None
+
+    # GopherRepetitionFilter.filter
+    def gopher_repetition(self, f: Any, text: str) -> Decision | None:
+        from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
+
+        if not text:
+            return False, "empty", text, None
+        paragraphs = f.paragraph_exp.split(text.strip())
+        paragraphs_duplicates, char_duplicates = find_duplicates(paragraphs)
+        if f.dup_para_frac and paragraphs_duplicates / len(paragraphs) > f.dup_para_frac:
+            return False, "dup_para_frac", text, None
+        if f.dup_para_char_frac and char_duplicates / len(text) > f.dup_para_char_frac:
+            return False, "dup_para_char_frac", text, None
+        lines = f._line_splitter.split(text)
+        line_duplicates, char_duplicates = find_duplicates(lines)
+        if f.dup_line_frac and line_duplicates / len(lines) > f.dup_line_frac:
+            return False, "dup_line_frac", text, None
+        if f.dup_line_char_frac and char_duplicates / len(text) > f.dup_line_char_frac:
+            return False, "dup_line_char_frac", text, None
+        ids = self.word_ids(text)
+        t = self.tables
+        ns = [n for n, _ in f.top_n_grams] + [n for n, _ in f.dup_n_grams]
+        if not all(isinstance(n, int) and n >= 1 for n in ns):
+            return None
+        top, dup = kernels.repetition_stats(ids, t.length, t.hash, t.pow,
+                                            np.array([n for n, _ in f.top_n_grams], np.int64),
+                                            np.array([n for n, _ in f.dup_n_grams], np.int64))
+        for (n, n_frac), chars in zip(f.top_n_grams, top.tolist(), strict=True):
+            if chars < 0:  # no n-gram at all
+                continue
+            if chars / len(text) > n_frac:
+                return False, f"top_{n}_gram", text, None
+        for (n, n_frac), chars in zip(f.dup_n_grams, dup.tolist(), strict=True):
+            if chars < 0:
+                return None
+            if chars / len(text) > n_frac:
+                return False, f"duplicated_{n}_n_grams", text, None
+        return True, None, text, None
+
+    # GopherQualityFilter.filter
+    def gopher_quality(self, f: Any, text: str) -> Decision | None:
+        ids = self.word_ids(text)
+        t = self.tables
+        n_words = len(ids)
+        stop = t.stop_ids(f.stop_words) if f.min_stop_words else np.zeros(0, np.int64)
+        n_non_symbol, non_symbol_chars, n_alpha, stop_present = kernels.word_stats(
+            ids, t.non_symbol, t.length, t.alpha, stop)
+        if f.min_doc_words and n_non_symbol < f.min_doc_words:
+            return False, "gopher_short_doc", text, None
+        if f.max_doc_words and n_non_symbol > f.max_doc_words:
+            return False, "gopher_long_doc", text, None
+        if n_non_symbol == 0 or n_words == 0:
+            return None  # datatrove: mean of nothing, then a division by zero words
+        # np.mean of integer lengths: exact float64 sum (< 2**53) divided once, as here
+        avg_n_words = non_symbol_chars / n_non_symbol
+        if f.min_avg_word_length and avg_n_words < f.min_avg_word_length:
+            return False, "gopher_below_avg_threshold", text, None
+        if f.max_avg_word_length and avg_n_words > f.max_avg_word_length:
+            return False, "gopher_above_avg_threshold", text, None
+        if f.max_symbol_word_ratio and text.count("#") / n_words > f.max_symbol_word_ratio:
+            return False, "gopher_too_many_hashes", text, None
+        if f.max_symbol_word_ratio and (text.count("...") + text.count("…")) / n_words > f.max_symbol_word_ratio:
+            return False, "gopher_too_many_ellipsis", text, None
+        lines = text.splitlines()
+        if (f.max_bullet_lines_ratio or f.max_ellipsis_lines_ratio) and not lines:
+            return None  # datatrove divides by len(lines)
+        if (
+            f.max_bullet_lines_ratio
+            and sum(s.lstrip().startswith("•") or s.lstrip().startswith("-") for s in lines) / len(lines)
+            > f.max_bullet_lines_ratio
+        ):
+            return False, "gopher_too_many_bullets", text, None
+        if (
+            f.max_ellipsis_lines_ratio
+            and sum(s.rstrip().endswith("...") or s.rstrip().endswith("…") for s in lines) / len(lines)
+            > f.max_ellipsis_lines_ratio
+        ):
+            return False, "gopher_too_many_end_ellipsis", text, None
+        if f.max_non_alpha_words_ratio and n_alpha / n_words < f.max_non_alpha_words_ratio:
+            return False, "gopher_below_alpha_threshold", text, None
+        if f.min_stop_words and stop_present < f.min_stop_words:
+            return False, "gopher_enough_stop_words", text, None
+        return True, None, text, None
+
+    # C4QualityFilter.filter (line mode), with the per-line decisions ObservedC4 records
+    def c4_quality(self, f: Any, text: str) -> Decision | None:
+        from datatrove.pipeline.filters.c4_filters import (
+            CITATION_REGEX,
+            ELLIPSIS,
+            END_PUNCTUATION,
+            POLICY_SUBSTRINGS,
+        )
+
+        if not f.split_paragraph:
+            return None
+        num_sentences = 0
+        kept_lines: list[str] = []
+        line_kept: list[bool] = []
+        for line in text.splitlines():
+            line = line.strip()
+            words = line.split()
+            if f.max_word_length != -1 and words and max(map(len, words)) > f.max_word_length:
+                line_kept.append(False)
+                continue
+            if f.remove_citations:
+                line = CITATION_REGEX.sub("", line)
+            if f.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)):
+                line_kept.append(False)
+                continue
+            if len(words) < f.min_words_per_line:
+                line_kept.append(False)
+                continue
+            line_l = line.lower()
+            if f.filter_lorem_ipsum and "lorem ipsum" in line_l:
+                return False, "lorem_ipsum", text, line_kept
+            if f.filter_javascript and "javascript" in line_l:
+                line_kept.append(False)
+                continue
+            if f.filter_curly_bracket and "{" in line:
+                return False, "curly_bracket", text, line_kept
+            if f.filter_policy and any(p in line_l for p in POLICY_SUBSTRINGS):
+                line_kept.append(False)
+                continue
+            if f.min_num_sentences != -1:
+                num_sentences += self.sentence_count(line)
+            kept_lines.append(line)
+            line_kept.append(True)
+        if num_sentences < f.min_num_sentences:
+            return False, "too_few_sentences", text, line_kept
+        return True, None, "\n".join(kept_lines).strip(), line_kept
+
+    def sentence_count(self, line: str) -> int:
+        """``len(split_into_sentences(line))``; a stripped line whose chunks are separated by single
+        spaces has no whitespace tokens, so its words are all its tokens."""
+        words = line.split()
+        if words and line.count(" ") == len(words) - 1 and len(line) == sum(map(len, words)) + len(words) - 1:
+            ids = self.word_ids(line)
+            t = self.tables
+            return 1 + kernels.sentence_events(ids, t.in_punct_chars, t.is_punct)
+        return self.tok.sentence_count(line)
+
+    # FineWebQualityFilter.filter
+    def fineweb_quality(self, f: Any, text: str) -> Decision | None:
+        from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
+
+        lines = text.split("\n")
+        lines = [line for line in lines if line.strip() != ""]
+        if len(lines) == 0:
+            return False, "empty", text, None
+        ratio = sum(1 for line in lines if line.endswith(f.stop_chars)) / len(lines)
+        if ratio < f.line_punct_thr and not (ratio == 0 and f.line_punct_exclude_zero):
+            return False, "line_punct_ratio", text, None
+        ratio = sum(1 for line in lines if len(line) <= f.short_line_length) / len(lines)
+        if ratio > f.short_line_threshold:
+            return False, "short_line_ratio", text, None
+        denominator = len(text.replace("\n", ""))
+        if denominator == 0:
+            return None
+        ratio = find_duplicates(lines)[1] / denominator
+        if ratio > f.char_duplicates_ratio:
+            return False, "char_dup_ratio", text, None
+        n_words = len(self.word_ids(text))
+        if n_words == 0:
+            return None
+        if text.count("\n") / n_words > f.new_line_ratio:
+            return False, "list_ratio", text, None
+        return True, None, text, None
+
+
+_ENGINE: FastFilters | None = None
+
+
+def engine() -> FastFilters:
+    """One engine per process (its token caches grow with the documents it sees)."""
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = FastFilters()
+    return _ENGINE

@@ -1,0 +1,177 @@
+"""Compiled n-gram statistics of datatrove's Gopher repetition filter over token ids.
+
+``find_top_duplicate`` counts n-grams joined by ``" "``; tokens hold no whitespace, so two such
+n-grams are equal exactly when their token ids are, and counting by ids is exact. The top entry
+is ``Counter.most_common(1)``'s: the highest count, ties to the n-gram seen first.
+
+``find_all_duplicate`` compares n-grams joined by ``""``, where different token sequences can
+make the same string ("ab"+"c" and "a"+"bc"). The set is keyed by a polynomial hash of the
+joined characters (a function of the string alone, composed from per-token hashes); when two
+entries share hash and length, equal ids prove the strings equal; different ids (another
+tokenization of the same string, or a hash collision) make the result ambiguous, and the caller
+falls back to datatrove for that document.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+HASH_BASE = np.uint64(0x100000001B3)  # odd, so that multiplying by its powers never loses bits
+
+
+@njit(cache=True, nogil=True)
+def _mix(h: np.uint64) -> np.uint64:
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+@njit(cache=True, nogil=True)
+def top_ngram_chars(ids: np.ndarray, tok_len: np.ndarray, n: int) -> int:
+    """``find_top_duplicate(get_n_grams(words, n))``; -1 when there is no n-gram."""
+    m = len(ids) - n + 1
+    if m <= 0:
+        return -1
+    size = 16
+    while size < 2 * m:
+        size *= 2
+    mask = size - 1
+    keys = np.zeros(size, np.uint64)
+    first = np.full(size, -1, np.int64)
+    count = np.zeros(size, np.int64)
+    for i in range(m):
+        h = np.uint64(n)
+        for j in range(n):
+            h = h * np.uint64(0x9E3779B97F4A7C15) + np.uint64(ids[i + j] + 1)
+        h = _mix(h)
+        slot = np.int64(h & np.uint64(mask))
+        while True:
+            p = first[slot]
+            if p == -1:
+                keys[slot] = h
+                first[slot] = i
+                count[slot] = 1
+                break
+            if keys[slot] == h:
+                same = True
+                for j in range(n):
+                    if ids[p + j] != ids[i + j]:
+                        same = False
+                        break
+                if same:
+                    count[slot] += 1
+                    break
+            slot = (slot + 1) & mask
+    best_c = 0
+    best_p = m
+    for s in range(size):
+        p = first[s]
+        if p >= 0 and (count[s] > best_c or (count[s] == best_c and p < best_p)):
+            best_c = count[s]
+            best_p = p
+    chars = n - 1
+    for j in range(n):
+        chars += tok_len[ids[best_p + j]]
+    return chars * best_c
+
+
+@njit(cache=True, nogil=True)
+def all_duplicate_chars(ids: np.ndarray, tok_len: np.ndarray, tok_hash: np.ndarray, tok_pow: np.ndarray,
+                        n: int) -> int:
+    """``find_all_duplicate(words, n)``; -1 when ambiguous (see the module doc)."""
+    n_words = len(ids)
+    m = n_words - n + 1
+    if m <= 0:
+        return 0
+    size = 16
+    while size < 2 * m:
+        size *= 2
+    mask = size - 1
+    keys = np.zeros(size, np.uint64)
+    lens = np.zeros(size, np.int64)
+    first = np.full(size, -1, np.int64)
+    repeated = 0
+    idx = 0
+    while idx < m:
+        h = np.uint64(0)
+        length = 0
+        for j in range(n):
+            t = ids[idx + j]
+            h = h * tok_pow[t] + tok_hash[t]
+            length += tok_len[t]
+        slot = np.int64(_mix(h) & np.uint64(mask))
+        found = False
+        while True:
+            p = first[slot]
+            if p == -1:
+                break
+            if keys[slot] == h and lens[slot] == length:
+                for j in range(n):
+                    if ids[p + j] != ids[idx + j]:
+                        return -1
+                found = True
+                break
+            slot = (slot + 1) & mask
+        if found:
+            repeated += length
+            idx += n
+        else:
+            keys[slot] = h
+            lens[slot] = length
+            first[slot] = idx
+            idx += 1
+    return repeated
+
+
+@njit(cache=True, nogil=True)
+def sentence_events(ids: np.ndarray, in_punct_chars: np.ndarray, is_punct: np.ndarray) -> int:
+    """spaCy's sentencizer (``Sentencizer.predict``) over tokens: the number of new sentences
+    after the first."""
+    seen = False
+    events = 0
+    for t in ids:
+        p = in_punct_chars[t]
+        if seen and not is_punct[t] and not p:
+            events += 1
+            seen = False
+        elif p:
+            seen = True
+    return events
+
+
+@njit(cache=True, nogil=True)
+def repetition_stats(ids: np.ndarray, tok_len: np.ndarray, tok_hash: np.ndarray, tok_pow: np.ndarray,
+                     top_ns: np.ndarray, dup_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every n of ``top_n_grams`` and ``dup_n_grams`` in one call."""
+    top = np.empty(len(top_ns), np.int64)
+    dup = np.empty(len(dup_ns), np.int64)
+    for k in range(len(top_ns)):
+        top[k] = top_ngram_chars(ids, tok_len, top_ns[k])
+    for k in range(len(dup_ns)):
+        dup[k] = all_duplicate_chars(ids, tok_len, tok_hash, tok_pow, dup_ns[k])
+    return top, dup
+
+
+@njit(cache=True, nogil=True)
+def word_stats(ids: np.ndarray, non_symbol: np.ndarray, tok_len: np.ndarray, alpha: np.ndarray,
+               stop_ids: np.ndarray) -> tuple[int, int, int, int]:
+    """Gopher quality's word counts: non-symbol words, their characters, words with a letter,
+    distinct stop words present."""
+    n_non_symbol = 0
+    chars = 0
+    n_alpha = 0
+    for t in ids:
+        if non_symbol[t]:
+            n_non_symbol += 1
+            chars += tok_len[t]
+        if alpha[t]:
+            n_alpha += 1
+    present = 0
+    for s in stop_ids:
+        for t in ids:
+            if t == s:
+                present += 1
+                break
+    return n_non_symbol, chars, n_alpha, present

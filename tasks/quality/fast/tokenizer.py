@@ -1,0 +1,409 @@
+"""datatrove's English word and sentence tokenization, exactly, at dictionary-lookup speed.
+
+datatrove tokenizes English with ``spacy.blank("en")`` plus spaCy's ``sentencizer``
+(``datatrove.utils.word_tokenizers.SpaCyTokenizer``). spaCy's tokenizer (``tokenizer.pyx``,
+``_tokenize_affixes``) first cuts the text at every change between whitespace and
+non-whitespace (``str.isspace``); a single ``' '`` after a chunk is absorbed as that token's
+trailing space, any other whitespace run becomes a chunk of its own. Each chunk is then split by
+prefixes, suffixes, infixes and special cases with no regard to its neighbours (spaCy itself
+caches the result per chunk string). The one step that sees across chunks is the special-case
+``PhraseMatcher`` pass (``_apply_special_cases``): its multi-token patterns could match tokens of
+two neighbouring chunks. So:
+
+- a chunk's tokens are spaCy's own tokens for that chunk alone, computed once and cached here
+  (the rules are spaCy's; nothing is copied);
+- a document where two adjacent tokens of neighbouring chunks form a consecutive pair of any
+  multi-token special-case pattern is tokenized by spaCy itself (``slow_docs`` counts them);
+- datatrove's word list drops whitespace tokens (``strip_strings``), so a document's words are
+  the concatenated tokens of its non-whitespace chunks (``str.split()`` splits at exactly the
+  characters spaCy's loop tests, ``Py_UNICODE_ISSPACE``);
+- the sentencizer is a two-state machine over tokens (``seen_period``); each chunk's effect on
+  it is precomputed, from spaCy's own ``punct_chars`` and ``Token.is_punct``.
+
+``tests/test_quality_fast.py`` checks all of this against datatrove on every shared corpus and on
+generated text, so that a spaCy upgrade that changes a rule is caught.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from numba import njit
+
+# Py_UNICODE_ISSPACE in the regex engine, the same predicate as str.isspace (a test checks it
+# over every code point)
+_WS_RUNS = re.compile(r"(\s+)")
+
+
+class FastTokenizer:
+    """Word lists and sentence counts equal to datatrove's for one language (English)."""
+
+    def __init__(self, language: str = "en"):
+        from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer
+
+        ref = load_word_tokenizer(language)
+        if not is_plain_english(ref):
+            raise ValueError(f"fast tokenizer: language {language!r} is not datatrove's plain spaCy English")
+        # a pipeline of our own, built as datatrove builds its own (blank English + sentencizer):
+        # sharing datatrove's would change its state, and spaCy's answer on a text containing
+        # "IS_ALPHA" depends on that state (it raises once the string is known; datatrove then
+        # retries without it), so the documents that fall back must meet datatrove's pipeline as
+        # a datatrove-only run leaves it
+        self.reference = ref
+        self.nlp = SpaCyTokenizer(ref.language, ref.config).tokenizer
+        self.punct_chars = frozenset(self.nlp.get_pipe("sentencizer").punct_chars)
+        self.tok_index: dict[str, int] = {}
+        self.tok_text: list[str] = []
+        self.tok_is_punct: list[bool] = []
+        self._cache: dict[str, int] = {}  # chunk -> chunk id
+        # per chunk id: its tokens (CSR), whether a retokenizing special case matches inside it,
+        # and its sentencizer transition (state after, new sentences) from state 0 and from 1
+        self._off = np.zeros(1025, np.int64)
+        self._toks = np.zeros(4096, np.int64)
+        # -1: not known yet (computed only for chunks at a boundary that needs it)
+        self._has_match = np.full(1024, -1, np.int8)
+        self._chunk_text: list[str] = []
+        self._sent: list[tuple[int, int, int, int]] = []
+        # per token: class of its last and of its first character among the edge characters
+        self._last_class = np.zeros(1024, np.int64)
+        self._first_class = np.zeros(1024, np.int64)
+        self._special_patterns()
+        from spacy.attrs import IS_PUNCT
+
+        # the function spaCy computes Lexeme.is_punct with (lex_attr_getters)
+        self._is_punct_attr = self.nlp.vocab.lex_attr_getters[IS_PUNCT]
+        self.slow_docs = 0
+
+    # -- special-case patterns that could match across chunks --------------------------------
+    def _special_patterns(self) -> None:
+        """What the guard needs from the special-case matcher's patterns.
+
+        The matcher runs on the whole document after the per-chunk pass. A match across chunks
+        joins tokens with whitespace between them, so its text is no special case and it never
+        retokenizes; but it can displace an overlapping match inside a chunk
+        (``_filter_special_spans`` keeps the longest, then the later one). So a document is done by
+        spaCy itself only when, at some chunk boundary, the characters on either side could start
+        such a match (the last character of a pattern token and the first of the next) and one of
+        the two chunks holds a match of its own: a pattern occurring, token-aligned, in the
+        chunk's tokens before the matcher pass (from a shadow tokenizer with the same rules and
+        an empty matcher)."""
+        from spacy.tokenizer import Tokenizer
+
+        tok = self.nlp.tokenizer
+        # a special case's pattern is its tokenization without special cases (tokenizer.pyx,
+        # add_special_case: _tokenize_affixes(string, False)); only these strings are matched
+        plain = Tokenizer(self.nlp.vocab, rules={}, prefix_search=tok.prefix_search,
+                          suffix_search=tok.suffix_search, infix_finditer=tok.infix_finditer,
+                          token_match=tok.token_match, url_match=tok.url_match)
+        edges: set[tuple[str, str]] = set()
+        patterns: dict[str, list[tuple[str, ...]]] = {}
+        for s in tok.rules:
+            if tok.faster_heuristics and not (tok.find_prefix(s) or tok.find_infix(s) or tok.find_suffix(s)
+                                              or " " in s):
+                continue
+            pattern = [t.text for t in plain(s)]
+            if any(ch.isspace() for p in pattern for ch in p):
+                if len(pattern) > 1:
+                    # a whitespace token inside a pattern would make whitespace boundaries unsafe too
+                    raise ValueError(f"fast tokenizer: special case {s!r} has a whitespace token; unsupported")
+                continue  # a whitespace token never overlaps a match of non-whitespace tokens
+            from spacy.symbols import ORTH
+
+            if [sub[ORTH] for sub in tok.rules[s]] != pattern:
+                # only a match that retokenizes matters when it is displaced
+                patterns.setdefault(pattern[0], []).append(tuple(pattern))
+            edges.update((x[-1], y[0]) for x, y in zip(pattern[:-1], pattern[1:], strict=False))
+        chars = sorted({c for e in edges for c in e})
+        self._char_class = {c: k + 1 for k, c in enumerate(chars)}
+        self._edge_matrix = np.zeros((len(chars) + 1, len(chars) + 1), bool)
+        for x, y in edges:
+            self._edge_matrix[self._char_class[x], self._char_class[y]] = True
+        self._patterns = patterns
+        # the shadow: special cases are loaded while its affix functions find nothing, so that
+        # add_special_case gives its matcher no pattern; then they find what the real ones do
+        live = [False]
+        real = (tok.prefix_search, tok.suffix_search, tok.infix_finditer)
+        self._shadow = Tokenizer(
+            self.nlp.vocab, rules=None,
+            prefix_search=lambda x: real[0](x) if live[0] and real[0] else None,
+            suffix_search=lambda x: real[1](x) if live[0] and real[1] else None,
+            infix_finditer=lambda x: real[2](x) if live[0] and real[2] else iter(()),
+            token_match=tok.token_match, url_match=tok.url_match)
+        self._shadow.rules = {k: v for k, v in tok.rules.items() if " " not in k}
+        live[0] = True
+
+    def _chunk_has_match(self, chunk: str, first_pass: list[str] | None = None) -> bool:
+        """Whether the special-case matcher finds, inside this chunk alone, a match that
+        retokenizes."""
+        if first_pass is None:
+            first_pass = [t.text for t in self._shadow(chunk)]
+        for i, t in enumerate(first_pass):
+            for p in self._patterns.get(t, ()):
+                if tuple(first_pass[i:i + len(p)]) == p:
+                    return True
+        return False
+
+    def _unsafe(self, left: int, right: int) -> bool:
+        """Whether a special-case match across the boundary of these two chunks (ids) could change
+        tokens."""
+        t = self._toks
+        if not self._edge_matrix[self._last_class[t[self._off[left + 1] - 1]], self._first_class[t[self._off[right]]]]:
+            return False
+        self._know_matches(np.array([left, right], np.int64))
+        return bool(self._has_match[left] == 1 or self._has_match[right] == 1)
+
+    def _know_matches(self, cids: np.ndarray) -> None:
+        """Fill ``_has_match`` for these chunks (one shadow call for all of them)."""
+        todo = [int(c) for c in dict.fromkeys(cids.tolist()) if self._has_match[c] < 0]
+        if not todo:
+            return
+        groups = _groups([t.text for t in self._shadow("\n".join(self._chunk_text[c] for c in todo))], "\n")
+        if len(groups) != len(todo):
+            groups = [None] * len(todo)  # not expected; per chunk below
+        for c, first_pass in zip(todo, groups, strict=True):
+            self._has_match[c] = self._chunk_has_match(self._chunk_text[c], first_pass)
+
+    def _intern(self, text: str, is_punct: bool | None = None) -> int:
+        i = self.tok_index.get(text)
+        if i is None:
+            i = self.tok_index[text] = len(self.tok_text)
+            self.tok_text.append(text)
+            self.tok_is_punct.append(bool(self.nlp.vocab[text].is_punct) if is_punct is None else is_punct)
+            if i >= len(self._last_class):
+                self._last_class = _grow(self._last_class, i + 1)
+                self._first_class = _grow(self._first_class, i + 1)
+            self._last_class[i] = self._char_class.get(text[-1], 0)
+            self._first_class[i] = self._char_class.get(text[0], 0)
+        return i
+
+    def _fill(self, chunks: list[str]) -> None:
+        """Tokenize the unseen chunks in one spaCy call: joined by newlines, whose tokens no
+        special-case pattern contains, so that no match crosses from one chunk to the next and
+        each chunk's tokens are its own."""
+        new = []
+        for c in dict.fromkeys(c for c in chunks if c not in self._cache):
+            if self._one_token(c):
+                self._add(c, [(c, bool(self._is_punct_attr(c)))])
+            else:
+                new.append(c)
+        if not new:
+            return
+        joined = "\n".join(new)
+        real = _groups([(t.text, bool(t.is_punct)) for t in self.nlp.tokenizer(joined)], ("\n", False))
+        if len(real) != len(new):
+            for c in new:  # not expected; one call per chunk is always right
+                self._add(c)
+            return
+        for c, toks in zip(new, real, strict=True):
+            self._add(c, toks)
+
+    def _one_token(self, chunk: str) -> bool:
+        """spaCy's tokenizer leaves this chunk whole: no special case, no prefix, no suffix, no
+        infix (``_split_affixes`` stops at once and ``_attach_tokens`` pushes the string as one
+        token; the matcher's strings are all special cases). spaCy's own regexes decide."""
+        tok = self.nlp.tokenizer
+        return (chunk not in tok.rules and not tok.find_prefix(chunk) and not tok.find_suffix(chunk)
+                and not tok.find_infix(chunk))
+
+    def _add(self, chunk: str, toks: list[tuple[str, bool]] | None = None) -> int:
+        if toks is None:
+            toks = [(t.text, bool(t.is_punct)) for t in self.nlp.tokenizer(chunk)]
+        ids = [self._intern(t, p) for t, p in toks]
+        cid = self._cache[chunk] = len(self._sent)
+        if cid + 2 > len(self._off):
+            self._off = _grow(self._off, cid + 2)
+        if cid + 1 > len(self._has_match):
+            grown = np.full(max(cid + 1, 2 * len(self._has_match)), -1, np.int8)
+            grown[: len(self._has_match)] = self._has_match
+            self._has_match = grown
+        self._chunk_text.append(chunk)
+        start = self._off[cid]
+        if start + len(ids) > len(self._toks):
+            self._toks = _grow(self._toks, start + len(ids))
+        self._toks[start:start + len(ids)] = ids
+        self._off[cid + 1] = start + len(ids)
+        trans = []
+        for begin in (0, 1):
+            seen, events = begin, 0
+            for t in ids:
+                in_punct = self.tok_text[t] in self.punct_chars
+                if seen and not self.tok_is_punct[t] and not in_punct:
+                    events += 1
+                    seen = 0
+                elif in_punct:
+                    seen = 1
+            trans += [seen, events]
+        self._sent.append((trans[0], trans[1], trans[2], trans[3]))
+        return cid
+
+    # -- words ---------------------------------------------------------------------------------
+    def word_ids(self, text: str) -> np.ndarray:
+        """Token ids of ``datatrove.utils.text.split_into_words(text)``."""
+        chunks = text.split()
+        cache = self._cache
+        try:
+            cids = np.fromiter(map(cache.__getitem__, chunks), np.int64, len(chunks))
+        except KeyError:
+            self._fill(chunks)
+            cids = np.fromiter(map(cache.__getitem__, chunks), np.int64, len(chunks))
+        ids, unsafe, need = expand_chunks(cids, self._off, self._toks, self._has_match, self._last_class,
+                                          self._first_class, self._edge_matrix)
+        if len(need):
+            self._know_matches(need)
+            ids, unsafe, need = expand_chunks(cids, self._off, self._toks, self._has_match, self._last_class,
+                                              self._first_class, self._edge_matrix)
+        if unsafe:
+            return self._slow_word_ids(text)
+        return ids
+
+    def _slow_word_ids(self, text: str) -> np.ndarray:
+        """spaCy's tokenizer on the whole document (what datatrove runs, without its sentencizer,
+        which does not change tokens), for a document where a special-case pattern matches across
+        chunks; whitespace tokens dropped as ``strip_strings`` does."""
+        self.slow_docs += 1
+        # no memory_zone: leaving one flushes spaCy's own chunk cache, which costs more than the
+        # lexemes it would free
+        from spacy.attrs import ORTH
+
+        strings = self.nlp.vocab.strings
+        toks = [strings[o] for o in self.nlp.tokenizer(text).to_array(ORTH).tolist()]
+        return np.fromiter((self._intern(w.strip()) for w in toks if w.strip()), np.int64)
+
+    def words(self, text: str) -> list[str]:
+        return [self.tok_text[i] for i in self.word_ids(text)]
+
+    # -- sentences -----------------------------------------------------------------------------
+    def sentence_count(self, text: str) -> int:
+        """``len(datatrove.utils.text.split_into_sentences(text))``."""
+        parts = _WS_RUNS.split(text)
+        # parts alternate chunk, whitespace, chunk, ...; empty chunks at either end
+        sent = self._sent
+        seen, events, tokens = 0, 0, 0
+        prev = -1
+        for k, part in enumerate(parts):
+            if not part:
+                continue
+            if k % 2:  # whitespace run: spaCy absorbs one leading ' ' into the previous token
+                rest = part[1:] if part[0] == " " and k > 0 and parts[k - 1] else part
+                if rest:
+                    # whitespace tokens are neither punctuation nor sentence ends
+                    if seen:
+                        events += 1
+                        seen = 0
+                    tokens += 1
+                    prev = -1
+                continue
+            cid = self._cache.get(part)
+            if cid is None:
+                cid = self._add(part)
+            tr = sent[cid]
+            if prev >= 0 and self._unsafe(prev, cid):
+                self.slow_docs += 1
+                return self._slow_sentence_count(text)
+            if seen:
+                seen, ev = tr[2], tr[3]
+            else:
+                seen, ev = tr[0], tr[1]
+            events += ev
+            tokens += int(self._off[cid + 1] - self._off[cid])
+            prev = cid
+        # span_tokenize + zip in split_into_parts gives max(#sentences, 1) parts
+        return 1 + events if tokens else 1
+
+    def _slow_sentence_count(self, text: str) -> int:
+        from datatrove.utils.text import split_into_sentences
+
+        return len(split_into_sentences(text))
+
+
+def _groups(items: list, sep: object) -> list[list]:
+    out: list[list] = [[]]
+    for x in items:
+        if x == sep:
+            out.append([])
+        else:
+            out[-1].append(x)
+    return out
+
+
+def _grow(arr: np.ndarray, need: int) -> np.ndarray:
+    new = np.zeros(max(need, 2 * len(arr)), arr.dtype)
+    new[: len(arr)] = arr
+    return new
+
+
+@njit(cache=True, nogil=True)
+def expand_chunks(cids: np.ndarray, off: np.ndarray, toks: np.ndarray, has_match: np.ndarray,
+                  last_class: np.ndarray, first_class: np.ndarray,
+                  edges: np.ndarray) -> tuple[np.ndarray, bool, np.ndarray]:
+    """A document's token ids from its chunk ids; whether some chunk boundary is unsafe (an
+    edge-character pair of a special-case pattern, with a retokenizing match on either side);
+    and the chunks at edge boundaries whose matches are not known yet (then unsafe is not final)."""
+    total = 0
+    for c in cids:
+        total += off[c + 1] - off[c]
+    out = np.empty(total, np.int64)
+    need = np.empty(2 * len(cids), np.int64)
+    n_need = 0
+    k = 0
+    unsafe = False
+    for i in range(len(cids)):
+        c = cids[i]
+        if i > 0 and not unsafe:
+            p = cids[i - 1]
+            if edges[last_class[out[k - 1]], first_class[toks[off[c]]]]:
+                if has_match[p] == 1 or has_match[c] == 1:
+                    unsafe = True
+                else:
+                    if has_match[p] < 0:
+                        need[n_need] = p
+                        n_need += 1
+                    if has_match[c] < 0:
+                        need[n_need] = c
+                        n_need += 1
+        for j in range(off[c], off[c + 1]):
+            out[k] = toks[j]
+            k += 1
+    return out, unsafe, need[:n_need]
+
+
+def is_plain_english(tokenizer: object) -> bool:
+    """Whether datatrove's tokenizer is ``spacy.blank("en")`` with the sentencizer, which this
+    module reproduces."""
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    return isinstance(tokenizer, SpaCyTokenizer) and tokenizer.language == "en" and tokenizer.config is None
+
+
+_ENGLISH: dict[str, bool] = {}
+
+
+def language_supported(language: str) -> bool:
+    """Whether datatrove tokenizes ``language`` (a filter's ``language`` argument) as plain English."""
+    ok = _ENGLISH.get(language)
+    if ok is None:
+        from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+        try:
+            ok = is_plain_english(load_word_tokenizer(language))
+        except ValueError:
+            ok = False
+        _ENGLISH[language] = ok
+    return ok
+
+
+_SHARED: dict[str, FastTokenizer] = {}
+
+
+def fast_tokenizer(language: str = "en") -> FastTokenizer:
+    """One tokenizer (and cache) per process and language."""
+    tok = _SHARED.get(language)
+    if tok is None:
+        tok = _SHARED[language] = FastTokenizer(language)
+    return tok
+
+
+def words(text: str, language: str = "en") -> list[str]:
+    """datatrove's ``split_into_words`` for English, fast (for other statistics, e.g. the scorer)."""
+    return fast_tokenizer(language).words(text)
