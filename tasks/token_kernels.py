@@ -6,20 +6,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from tasks.dedup.kernels import fmix64
+
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
-_K1 = np.uint64(0xBF58476D1CE4E5B9)
-_K2 = np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
-
-
-@njit(cache=True, inline="always")
-def _fmix64(x):
-    x = x ^ (x >> _S30)
-    x = x * _K1
-    x = x ^ (x >> _S27)
-    x = x * _K2
-    return x ^ (x >> _S31)
 
 
 @njit(cache=True, inline="always")
@@ -64,7 +54,7 @@ def segments(data, offsets, glue):
         prev = np.uint8(10)
         for i in range(first, end):
             if _cut(data, i, first, prev, glue):
-                h_out[pos] = _fmix64(h ^ np.uint64(i - start))
+                h_out[pos] = fmix64(h ^ np.uint64(i - start))
                 s_out[pos] = start
                 e_out[pos] = i
                 pos += 1
@@ -73,7 +63,7 @@ def segments(data, offsets, glue):
             c = data[i]
             h = (h ^ np.uint64(c)) * _FNV_PRIME
             prev = c
-        h_out[pos] = _fmix64(h ^ np.uint64(end - start))
+        h_out[pos] = fmix64(h ^ np.uint64(end - start))
         s_out[pos] = start
         e_out[pos] = end
     return h_out, s_out, e_out, doc_off

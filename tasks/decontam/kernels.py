@@ -14,23 +14,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from tasks.dedup.kernels import fmix64, token_end
 from tasks.kernels import unicode_space_len as _space_len
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
-_K1 = np.uint64(0xBF58476D1CE4E5B9)
-_K2 = np.uint64(0x94D049BB133111EB)
 _BASE = np.uint64(0x9E3779B97F4A7C15)  # odd, so the rolling hash is a bijection per position
-_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
-
-
-@njit(cache=True, inline="always")
-def _fmix64(x):
-    x = x ^ (x >> _S30)
-    x = x * _K1
-    x = x ^ (x >> _S27)
-    x = x * _K2
-    return x ^ (x >> _S31)
 
 
 @njit(cache=True)
@@ -43,7 +32,7 @@ def _word_hashes(data, i, end, out):
         c = data[i]
         if c == 32:
             if in_word:
-                out[count] = _fmix64(h)
+                out[count] = fmix64(h)
                 count += 1
             h = _FNV_OFFSET
             in_word = False
@@ -52,7 +41,7 @@ def _word_hashes(data, i, end, out):
             in_word = True
         i += 1
     if in_word:
-        out[count] = _fmix64(h)
+        out[count] = fmix64(h)
         count += 1
     return count
 
@@ -74,7 +63,7 @@ def ngram_hashes(data, offsets, n):
     counts = np.zeros(docs + 1, np.int64)
     words = np.empty(1024, np.uint64)
     top = _top_power(n)
-    zero = _fmix64((_FNV_OFFSET ^ np.uint64(48)) * _FNV_PRIME)
+    zero = fmix64((_FNV_OFFSET ^ np.uint64(48)) * _FNV_PRIME)
     total = 0
     out = np.empty(0, np.uint64)
     numbers = np.empty(0, np.int32)
@@ -106,7 +95,7 @@ def ngram_hashes(data, offsets, n):
                 if words[j] == zero:
                     zeros += 1
                 if j >= n - 1:
-                    out[pos] = _fmix64(acc)
+                    out[pos] = fmix64(acc)
                     numbers[pos] = zeros
                     pos += 1
     return out, numbers, counts
@@ -137,7 +126,7 @@ def lookup(data, offsets, n, keys, bits, shift):
             acc = acc * _BASE + words[j]
             if j < n - 1:
                 continue
-            h = _fmix64(acc)
+            h = fmix64(acc)
             b = h >> shift
             if (bits[b >> np.uint64(6)] >> (b & np.uint64(63))) & np.uint64(1) == 0:
                 continue
@@ -231,12 +220,12 @@ def fused_lookup(data, offsets, space, wide_start, wide_stop, wide_index, rep_ha
             if i >= end:
                 if not in_word:
                     break
-                w = _fmix64(h)
+                w = fmix64(h)
                 in_word = False
                 word_done = True
             elif i == next_wide:
                 if in_word:  # cannot happen (a wide token starts after whitespace), kept for safety
-                    w = _fmix64(h)
+                    w = fmix64(h)
                     in_word = False
                     word_done = True
                 else:
@@ -249,7 +238,7 @@ def fused_lookup(data, offsets, space, wide_start, wide_stop, wide_index, rep_ha
                         ring[k % n] = x
                         k += 1
                         if k >= n:
-                            found += _probe(_fmix64(acc), keys, bits, shift, last)
+                            found += _probe(fmix64(acc), keys, bits, shift, last)
                     i = wide_stop[wk]
                     wk += 1
                     next_wide = wide_start[wk] if wk < len(wide_start) else -1
@@ -270,7 +259,7 @@ def fused_lookup(data, offsets, space, wide_start, wide_stop, wide_index, rep_ha
                         i += 1
                     if not in_word:
                         continue
-                    w = _fmix64(h)
+                    w = fmix64(h)
                     in_word = False
                     word_done = True
                 else:  # DIGIT
@@ -295,24 +284,11 @@ def fused_lookup(data, offsets, space, wide_start, wide_stop, wide_index, rep_ha
                 ring[k % n] = w
                 k += 1
                 if k >= n:
-                    found += _probe(_fmix64(acc), keys, bits, shift, last)
+                    found += _probe(fmix64(acc), keys, bits, shift, last)
                 h = _FNV_OFFSET
         hits[d] = found
         grams[d] = k - n + 1 if k >= n else 0
     return hits, grams
-
-
-@njit(cache=True)
-def _token_end(data, i, end, space):
-    while i < end:
-        c = data[i]
-        if c < 0x80:
-            if space[c]:
-                return i
-        elif _space_len(data, i, end):
-            return i
-        i += 1
-    return end
 
 
 @njit(cache=True)
@@ -338,7 +314,7 @@ def wide_tokens(data, offsets, space, bound):
                 i += w
                 tok = i
                 continue
-            j = _token_end(data, i + 1, end, space)
+            j = token_end(data, i + 1, end, space)
             start[count], stop[count] = tok, j
             count += 1
             i = tok = j

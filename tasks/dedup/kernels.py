@@ -31,7 +31,7 @@ ZERO = np.uint8(48)
 
 
 @njit(cache=True)
-def _token_end(data, i, end, space):
+def token_end(data, i, end, space):
     """The end of the token that starts at byte ``i``: the next whitespace character."""
     while i < end:
         c = data[i]
@@ -70,7 +70,7 @@ def wide_tokens(data, offsets, space):
                     i += w
                     tok = i
                     continue
-                j = _token_end(data, i + 1, end, space)
+                j = token_end(data, i + 1, end, space)
                 if pass_no == 1:
                     start[count], stop[count] = tok, j
                 count += 1
@@ -148,7 +148,7 @@ def normalize(data, offsets, space, wide_start, wide_stop, wide_index, rep_data,
 
 
 @njit(cache=True, inline="always")
-def _fmix64(x):
+def fmix64(x):
     x = x ^ (x >> _S30)
     x = x * _K1
     x = x ^ (x >> _S27)
@@ -171,7 +171,7 @@ def _shingle32(hashes, first, n):
     acc = hashes[first]
     for j in range(first + 1, first + n):
         acc = ((acc << _S5) | (acc >> _S59)) ^ (hashes[j] * _MIX)
-    return np.uint32(_fmix64(acc) >> _S32)
+    return np.uint32(fmix64(acc) >> _S32)
 
 
 @njit(cache=True, inline="always")
@@ -203,18 +203,18 @@ def signatures(data, offsets, ngram, chars, a, b):
             if chars:
                 h = (h ^ np.uint64(c)) * _FNV_PRIME
                 if i + 1 == end or (data[i + 1] & 0xC0) != 0x80:  # the character's last byte
-                    hashes[count] = _fmix64(h)
+                    hashes[count] = fmix64(h)
                     count += 1
                     h = _FNV_OFFSET
             elif c == 32:
-                hashes[count] = _fmix64(h)
+                hashes[count] = fmix64(h)
                 count += 1
                 h = _FNV_OFFSET
             else:
                 h = (h ^ np.uint64(c)) * _FNV_PRIME
             i += 1
         if not chars and end > offsets[d]:
-            hashes[count] = _fmix64(h)
+            hashes[count] = fmix64(h)
             count += 1
         sig = sigs[d]
         if 0 < count < ngram:
@@ -246,6 +246,6 @@ def band_keys(sigs, bands, rows):
             acc = np.uint64(band) * _K1
             for r in range(rows):
                 acc = ((acc << _S5) | (acc >> _S59)) ^ ((np.uint64(sigs[d, band * rows + r]) + np.uint64(1)) * _MIX)
-            keys[d, band] = _fmix64(acc)
+            keys[d, band] = fmix64(acc)
     return keys
 
