@@ -14,7 +14,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import InputSpec, PipelineConfig
+from tasks.config import InputSpec, PipelineConfig, TokenizerConfig
 from tasks.storage import StorageSpec
 from tests.conftest import shared
 from tests.releases import expected_task_runs, prefect_runs, verify_release
@@ -141,7 +141,7 @@ def test_a_folder_of_warc_files_without_the_extract_stage_is_refused(stack, ray_
     assert not (tmp_path / "corpus" / "releases" / "no-extract" / "manifest.json").exists()
     # a tokenizer file that cannot be loaded stops the run before any work too, naming it
     bad = cfg.model_copy(update={"release": "bad-tokenizer", "inputs": [InputSpec(uri=str(shared(WIKI)))],
-                                 "tokenizer": {"url": str(tmp_path / "missing-tokenizer.json")}})
+                                 "tokenizer": TokenizerConfig(url=str(tmp_path / "missing-tokenizer.json"))})
     with pytest.raises(ReleaseError, match="missing-tokenizer.json"):
         run_curate(PipelineConfig.model_validate(bad.model_dump()))
     assert not (tmp_path / "corpus" / "state" / "work" / "bad-tokenizer").exists()
