@@ -32,9 +32,10 @@ __all__ = ["RunContext", "exact_filter_step", "exact_reduce_step", "id_check_nee
 
 def id_check_needed(shards: list[Shard]) -> bool:
     """Whether one source id can reach two shards: two shards (row groups of one file, files
-    of one source, inputs sharing a source or rows naming their own) read an id column.
-    Within one shard, ingest itself rejects a repeated id."""
-    return sum(1 for s in shards if s.columns.id is not None) > 1
+    of one source, inputs sharing a source or rows naming their own) read an id column, or
+    are WARC/WET files or ranges (a record's WARC-Record-ID is its source id, and a crawl
+    fetched twice repeats it across files). Within one shard, ingest itself rejects a repeated id."""
+    return sum(1 for s in shards if s.columns.id is not None or s.format in ("warc", "wet")) > 1
 
 
 def _ingest(ctx: RunContext, shard: Shard):

@@ -126,6 +126,30 @@ def test_a_crawl_and_a_corpus_through_extract_dedup_decontamination_and_pii(stac
         assert section in report, section
 
 
+def test_a_record_id_repeated_in_another_warc_file_is_a_duplicate(stack, ray_local, tmp_path):
+    """Two WARC files of one crawl that hold a record with the same WARC-Record-ID (a page
+    written again by a resumed crawl): the later one is rejected as a duplicate id naming the
+    first's file, whichever shard reads it; every other page is published."""
+    from flows.curate import run_curate
+
+    pages = pq.read_table(shared(PAGES), columns=["url", "html"]).to_pylist()[:6]
+    (tmp_path / "crawl").mkdir()
+    (tmp_path / "crawl" / "a.warc.gz").write_bytes(b"".join(_record(k, p["url"], p["html"].encode())
+                                                            for k, p in enumerate(pages[:3])))
+    (tmp_path / "crawl" / "b.warc.gz").write_bytes(b"".join(_record(k, p["url"], p["html"].encode())
+                                                            for k, p in [(3, pages[3]), (1, pages[4]), (5, pages[5])]))
+    cfg = PipelineConfig(release="warc-ids", output=str(tmp_path / "corpus"), near_dedup={"enabled": False},
+                         inputs=[InputSpec(uri=str(tmp_path / "crawl"), source="crawl", format="warc")])
+    manifest = run_curate(cfg)
+    storage = StorageSpec(str(tmp_path / "corpus")).open()
+    verify_release(storage, manifest)
+    rejects = pa.concat_tables([storage.read_parquet(f["path"]) for f in manifest["outputs"]["rejects"]]).to_pylist()
+    dup = [r for r in rejects if r["reason"].startswith("duplicate id")]
+    assert len(dup) == 1 and dup[0]["input_uri"].endswith("b.warc.gz") and "a.warc.gz" in dup[0]["reason"]
+    assert manifest["dedup"]["source_ids"]["duplicates"] == 1
+    assert manifest["totals"]["documents"] == 5
+
+
 def test_a_folder_of_warc_files_without_the_extract_stage_is_refused(stack, ray_local, tmp_path):
     """A folder input whose files turn out to be WARC, with `format: auto`: the default order
     had no reason to add extract, so the run stops before any work, naming the file."""
