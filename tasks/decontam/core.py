@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from tasks.decontam import kernels
 from tasks.decontam.config import DecontamConfig, EvalSet
+from tasks.dedup import kernels as dedup_kernels
 from tasks.dedup.minhash import ascii_tables, normalize_for_dedup, normalize_token
 from tasks.kernels import ascii_space, gather, large_strings, utf8_buffers
 from tasks.schema import SPANS, attribute_name
@@ -260,7 +261,7 @@ def lookup_counts(texts: pa.Array, index: DecontamIndex) -> tuple[np.ndarray, np
     classes, lower = ascii_tables("datatrove")
     space = ascii_space()
     data, offsets = utf8_buffers(texts)
-    start, stop = kernels.wide_tokens(data, offsets, space, int(np.count_nonzero(data >= 0x80)))
+    start, stop = dedup_kernels.wide_tokens(data, offsets, space)  # the tokens near dedup normalizes in Python too
     wdata, woff = gather(data, start, stop)
     enc = pc.dictionary_encode(large_strings(wdata, woff))
     rep = pa.array([normalize_token(t, "datatrove") for t in enc.dictionary.to_pylist()], pa.large_string())

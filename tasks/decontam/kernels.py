@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tasks.dedup.kernels import fmix64, token_end
+from tasks.dedup.kernels import fmix64
 from tasks.kernels import unicode_space_len as _space_len
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
@@ -289,33 +289,3 @@ def fused_lookup(data, offsets, space, wide_start, wide_stop, wide_index, rep_ha
         hits[d] = found
         grams[d] = k - n + 1 if k >= n else 0
     return hits, grams
-
-
-@njit(cache=True)
-def wide_tokens(data, offsets, space, bound):
-    """``tasks.dedup.kernels.wide_tokens`` in one pass: ``(start, stop)`` of the
-    whitespace-delimited tokens holding a non-ASCII character, ``bound`` at least their
-    number (the count of non-ASCII bytes is one)."""
-    start = np.empty(bound, np.int64)
-    stop = np.empty(bound, np.int64)
-    count = 0
-    for d in range(len(offsets) - 1):
-        i, end = offsets[d], offsets[d + 1]
-        tok = i
-        while i < end:
-            c = data[i]
-            if c < 0x80:
-                i += 1
-                if space[c]:
-                    tok = i
-                continue
-            w = _space_len(data, i, end)
-            if w:
-                i += w
-                tok = i
-                continue
-            j = token_end(data, i + 1, end, space)
-            start[count], stop[count] = tok, j
-            count += 1
-            i = tok = j
-    return start[:count], stop[:count]
