@@ -141,3 +141,59 @@ def write_results(name: str, result: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+_LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
+
+
+def _log_times(log: Path) -> list[tuple[float, str]]:
+    """(seconds, message) of every timestamped line of a run's log file (only differences count)."""
+    from datetime import datetime
+
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            stamp = datetime.strptime(line[:23], _LOG_TIME)
+            out.append((stamp.timestamp(), line[24:]))
+    return out
+
+
+def run_breakdown(root: Path, release: str, wall_seconds: float, workers: int) -> dict[str, Any]:
+    """Where the wall clock of one ``refinery run`` went, from what the run itself left behind:
+    its log (Ray's start), its manifest (each stage's wall time, publish) and its shard markers
+    (the seconds spent inside step functions, per-worker cold loads included). What is left of a
+    stage's wall time after its compute spread over the workers is orchestration: Prefect task
+    runs, Ray scheduling, worker start. Everything outside the flow's stages (CLI start, config
+    and stack checks, Ray start and stop, flow run bookkeeping) is ``outside_stages``."""
+    manifest = json.loads((root / "releases" / release / "manifest.json").read_text())
+    timing = manifest.get("timing", {})
+    compute: dict[str, float] = {}
+    for marker in (root / "state" / "work" / release).glob("*/*.done.json"):
+        with contextlib.suppress(ValueError, OSError):
+            data = json.loads(marker.read_text())
+            compute[marker.parent.name] = compute.get(marker.parent.name, 0.0) + float(data.get("seconds") or 0.0)
+    ray_start = None
+    log = root / "state" / "logs" / f"{release}.log"
+    if log.exists():
+        lines = _log_times(log)
+        begin = next((t for t, msg in lines if "rayrunner" in msg and "Connecting" in msg), None)
+        ready = next((t for t, msg in lines if "rayrunner" in msg and "Using Ray cluster" in msg), None)
+        if begin is not None and ready is not None:
+            ray_start = round(ready - begin, 2)
+    order = manifest.get("stages") or sorted(k for k in timing if k != "publish")
+    stages = {k: timing[k] for k in order if k in timing}
+    stage_wall = sum(stages.values())
+    compute_total = sum(compute.values())
+    return {
+        "wall_seconds": round(wall_seconds, 2),
+        "ray_start_seconds": ray_start,
+        "stage_wall_seconds": {k: round(v, 2) for k, v in stages.items()},
+        "publish_seconds": round(timing.get("publish", 0.0), 2),
+        "step_compute_seconds": {k: round(v, 2) for k, v in sorted(compute.items())},
+        "step_compute_over_workers_seconds": round(compute_total / workers, 2),
+        "orchestration_seconds": round(max(0.0, stage_wall - compute_total / workers), 2),
+        "outside_stages_seconds": round(max(0.0, wall_seconds - stage_wall - timing.get("publish", 0.0)), 2),
+        "meaning": "step compute = seconds inside step functions summed over shards (per-worker cold loads "
+                   "included), spread over the workers; orchestration = stage wall time minus that; outside "
+                   "stages = CLI start, config and stack checks, Ray start and stop, flow bookkeeping",
+    }

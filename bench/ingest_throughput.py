@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MB, ensure_prefect, standard_corpus, write_results  # noqa: E402
+from bench.common import MB, ensure_prefect, run_breakdown, standard_corpus, write_results  # noqa: E402
 
 
 def floor(files: list[Path], out: Path) -> float:
@@ -80,6 +80,7 @@ def main() -> None:
             "seconds": round(ours_s, 2), "docs_per_s": round(docs / ours_s), "mb_per_s": round(mb / ours_s, 1),
             "stage_seconds": stages, "ray_cpus": manifest["cluster"]["ray_cpus"],
             "published": manifest["totals"]["documents"], "exact_duplicates": manifest["dedup"]["exact"]["duplicates"],
+            "breakdown": run_breakdown(work / "corpus", manifest["release"], ours_s, int(manifest["cluster"]["ray_cpus"])),
         },
         "ratio_refinery_over_floor_time": round(ours_s / floor_s, 2),
         "peak_rss_mb_driver": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB),  # ru_maxrss: KiB

@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MB, PeakRSS, package_version, standard_corpus, write_results  # noqa: E402
+from bench.common import MB, PeakRSS, package_version, run_breakdown, standard_corpus, write_results  # noqa: E402
 
 WORKERS = os.cpu_count() or 1
 
@@ -231,7 +231,8 @@ def main() -> None:
             results[name] = {"seconds": round(secs, 2), "docs_per_s": round(docs / secs),
                              "peak_rss_mb": round(mem.peak_excluding / MB),
                              "peak_rss_mb_with_prefect_server": round(mem.peak / MB),
-                             "stage_seconds": manifest["timing"], **quality(all_ids, kept, truth)}
+                             "stage_seconds": manifest["timing"], **quality(all_ids, kept, truth),
+                             "breakdown": run_breakdown(work / name / "corpus", release, secs, WORKERS)}
             print(name, json.dumps(results[name]), flush=True)
     finally:
         Stack(home).down()

@@ -7,10 +7,12 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from bench.common import run_breakdown
 from tasks.storage import StorageSpec
 from tests.releases import verify_release
 
@@ -21,8 +23,10 @@ REFINERY = str(Path(sys.executable).with_name("refinery"))
 def test_default_job_curates_the_bundled_input(stack, tmp_path):
     # Prefect's default level (the suite quiets it to WARNING): its INFO lines must go to the log
     env = {**os.environ, "REFINERY_HOME": str(tmp_path / "home"), "PREFECT_LOGGING_LEVEL": "INFO"}
+    t0 = time.perf_counter()
     run = subprocess.run([REFINERY, "run", "--release", "default-1"], env=env, capture_output=True, text=True,
                          timeout=600)
+    wall = time.perf_counter() - t0
     assert run.returncode == 0, run.stderr[-3000:]
     assert "curating the bundled default input" in run.stderr
     root = tmp_path / "home" / "corpus"
@@ -48,6 +52,14 @@ def test_default_job_curates_the_bundled_input(stack, tmp_path):
     assert log == root / "state" / "logs" / "default-1.log"
     text = log.read_text()
     assert "Beginning flow run" in text and re.search(r"ingest: (\d+)/\1 shards done", text), text[-2000:]
+    # the benchmarks' breakdown of a run's wall clock reads what this run left: Ray's start in
+    # its log, every stage's wall time, and the compute of each stage's step functions
+    parts = run_breakdown(root, "default-1", wall, workers=2)
+    assert parts["ray_start_seconds"] is not None and 0 < parts["ray_start_seconds"] < wall
+    assert list(parts["stage_wall_seconds"]) == manifest["stages"]
+    assert {"ingest", "exact_dedup", "near_dedup", "quality"} <= set(parts["step_compute_seconds"])
+    assert all(v > 0 for k, v in parts["step_compute_seconds"].items() if k in manifest["stages"])
+    assert parts["outside_stages_seconds"] > parts["ray_start_seconds"]
     # the quality stage ran: every tagger's attributes, only the language rule dropped anything
     q = manifest["quality"]
     assert q["taggers"] == ["lid", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality", "combined"]
