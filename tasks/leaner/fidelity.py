@@ -13,7 +13,12 @@ a long original here and there by chance, but those matches do not line up.
   boundary nearest the middle), so a rewrite whose second half is about something else
   fails even when the first half is faithful;
 - **reach**: how far into the original the chain goes (last aligned position / length), so a
-  rewrite that stops early fails even when what it says is right.
+  rewrite that stops early fails even when what it says is right;
+- **original_first / original_second**: the share of the content weight of the original's
+  first and second half (cut at the middle of its weight) that lies on the chain. A rewrite
+  whose second half is another text leaves the original's tail covered only by chance matches,
+  while a real rewrite covers both halves alike; the learned content model
+  (``tasks/leaner/content_model.py``) uses them with the shares above.
 
 Capitalized words of the rewrite that the original lacks are left out of the shares: with
 ``anonymize`` the rewrite replaces names and places by other names and placeholders ("FR
@@ -118,6 +123,12 @@ class Alignment:
     fidelity: float
     reach: float
     weight: float  # the rewrite's content weight the shares are taken over
+    first: float = 0.0  # share in the rewrite's first half
+    second: float = 0.0  # share in the rewrite's second half
+    original_first: float = 0.0  # share of the original's first-half weight on the chain
+    original_second: float = 0.0
+    n_original: int = 0  # word tokens of each text
+    n_rewrite: int = 0
 
 
 def _share(rewrite: list[Token], aligned: set[int], lo: int, hi: int) -> tuple[float, float]:
@@ -168,6 +179,27 @@ def align(original: str, rewrite: str) -> Alignment:
     mid = _middle(rewrite, r)
     halves = [_share(r, aligned, 0, mid), _share(r, aligned, mid, len(r))]
     # a half with no content weight (a very short rewrite) is judged with the whole
-    fidelity = min((a / b if b else on / total if total else 0.0) for a, b in halves)
+    first, second = ((a / b if b else on / total if total else 0.0) for a, b in halves)
     reach = (pairs[-1][1] + 1) / len(o) if pairs else 0.0
-    return Alignment(topic=on / total if total else 0.0, fidelity=fidelity, reach=reach, weight=total)
+    o_first, o_second = _original_halves(o, {j for _, j in pairs})
+    return Alignment(topic=on / total if total else 0.0, fidelity=min(first, second), reach=reach, weight=total,
+                     first=first, second=second, original_first=o_first, original_second=o_second,
+                     n_original=len(o), n_rewrite=len(r))
+
+
+def _original_halves(original: list[Token], aligned: set[int]) -> tuple[float, float]:
+    """Share of each half's content weight (the original cut at the middle of its weight)
+    that lies on the chain."""
+    weights = [t.weight if t.weight >= MIN_WEIGHT else 0.0 for t in original]
+    total, cum, mid = sum(weights), 0.0, len(original)
+    for k, w in enumerate(weights):
+        cum += w
+        if cum >= total / 2:
+            mid = k + 1
+            break
+
+    def share(lo: int, hi: int) -> float:
+        part = sum(weights[lo:hi])
+        return sum(weights[j] for j in range(lo, hi) if j in aligned) / part if part else 0.0
+
+    return share(0, mid), share(mid, len(original))
