@@ -22,7 +22,10 @@ a long original here and there by chance, but those matches do not line up.
 
 Capitalized words of the rewrite that the original lacks are left out of the shares: with
 ``anonymize`` the rewrite replaces names and places by other names and placeholders ("FR
-country"), which are neither evidence for nor against it. Synonyms are not matched: the
+country"), which are neither evidence for nor against it. A placeholder's two capitals are
+the place's initials (the prompt asks for that, and upstream's rewrites do it: "SA town" for
+Saint-Hilaire), so one that matches the first two letters of a capitalized word of the
+original counts as that word. Synonyms are not matched: the
 simple substitutes a rewrite uses are common words, which weigh little either way.
 """
 
@@ -64,6 +67,8 @@ class Token:
     weight: float
     capitalized: bool
     end: int  # character offset where the word ends
+    initials: str = ""  # first two letters, upper-cased, of a capitalized word
+    code: bool = False  # two capitals, like a placeholder's "FR"
 
 
 def content(text: str) -> list[Token]:
@@ -71,7 +76,25 @@ def content(text: str) -> list[Token]:
     for m in _WORD.finditer(text.replace("\u2019", "'")):
         s = m.group(0)
         lem = lemma(s.lower())
-        out.append(Token(lem, weight(lem), s[0].isupper(), m.end()))
+        out.append(Token(lem, weight(lem), s[0].isupper(), m.end(), s[:2].upper() if s[0].isupper() else "",
+                         _PLACEHOLDER.fullmatch(s) is not None))
+    return out
+
+
+_PLACEHOLDER = re.compile(r"[A-Z]{2}")
+
+
+def resolve_placeholders(rewrite: list[Token], original: list[Token]) -> list[Token]:
+    """Rewrite tokens that are a place placeholder ("FR") take the lemma and weight of the
+    first capitalized original word with those initials ("France"), if there is one."""
+    names: dict[str, Token] = {}
+    for tok in original:
+        if tok.capitalized and len(tok.lemma) > 2:
+            names.setdefault(tok.initials, tok)
+    out = []
+    for tok in rewrite:
+        name = names.get(tok.initials) if tok.code else None
+        out.append(Token(name.lemma, name.weight, True, tok.end, tok.initials, True) if name else tok)
     return out
 
 
@@ -172,7 +195,8 @@ def _middle(rewrite_text: str, rewrite: list[Token]) -> int:
 
 
 def align(original: str, rewrite: str) -> Alignment:
-    o, r = content(original), content(rewrite)
+    o = content(original)
+    r = resolve_placeholders(content(rewrite), o)
     pairs = chain(r, o)
     aligned = {i for i, _ in pairs}
     on, total = _share(r, aligned, 0, len(r))
