@@ -10,7 +10,9 @@ second half replaced, truncated to 30%, the original unchanged) that pass those 
 A standardized logistic regression (scikit-learn, C=1, balanced classes, lbfgs: deterministic);
 the threshold is the 2nd percentile of the positives' probabilities. Five-fold cross-validation
 on the calibration half (folds by pair) is printed as a second estimate; the held-out half is
-then measured with the shipped validator, nothing of it used.
+then measured with the shipped validator, nothing of it used. The fluency floor stored with
+the model is halfway between the least fluent calibration reference and the most fluent
+shuffled calibration rewrite.
 
     python scripts/train_leaner_content_model.py [--out tasks/leaner/models/content_logreg.json] [--json table.json]
 """
@@ -72,6 +74,14 @@ def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 X.append(r[kind]["x"])
                 y.append(kind == "reference")
     X_arr, y_arr = np.array(X), np.array(y)
+    # a linear model trades fluency against the other scores, so a page's own words shuffled
+    # (high overlap, no order) could pass it: word order also gets a hard floor, halfway
+    # between the least fluent reference and the most fluent shuffled rewrite
+    at = [name for name, _ in FEATURES].index("fluency")
+    assert at == FLUENCY
+    lowest_reference = min(r["reference"]["x"][at] for r in rows if r["reference"]["base_reason"] is None)
+    most_fluent_salad = max(r["shuffled"]["x"][at] for r in rows
+                            if r["reference"]["base_reason"] is None and r["shuffled"]["base_reason"] is None)
     scaler = StandardScaler().fit(X_arr)
     clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000).fit(scaler.transform(X_arr), y_arr)
     p = clf.predict_proba(scaler.transform(X_arr[y_arr]))[:, 1]
@@ -79,8 +89,12 @@ def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"features": [name for name, _ in FEATURES], "mean": [r(v) for v in scaler.mean_],
             "scale": [r(v) for v in scaler.scale_], "coef": [r(v) for v in clf.coef_[0]],
             "intercept": r(clf.intercept_[0]), "threshold": r(np.quantile(p, ACCEPT_QUANTILE)),
+            "fluency_floor": r((lowest_reference + most_fluent_salad) / 2),
             "trained_on": "tinyhelen_leaner_sample calibration half (scripts/train_leaner_content_model.py)",
             "positives": int(y_arr.sum()), "negatives": int((~y_arr).sum())}
+
+
+FLUENCY = 11  # index of the fluency feature (checked in fit)
 
 
 def rates(rows: list[dict[str, Any]], model: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +110,8 @@ def rates(rows: list[dict[str, Any]], model: dict[str, Any]) -> dict[str, Any]:
             if reason is None:
                 z = [(x - m) / s for x, m, s in zip(r[kind]["x"], model["mean"], model["scale"], strict=True)]
                 logit = model["intercept"] + sum(c * v for c, v in zip(model["coef"], z, strict=True))
-                if 1 / (1 + math.exp(-max(-50.0, min(50.0, logit)))) < model["threshold"]:
+                if 1 / (1 + math.exp(-max(-50.0, min(50.0, logit)))) < model["threshold"] \
+                        or r[kind]["x"][FLUENCY] < model["fluency_floor"]:
                     reason = "content"
             reasons.append(reason)
         good = sum((x is None) == (kind == "reference") for x in reasons)

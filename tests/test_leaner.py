@@ -138,9 +138,10 @@ def test_preclean_and_vocabulary():
 
 
 def test_content_checks_on_the_heldout_half(pairs):
-    """The shipped floors were chosen on the calibration half (scripts/calibrate_leaner_checks.py);
-    here the whole validator runs on the other half: the reference rewrites, and each
-    corruption of them, built within the held-out half."""
+    """The shipped content model was trained on the calibration half only
+    (scripts/train_leaner_content_model.py); here the whole validator runs on the other half:
+    the reference rewrites, and each corruption of them, built within the held-out half.
+    These are issue 17's targets."""
     held = [p for p in pairs if split_of(p["original"]) == "heldout"]
     assert 150 <= len(held) <= 270
     verdicts = {"reference": [_check(p["original"], p["rewrite"], p["genre"]) for p in held]}
@@ -150,17 +151,20 @@ def test_content_checks_on_the_heldout_half(pairs):
     rate = {k: sum(v.accepted == (k == "reference") for v in vs) / len(held) for k, vs in verdicts.items()}
     reasons = {k: Counter(v.reason for v in vs if not v.accepted) for k, vs in verdicts.items()}
     print("held-out:", {k: round(r, 3) for k, r in rate.items()}, {k: dict(c) for k, c in reasons.items()})
-    # measured 86.1% / 100% / 99.5% / 90.1% / 99.5% / 100% (docs/leaner.md)
-    assert rate["reference"] >= 0.84
-    assert rate["shuffled"] >= 0.99 and rate["original_unchanged"] == 1.0
-    assert rate["other_document"] >= 0.97 and rate["truncated_30"] >= 0.97
-    assert rate["second_half_replaced"] >= 0.88
-    # each new check is what catches its corruption among the rewrites the old checks let through
-    assert reasons["shuffled"]["fluency"] + reasons["shuffled"]["topic"] >= 0.6 * len(held)
-    assert reasons["other_document"].most_common(1)[0][0] == "topic"
+    # measured 93.1% / 99.0% / 99.0% / 98.0% / 99.5% / 100% (docs/leaner.md)
+    assert rate["reference"] >= 0.93
+    assert all(rate[kind] >= 0.95 for kind in CORRUPTIONS)
+    assert rate["original_unchanged"] == 1.0
+    # the content decision is what catches the meaning-level corruptions the old checks let
+    # through, and its reason names what is wrong
+    content = ("topic", "fidelity", "fluency")
+    for kind in ("shuffled", "other_document", "second_half_replaced"):
+        assert sum(reasons[kind][r] for r in content) >= 0.45 * len(held), kind
+    assert reasons["shuffled"]["fluency"] >= 0.4 * len(held)
     assert reasons["second_half_replaced"].most_common(1)[0][0] == "fidelity"
+    assert reasons["other_document"]["topic"] + reasons["other_document"]["fidelity"] >= 0.4 * len(held)
     for v in verdicts["reference"]:
-        assert None not in (v.topic, v.fidelity, v.reach, v.fluency)
+        assert None not in (v.topic, v.fidelity, v.reach, v.fluency, v.content_score)
 
 
 def test_content_checks_on_other_real_text():

@@ -8,7 +8,10 @@ on the calibration half of ``../shared/data/tinyhelen_leaner_sample`` only: the 
 rewrites that pass the other checks are the positives, their corruptions
 (``tests.corpora.corrupted``) the negatives, and the threshold is the 2nd percentile of the
 positives' probabilities. The model is a few dozen numbers in
-``tasks/leaner/models/content_logreg.json``.
+``tasks/leaner/models/content_logreg.json``. A linear model trades scores against each other,
+so a page's own words shuffled (high overlap, no order) could pass on overlap alone; a hard
+word-order floor stored with the model (halfway between the least fluent calibration reference
+and the most fluent shuffled calibration rewrite) rejects those as ``fluency``.
 
 A rejection is named after the group of features that pulled the probability down most
 (``topic``, ``fidelity`` or ``fluency``), so the reason still says what is wrong.
@@ -74,6 +77,8 @@ def judge(a: Alignment, fluency: float, model: dict[str, Any] | None = None) -> 
     terms = [c * v for c, v in zip(m["coef"], z, strict=True)]
     logit = m["intercept"] + sum(terms)
     p = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit))))
+    if fluency < m["fluency_floor"]:
+        return p, "fluency"
     if p >= m["threshold"]:
         return p, None
     by_reason: dict[str, float] = {}
