@@ -167,6 +167,13 @@ def test_content_checks_on_the_heldout_half(pairs):
     assert reasons["other_document"]["topic"] + reasons["other_document"]["fidelity"] >= 0.4 * len(held)
     for v in verdicts["reference"]:
         assert None not in (v.topic, v.fidelity, v.reach, v.fluency, v.content_score)
+    # the recorded probability is the one the decision used (not another check's score)
+    model = load_content_model()
+    for v in (v for vs in verdicts.values() for v in vs):
+        if v.accepted:
+            assert v.content_score >= model["threshold"] and v.fluency >= model["fluency_floor"]
+        elif v.reason in ("topic", "fidelity"):
+            assert v.content_score < model["threshold"]
 
 
 def test_content_checks_on_other_real_text():

@@ -126,12 +126,12 @@ def validate(original: str, rewrite: str, genre: str, limits: Limits, lid_predic
     content = align(original, rewrite)
     bigram = bigram_fluency(rewrite) if fluency is None or limits.content_model else None
     flu = fluency(original, rewrite) if fluency is not None else bigram
-    score, content_reason = judge(content, bigram) if limits.content_model else (None, None)
+    probability, content_reason = judge(content, bigram) if limits.content_model else (None, None)
 
     def verdict(reason: str | None, **details) -> Verdict:
         return Verdict(reason is None, reason, round(before, 6), round(after, 6), round(ratio, 6), details,
                        round(content.topic, 6), round(content.fidelity, 6), round(content.reach, 6), round(flu, 6),
-                       None if score is None else round(score, 6))
+                       None if probability is None else round(probability, 6))
 
     # upstream's 100-character floor, but a rewrite may be as short as half its original
     if len(rewrite.strip()) <= min(limits.min_chars, len(original.strip()) // 2):
@@ -157,7 +157,7 @@ def validate(original: str, rewrite: str, genre: str, limits: Limits, lid_predic
         return verdict("code_broken")
     if limits.content_model:
         if content_reason is not None:
-            return verdict(content_reason, content_score=round(score, 4))
+            return verdict(content_reason, content_score=round(probability, 4))
         if limits.min_fluency is not None and fluency is not None and flu < limits.min_fluency:
             return verdict("fluency", floor=limits.min_fluency)
         return verdict(None)
