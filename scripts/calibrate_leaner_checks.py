@@ -8,7 +8,8 @@ budget is not spent on rewrites the length, coverage or language checks already 
 The held-out half then reports what the whole validator, with those floors, accepts of the
 reference rewrites and rejects of each corruption (``tests.corpora.corrupted``); corruptions
 are built within each half. The floors in ``tasks/config.py`` (LeanerConfig) are the ones
-printed here, rounded down.
+printed here, rounded down; they apply with ``content_check: floors`` (the default, a learned
+decision, comes from scripts/train_leaner_content_model.py).
 
     python scripts/calibrate_leaner_checks.py [--quantile 0.01]
 """
@@ -50,7 +51,7 @@ def main() -> None:
 
     def off(genre: str):
         return dataclasses.replace(limits_for(cfg, genre), min_topic=None, min_fidelity=None, min_reach=None,
-                                   min_fluency=None)
+                                   min_fluency=None, content_model=False)
 
     # scores of every check, with the content floors off: the earlier checks' verdicts stay valid
     t0 = time.perf_counter()

@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.config import LeanerConfig
-from tasks.leaner.fidelity import align, chain, content
+from tasks.leaner.content_model import MODEL_PATH as CONTENT_MODEL_PATH
+from tasks.leaner.content_model import load as load_content_model
+from tasks.leaner.fidelity import align, chain, content, resolve_placeholders
 from tasks.leaner.fluency import MODEL_PATH, bigram_fluency, prose
 from tasks.leaner.stage import limits_for
 from tasks.leaner.text import GENRES, detect_genre, preclean, units, windows
@@ -138,9 +140,10 @@ def test_preclean_and_vocabulary():
 
 
 def test_content_checks_on_the_heldout_half(pairs):
-    """The shipped floors were chosen on the calibration half (scripts/calibrate_leaner_checks.py);
-    here the whole validator runs on the other half: the reference rewrites, and each
-    corruption of them, built within the held-out half."""
+    """The shipped content model was trained on the calibration half only
+    (scripts/train_leaner_content_model.py); here the whole validator runs on the other half:
+    the reference rewrites, and each corruption of them, built within the held-out half.
+    These are issue 17's targets."""
     held = [p for p in pairs if split_of(p["original"]) == "heldout"]
     assert 150 <= len(held) <= 270
     verdicts = {"reference": [_check(p["original"], p["rewrite"], p["genre"]) for p in held]}
@@ -150,17 +153,27 @@ def test_content_checks_on_the_heldout_half(pairs):
     rate = {k: sum(v.accepted == (k == "reference") for v in vs) / len(held) for k, vs in verdicts.items()}
     reasons = {k: Counter(v.reason for v in vs if not v.accepted) for k, vs in verdicts.items()}
     print("held-out:", {k: round(r, 3) for k, r in rate.items()}, {k: dict(c) for k, c in reasons.items()})
-    # measured 86.1% / 100% / 99.5% / 90.1% / 99.5% / 100% (docs/leaner.md)
-    assert rate["reference"] >= 0.84
-    assert rate["shuffled"] >= 0.99 and rate["original_unchanged"] == 1.0
-    assert rate["other_document"] >= 0.97 and rate["truncated_30"] >= 0.97
-    assert rate["second_half_replaced"] >= 0.88
-    # each new check is what catches its corruption among the rewrites the old checks let through
-    assert reasons["shuffled"]["fluency"] + reasons["shuffled"]["topic"] >= 0.6 * len(held)
-    assert reasons["other_document"].most_common(1)[0][0] == "topic"
+    # measured 93.1% / 99.0% / 99.0% / 98.0% / 99.5% / 100% (docs/leaner.md)
+    assert rate["reference"] >= 0.93
+    assert all(rate[kind] >= 0.95 for kind in CORRUPTIONS)
+    assert rate["original_unchanged"] == 1.0
+    # the content decision is what catches the meaning-level corruptions the old checks let
+    # through, and its reason names what is wrong
+    content = ("topic", "fidelity", "fluency")
+    for kind in ("shuffled", "other_document", "second_half_replaced"):
+        assert sum(reasons[kind][r] for r in content) >= 0.45 * len(held), kind
+    assert reasons["shuffled"]["fluency"] >= 0.4 * len(held)
     assert reasons["second_half_replaced"].most_common(1)[0][0] == "fidelity"
+    assert reasons["other_document"]["topic"] + reasons["other_document"]["fidelity"] >= 0.4 * len(held)
     for v in verdicts["reference"]:
-        assert None not in (v.topic, v.fidelity, v.reach, v.fluency)
+        assert None not in (v.topic, v.fidelity, v.reach, v.fluency, v.content_score)
+    # the recorded probability is the one the decision used (not another check's score)
+    model = load_content_model()
+    for v in (v for vs in verdicts.values() for v in vs):
+        if v.accepted:
+            assert v.content_score >= model["threshold"] and v.fluency >= model["fluency_floor"]
+        elif v.reason in ("topic", "fidelity"):
+            assert v.content_score < model["threshold"]
 
 
 def test_content_checks_on_other_real_text():
@@ -184,6 +197,26 @@ def test_content_checks_on_other_real_text():
             salad += bigram_fluency(" ".join(words)) < cfg.min_fluency
         print(path, {"off_topic_rejected": off_topic / n, "fluent_passed": fluent / n, "shuffled_rejected": salad / n})
         assert off_topic >= 0.97 * n and salad >= 0.99 * n and fluent >= floor_fluent * n
+        # the learned content decision (trained on TinyHelen's calibration half) on the same
+        # corruptions of these unseen pages; the page itself is the rewrite to accept. The
+        # whole validator adds the length band, which is what rejects a truncation.
+        no_vocab = Limits(band=default_band("web"), min_coverage=0.0, require_rise=False, content_model=True)
+        judged = Counter()
+        for i, d in enumerate(docs):
+            words, other = d.split(), docs[(i + 1) % n].split()
+            half = len(words) // 2
+            shuffled = words[:]
+            rng.shuffle(shuffled)
+            cases = {"page": d, "other_page": docs[(i + 1) % n], "shuffled": " ".join(shuffled),
+                     "second_half_replaced": " ".join(words[:half] + (other[len(other) // 2:] + other)[:len(words) - half]),
+                     "truncated_30": " ".join(words[: int(len(words) * 0.3)])}
+            for kind, text in cases.items():
+                judged[kind] += validate(d, text, "web", no_vocab).accepted == (kind == "page")
+        print(path, "learned content decision:", {k: round(v / n, 3) for k, v in judged.items()})
+        # measured 1.0 / 0.992 / 0.992 / 1.0 / 1.0 on simple_wikipedia, 1.0 / 1.0 / 0.983 / 1.0 / 1.0 on DCLM
+        assert judged["page"] == n
+        assert all(judged[kind] >= 0.97 * n for kind in ("other_page", "shuffled", "second_half_replaced",
+                                                          "truncated_30"))
         # a page is its own perfect rewrite
         assert align(docs[0], docs[0]).topic == align(docs[0], docs[0]).fidelity == 1.0
 
@@ -197,12 +230,56 @@ def test_alignment_is_ordered_and_skips_anonymized_names():
     assert all(o[j].lemma == r[i].lemma for i, j in pairs)
     source = "Maria Lopez moved from Spain to Canada in 1990 to study volcanoes."
     a = align(source, "Mary moved from SP country to CA country long ago to study volcanoes.")
-    # "Mary", "SP", "CA" are neither evidence for nor against; "country", "long", "ago" are
+    # "Mary" is neither evidence for nor against; "country", "long", "ago" are evidence against;
+    # "SP" and "CA" are the initials of Spain and Canada, evidence for
     assert 0.5 < a.topic < 1.0
-    assert align(source, "She moved from a country to a country long ago to study volcanoes.").topic == a.topic
+    assert align(source, "Mary moved from XX country to ZZ country long ago to study volcanoes.").topic == \
+        align(source, "She moved from a country to a country long ago to study volcanoes.").topic < a.topic
     off = align("Maria Lopez moved from Spain to Canada in 1990 to study volcanoes.",
                 "The recipe needs flour, butter and sugar baked for an hour.")
     assert off.topic == 0.0 and off.reach == 0.0
+
+
+def test_content_model_regenerates_from_the_calibration_half(pairs):
+    """scripts/train_leaner_content_model.py is deterministic and sees only the calibration half."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("train_content", "scripts/train_leaner_content_model.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    model = train.fit(train.scored_half([p for p in pairs if split_of(p["original"]) == "calibration"]))
+    shipped = json.loads(CONTENT_MODEL_PATH.read_text(encoding="utf-8"))
+    assert shipped.keys() == model.keys() and shipped["features"] == model["features"]
+    for key in ("mean", "scale", "coef", "intercept", "threshold", "fluency_floor"):
+        assert model[key] == pytest.approx(shipped[key], rel=1e-6, abs=1e-8), key
+    assert CONTENT_MODEL_PATH.stat().st_size < 10_000
+
+
+def test_content_model_rejects_bad_files(tmp_path):
+    bad = tmp_path / "model.json"
+    bad.write_text('{"features": ["topic"]}')
+    with pytest.raises(ValueError, match="model.json: its features do not match"):
+        load_content_model(bad)
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="model.json: cannot read"):
+        load_content_model(bad)
+
+
+def test_placeholders_count_as_the_names_they_stand_for():
+    """The prompt (and upstream) turn places into their two initials and a kind of place."""
+    original = content("Champtercier is a commune in the Alpes-de-Haute-Provence department in southeastern France.")
+    rewrite = resolve_placeholders(content("CH town is a small place in the AL department in FR country. It is old."),
+                                   original)
+    assert [t.lemma for t in rewrite if t.code] == ["champtercier", "alpes", "france"]
+    # "It" is a word, not a placeholder; initials nobody in the original has stay as they are
+    assert not any(t.code for t in content("It is in Italy."))
+    assert [t.lemma for t in resolve_placeholders(content("ZZ city"), original)][0] == "zz"
+    a = align("Champtercier is a commune in the Alpes-de-Haute-Provence department in southeastern France.",
+              "CH town is a small place in the AL department in FR country.")
+    b = align("Champtercier is a commune in the Alpes-de-Haute-Provence department in southeastern France.",
+              "The town is a small place in the department of the country.")
+    assert a.topic > b.topic
 
 
 def test_fluency_model_regenerates_and_ignores_code():
@@ -368,16 +445,15 @@ def test_accepted_rewrites_replace_text_in_the_release(stack, ray_local, tmp_pat
     text_of = dict(zip(published.column("id").to_pylist(), published.column("text").to_pylist(), strict=True))
     rewrite_of = {p["original"]: p["rewrite"].strip() for p in good}
     cols = {name: attrs.column(f"leaner__rewrite__{name}").to_pylist() for name in
-            ("status", "topic", "fidelity", "fluency")}
+            ("status", "topic", "fidelity", "fluency", "content_score")}
     seen_rewrites = set()
     for k, doc_id in enumerate(attrs.column("id").to_pylist()):
         status = cols["status"][k]
         if status == "accepted":
             assert text_of[doc_id] in rewrite_of.values()  # the release carries the rewrite
             seen_rewrites.add(text_of[doc_id])
-            for name, floor in (("topic", CFG.min_topic), ("fidelity", CFG.min_fidelity),
-                                ("fluency", CFG.min_fluency)):
-                assert cols[name][k][0]["score"] >= floor
+            assert cols["content_score"][k][0]["score"] >= load_content_model()["threshold"]
+            assert cols["fluency"][k][0]["score"] >= load_content_model()["fluency_floor"]
         else:
             assert status in ("fluency", "topic", "fidelity"), status
             assert text_of[doc_id] == salad_pair["original"]  # the salad is rejected, the original kept
@@ -406,7 +482,7 @@ def test_stage_records_content_scores_and_null_without_a_rewrite(pairs):
                   approx_tokens, lid.predict)
     assert res.status == ["accepted", "model_error"]
     assert res.text[0] == web[0]["rewrite"].strip() and res.text[1] == web[1]["original"]
-    for name in ("topic", "fidelity", "reach", "fluency"):
+    for name in ("topic", "fidelity", "reach", "fluency", "content_score"):
         (first,), (second,) = res.attributes[f"leaner__rewrite__{name}"].to_pylist()
         assert first["score"] is not None and second["score"] is None
 

@@ -37,6 +37,10 @@ class LeanerConfig(ConfigModel):
         description="rewrite words / original words; default 0.4x to 1.8x the genre's measured median ratio.")
     lid_min_score: float = Field(0.5, ge=0, le=1, title="Lowest English score of a rewrite")
     max_placeholders_per_100_words: float = Field(10.0, ge=0, title="Placeholder bound (per 100 words)")
+    content_check: Literal["learned", "floors"] = Field(
+        "learned", title="Content decision",
+        description="learned: one logistic regression over topic, fidelity, reach, fluency and per-half coverage "
+                    "(tasks/leaner/models/content_logreg.json, docs/leaner.md); floors: the four floors below.")
     # floors of the content checks: the 1st percentile of the upstream reference rewrites on the
     # calibration half of tinyhelen_leaner_sample (scripts/calibrate_leaner_checks.py, docs/leaner.md)
     min_topic: float | None = Field(

@@ -13,11 +13,19 @@ a long original here and there by chance, but those matches do not line up.
   boundary nearest the middle), so a rewrite whose second half is about something else
   fails even when the first half is faithful;
 - **reach**: how far into the original the chain goes (last aligned position / length), so a
-  rewrite that stops early fails even when what it says is right.
+  rewrite that stops early fails even when what it says is right;
+- **original_first / original_second**: the share of the content weight of the original's
+  first and second half (cut at the middle of its weight) that lies on the chain. A rewrite
+  whose second half is another text leaves the original's tail covered only by chance matches,
+  while a real rewrite covers both halves alike; the learned content model
+  (``tasks/leaner/content_model.py``) uses them with the shares above.
 
 Capitalized words of the rewrite that the original lacks are left out of the shares: with
 ``anonymize`` the rewrite replaces names and places by other names and placeholders ("FR
-country"), which are neither evidence for nor against it. Synonyms are not matched: the
+country"), which are neither evidence for nor against it. A placeholder's two capitals are
+the place's initials (the prompt asks for that, and upstream's rewrites do it: "SA town" for
+Saint-Hilaire), so one that matches the first two letters of a capitalized word of the
+original counts as that word. Synonyms are not matched: the
 simple substitutes a rewrite uses are common words, which weigh little either way.
 """
 
@@ -59,6 +67,8 @@ class Token:
     weight: float
     capitalized: bool
     end: int  # character offset where the word ends
+    initials: str = ""  # first two letters, upper-cased, of a capitalized word
+    code: bool = False  # two capitals, like a placeholder's "FR"
 
 
 def content(text: str) -> list[Token]:
@@ -66,7 +76,25 @@ def content(text: str) -> list[Token]:
     for m in _WORD.finditer(text.replace("\u2019", "'")):
         s = m.group(0)
         lem = lemma(s.lower())
-        out.append(Token(lem, weight(lem), s[0].isupper(), m.end()))
+        out.append(Token(lem, weight(lem), s[0].isupper(), m.end(), s[:2].upper() if s[0].isupper() else "",
+                         _PLACEHOLDER.fullmatch(s) is not None))
+    return out
+
+
+_PLACEHOLDER = re.compile(r"[A-Z]{2}")
+
+
+def resolve_placeholders(rewrite: list[Token], original: list[Token]) -> list[Token]:
+    """Rewrite tokens that are a place placeholder ("FR") take the lemma and weight of the
+    first capitalized original word with those initials ("France"), if there is one."""
+    names: dict[str, Token] = {}
+    for tok in original:
+        if tok.capitalized and len(tok.lemma) > 2:
+            names.setdefault(tok.initials, tok)
+    out = []
+    for tok in rewrite:
+        name = names.get(tok.initials) if tok.code else None
+        out.append(Token(name.lemma, name.weight, True, tok.end, tok.initials, True) if name else tok)
     return out
 
 
@@ -118,6 +146,12 @@ class Alignment:
     fidelity: float
     reach: float
     weight: float  # the rewrite's content weight the shares are taken over
+    first: float = 0.0  # share in the rewrite's first half
+    second: float = 0.0  # share in the rewrite's second half
+    original_first: float = 0.0  # share of the original's first-half weight on the chain
+    original_second: float = 0.0
+    n_original: int = 0  # word tokens of each text
+    n_rewrite: int = 0
 
 
 def _share(rewrite: list[Token], aligned: set[int], lo: int, hi: int) -> tuple[float, float]:
@@ -161,13 +195,35 @@ def _middle(rewrite_text: str, rewrite: list[Token]) -> int:
 
 
 def align(original: str, rewrite: str) -> Alignment:
-    o, r = content(original), content(rewrite)
+    o = content(original)
+    r = resolve_placeholders(content(rewrite), o)
     pairs = chain(r, o)
     aligned = {i for i, _ in pairs}
     on, total = _share(r, aligned, 0, len(r))
     mid = _middle(rewrite, r)
     halves = [_share(r, aligned, 0, mid), _share(r, aligned, mid, len(r))]
     # a half with no content weight (a very short rewrite) is judged with the whole
-    fidelity = min((a / b if b else on / total if total else 0.0) for a, b in halves)
+    first, second = ((a / b if b else on / total if total else 0.0) for a, b in halves)
     reach = (pairs[-1][1] + 1) / len(o) if pairs else 0.0
-    return Alignment(topic=on / total if total else 0.0, fidelity=fidelity, reach=reach, weight=total)
+    o_first, o_second = _original_halves(o, {j for _, j in pairs})
+    return Alignment(topic=on / total if total else 0.0, fidelity=min(first, second), reach=reach, weight=total,
+                     first=first, second=second, original_first=o_first, original_second=o_second,
+                     n_original=len(o), n_rewrite=len(r))
+
+
+def _original_halves(original: list[Token], aligned: set[int]) -> tuple[float, float]:
+    """Share of each half's content weight (the original cut at the middle of its weight)
+    that lies on the chain."""
+    weights = [t.weight if t.weight >= MIN_WEIGHT else 0.0 for t in original]
+    total, cum, mid = sum(weights), 0.0, len(original)
+    for k, w in enumerate(weights):
+        cum += w
+        if cum >= total / 2:
+            mid = k + 1
+            break
+
+    def share(lo: int, hi: int) -> float:
+        part = sum(weights[lo:hi])
+        return sum(weights[j] for j in range(lo, hi) if j in aligned) / part if part else 0.0
+
+    return share(0, mid), share(mid, len(original))

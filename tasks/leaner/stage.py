@@ -44,7 +44,8 @@ def limits_for(cfg: LeanerConfig, genre: str) -> Limits:
                   require_rise=cfg.require_rise, vocab_size=cfg.vocab_size, lid_min_score=cfg.lid_min_score,
                   max_placeholders_per_100_words=cfg.max_placeholders_per_100_words,
                   min_topic=cfg.min_topic, min_fidelity=cfg.min_fidelity, min_reach=cfg.min_reach,
-                  min_fluency=-cfg.fluency_llm_margin if llm else cfg.min_fluency)
+                  min_fluency=-cfg.fluency_llm_margin if llm else cfg.min_fluency,
+                  content_model=cfg.content_check == "learned")
 
 
 def fluency_scorer(cfg: LeanerConfig):
@@ -97,7 +98,8 @@ def rewrite(docs: pa.Table, cfg: LeanerConfig, client: Any, count, lid_predict, 
     out_text, status = list(texts), []
     keep = np.ones(len(texts), dtype=bool)
     before, after, ratio = [], [], []
-    content: dict[str, list[float | None]] = {"topic": [], "fidelity": [], "reach": [], "fluency": []}
+    content: dict[str, list[float | None]] = {"topic": [], "fidelity": [], "reach": [], "fluency": [],
+                                              "content_score": []}
     fluency = fluency_scorer(cfg)
     window_failures: Counter[str] = Counter()
     k = 0

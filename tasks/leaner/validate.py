@@ -4,11 +4,12 @@ Per window: the ``EDITED: ... <end>`` contract. Per document: the length-ratio b
 genre, lean-vocabulary coverage (must rise, and reach a floor), fastText language ID (must
 stay English), a bound on placeholder phrases ("NA country"), code that still parses (Python
 through ``ast``; other languages: balanced brackets), and at least 100 characters (upstream
-drops shorter results). Then what the rewrite says: it must be about its original
-(``topic``), faithful in both halves and reach far enough into the original (``fidelity``,
-see ``tasks/leaner/fidelity.py``), and fluent, not word salad (``fluency``, see
-``tasks/leaner/fluency.py``). The first failing check is the reason; the three scores are
-computed for every rewrite.
+drops shorter results; a short original may have a short rewrite). Then what the rewrite
+says: it must be about its original (``topic``), faithful in both halves and reach far enough
+into the original (``fidelity``, see ``tasks/leaner/fidelity.py``), and fluent, not word salad
+(``fluency``, see ``tasks/leaner/fluency.py``): by default one learned decision over all these
+scores (``tasks/leaner/content_model.py``), else a floor per score. The first failing check is
+the reason; the scores are computed for every rewrite.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tasks.leaner.content_model import judge
 from tasks.leaner.fidelity import align
 from tasks.leaner.fluency import bigram_fluency
 from tasks.leaner.vocab import lean_coverage
@@ -25,6 +27,8 @@ from tasks.leaner.vocab import lean_coverage
 CONTRACT = re.compile(r"^\s*EDITED:\s*\n?(?P<body>.*?)\s*<end>\s*$", re.S)
 PLACEHOLDER = re.compile(r"\b[A-Z]{2} (?:country|countries|city|cities|state|town|village|place|river|lake|island|"
                          r"continent|region|street|road|company|school|university|team|mountain|sea|ocean)\b")
+# a capitalized word: what an anonymizing rewrite turns into a placeholder
+CAPITALIZED = re.compile(r"\b[A-Z][\w'-]*")
 FENCE = re.compile(r"```([\w+-]*)[^\n]*\n(.*?)```", re.S)
 
 # median rewrite/original word ratios measured upstream (PROX_LEANER.md); others 1.0
@@ -52,6 +56,9 @@ class Limits:
     min_fidelity: float | None = None
     min_reach: float | None = None
     min_fluency: float | None = None
+    # one learned decision over the content scores instead of the four floors (the llm
+    # fluency floor, when set, still applies on its own)
+    content_model: bool = False
 
 
 @dataclass
@@ -66,6 +73,7 @@ class Verdict:
     fidelity: float | None = None
     reach: float | None = None
     fluency: float | None = None
+    content_score: float | None = None
 
 
 def parse_answer(answer: str) -> str | None:
@@ -116,13 +124,17 @@ def validate(original: str, rewrite: str, genre: str, limits: Limits, lid_predic
     ratio = words_r / words_o if words_o else 0.0
     before, after = lean_coverage(original, limits.vocab_size), lean_coverage(rewrite, limits.vocab_size)
     content = align(original, rewrite)
-    flu = fluency(original, rewrite) if fluency is not None else bigram_fluency(rewrite)
+    bigram = bigram_fluency(rewrite) if fluency is None or limits.content_model else None
+    flu = fluency(original, rewrite) if fluency is not None else bigram
+    probability, content_reason = judge(content, bigram) if limits.content_model else (None, None)
 
     def verdict(reason: str | None, **details) -> Verdict:
         return Verdict(reason is None, reason, round(before, 6), round(after, 6), round(ratio, 6), details,
-                       round(content.topic, 6), round(content.fidelity, 6), round(content.reach, 6), round(flu, 6))
+                       round(content.topic, 6), round(content.fidelity, 6), round(content.reach, 6), round(flu, 6),
+                       None if probability is None else round(probability, 6))
 
-    if len(rewrite.strip()) <= limits.min_chars:
+    # upstream's 100-character floor, but a rewrite may be as short as half its original
+    if len(rewrite.strip()) <= min(limits.min_chars, len(original.strip()) // 2):
         return verdict("too_short")
     lo, hi = limits.band
     if not lo <= ratio <= hi:
@@ -136,10 +148,19 @@ def validate(original: str, rewrite: str, genre: str, limits: Limits, lid_predic
         if lang != "en" or score < limits.lid_min_score:
             return verdict("not_english", language=lang, score=round(float(score), 4))
     placeholders = len(PLACEHOLDER.findall(rewrite))
-    if words_r and placeholders / words_r * 100 > limits.max_placeholders_per_100_words:
+    # a short page full of names (a village stub) rightly gets one placeholder per name: only
+    # more placeholders than the original has capitalized words is degenerate
+    if words_r and placeholders / words_r * 100 > limits.max_placeholders_per_100_words \
+            and placeholders > len(CAPITALIZED.findall(original)):
         return verdict("placeholders", count=placeholders)
     if genre == "code" and not code_ok(original, rewrite):
         return verdict("code_broken")
+    if limits.content_model:
+        if content_reason is not None:
+            return verdict(content_reason, content_score=round(probability, 4))
+        if limits.min_fluency is not None and fluency is not None and flu < limits.min_fluency:
+            return verdict("fluency", floor=limits.min_fluency)
+        return verdict(None)
     if limits.min_topic is not None and content.topic < limits.min_topic:
         return verdict("topic", floor=limits.min_topic)
     if limits.min_fidelity is not None and content.fidelity < limits.min_fidelity:
