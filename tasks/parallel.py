@@ -8,6 +8,7 @@ that no worker ever spawns a temporary server of its own (DESIGN §4).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -25,6 +26,7 @@ from prefect_ray import RayTaskRunner
 from tasks.config import ExecutionConfig
 from tasks.ingest import InputError
 from tasks.secrets import SECRET_ENV, SECRETS_FILE_ENV, remove_secrets_file, write_secrets_file
+from tasks.stepkit import STEP_NODE
 
 # Environment every Ray worker needs to report to the same server, safe to show: Ray writes a
 # job's runtime env, values included, into its session logs (runtime_env_agent.log, world-readable
@@ -147,9 +149,19 @@ def _retry_unless_bad_input(task: Task, task_run: Any, state: Any) -> bool:
 
 
 def shard_task(fn: Callable[..., dict[str, Any]], name: str) -> Task:
-    """A Prefect task around a step function; results live in storage, not in Prefect."""
+    """A Prefect task around a step function; results live in storage, not in Prefect. The step
+    learns its Ray node (for its marker) from here, so that no step module imports Ray."""
+
+    @functools.wraps(fn)  # Prefect reads the step's own signature for the task's parameters
+    def on_node(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        token = STEP_NODE.set(ray.get_runtime_context().get_node_id() if ray.is_initialized() else None)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            STEP_NODE.reset(token)
+
     return task(
-        fn, name=name, cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retry_unless_bad_input
+        on_node, name=name, cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retry_unless_bad_input
     )
 
 

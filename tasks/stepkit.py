@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,11 @@ from tasks.config import PipelineConfig
 from tasks.ingest import documents_of
 from tasks.schema import reason_key, to_rejects, word_counts
 from tasks.storage import Storage, StorageSpec
+
+# The node the running step is on, set by the orchestration's task wrapper
+# (``tasks.parallel.shard_task``) and recorded in the step's marker (it shows how work spread);
+# None when a step is called directly, as unit tests do.
+STEP_NODE: ContextVar[str | None] = ContextVar("refinery_step_node", default=None)
 
 # A function run inside a map step on the table that step hands to the next stage (near
 # dedup's signature map): (storage, ctx, shard, work) -> figures for the step's marker.
@@ -72,17 +78,10 @@ def once(ctx: RunContext, stage: str, shard: str, compute: Callable[[Storage], d
         return done
     t0 = time.perf_counter()
     result = compute(storage)
-    result.update(stage=stage, shard=shard, seconds=round(time.perf_counter() - t0, 3), node=ray_node())
+    result.update(stage=stage, shard=shard, seconds=round(time.perf_counter() - t0, 3), node=STEP_NODE.get())
     storage.write_json(marker, result)
     result["skipped"] = False
     return result
-
-
-def ray_node() -> str | None:
-    """The Ray node a step ran on (recorded in its marker; shows how work spread)."""
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def read_work(storage: Storage, ctx: RunContext, stage: str, shard: str) -> pa.Table:
