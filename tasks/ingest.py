@@ -19,7 +19,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -29,10 +29,13 @@ import pyarrow.parquet as pq
 import xxhash
 import zstandard
 
-from tasks.config import ColumnMap, IngestConfig, InputSpec, PipelineConfig
 from tasks.extract.warc import WEB_SUFFIXES, web_format
-from tasks.schema import DOCUMENT_SCHEMA, TIMESTAMP, WORK_SCHEMA, reason_key, to_rejects, word_counts
+from tasks.ingest_config import ColumnMap, IngestConfig, InputSpec
+from tasks.schema import TIMESTAMP, WORK_SCHEMA, reason_key, to_rejects, word_counts
 from tasks.storage import filesystem_for, public_url
+
+if TYPE_CHECKING:  # the pipeline file sits above ingest: its type only
+    from tasks.config import PipelineConfig
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl.zst", ".json.zst",
@@ -1008,11 +1011,6 @@ def _parse_rejects(bad_rows: list[tuple[int, str, str | None]], shard: Shard, re
         }
     )
     return to_rejects(docs, "ingest", pa.array([reason for _, reason, _ in bad_rows], pa.string()))
-
-
-def documents_of(work: pa.Table) -> pa.Table:
-    """The published columns of a work table."""
-    return work.select(DOCUMENT_SCHEMA.names).cast(DOCUMENT_SCHEMA)
 
 
 def read_texts(spec: InputSpec, endpoint_url: str | None = None, limit: int | None = None) -> list[str]:

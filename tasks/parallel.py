@@ -23,10 +23,10 @@ from prefect.logging import get_run_logger
 from prefect.settings import PREFECT_API_URL
 from prefect_ray import RayTaskRunner
 
+from tasks import stepkit
 from tasks.config import ExecutionConfig
 from tasks.ingest import InputError
 from tasks.secrets import SECRET_ENV, SECRETS_FILE_ENV, remove_secrets_file, write_secrets_file
-from tasks.stepkit import STEP_NODE
 
 # Environment every Ray worker needs to report to the same server, safe to show: Ray writes a
 # job's runtime env, values included, into its session logs (runtime_env_agent.log, world-readable
@@ -152,13 +152,16 @@ def shard_task(fn: Callable[..., dict[str, Any]], name: str) -> Task:
     """A Prefect task around a step function; results live in storage, not in Prefect. The step
     learns its Ray node (for its marker) from here, so that no step module imports Ray."""
 
-    @functools.wraps(fn)  # Prefect reads the step's own signature for the task's parameters
+    # Prefect reads the step's own signature (functools.wraps) for the task's parameters. Ray
+    # pickles this wrapper by value: it names only modules (stepkit, ray) and the step, which
+    # pickle by reference, never the ContextVar itself, which cannot be pickled.
+    @functools.wraps(fn)
     def on_node(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        token = STEP_NODE.set(ray.get_runtime_context().get_node_id() if ray.is_initialized() else None)
+        token = stepkit.STEP_NODE.set(ray.get_runtime_context().get_node_id() if ray.is_initialized() else None)
         try:
             return fn(*args, **kwargs)
         finally:
-            STEP_NODE.reset(token)
+            stepkit.STEP_NODE.reset(token)
 
     return task(
         on_node, name=name, cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retry_unless_bad_input

@@ -17,17 +17,18 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks import layout
-from tasks.config import PipelineConfig
-from tasks.ingest import documents_of
-from tasks.schema import reason_key, to_rejects, word_counts
+from tasks.schema import documents_of, reason_key, to_rejects, word_counts
 from tasks.storage import Storage, StorageSpec
+
+if TYPE_CHECKING:  # the pipeline file assembles the stages' configs: stage machinery only names its type
+    from tasks.config import PipelineConfig
 
 # The node the running step is on, set by the orchestration's task wrapper
 # (``tasks.parallel.shard_task``) and recorded in the step's marker (it shows how work spread);

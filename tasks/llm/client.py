@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from tasks import layout
 from tasks.llm.backends import Completion, Request, approx_tokens, make_backend
 from tasks.llm.config import LLMConfig
-from tasks.quality.models import load_once
+from tasks.process_cache import load_once
 from tasks.storage import Storage, canonical_json
 
 
