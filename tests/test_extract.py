@@ -19,8 +19,9 @@ import pytest
 from tasks.config import ColumnMap, IngestConfig, InputSpec, PipelineConfig
 from tasks.extract.config import ExtractConfig
 from tasks.extract.stage import extract
-from tasks.extract.warc import fetch_original, fetch_record
+from tasks.extract.warc import fetch_record
 from tasks.ingest import Shard, ingest_shard, plan_shards
+from tasks.originals import fetch_original
 from tasks.prox import lines as L
 from tests.conftest import shared
 
