@@ -132,7 +132,7 @@ def warc_read(html: list[str], repeat: int) -> dict:
 
 
 def load_rows(name: str) -> list[dict]:
-    """Pairs rows for tasks.extract.prox_model (an id the trainer can take a site from)."""
+    """Pairs rows for tasks.prox.after_extract (an id the trainer can take a site from)."""
     import pyarrow.parquet as pq
 
     ident = "url" if name == "web_pages_scrapinghub" else "id"
@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     from tasks.extract.config import ExtractConfig
-    from tasks.extract.prox_model import AFTER_EXTRACT_MODEL, train_after_extract
+    from tasks.prox.after_extract import AFTER_EXTRACT_MODEL, train_after_extract
     from tasks.prox.learned import load_model
 
     extractors = {"resiliparse": ExtractConfig(),

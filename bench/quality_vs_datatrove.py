@@ -107,7 +107,7 @@ def _verify_file(path: str) -> dict:
     import pyarrow.parquet as pq
 
     from tasks.quality.fast.tokenizer import fast_tokenizer
-    from tasks.quality.fast.verify import compare
+    from tasks.quality.verify_fast import compare
 
     t = pq.read_table(path, columns=["id", "text"])
     res = compare(t.column("text").to_pylist(), [str(x) for x in t.column("id").to_pylist()])

@@ -113,7 +113,7 @@ def run(
         cfg = load_config(None, **cfg.model_dump(mode="python", exclude_none=True))
     except ConfigError as exc:
         _fail(str(exc))
-    from tasks.llm.runtime import require_llm_runtime
+    from tasks.llm_runtime import require_llm_runtime
 
     try:
         require_llm_runtime(cfg)

@@ -18,7 +18,7 @@ from tasks import layout, registry
 from tasks.config import PipelineConfig
 from tasks.errors import ReleaseError
 from tasks.ingest import plan_shards
-from tasks.llm.runtime import require_llm_runtime
+from tasks.llm_runtime import require_llm_runtime
 from tasks.manifest import ManifestError, config_sha256
 from tasks.parallel import PROGRESS, make_task_runner
 from tasks.publish import build_manifest, publish_release, read_catalog, read_manifest_file, rebuild_catalog

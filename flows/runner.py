@@ -10,8 +10,10 @@ from typing import Any
 import ray
 from prefect import Task
 
+from flows.model_actor import ActorService, start_actor, stop_actor
 from tasks.config import ExecutionConfig
 from tasks.errors import ReleaseError
+from tasks.llm.client import CompletionService
 from tasks.parallel import shard_map, shard_task
 from tasks.stepkit import RunContext
 
@@ -60,16 +62,14 @@ class StageRunner:
         self.markers[label] = out
         return out
 
-    def with_model(self, run: Callable[[str | None], Any]) -> Any:
+    def with_model(self, run: Callable[[CompletionService | None], Any]) -> Any:
         """Run a model-backed stage with the run's model actor (loaded once, shared by every
         shard task), stopping the actor afterwards."""
         if not ray.is_initialized():
             return run(None)
-        from tasks.llm.client import start_actor, stop_actor
-
         name, handle = start_actor(self.ctx.release, self.ctx.config.llm)
         try:
-            return run(name)
+            return run(ActorService(name))
         finally:
             stop_actor(name)
             del handle
@@ -77,7 +77,7 @@ class StageRunner:
 
 def run_map_stage(run: StageRunner, step: Callable[..., dict[str, Any]], label: str, uses_model: bool) -> None:
     """The default planner of a map stage: ``step(ctx, shard, prev, final[, actor])`` per shard."""
-    def calls(actor: str | None) -> list[tuple[str, tuple[Any, ...]]]:
+    def calls(actor: CompletionService | None) -> list[tuple[str, tuple[Any, ...]]]:
         return [(n, (run.ctx, n, run.prev, run.final, actor) if uses_model else (run.ctx, n, run.prev, run.final))
                 for n in run.names]
 

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tasks.extract.config import ExtractConfig  # noqa: E402
-from tasks.extract.prox_model import AFTER_EXTRACT_MODEL, extracted_pairs  # noqa: E402
+from tasks.prox.after_extract import AFTER_EXTRACT_MODEL, extracted_pairs  # noqa: E402
 from tasks.prox.training import CARD_FILE, SHARED, TrainParams, train_to_storage  # noqa: E402
 
 SETS = {"web_pages_scrapinghub": ("url", "gold_text"), "web_pages_readability": ("id", "main_text")}

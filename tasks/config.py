@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -23,6 +23,7 @@ from tasks.decontam.config import DecontamConfig, EvalSet
 from tasks.dedup.config import ExactDedupConfig, NearDedupConfig
 from tasks.errors import ConfigError, StageOrderError
 from tasks.extract.config import ExtractConfig
+from tasks.ingest_config import ColumnMap, IngestConfig, InputSpec
 from tasks.leaner.config import GENRES, Genre, LeanerConfig
 from tasks.llm.config import LLMConfig
 from tasks.pii.config import PiiConfig
@@ -49,43 +50,6 @@ __all__ = [
 
 LATER_SECTIONS = ("extract", "decontaminate", "pii", "tokenizer")
 PIPELINE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-class ColumnMap(ConfigModel):
-    """Which input columns (or JSON keys) hold the document fields."""
-
-    text: str = Field("text", title="Text column", description="Column holding the document text.")
-    id: str | None = Field(None, title="Id column", description="Source-side id; ids are hashed with the source. Empty: hash of the text.")
-    source: str | None = Field(None, title="Source column", description="Column naming each row's source; overrides the input's source name.")
-    added: str | None = Field(None, title="Added column", description="Timestamp the document was added; default: the release's creation time.")
-    created: str | None = Field(None, title="Created column", description="Timestamp the document was created, if known.")
-    metadata: list[str] | Literal["rest", "none"] = Field(
-        "rest", title="Metadata columns",
-        description="Columns packed into the JSON `metadata` field; 'rest' keeps every unmapped column, 'none' keeps nothing.",
-    )
-    html: str | None = Field(
-        None, title="HTML column",
-        description="Column holding the page's HTML (string, or bytes decoded with charset detection); "
-        "when set, the extract stage turns it into the document text and `text` is not read.",
-    )
-
-
-class InputSpec(ConfigModel):
-    """One input: a file, a folder (searched recursively) or a glob, at any fsspec URL."""
-
-    uri: str = Field(..., title="Input URL", description="File, folder or glob: plain path, file://, s3://.")
-    source: str | None = Field(None, title="Source name", description="Name of the source; default: the file or folder name.")
-    format: Literal["auto", "parquet", "jsonl", "warc", "wet"] = Field(
-        "auto", title="Format",
-        description="'auto' decides by file name (.warc, .warc.gz, .wet, .wet.gz included).")
-    columns: ColumnMap = Field(default_factory=ColumnMap, title="Column map")
-
-    _check_source = field_validator("source")(lambda v: safe_name(v, "source"))
-
-
-class IngestConfig(ConfigModel):
-    unicode_form: Literal["NFC", "NFKC", "none"] = Field("NFC", title="Unicode normalization")
-    max_chars: int | None = Field(None, ge=1, title="Longest document kept", description="Longer documents are rejected; empty: no limit.")
 
 
 class ExecutionConfig(ConfigModel):

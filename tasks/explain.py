@@ -68,7 +68,7 @@ def original_page(storage: Storage, metadata: str | None) -> dict[str, Any]:
         return {}
     if not isinstance(web, dict) or web.get("kind") != "html":
         return {}
-    from tasks.extract.warc import fetch_original
+    from tasks.originals import fetch_original
 
     try:
         return {"original": {"pointer": web, "html": fetch_original(web, storage.spec.endpoint_url)}}

@@ -13,6 +13,10 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
+_K1 = np.uint64(0xBF58476D1CE4E5B9)
+_K2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31 = (np.uint64(s) for s in (30, 27, 31))
+
 
 @cache
 def ascii_space() -> np.ndarray:
@@ -109,3 +113,12 @@ def gather(data, start, stop):
     for k in range(len(start)):
         out[offsets[k]:offsets[k + 1]] = data[start[k]:stop[k]]
     return out, offsets
+
+
+@njit(cache=True, inline="always")
+def fmix64(x):
+    x = x ^ (x >> _S30)
+    x = x * _K1
+    x = x ^ (x >> _S27)
+    x = x * _K2
+    return x ^ (x >> _S31)

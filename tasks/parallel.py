@@ -8,6 +8,7 @@ that no worker ever spawns a temporary server of its own (DESIGN §4).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -22,6 +23,7 @@ from prefect.logging import get_run_logger
 from prefect.settings import PREFECT_API_URL
 from prefect_ray import RayTaskRunner
 
+from tasks import stepkit
 from tasks.config import ExecutionConfig
 from tasks.ingest import InputError
 from tasks.secrets import SECRET_ENV, SECRETS_FILE_ENV, remove_secrets_file, write_secrets_file
@@ -147,9 +149,22 @@ def _retry_unless_bad_input(task: Task, task_run: Any, state: Any) -> bool:
 
 
 def shard_task(fn: Callable[..., dict[str, Any]], name: str) -> Task:
-    """A Prefect task around a step function; results live in storage, not in Prefect."""
+    """A Prefect task around a step function; results live in storage, not in Prefect. The step
+    learns its Ray node (for its marker) from here, so that no step module imports Ray."""
+
+    # Prefect reads the step's own signature (functools.wraps) for the task's parameters. Ray
+    # pickles this wrapper by value: it names only modules (stepkit, ray) and the step, which
+    # pickle by reference, never the ContextVar itself, which cannot be pickled.
+    @functools.wraps(fn)
+    def on_node(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        token = stepkit.STEP_NODE.set(ray.get_runtime_context().get_node_id() if ray.is_initialized() else None)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            stepkit.STEP_NODE.reset(token)
+
     return task(
-        fn, name=name, cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retry_unless_bad_input
+        on_node, name=name, cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retry_unless_bad_input
     )
 
 

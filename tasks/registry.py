@@ -63,8 +63,9 @@ class StageRun(Protocol):
         any failure; record and return the markers under ``label``."""
         ...
 
-    def with_model(self, run: Callable[[str | None], Any]) -> Any:
-        """Run ``run(actor)`` with the run's language-model actor started (None without Ray)."""
+    def with_model(self, run: Callable[[Any], Any]) -> Any:
+        """Run ``run(actor)`` with the run's language-model actor started: ``actor`` is a
+        ``tasks.llm.client.CompletionService`` (None without Ray: the step loads the model itself)."""
         ...
 
 

@@ -103,3 +103,8 @@ def to_rejects(
     cols["input_uri"] = docs.column("input_uri") if "input_uri" in docs.column_names else pa.nulls(n, pa.string())
     cols["input_row"] = docs.column("input_row") if "input_row" in docs.column_names else pa.nulls(n, pa.int64())
     return pa.table(cols, schema=REJECT_SCHEMA)
+
+
+def documents_of(work: pa.Table) -> pa.Table:
+    """The published columns of a work table."""
+    return work.select(DOCUMENT_SCHEMA.names).cast(DOCUMENT_SCHEMA)

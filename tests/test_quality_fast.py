@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tasks.quality import heuristics
 from tasks.quality.fast.tokenizer import fast_tokenizer
-from tasks.quality.fast.verify import compare, default_specs
+from tasks.quality.verify_fast import compare, default_specs
 from tests.conftest import shared
 
 # every text column of ../shared/data (file, id column, text columns); HTML is left to the

@@ -8,7 +8,6 @@ import hashlib
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from tasks.quality import features, scorer, stage
 from tasks.quality.classifier import auc
 from tasks.quality.labels import LabelError, read_labels
 from tasks.quality.training import scorer_features
+from tests.builders import ingest_one, pipeline_config, run_context, shared_input
 from tests.conftest import REPO, shared
 
 DEV = "dclm_human_quality_dev/dclm_human_quality_dev.parquet"
@@ -118,19 +118,13 @@ def test_the_script_rebuilds_the_shipped_model_byte_for_byte(tmp_path):
 
 def _ingest_and_quality(tmp_path: Path, quality: dict) -> tuple[dict, pa.Table, pa.Table]:
     """The ingest and quality shard steps, called directly (no Prefect, no Ray) on cc_web_samples."""
-    from tasks.config import PipelineConfig
-    from tasks.ingest import plan_shards
     from tasks.quality.steps import quality_step
-    from tasks.steps import RunContext, ingest_step
-    from tasks.storage import StorageSpec
 
-    cfg = PipelineConfig(release="r1", output=str(tmp_path / "corpus"),
-                         inputs=[{"uri": str(shared("cc_web_samples/cc_web_samples.parquet")), "source": "cc",
-                                  "columns": {"id": "id", "metadata": ["collection"]}}],
-                         exact_dedup={"enabled": False}, near_dedup={"enabled": False}, quality=quality)
-    ctx = RunContext("r1", datetime.now(UTC).isoformat(), None, StorageSpec(cfg.output), cfg)
-    (shard,) = plan_shards(cfg)
-    ingest_step(ctx, shard, False)
+    cfg = pipeline_config(tmp_path / "corpus",
+                          shared_input("cc_web_samples/cc_web_samples.parquet", "cc", id="id", metadata=["collection"]),
+                          exact_dedup={"enabled": False}, near_dedup={"enabled": False}, quality=quality)
+    ctx = run_context(cfg)
+    shard, _ = ingest_one(ctx)
     result = quality_step(ctx, shard.name, "ingest", False)
     storage = ctx.storage.open()
     attrs = pa.concat_tables([storage.read_parquet(f["path"]) for f in result["files"]

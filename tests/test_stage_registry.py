@@ -37,7 +37,7 @@ def test_web_inputs_bring_the_extract_stage_and_hygiene_stages_run_when_configur
         {"name": "humaneval", "url": "he.jsonl", "columns": ["prompt"]}]})
     assert [s.name for s in registry.order(hygiene)] == ["ingest", "exact_dedup", "near_dedup", "decontaminate", "pii"]
     # ProX's learned writer after extraction uses the line model trained on extracted text
-    from tasks.extract.prox_model import AFTER_EXTRACT_MODEL
+    from tasks.prox.after_extract import AFTER_EXTRACT_MODEL
     from tasks.prox.stage import learned_model_url
 
     assert learned_model_url(web.model_copy(update={"prox": web.prox.model_copy(update={"enabled": True})})) == str(

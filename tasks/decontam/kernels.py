@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tasks.dedup.kernels import fmix64
+from tasks.kernels import fmix64
 from tasks.kernels import unicode_space_len as _space_len
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)

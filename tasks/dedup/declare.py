@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from tasks.catalog import read_catalog
 from tasks.dedup import index as near_index
 from tasks.dedup import near_steps
+from tasks.dedup.exact_steps import exact_filter_step, exact_map_outputs, exact_reduce_step
 from tasks.dedup.minhash import signature_scheme
 from tasks.errors import ReleaseError
-from tasks.publish import read_catalog
 from tasks.registry import FeedSpec, Stage, StageRun, register
 from tasks.stepkit import RunContext
-from tasks.steps import exact_filter_step, exact_map_outputs, exact_reduce_step
 
 MAX_CC_ROUNDS = 100
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tasks.kernels import unicode_space_len
+from tasks.kernels import fmix64, unicode_space_len  # fmix64: dedup's hashes, shared with tokens and decontam
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
-_K1 = np.uint64(0xBF58476D1CE4E5B9)
-_K2 = np.uint64(0x94D049BB133111EB)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-_S30, _S27, _S31, _S32, _S5, _S59 = (np.uint64(s) for s in (30, 27, 31, 32, 5, 59))
+_K1 = np.uint64(0xBF58476D1CE4E5B9)  # also a band salt below, beside fmix64's use of it in tasks.kernels
+_S32, _S5, _S59 = (np.uint64(s) for s in (32, 5, 59))
 _MAX32 = np.uint32(0xFFFFFFFF)
 
 # byte classes of the ASCII normalizer
@@ -145,15 +144,6 @@ def normalize(data, offsets, space, wide_start, wide_stop, wide_index, rep_data,
             pos += 1
         out_offsets[d + 1] = pos
     return out[:pos], out_offsets
-
-
-@njit(cache=True, inline="always")
-def fmix64(x):
-    x = x ^ (x >> _S30)
-    x = x * _K1
-    x = x ^ (x >> _S27)
-    x = x * _K2
-    return x ^ (x >> _S31)
 
 
 @njit(cache=True, inline="always")

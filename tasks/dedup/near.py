@@ -1,6 +1,6 @@
 """Near-duplicate removal as plain functions over Arrow tables and numpy arrays.
 
-The global stage (driven by ``flows/curate.py`` through ``tasks/steps.py``):
+The global stage (driven by ``flows/curate.py`` through ``tasks/dedup/near_steps.py``):
 
 1. map, per shard: signatures → band rows ``(band, key, node)`` partitioned by ``key``;
    node info (survivor priority) partitioned by ``node``;

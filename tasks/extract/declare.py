@@ -35,7 +35,7 @@ def extract_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> d
                 if len(res.text[i]) > limit:
                     res.keep[i] = False
                     res.reason[i] = f"longer than max_chars ({len(res.text[i])} > {limit})"
-        # exact dedup hashes the extracted text itself when it comes later (tasks.steps.exact_map_outputs)
+        # exact dedup hashes the extracted text itself when it comes later (tasks.dedup.exact_steps.exact_map_outputs)
         work = with_extract_columns(work, res, None)
         result = rewrite_result(NAME, work, res.text, res.keep, res.reason, [None] * work.num_rows,
                                 res.attributes)

@@ -159,7 +159,7 @@ def extract(table: pa.Table, cfg: ExtractConfig, unicode_form: str = "NFC") -> E
         if not keep[i]:
             dropped[_key(reason[i])] += 1
     if changed.any():
-        from tasks.ingest import normalize_texts
+        from tasks.text_norm import normalize_texts
 
         idx = np.flatnonzero(changed)
         normal = normalize_texts(pa.array([out[i] for i in idx], pa.string()), unicode_form).to_pylist()
@@ -194,7 +194,7 @@ def with_extract_columns(work: pa.Table, res: ExtractResult, dedup_key: str | No
     ``dedup_key``: the exact-dedup key mode, None when exact dedup is off."""
     import xxhash
 
-    from tasks.ingest import content_key
+    from tasks.text_norm import content_key
 
     work = work.set_column(work.schema.get_field_index("metadata"), "metadata", pa.array(res.metadata, pa.string()))
     if dedup_key is None or not res.changed.any():

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.leaner import stage
 from tasks.stepkit import RunContext, once, read_work, rewrite_result, write_result
 from tasks.storage import Storage
 
+if TYPE_CHECKING:  # the client (and its model backends) loads only when a step needs it
+    from tasks.llm.client import CompletionService
+
 STAGE = "leaner"
 
 
-def leaner_step(ctx: RunContext, shard: str, prev_stage: str, final: bool, actor: str | None = None) -> dict[str, Any]:
+def leaner_step(ctx: RunContext, shard: str, prev_stage: str, final: bool, actor: CompletionService | None = None) -> dict[str, Any]:
     cfg = ctx.config
 
     def compute(storage: Storage) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 - The **service** holds the backend (the model is loaded once, in the service) and enforces
   the run's request and token budgets. Inside a Ray run it lives in a named Ray actor that the
-  flow starts before the stage and every shard task looks up; outside Ray it lives in this
+  flow starts before the stage (``flows/model_actor.py``: Ray stays in the orchestration layer)
+  and hands to every shard task as a :class:`CompletionService`; outside Ray it lives in this
   process.
 - The **response cache** lives in object storage under ``state/llm_cache/``, one JSON object
   per (model, prompt, parameters) key: a rerun of a release sends no request for a prompt it
@@ -14,15 +15,13 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tasks import layout
 from tasks.llm.backends import Completion, Request, approx_tokens, make_backend
 from tasks.llm.config import LLMConfig
-from tasks.quality.models import load_once
+from tasks.process_cache import load_once
 from tasks.storage import Storage, canonical_json
-
-NAMESPACE = "refinery"
 
 
 class LLMService:
@@ -61,32 +60,11 @@ class LLMService:
         return {"requests": self.requests, "tokens": self.tokens}
 
 
-def actor_name(release: str, cfg: LLMConfig) -> str:
-    return f"refinery-llm-{release}-{hashlib.sha256(canonical_json(cfg.model_dump(mode='json'))).hexdigest()[:12]}"
+class CompletionService(Protocol):
+    """Where a client's uncached requests go: an :class:`LLMService` in this process, or the
+    orchestration's handle on the run's model actor (``flows.model_actor.ActorService``)."""
 
-
-def start_actor(release: str, cfg: LLMConfig) -> tuple[str, Any]:
-    """Start (or find) the run's model actor; returns its name, for the shard tasks, and its
-    handle, which the caller must hold: Ray destroys a non-detached actor without handles."""
-    import ray
-
-    name = actor_name(release, cfg)
-    remote = ray.remote(num_cpus=cfg.actor_cpus, max_concurrency=max(1, cfg.concurrency))(LLMService)
-    handle = remote.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote(cfg)
-    ray.get(handle.model_id.remote())  # fail here, in the flow, if the model cannot load
-    return name, handle
-
-
-def stop_actor(name: str) -> dict[str, int] | None:
-    import ray
-
-    try:
-        handle = ray.get_actor(name, namespace=NAMESPACE)
-    except ValueError:
-        return None
-    usage = ray.get(handle.usage.remote())
-    ray.kill(handle)
-    return usage
+    def complete(self, requests: list[Request]) -> list[Completion]: ...
 
 
 @dataclass
@@ -117,19 +95,16 @@ def cache_identity(cfg: LLMConfig) -> str:
 
 
 class LLMClient:
-    def __init__(self, cfg: LLMConfig, storage: Storage, actor: str | None = None):
+    def __init__(self, cfg: LLMConfig, storage: Storage, service: CompletionService | None = None):
         self.cfg = cfg
         self.storage = storage
-        self.actor = actor
+        self.service = service
         self.identity = cache_identity(cfg)
         self.usage = Usage()
 
     def _service_complete(self, requests: list[Request]) -> list[Completion]:
-        if self.actor is not None:
-            import ray
-
-            handle = ray.get_actor(self.actor, namespace=NAMESPACE)
-            return ray.get(handle.complete.remote(requests))
+        if self.service is not None:
+            return self.service.complete(requests)
         service = load_once(("llm-service", canonical_json(self.cfg.model_dump(mode="json"))),
                             lambda: LLMService(self.cfg))
         return service.complete(requests)

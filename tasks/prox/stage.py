@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +28,9 @@ if TYPE_CHECKING:  # the type only: the whole pipeline's config sits above the s
 CHUNK_SEPARATOR = "\n---\n"
 
 
+# the ProX line model for extracted text (tasks.prox.after_extract trains it); the file stays
+# with the extract stage whose output it was trained on (package data there)
+AFTER_EXTRACT_MODEL = Path(__file__).parents[1] / "extract" / "models" / "prox_after_extract" / "model.json.gz"
 LOCAL_WRITERS = ("heuristic", "learned")  # writers that need no language model
 
 
@@ -45,8 +49,6 @@ def learned_model_url(config: PipelineConfig) -> str | None:
         return config.prox.model
     names = [st.name for st in registry.order(config)]
     if "extract" in names and "prox" in names and names.index("extract") < names.index("prox"):
-        from tasks.extract.prox_model import AFTER_EXTRACT_MODEL
-
         return str(AFTER_EXTRACT_MODEL)
     return None
 

@@ -112,8 +112,8 @@ def _read_table(uri: str, endpoint_url: str | None) -> list[tuple[str, dict[str,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.config import InputSpec
     from tasks.ingest import InputError, expand_input
+    from tasks.ingest_config import InputSpec
     from tasks.storage import filesystem_for
 
     try:
@@ -144,7 +144,7 @@ def _read_table(uri: str, endpoint_url: str | None) -> list[tuple[str, dict[str,
 
 
 def read_pairs(urls: list[str], endpoint_url: str | None = None, max_pairs: int | None = None) -> Pairs:
-    from tasks.config import IngestConfig
+    from tasks.ingest_config import IngestConfig
 
     form = IngestConfig().unicode_form  # the pages are normalized as a release normalizes documents
     out = Pairs([], [], [], [], [])
@@ -177,9 +177,10 @@ def teacher_pairs(urls: list[str], llm: Any, cache_root: str, endpoint_url: str 
     failed (unparsable, or reaching outside its chunk) gets an empty kept text, so it is
     counted as a bad pair rather than learned with the failed chunk's lines as content.
     Responses are cached under ``cache_root`` (state/llm_cache/), as a release caches them."""
-    from tasks.config import IngestConfig, ProxConfig
+    from tasks.ingest_config import IngestConfig
     from tasks.llm.client import LLMClient, token_counter
     from tasks.prox import stage
+    from tasks.prox.config import ProxConfig
     from tasks.prox.writers import ModelWriter
     from tasks.storage import StorageSpec
 
@@ -449,7 +450,7 @@ def train_to_storage(urls: list[str] | None, output: str, p: TrainParams, name: 
         parse_pairs_url(url)  # a malformed name fails before anything is read
     pairs = read_pairs(urls, endpoint_url, p.max_pairs)
     if teacher_pages:
-        from tasks.config import LLMConfig
+        from tasks.llm.config import LLMConfig
 
         taught = teacher_pairs(teacher_pages, llm or LLMConfig(), output.rstrip("/") + "/teacher", endpoint_url,
                                p.max_pairs)

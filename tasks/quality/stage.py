@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.quality import heuristics
-from tasks.quality.config import QualityConfig
 from tasks.quality.rules import (
     BUILTIN_NAMES,
     Rule,
@@ -25,6 +24,9 @@ from tasks.quality.rules import (
     type_mismatches,
 )
 from tasks.schema import whole_document_spans
+
+if TYPE_CHECKING:  # the config validates its rules with this module's stage_rules: types only here
+    from tasks.quality.config import QualityConfig
 
 HISTOGRAM_BINS = 20  # equal bins over [0, 1]
 LID = "quality__lid__"

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.config import ColumnMap, InputSpec
 from tasks.ingest import read_texts
+from tasks.ingest_config import ColumnMap, InputSpec
 from tasks.quality.classifier import TrainParams, model_card, train
 from tasks.storage import Storage, StorageSpec, canonical_json
 

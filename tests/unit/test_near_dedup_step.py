@@ -1,22 +1,18 @@
-"""Stage steps called as plain functions (no Prefect, no Ray), the way the flow chains them:
-each reads the work table the one before it left, and near dedup's signature map runs inside
-whichever step precedes it (the run context's feed)."""
+"""Near dedup's steps called as plain functions (no Prefect, no Ray), the way the flow chains
+them: each reads the work table the one before it left, and near dedup's signature map runs
+inside whichever step precedes it (the run context's feed)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 
 import pyarrow.parquet as pq
 
 from tasks import layout
-from tasks.config import InputSpec, PipelineConfig
 from tasks.dedup import near_steps
-from tasks.ingest import plan_shards
 from tasks.prox.steps import prox_step
-from tasks.stepkit import Feed, RunContext
-from tasks.steps import ingest_step
-from tasks.storage import StorageSpec
+from tasks.stepkit import Feed
+from tests.builders import ingest_one, pipeline_config, run_context, shared_input
 from tests.conftest import shared
 
 PAGES = "web_pages_scrapinghub/web_pages_scrapinghub.parquet"
@@ -26,16 +22,14 @@ EMPTY_VIEW = {"compacted": None, "compacted_partitions": 0, "covers": [], "segme
 def _near_release(tmp_path, order: list[str]) -> tuple[dict, list[tuple[str, str]], dict]:
     """Run `order` (ingest, [prox,] near_dedup) step by step; the near dedup filter's marker,
     the (dropped, survivor) source-id pairs, and the markers of the step before near dedup."""
-    root = str(tmp_path / "-".join(order))
-    cfg = PipelineConfig(release="r", output=root, stages=order, near_dedup={"cross_release": False},
-                         inputs=[InputSpec(uri=str(shared(PAGES)), source="pages",
-                                           columns={"text": "page_text", "id": "id", "metadata": "none"})],
-                         **({"prox": {"writer": "learned"}} if "prox" in order else {}))
-    ctx = RunContext("r", datetime.now(UTC).isoformat(), None, StorageSpec(root), cfg)
-    (shard,) = plan_shards(cfg)
+    cfg = pipeline_config(tmp_path / "-".join(order),
+                          shared_input(PAGES, "pages", text="page_text", id="id", metadata="none"),
+                          release="r", stages=order, near_dedup={"cross_release": False},
+                          **({"prox": {"writer": "learned"}} if "prox" in order else {}))
+    ctx = run_context(cfg)
     before_near = order[order.index("near_dedup") - 1]
     feed = Feed(before_near, "near_map", near_steps.map_outputs)
-    before = ingest_step(replace(ctx, feed=feed if before_near == "ingest" else None), shard, False)
+    shard, before = ingest_one(ctx, feed=feed if before_near == "ingest" else None)
     if before_near == "prox":
         before = prox_step(replace(ctx, feed=feed), shard.name, "ingest", False)
     near_steps.single_task_step(ctx, EMPTY_VIEW)

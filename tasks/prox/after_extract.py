@@ -16,8 +16,7 @@ import tempfile
 from pathlib import Path
 
 from tasks.extract.config import ExtractConfig
-
-AFTER_EXTRACT_MODEL = Path(__file__).with_name("models") / "prox_after_extract" / "model.json.gz"
+from tasks.prox.stage import AFTER_EXTRACT_MODEL  # noqa: F401  (named here with its trainer)
 
 
 def extracted_pairs(path: str | Path, rows: list[dict], cfg: ExtractConfig) -> str:
