@@ -362,3 +362,33 @@ def test_max_chars_applies_to_the_text_not_to_the_html(tmp_path, sh_pages):
     res = ingest_shard(shard, IngestConfig(max_chars=2000), "stripped", "rel-1", NOW)
     assert res.work.num_rows == 5 and max(len(t) for t in res.work.column("text").to_pylist()) > 2000
     assert not [r for r in res.rejects.column("reason").to_pylist() if "max_chars" in r]
+
+
+def test_speed_shortcuts_keep_the_stage_answers(pages, sh_pages):
+    """The stage reads language from a bounded prefix of the text and counts words only as far
+    as ``min_words`` asks: on the real pages, the same language as the whole text, and the same
+    keep / reject answers (with the exact word count in the reason) as a full count."""
+    from resiliparse.parse.lang import detect_fast
+
+    from tasks.extract.stage import LANGUAGE_PREFIX_CHARS
+
+    html = [p["html"] for p in pages] + [p["html"] for p in sh_pages[:60]]
+    table = pa.table({"text": html, "metadata": [json.dumps({"web": {"kind": "html"}})] * len(html)})
+    out = extract(table, ExtractConfig())
+    texts = [t for t, k in zip(out.text, out.keep, strict=True) if k]
+    assert sum(len(t) > LANGUAGE_PREFIX_CHARS for t in texts) >= 20  # the prefix is really a prefix here
+    whole = [(lang if lang != "unknown" else None) for lang, _ in map(detect_fast, texts)]
+    got = [lang for lang, k in zip(out.attributes["extract__html__language"].to_pylist(), out.keep, strict=True) if k]
+    assert got == whole
+    words = [len(t.split()) for t in texts]
+    bar = sorted(words)[len(words) // 2]  # the median page: half kept, half rejected
+    strict = extract(table, ExtractConfig(min_words=bar))
+    kept_texts = iter(words)
+    for k, keep, reason in zip(out.keep, strict.keep, strict.reason, strict=True):
+        if not k:
+            assert not keep
+            continue
+        n = next(kept_texts)
+        assert keep == (n >= bar)
+        if not keep:
+            assert reason == f"too little text ({n} words < min_words {bar})"

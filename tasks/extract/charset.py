@@ -74,7 +74,9 @@ def decode_html(data: bytes, http_charset: str | None = None) -> Decoded:
         if utf8 is not None and enc != "utf-8" and _single_byte(enc):
             wrong = wrong or declared
             continue
-        text = _strict(data, enc)
+        # a page declared UTF-8 was decoded above already: once is enough (a large page's decode
+        # costs as much as a fifth of its parse)
+        text = utf8 if enc == "utf-8" and utf8 is not None else _strict(data, enc)
         if text is not None:
             return Decoded(text, enc, src, wrong)
         wrong = wrong or declared

@@ -28,6 +28,7 @@ from tasks.schema import whole_document_spans
 
 STAGE = "extract"
 _ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+LANGUAGE_PREFIX_CHARS = 4000  # of the extracted text, read by the language detector
 
 
 @dataclass
@@ -56,8 +57,10 @@ def _resiliparse(html: str, main_content: bool) -> tuple[str, str | None]:
     tree = HTMLTree.parse(html)
     title = (tree.title or "").strip() or None
     if main_content:
+        # comments=False: people's main text leaves out readers' comment sections (content-line
+        # F1 +0.02 on both shared sets, recall unchanged) and it spares resiliparse their subtrees
         text = extract_plain_text(tree, main_content=True, alt_texts=False, links=False, list_bullets=False,
-                                  noscript=False)
+                                  noscript=False, comments=False)
         return text.strip(), title
     # all visible text, one block per line, title first: the form of a WET record, and of the
     # page text the ProX line model was trained on
@@ -83,7 +86,10 @@ def extract_html(html: str, cfg: ExtractConfig) -> Extracted:
     if cfg.language and text:
         from resiliparse.parse.lang import detect_fast
 
-        lang, raw = detect_fast(text)
+        # the detector is linear in the text and its profile settles long before the end of a
+        # page: a bounded prefix keeps its cost flat on long pages (same language on every page of
+        # both shared sets)
+        lang, raw = detect_fast(text[:LANGUAGE_PREFIX_CHARS])
         # detect_fast's score is a distance (lower is surer); kept as it is
         score = float(raw)
         if lang == "unknown":
@@ -141,7 +147,9 @@ def extract(table: pa.Table, cfg: ExtractConfig, unicode_form: str = "NFC") -> E
                 got = None
             if got is not None:
                 extractor[i], titles[i], langs[i], scores[i] = cfg.extractor, got.title, got.language, got.language_score
-                words = len(got.text.split())
+                # text is stripped, so non-empty text has a word: words are counted only when a
+                # larger minimum asks, and only as far as it (split's cost is the page's length)
+                words = len(got.text.split(maxsplit=cfg.min_words)) if cfg.min_words > 1 else 1
                 if not got.text:
                     keep[i], reason[i] = False, "no text extracted"
                 elif words < cfg.min_words:
