@@ -69,6 +69,9 @@ def main() -> None:
         return
 
     work = Path(tempfile.mkdtemp(prefix="refinery-tokrun-"))
+    import atexit
+
+    atexit.register(shutil.rmtree, work, True)  # registered first, so it runs after the server is stopped
     ensure_prefect(work / "home")  # one server for the three runs (children inherit PREFECT_API_URL)
     from tasks import tokens
 
@@ -107,7 +110,6 @@ def main() -> None:
                    "it also holds the piece counts the first run saved."}
     path = write_results("token_count_run", out)
     print(path.read_text())
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

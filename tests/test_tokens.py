@@ -121,29 +121,32 @@ def test_segmented_counts_equal_whole_text_counts(fresh):
     assert np.array_equal(again, first) and first[-2:].tolist() == [0, 0]
 
 
-def test_piece_counts_are_kept_for_the_next_process(fresh):
-    """A new process (here: an emptied tokenizer registry) starts from the piece counts an
-    earlier one saved beside the converted tokenizer: same counts, and the HF tokenizer is
-    not even loaded while every piece is known. A torn file is ignored, not trusted."""
+def test_piece_counts_are_kept_for_the_next_process(fresh, monkeypatch):
+    """A new process (here: an emptied tokenizer registry) starts from the piece counts earlier
+    ones saved beside the converted tokenizer: same counts, and the HF tokenizer is not even
+    loaded while every piece is known. Many parts are merged into one; a torn part is ignored."""
     docs = [t for t in pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"), columns=["text"])
             .column("text").to_pylist() if t]
     arr = pa.array(docs, pa.string())
     first = load_tokenizer()
     assert first._stored == 0
-    want = first.count(arr)
-    saved = list((fresh / "cache").glob("*.pieces-v1.npz"))
-    assert len(saved) == 1 and first._stored >= tokens._SegmentedTokenizer.SAVE_EVERY
+    want = np.concatenate([first.count(arr[:100]), first.count(arr[100:])])
+    folder = next((fresh / "cache").glob("*.pieces-v1"))
+    assert len(list(folder.glob("*.npz"))) == 2
 
+    monkeypatch.setattr(tokens._SegmentedTokenizer, "MAX_PARTS", 1)
     tokens._LOADED.clear()
     second = load_tokenizer()
     assert second is not first and second._stored == first._stored
+    assert len(list(folder.glob("*.npz"))) == 1  # merged
     assert np.array_equal(second.count(arr), want) and second._inner is None
     # a text with pieces never seen loads the tokenizer and counts them as llama.cpp does
     novel = pa.array(["Zyxquorblat fremdwörterbuch 1234567"])
     assert second.count(novel).tolist() == load_tokenizer(TokenizerConfig(engine="llama_cpp")).count(novel).tolist()
     assert second._inner is not None
 
-    saved[0].write_bytes(saved[0].read_bytes()[:100])
+    for part in folder.glob("*.npz"):
+        part.write_bytes(part.read_bytes()[:100])
     tokens._LOADED.clear()
     third = load_tokenizer()
     assert third._stored == 0 and np.array_equal(third.count(arr), want)
