@@ -385,20 +385,17 @@ class _SegmentedTokenizer(Tokenizer):
         if isinstance(texts, pa.ChunkedArray):
             texts = texts.combine_chunks()
         data, offsets = utf8_buffers(texts)
-        hashes, start, stop, doc_off = token_kernels.segments(data, offsets, self._glue)
         with self._lock:
-            per_piece = token_kernels.table_get(self._keys, self._vals, hashes)
-            miss = np.nonzero(per_piece < 0)[0]
-            if len(miss):  # pieces never seen: each distinct one tokenized once
-                uniq, first, inverse = np.unique(hashes[miss], return_index=True, return_inverse=True)
-                at = miss[first]
-                pieces = [data[start[j]:stop[j]].tobytes().decode("utf-8") for j in at.tolist()]
+            # one compiled pass: known pieces summed per text, the others listed
+            out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue, self._keys,
+                                                                             self._vals)
+            if len(m_hash):  # pieces never seen: each distinct one tokenized once
+                uniq, first, inverse = np.unique(m_hash, return_index=True, return_inverse=True)
+                pieces = [data[m_start[j]:m_stop[j]].tobytes().decode("utf-8") for j in first.tolist()]
                 new_counts = self.inner._count(pieces)
-                per_piece[miss] = new_counts[inverse.reshape(-1)]
+                np.add.at(out, m_doc, new_counts[inverse.reshape(-1)])
                 self._store(uniq, new_counts)
                 self._write_part(uniq, new_counts)
-        cum = np.concatenate([[0], np.cumsum(per_piece)])
-        out = cum[doc_off[1:]] - cum[doc_off[:-1]]
         if self._bos:
             valid = texts.is_valid().to_numpy(zero_copy_only=False) & (np.diff(offsets) > 0)
             out = out + self._bos * valid
