@@ -309,6 +309,7 @@ class _SegmentedTokenizer(Tokenizer):
         self._keys = np.zeros(1 << 16, np.uint64)  # open addressing, at most half full
         self._vals = np.zeros(1 << 16, np.int32)
         self._stored = 0
+        self._seen: set[str] = set()  # part files already in the table
         self._lock = threading.Lock()
         known = self._read_pieces()
         if known is not None and 0 < len(known[0]) <= self.MAX_CACHED:
@@ -331,6 +332,8 @@ class _SegmentedTokenizer(Tokenizer):
             return None
         keys, vals, read = [], [], []
         for part in parts:
+            if part in self._seen:
+                continue
             try:
                 with np.load(part) as z:
                     k, v = z["keys"], z["vals"]
@@ -340,6 +343,7 @@ class _SegmentedTokenizer(Tokenizer):
                 keys.append(k)
                 vals.append(v)
                 read.append(part)
+            self._seen.add(part)
         if not keys:
             return None
         k, v = np.concatenate(keys), np.concatenate(vals)
@@ -358,6 +362,7 @@ class _SegmentedTokenizer(Tokenizer):
             name = os.path.join(self._pieces, f"{time.time_ns()}-{os.getpid()}-{threading.get_ident()}")
             np.savez(f"{name}.tmp.npz", keys=keys, vals=vals.astype(np.int32))
             os.replace(f"{name}.tmp.npz", f"{name}.npz")
+            self._seen.add(f"{name}.npz")
             return True
         except OSError:
             return False  # a read-only cache directory: counts stay exact, later workers start cold
@@ -389,6 +394,13 @@ class _SegmentedTokenizer(Tokenizer):
             # one compiled pass: known pieces summed per text, the others listed
             out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue, self._keys,
                                                                              self._vals)
+            if len(m_hash):
+                # workers of the same run save parts as they go: take theirs before tokenizing
+                fresh = self._read_pieces()
+                if fresh is not None and self._stored + len(fresh[0]) <= self.MAX_CACHED:
+                    self._store(*fresh)
+                    out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue,
+                                                                                     self._keys, self._vals)
             if len(m_hash):  # pieces never seen: each distinct one tokenized once
                 uniq, first, inverse = np.unique(m_hash, return_index=True, return_inverse=True)
                 pieces = [data[m_start[j]:m_stop[j]].tobytes().decode("utf-8") for j in first.tolist()]
