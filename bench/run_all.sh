@@ -12,12 +12,13 @@ set -euo pipefail
 DOCS=10000
 BIG_DOCS=""
 DT_FLAGS=""
+DT_FLAGS_DECONTAM=""
 MODELS=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --docs) DOCS="$2"; shift 2 ;;
     --big-docs) BIG_DOCS="$2"; shift 2 ;;
-    --skip-default-tokenizer) DT_FLAGS="--skip-default-tokenizer"; shift ;;
+    --skip-default-tokenizer) DT_FLAGS="--skip-default-tokenizer"; DT_FLAGS_DECONTAM="--skip-datatrove-default"; shift ;;
     --skip-models) MODELS=0; shift ;;
     *) echo "run_all.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -45,6 +46,9 @@ run bench/quality_vs_datatrove.py --docs "$DOCS"
 run bench/quality_vs_datatrove.py --score-only --docs "$DOCS"
 run bench/memory_scaling.py --base "$DOCS"
 run bench/memory_scaling.py --base "$DOCS" --short
+run bench/decontam_bench.py --docs "$DOCS" $DT_FLAGS_DECONTAM
+run bench/token_count_bench.py --docs "$DOCS"
+run bench/token_count_run.py  # 100,000 documents: three real runs
 if [[ "$MODELS" == 1 ]]; then
   run bench/prox_bench.py --docs "$DOCS"
   run bench/leaner_bench.py

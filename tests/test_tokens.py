@@ -3,6 +3,7 @@ llama.cpp's own, a tokenizer.json, and tokenizer files that cannot be loaded."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -119,3 +120,48 @@ def test_segmented_counts_equal_whole_text_counts(fresh):
     bad = np.nonzero(first != whole)[0]
     assert not len(bad), [(docs[i][:60], first[i], whole[i]) for i in bad[:3]]
     assert np.array_equal(again, first) and first[-2:].tolist() == [0, 0]
+
+
+def test_piece_counts_are_kept_for_the_next_process(fresh, monkeypatch):
+    """A new process (here: an emptied tokenizer registry) starts from the piece counts earlier
+    ones saved beside the converted tokenizer: same counts, and the HF tokenizer is not even
+    loaded while every piece is known. Many parts are merged into one; a torn part is ignored."""
+    docs = [t for t in pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"), columns=["text"])
+            .column("text").to_pylist() if t]
+    arr = pa.array(docs, pa.string())
+    first = load_tokenizer()
+    assert first._stored == 0
+    want = np.concatenate([first.count(arr[:100]), first.count(arr[100:])])
+    folder = next((fresh / "cache").glob("*.pieces-v1"))
+    assert len(list(folder.glob("*.npz"))) == 2
+
+    monkeypatch.setattr(tokens._SegmentedTokenizer, "MAX_PARTS", 1)
+    tokens._LOADED.clear()
+    second = load_tokenizer()
+    assert second is not first and second._stored == first._stored
+    assert len(list(folder.glob("*.npz"))) == 1  # merged
+    assert np.array_equal(second.count(arr), want) and second._inner is None
+    # a text with pieces never seen loads the tokenizer and counts them as llama.cpp does
+    novel = pa.array(["Zyxquorblat fremdwörterbuch 1234567"])
+    assert second.count(novel).tolist() == load_tokenizer(TokenizerConfig(engine="llama_cpp")).count(novel).tolist()
+    assert second._inner is not None
+
+    for part in folder.glob("*.npz"):
+        part.write_bytes(part.read_bytes()[:100])
+    tokens._LOADED.clear()
+    third = load_tokenizer()
+    assert third._stored == 0 and np.array_equal(third.count(arr), want)
+
+
+def test_bundled_gguf_verified_once_per_cache(fresh):
+    """The bundled GGUF's sha256 check runs once; later loads trust a file whose path, size
+    and mtime still match the note, and a note that no longer matches is verified again."""
+    import json
+
+    path = tokens._bundled_gguf()
+    stamp = fresh / "cache" / "bundled-gguf.json"
+    seen = json.loads(stamp.read_text())
+    assert seen["path"] == path and seen["size"] == os.path.getsize(path)
+    assert tokens._bundled_gguf() == path
+    stamp.write_text(json.dumps({**seen, "size": 1}))
+    assert tokens._bundled_gguf() == path and json.loads(stamp.read_text())["size"] == seen["size"]

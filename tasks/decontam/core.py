@@ -30,7 +30,6 @@ SCHEME = "decontam-v1/datatrove-norm/fnv1a-rolling64/numbers-at-most-half"
 INDEX_DIR = "state/decontam_index"  # beside state/near_index: kept across releases, never published
 INDEX_SCHEMA = pa.schema([("hash", pa.uint64()), ("task", pa.string())])
 BITMAP_LOG2 = 23  # 1 MB of bits: under 1% of clean n-grams reach the binary search up to ~80k keys
-_TOKEN = re.compile(r"\S+")  # str.isspace whitespace, as the normalizer splits
 
 
 class DecontamError(ValueError):
@@ -67,8 +66,8 @@ class DecontamIndex:
     shift: np.uint64 = field(init=False)
     _hash: np.ndarray = field(init=False)  # every (hash, set, task) entry, sorted by hash
     _set: np.ndarray = field(init=False)
-    _task: list[str] = field(init=False)
-    _entries: dict[int, list[tuple[int, str]]] | None = field(init=False, default=None)
+    _task_id: np.ndarray = field(init=False)  # index into _task_names
+    _task_names: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         hashes = [s.hashes for s in self.sets]
@@ -78,17 +77,11 @@ class DecontamIndex:
         tasks = [t for s in self.sets for t in s.tasks]
         order = np.argsort(all_hash, kind="stable")
         self._hash, self._set = all_hash[order], set_of[order]
-        self._task = [tasks[i] for i in order]
+        names, ids = np.unique(np.array(tasks, dtype=object), return_inverse=True) if tasks else ([], np.zeros(0, int))
+        self._task_names = [str(t) for t in names]
+        self._task_id = np.asarray(ids, np.int32).reshape(-1)[order]
         self.keys = np.unique(all_hash)
         self.bits, self.shift = kernels.bitmap(self.keys, BITMAP_LOG2)
-
-    def entries(self, h: int) -> list[tuple[int, str]]:
-        """The (set, task) pairs an n-gram hash comes from."""
-        if self._entries is None:  # built on the first contaminated document only
-            self._entries = {}
-            for k, s, t in zip(self._hash.tolist(), self._set.tolist(), self._task, strict=True):
-                self._entries.setdefault(k, []).append((s, t))
-        return self._entries.get(h, [])
 
     def manifest(self) -> list[dict[str, Any]]:
         return [s.manifest() for s in self.sets]
@@ -211,35 +204,8 @@ class DecontamResult:
     figures: dict[str, Any]
 
 
-def _word_spans(texts: list[str]) -> list[list[tuple[int, int]]]:
-    """For each text, the character span of the whitespace token every normalized word comes
-    from (normalization never crosses a token, so word i of the normalized text lies in the
-    token that produced it)."""
-    tokens = [[(m.start(), m.end()) for m in _TOKEN.finditer(t)] for t in texts]
-    flat = [t[a:b] for t, toks in zip(texts, tokens, strict=True) for a, b in toks]
-    norm = normalize_for_dedup(pa.array(flat, pa.string())).to_pylist() if flat else []
-    out, k = [], 0
-    for toks in tokens:
-        spans = []
-        for span in toks:
-            spans.extend([span] * len(norm[k].split()))
-            k += 1
-        out.append(spans)
-    return out
-
-
 def _natural(task: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", task))
-
-
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
 
 
 def _spans_array(spans: dict[int, list[dict[str, Any]]], flagged: np.ndarray, n_docs: int) -> pa.Array:
@@ -253,11 +219,10 @@ def _spans_array(spans: dict[int, list[dict[str, Any]]], flagged: np.ndarray, n_
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, SPANS.value_type))
 
 
-def lookup_counts(texts: pa.Array, index: DecontamIndex) -> tuple[np.ndarray, np.ndarray]:
-    """(matched n-grams, n-grams) per text: datatrove-normalized word n-grams looked up in
-    ``index``, in one compiled pass over the raw text (normalization fused with hashing and
-    lookup; tokens holding a non-ASCII character are normalized in Python once per distinct
-    token, as ``normalize_for_dedup`` does)."""
+def _walk_inputs(texts: pa.Array) -> tuple:
+    """The arguments the fused kernels share: the raw UTF-8, the tokens holding a non-ASCII
+    character (normalized in Python once per distinct token, as ``normalize_for_dedup`` does)
+    as word hashes, and the byte tables."""
     classes, lower = ascii_tables("datatrove")
     space = ascii_space()
     data, offsets = utf8_buffers(texts)
@@ -268,8 +233,29 @@ def lookup_counts(texts: pa.Array, index: DecontamIndex) -> tuple[np.ndarray, np
     rep_data, rep_off = utf8_buffers(rep)
     rep_hashes, rep_hoff = kernels.rep_word_hashes(rep_data, rep_off)
     wide_index = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    return kernels.fused_lookup(data, offsets, space, start, stop, wide_index, rep_hashes, rep_hoff, classes, lower,
-                                True, index.n, index.keys, index.bits, index.shift)
+    return data, offsets, space, start, stop, wide_index, rep_hashes, rep_hoff, classes, lower
+
+
+def lookup_counts(texts: pa.Array, index: DecontamIndex) -> tuple[np.ndarray, np.ndarray]:
+    """(matched n-grams, n-grams) per text: datatrove-normalized word n-grams looked up in
+    ``index``, in one compiled pass over the raw text (normalization fused with hashing and
+    lookup)."""
+    return kernels.fused_lookup(*_walk_inputs(texts), True, index.n, index.keys, index.bits, index.shift)
+
+
+def _ngrams_and_spans(texts: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For a few texts: n-gram hashes, their per-text offsets, and per normalized word the
+    character span (start, stop, relative to its text) of the whitespace token it comes from,
+    with the per-text word offsets."""
+    args = _walk_inputs(texts)
+    data, offsets, wide_index, rep_hoff = args[0], args[1], args[5], args[7]
+    capacity = len(data) + int(np.diff(rep_hoff)[wide_index].sum()) + 1
+    hashes, hoffs, tstart, tstop, woffs = kernels.fused_spans(*args, True, n, capacity)
+    # byte -> character offsets: characters are the bytes that are not UTF-8 continuation bytes
+    chars = np.zeros(len(data) + 1, np.int64)
+    np.cumsum((data & 0xC0) != 0x80, out=chars[1:])
+    base = np.repeat(chars[offsets[:-1]], np.diff(woffs))
+    return hashes, hoffs, chars[tstart] - base, chars[tstop] - base, woffs
 
 
 def decontaminate(table: pa.Table, index: DecontamIndex, cfg: DecontamConfig, text_column: str = "text") -> DecontamResult:
@@ -293,43 +279,48 @@ def decontaminate(table: pa.Table, index: DecontamIndex, cfg: DecontamConfig, te
     per_set = {s.spec.name: {"docs": 0, "ngrams": 0} for s in index.sets}
 
     if len(flagged):
-        sub = normalize_for_dedup(texts.take(pa.array(flagged)))
-        sdata, soffs = utf8_buffers(sub)
-        hashes, _, hoffs = kernels.ngram_hashes(sdata, soffs, index.n)
-        originals = [texts[int(d)].as_py() for d in flagged]
-        word_spans = _word_spans(originals)
-        replaced = texts.to_pylist() if cfg.mode == "cut" else None
-        for j, d in enumerate(flagged):
+        sub = texts.take(pa.array(flagged))
+        hashes, hoffs, tstart, tstop, woffs = _ngrams_and_spans(sub, index.n)
+        lengths = pc.utf8_length(sub).fill_null(0).to_numpy(zero_copy_only=False)
+        n_sets, n_tasks = len(index.sets), max(1, len(index._task_names))
+        cut: dict[int, str] = {}
+        for j, d in enumerate(flagged.tolist()):
             doc_hashes = hashes[hoffs[j]:hoffs[j + 1]]
             at = np.minimum(np.searchsorted(index.keys, doc_hashes), len(index.keys) - 1)
             matched = np.nonzero(index.keys[at] == doc_hashes)[0]
-            votes: dict[tuple[int, str], int] = {}
-            set_grams = np.zeros(len(index.sets), np.int64)
-            for h in doc_hashes[matched].tolist():
-                seen_sets = set()
-                for s, t in index.entries(h):
-                    votes[(s, t)] = votes.get((s, t), 0) + 1
-                    seen_sets.add(s)
-                for s in seen_sets:
-                    set_grams[s] += 1
-            if not votes:  # the fused pass and this one disagree (never seen): the document is not flagged
+            # every (set, task) entry of every matched n-gram: one vote each
+            mh = doc_hashes[matched]
+            lo = np.searchsorted(index._hash, mh, "left")
+            per = np.searchsorted(index._hash, mh, "right") - lo
+            first = np.cumsum(per) - per
+            entry = np.arange(int(per.sum())) - np.repeat(first, per) + np.repeat(lo, per)
+            pos = np.repeat(np.arange(len(mh)), per)
+            ent_set, ent_task = index._set[entry].astype(np.int64), index._task_id[entry].astype(np.int64)
+            keys, votes = np.unique(ent_set * n_tasks + ent_task, return_counts=True)
+            if not len(keys):  # the fused pass and this one disagree (never seen): the document is not flagged
                 continue
-            top = max(votes.values())
-            best_set = min(s for (s, _), v in votes.items() if v == top)
+            top = votes.max()
+            winners = keys[votes == top]
+            best_set = int((winners // n_tasks).min())
             # tasks that normalize to the same text (HumanEval/56 and /61 differ only in their
             # bracket characters) tie: all of them are named
-            best_task = ",".join(sorted((t for (s, t), v in votes.items() if v == top and s == best_set),
+            best_task = ",".join(sorted((index._task_names[int(t)] for t in winners[winners // n_tasks == best_set] % n_tasks),
                                         key=_natural))
             name = index.sets[best_set].spec.name
-            for s in np.nonzero(set_grams)[0]:
-                per_set[index.sets[s].spec.name]["docs"] += 1
-                per_set[index.sets[s].spec.name]["ngrams"] += int(set_grams[s])
-            ws = word_spans[j]
-            words = len(ws)
-            if words == int(grams[d]) + index.n - 1:
-                spans = _merge([(ws[p][0], ws[p + index.n - 1][1]) for p in matched])
+            set_grams = np.bincount(np.unique(pos * n_sets + ent_set) % n_sets, minlength=n_sets)
+            for si in np.nonzero(set_grams)[0]:
+                per_set[index.sets[si].spec.name]["docs"] += 1
+                per_set[index.sets[si].spec.name]["ngrams"] += int(set_grams[si])
+            starts, stops = tstart[woffs[j]:woffs[j + 1]], tstop[woffs[j]:woffs[j + 1]]
+            if len(starts) == int(grams[d]) + index.n - 1:
+                # n-gram p spans the tokens of words p .. p+n-1; both ends only grow with p, so
+                # sorted order is position order and overlapping or touching spans are neighbours
+                a, b = starts[matched], stops[matched + index.n - 1]
+                cuts = np.nonzero(a[1:] > b[:-1])[0] + 1
+                spans = list(zip(a[np.concatenate([[0], cuts])].tolist(),
+                                 b[np.concatenate([cuts - 1, [len(b) - 1]])].tolist(), strict=True))
             else:  # the token mapping disagrees with the normalizer: blame the whole text
-                spans = [(0, len(originals[j]))]
+                spans = [(0, int(lengths[j]))]
             frac = len(matched) / max(1, int(grams[d]))
             share[d], benchmark[d], task[d] = frac, name, best_task
             spans_out[d] = [{"start": a, "end": b, "score": frac} for a, b in spans]
@@ -337,21 +328,22 @@ def decontaminate(table: pa.Table, index: DecontamIndex, cfg: DecontamConfig, te
             if cfg.mode == "drop":
                 keep[d], reasons[d] = False, reason
             else:
-                text = originals[j]
+                text = sub[j].as_py()
                 pieces, last = [], 0
                 for a, b in spans:
                     pieces.append(text[last:a])
                     last = b
                 pieces.append(text[last:])
-                cut = "".join(pieces)
-                replaced[d] = cut
-                if not cut.strip():
+                cut[d] = "".join(pieces)
+                if not cut[d].strip():
                     keep[d], reasons[d] = False, reason
             if not keep[d]:
                 details[d] = json.dumps({"benchmark": name, "task": best_task, "share": round(frac, 4),
                                          "spans": spans[:20]})
-        if replaced is not None:
-            new_text = pa.array(replaced, pa.string())
+        if cut:
+            mask = np.zeros(n_docs, bool)
+            mask[list(cut)] = True
+            new_text = pc.replace_with_mask(texts, pa.array(mask), pa.array([cut[d] for d in sorted(cut)], texts.type))
 
     names = attribute_names()
     attributes = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from tasks.dedup.kernels import token_end
 from tasks.kernels import fmix64
 from tasks.kernels import unicode_space_len as _space_len
 
@@ -289,3 +290,124 @@ def fused_lookup(data, offsets, space, wide_start, wide_stop, wide_index, rep_ha
         hits[d] = found
         grams[d] = k - n + 1 if k >= n else 0
     return hits, grams
+
+
+@njit(cache=True)
+def fused_spans(data, offsets, space, wide_start, wide_stop, wide_index, rep_hashes, rep_offsets, classes, lower,
+                numbers, n, capacity):
+    """The words of :func:`fused_lookup`'s walk for the few contaminated documents: every
+    n-gram hash (with per-document offsets, as :func:`ngram_hashes` gives for the normalized
+    text) and, for every word, the byte span of the whitespace-delimited token it comes from
+    (normalization never crosses a token). The walk is :func:`fused_lookup`'s, repeated here
+    rather than shared because a recording branch in that loop would tax every clean document.
+    ``capacity``: an upper bound of the words (bytes plus replacement words)."""
+    docs = len(offsets) - 1
+    tok_start = np.empty(capacity, np.int64)
+    tok_stop = np.empty(capacity, np.int64)
+    word_off = np.zeros(docs + 1, np.int64)
+    hashes = np.empty(capacity, np.uint64)
+    hash_off = np.zeros(docs + 1, np.int64)
+    ring = np.empty(n, np.uint64)
+    top = _top_power(n)
+    wk = 0
+    nw = 0
+    nh = 0
+    next_wide = wide_start[0] if len(wide_start) else -1
+    for d in range(docs):
+        i, end = offsets[d], offsets[d + 1]
+        k = 0
+        acc = np.uint64(0)
+        h = _FNV_OFFSET
+        in_word = False
+        tok, tok_end = np.int64(-1), np.int64(-1)  # the token being read (-1: between tokens)
+        while True:
+            word_done = False
+            w = np.uint64(0)
+            space_after = False
+            if i >= end:
+                if not in_word:
+                    break
+                w = fmix64(h)
+                in_word = False
+                word_done = True
+            elif i == next_wide:
+                if in_word:
+                    w = fmix64(h)
+                    in_word = False
+                    word_done = True
+                else:
+                    r = wide_index[wk]
+                    for q in range(rep_offsets[r], rep_offsets[r + 1]):
+                        x = rep_hashes[q]
+                        if k >= n:
+                            acc = acc - ring[k % n] * top
+                        acc = acc * _BASE + x
+                        ring[k % n] = x
+                        k += 1
+                        tok_start[nw], tok_stop[nw] = wide_start[wk], wide_stop[wk]
+                        nw += 1
+                        if k >= n:
+                            hashes[nh] = fmix64(acc)
+                            nh += 1
+                    i = wide_stop[wk]
+                    tok = np.int64(-1)
+                    wk += 1
+                    next_wide = wide_start[wk] if wk < len(wide_start) else -1
+                    continue
+            else:
+                c = data[i]
+                cls = classes[c]
+                if cls == 0:  # SEP: whitespace ends the token, punctuation only the word
+                    sp = 0
+                    if c >= 0x80:
+                        sp = _space_len(data, i, end)
+                    elif space[c]:
+                        sp = 1
+                    if sp == 0 and tok < 0:
+                        tok, tok_end = np.int64(i), token_end(data, i + 1, end, space)
+                    i += sp if sp else 1
+                    space_after = sp > 0
+                    if not in_word:
+                        if space_after:
+                            tok = np.int64(-1)
+                        continue
+                    w = fmix64(h)
+                    in_word = False
+                    word_done = True
+                else:
+                    if tok < 0:
+                        tok, tok_end = np.int64(i), token_end(data, i + 1, end, space)
+                    if cls == 1:  # KEEP
+                        h = (h ^ np.uint64(lower[c])) * _FNV_PRIME
+                        i += 1
+                    elif numbers:  # DIGIT
+                        i += 1
+                        while i < end and classes[data[i]] == 2:
+                            i += 1
+                        if i + 1 < end and (data[i] == 46 or data[i] == 44) and classes[data[i + 1]] == 2:
+                            i += 2
+                            while i < end and classes[data[i]] == 2:
+                                i += 1
+                        h = (h ^ np.uint64(48)) * _FNV_PRIME
+                    else:
+                        h = (h ^ np.uint64(lower[c])) * _FNV_PRIME
+                        i += 1
+                    in_word = True
+                    continue
+            if word_done:
+                if k >= n:
+                    acc = acc - ring[k % n] * top
+                acc = acc * _BASE + w
+                ring[k % n] = w
+                k += 1
+                tok_start[nw], tok_stop[nw] = tok, tok_end
+                nw += 1
+                if k >= n:
+                    hashes[nh] = fmix64(acc)
+                    nh += 1
+                h = _FNV_OFFSET
+                if space_after:
+                    tok = np.int64(-1)
+        word_off[d + 1] = nw
+        hash_off[d + 1] = nh
+    return hashes[:nh], hash_off, tok_start[:nw], tok_stop[:nw], word_off

@@ -43,38 +43,47 @@ def token_end(data, i, end, space):
     return end
 
 
-@njit(cache=True)
-def wide_tokens(data, offsets, space):
+def wide_tokens(data: np.ndarray, offsets: np.ndarray, space: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(start, stop)`` byte spans of the whitespace-delimited tokens that hold a non-ASCII
     character (the rest are left to :func:`normalize`). ``space[b]`` is 1 for the ASCII
-    whitespace bytes."""
+    whitespace bytes. The non-ASCII bytes (a few percent of web text) are found by numpy's
+    vectorized compare; only they are visited by the compiled loop (measured 1.3-1.9x faster
+    than one byte loop over the whole buffer)."""
+    if len(offsets) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    lo, hi = int(offsets[0]), int(offsets[-1])  # a sliced array's bytes are part of a larger buffer
+    return _wide_from_high(data, offsets, space, np.flatnonzero(data[lo:hi] >= 0x80) + lo)
+
+
+@njit(cache=True)
+def _wide_from_high(data, offsets, space, high):
+    start = np.empty(len(high), np.int64)
+    stop = np.empty(len(high), np.int64)
     count = 0
-    for pass_no in range(2):
-        if pass_no == 1:
-            start = np.empty(count, np.int64)
-            stop = np.empty(count, np.int64)
-            count = 0
-        for d in range(len(offsets) - 1):
-            i, end = offsets[d], offsets[d + 1]
-            tok = i  # first byte after the last whitespace
-            while i < end:
-                c = data[i]
-                if c < 0x80:
-                    i += 1
-                    if space[c]:
-                        tok = i
-                    continue
-                w = unicode_space_len(data, i, end)
-                if w:
-                    i += w
-                    tok = i
-                    continue
-                j = token_end(data, i + 1, end, space)
-                if pass_no == 1:
-                    start[count], stop[count] = tok, j
-                count += 1
-                i = tok = j
-    return start, stop
+    d = 0
+    ndocs = len(offsets) - 1
+    bound = np.int64(0)  # every byte before it is settled; from it up to the next high byte all are ASCII
+    for q in range(len(high)):
+        i = high[q]
+        if i < bound:  # inside a token already taken
+            continue
+        while d < ndocs and offsets[d + 1] <= i:
+            d += 1
+        begin, end = offsets[d], offsets[d + 1]
+        if bound < begin:
+            bound = begin
+        w = unicode_space_len(data, i, end)
+        if w:
+            bound = i + w
+            continue
+        tok = i  # back to the whitespace before it: only ASCII bytes lie between bound and i
+        while tok > bound and not space[data[tok - 1]]:
+            tok -= 1
+        j = token_end(data, i + 1, end, space)
+        start[count], stop[count] = tok, j
+        count += 1
+        bound = j
+    return start[:count].copy(), stop[:count].copy()
 
 
 @njit(cache=True)

@@ -1,0 +1,116 @@
+"""What counting tokens adds to the ingest stage of a real run, as a user sees it.
+
+The ``curate`` flow (Prefect task runs on local Ray, every CPU of the machine) with
+``stages: [ingest]`` on the standard corpus (../shared/bench/make_corpus.py), so ingest is the
+last map step and publishing (with the token counts of the default tokenizer, the bundled
+Gemma 3) is fused into it. Each variant runs in its own process with its own Ray, so its
+workers start cold:
+
+- ``off``: ``tokenizer: {enabled: false}``;
+- ``first``: counting on, a tokenizer cache holding only the converted tokenizer (a machine's
+  first run: every worker tokenizes the pieces of its first shards);
+- ``later``: counting on again, the cache now holding the piece counts the first run saved.
+
+The figure is the ingest steps' CPU time (``cpu_seconds`` of each step's marker: the Ray
+worker's process time for the step) summed over shards; ``added_share`` = (on - off) / off
+(target: at most 0.15). Wall seconds are recorded too; the machine is shared (load average in
+the results).
+
+    python bench/token_count_run.py [--docs 100000] [--files 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import ensure_prefect, standard_corpus, write_results  # noqa: E402
+
+
+def one_run(corpus: Path, out: Path, tokens_on: bool) -> dict:
+    """Run the flow once in this process; the ingest steps' summed CPU and wall seconds."""
+    from flows.curate import run_curate
+    from tasks.config import PipelineConfig
+
+    cfg = PipelineConfig(
+        release="bench", output=str(out), stages=["ingest"], tokenizer={"enabled": tokens_on},
+        inputs=[{"uri": str(corpus / "docs"), "source": "bench", "columns": {"text": "text", "id": "id", "added": "added"}}],
+    )
+    manifest = run_curate(cfg)
+    markers = [json.loads(p.read_text()) for p in out.glob("state/work/**/*.done.json")]
+    ingest = [m for m in markers if m.get("stage") == "ingest"]
+    if not ingest or any("cpu_seconds" not in m for m in ingest):
+        raise SystemExit(f"{out}: no ingest step markers with cpu_seconds (found {len(markers)} markers)")
+    return {"cpu_seconds": round(sum(m["cpu_seconds"] for m in ingest), 2),
+            "step_seconds": round(sum(m["seconds"] for m in ingest), 2), "steps": len(ingest),
+            "stage_seconds": manifest["timing"].get("ingest"), "published": manifest["totals"]["documents"],
+            "tokenizer": manifest.get("tokenizer") or manifest["totals"].get("tokenizer"),
+            "model_tokens": manifest["totals"].get("model_tokens")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=100_000)
+    ap.add_argument("--files", type=int, default=16)
+    ap.add_argument("--variant", choices=["off", "on"], help=argparse.SUPPRESS)  # one run, in a child process
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    corpus = standard_corpus(args.docs, args.files)
+    if args.variant:
+        print("RESULT " + json.dumps(one_run(corpus, Path(args.out), args.variant == "on")), flush=True)
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="refinery-tokrun-"))
+    import atexit
+
+    atexit.register(shutil.rmtree, work, True)  # registered first, so it runs after the server is stopped
+    ensure_prefect(work / "home")  # one server for the three runs (children inherit PREFECT_API_URL)
+    from tasks import tokens
+
+    # a tokenizer cache holding only the converted tokenizer: convert (or find) it in the
+    # default cache, then link it into a fresh one
+    tokens.load_tokenizer().count(__import__("pyarrow").array(["warm the conversion"]))
+    real = Path(tokens._cache_dir())
+    cache = work / "tokenizers"
+    cache.mkdir()
+    for f in real.iterdir():
+        if f.name.endswith((".json",)) and ".tmp-" not in f.name:
+            os.symlink(f, cache / f.name)
+    env = {**os.environ, "REFINERY_TOKENIZER_CACHE": str(cache)}
+
+    runs = {}
+    for name, variant in [("off", "off"), ("first", "on"), ("later", "on")]:
+        out = work / name
+        proc = subprocess.run([sys.executable, __file__, "--docs", str(args.docs), "--files", str(args.files),
+                               "--variant", variant, "--out", str(out)], env=env, capture_output=True, text=True)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        if proc.returncode or not line:
+            raise SystemExit(f"run {name} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        runs[name] = json.loads(line[0][len("RESULT "):])
+        shutil.rmtree(out, ignore_errors=True)
+        print(name, runs[name], flush=True)
+    off = runs["off"]["cpu_seconds"]
+    for name in ("first", "later"):
+        runs[name]["added_share"] = round((runs[name]["cpu_seconds"] - off) / off, 3)
+        runs[name]["added_share_wall"] = round((runs[name]["step_seconds"] - runs["off"]["step_seconds"])
+                                               / runs["off"]["step_seconds"], 3)
+    info = json.loads((corpus / "corpus.json").read_text())
+    out = {"corpus": {"docs": info["docs"], "bytes": info["bytes"], "files": args.files},
+           "runs": runs, "target_added_share": 0.15,
+           "note": "cpu_seconds: the ingest steps' worker process time summed over shards (Ray workers, all CPUs); "
+                   "added_share = (on - off) / off. first: the tokenizer cache holds the conversion only; later: "
+                   "it also holds the piece counts the first run saved."}
+    path = write_results("token_count_run", out)
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
