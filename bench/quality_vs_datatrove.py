@@ -31,6 +31,7 @@ and times each engine in CPU seconds (docs/s per core) with the fallback share
     python bench/quality_vs_datatrove.py [--docs 20000] [--files 8]
     python bench/quality_vs_datatrove.py --score-only [--score-docs 2000]
     python bench/quality_vs_datatrove.py --verify --docs 200000 --files 16
+    python bench/quality_vs_datatrove.py --verify --docs 20000 --files 8 --name quality_engine_verify_20k
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def _be_nice() -> None:
     os.nice(max(0, 10 - os.nice(0)))  # the machine is shared: niceness 10, not more
 
 
-def verify(corpus: Path, workers: int) -> dict:
+def verify(corpus: Path, workers: int, name: str = "quality_engine_verify") -> dict:
     """Both engines on every document of the corpus, one process per core, each process taking
     whole files (its token caches start cold, as a stage worker's do). The results file is
     rewritten after every file, so that an interrupted run still records what it checked."""
@@ -137,7 +138,7 @@ def verify(corpus: Path, workers: int) -> dict:
         for row in pool.map(_verify_file, files):
             rows.append(row)
             res = _verify_summary(corpus, files, rows, workers, time.perf_counter() - t0, uptime_before)
-            write_results("quality_engine_verify", res)
+            write_results(name, res)
             print(f"{row['file']}: {row['documents']} docs, {row['n_differences']} differences, "
                   f"{row['fallbacks']} fallbacks; {res['docs']:,} docs so far", flush=True)
     return res
@@ -213,12 +214,14 @@ def main() -> None:
     ap.add_argument("--score-docs", type=int, default=2000, help="Documents for the score's cost.")
     ap.add_argument("--verify", action="store_true",
                     help="Both engines on every document, in-process (identity, docs/s per core, fallback share).")
+    ap.add_argument("--name", default="quality_engine_verify",
+                    help="--verify's results file under bench/results (a smaller run must not replace the 200k one).")
     ap.add_argument("--corpus", type=Path, help="A corpus folder made by make_corpus.py (default: built and cached).")
     args = ap.parse_args()
     corpus = args.corpus or standard_corpus(args.docs, args.files)
     if args.verify:
-        res = verify(corpus, WORKERS)
-        path = write_results("quality_engine_verify", res)
+        res = verify(corpus, WORKERS, args.name)
+        path = write_results(args.name, res)
         print(json.dumps({k: v for k, v in res.items() if k not in ("per_file", "first_differences")}, indent=1))
         print(f"fast {res['fast']['docs_per_s_per_core']:,} docs/s per core vs datatrove's classes "
               f"{res['datatrove_classes']['docs_per_s_per_core']:,}; fallback share {res['fallback_share']:.4f}; "
