@@ -204,3 +204,70 @@ def test_engine_config_and_stage_counts() -> None:
         assert tagged["fast"].attributes[name].equals(col), name
     figures = stage.engine_figures([{"engine": tagged["fast"].engine}])
     assert figures["fallback_share"] == tagged["fast"].engine["fallbacks"] / len(texts)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.integers(0, 6), max_size=120), st.lists(st.integers(1, 4), min_size=1, max_size=4),
+       st.lists(st.integers(1, 11), min_size=1, max_size=6))
+def test_repetition_kernel_equals_per_n_reference(ids: list[int], top_ns: list[int], dup_ns: list[int]) -> None:
+    """The one-pass repetition kernel gives, for every n, what the per-n reference kernels give.
+    A vocabulary of 7 tokens whose texts collide when joined ("a"+"b" = "ab") makes repeated
+    n-grams, ties and ambiguous duplicates frequent."""
+    import numpy as np
+
+    from tasks.quality.fast import kernels
+
+    texts = ["a", "b", "ab", "ba", "aba", "c", "bab"]
+    base = int(kernels.HASH_BASE)
+    tok_len = np.array([len(t) for t in texts], np.int64)
+    tok_hash = np.zeros(len(texts), np.uint64)
+    for i, t in enumerate(texts):
+        h = 0
+        for ch in t:
+            h = (h * base + ord(ch)) & ((1 << 64) - 1)
+        tok_hash[i] = h
+    tok_pow = np.array([pow(base, len(t), 1 << 64) for t in texts], np.uint64)
+    tok_pow_inv = np.array([pow(int(kernels.HASH_BASE_INV), len(t), 1 << 64) for t in texts], np.uint64)
+    arr = np.array(ids, np.int64)
+    top, dup = kernels.repetition_stats(arr, tok_len, tok_hash, tok_pow, tok_pow_inv, np.array(top_ns, np.int64),
+                                        np.array(dup_ns, np.int64))
+    assert top.tolist() == [kernels.top_ngram_chars(arr, tok_len, n) for n in top_ns]
+    assert dup.tolist() == [kernels.all_duplicate_chars(arr, tok_len, tok_hash, tok_pow, n) for n in dup_ns]
+
+
+def _index_chunks(text: str, known: set[str]) -> tuple[list[str], list[int]]:
+    from tasks.quality.fast.chunks import ChunkIndex, encode
+
+    index, ids = ChunkIndex(), {}
+    for c in sorted(known):
+        ids[c] = len(ids)
+        index.add(c, ids[c])
+    buf = encode(text)
+    cids, starts, ends = index.lookup(buf)
+    chunks = [bytes(buf[a:b]).decode("utf-8", "surrogatepass") for a, b in zip(starts, ends, strict=True)]
+    assert cids.tolist() == [ids.get(c, -1) for c in chunks]
+    return chunks, cids.tolist()
+
+
+def test_chunk_lookup_splits_as_str_split_over_every_code_point() -> None:
+    """The compiled chunker cuts at exactly the code points str.split cuts at: every code point
+    of Unicode (lone surrogates included) between letters, and all of them in one chunk."""
+    text = "x".join(chr(c) for c in range(0x110000))
+    chunks, _ = _index_chunks(text, set())
+    assert chunks == text.split()
+    dense = "".join(chr(c) for c in range(0x110000) if not chr(c).isspace())
+    assert _index_chunks(dense, {dense})[0] == [dense]
+
+
+_any_char = st.one_of(st.characters(), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
+                      st.sampled_from([c for c in map(chr, range(0x3001)) if c.isspace()]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(_any_char, max_size=200), st.data())
+def test_chunk_lookup_finds_known_chunks(text: str, data: st.DataObject) -> None:
+    """Known chunks get their ids, unknown ones -1, spans decode to str.split()'s chunks."""
+    words = text.split()
+    known = set(data.draw(st.lists(st.sampled_from(words), unique=True))) if words else set()
+    chunks, _ = _index_chunks(text, known)
+    assert chunks == words

@@ -40,6 +40,7 @@ class TokenTables:
         self.length = np.zeros(cap, np.int64)
         self.hash = np.zeros(cap, np.uint64)
         self.pow = np.zeros(cap, np.uint64)
+        self.pow_inv = np.zeros(cap, np.uint64)
         self.non_symbol = np.zeros(cap, bool)
         self.alpha = np.zeros(cap, bool)
         self.in_punct_chars = np.zeros(cap, bool)
@@ -51,12 +52,13 @@ class TokenTables:
             return
         if len(texts) > len(self.length):
             cap = max(len(texts), 2 * len(self.length))
-            for name in ("length", "hash", "pow", "non_symbol", "alpha", "in_punct_chars", "is_punct"):
+            for name in ("length", "hash", "pow", "pow_inv", "non_symbol", "alpha", "in_punct_chars", "is_punct"):
                 old = getattr(self, name)
                 new = np.zeros(cap, old.dtype)
                 new[: self.n] = old[: self.n]
                 setattr(self, name, new)
         base = int(kernels.HASH_BASE)
+        base_inv = int(kernels.HASH_BASE_INV)
         for i in range(self.n, len(texts)):
             w = texts[i]
             h = 0
@@ -65,6 +67,7 @@ class TokenTables:
             self.length[i] = len(w)
             self.hash[i] = h
             self.pow[i] = pow(base, len(w), 1 << 64)
+            self.pow_inv[i] = pow(base_inv, len(w), 1 << 64)
             # GopherQualityFilter: a word with any character outside PUNCTUATION_SET; one with a letter
             self.non_symbol[i] = any(ch not in self.punct_set for ch in w)
             self.alpha[i] = any(c.isalpha() for c in w)
@@ -131,7 +134,7 @@ class FastFilters:
         ns = [n for n, _ in f.top_n_grams] + [n for n, _ in f.dup_n_grams]
         if not all(isinstance(n, int) and n >= 1 for n in ns):
             return None
-        top, dup = kernels.repetition_stats(ids, t.length, t.hash, t.pow,
+        top, dup = kernels.repetition_stats(ids, t.length, t.hash, t.pow, t.pow_inv,
                                             np.array([n for n, _ in f.top_n_grams], np.int64),
                                             np.array([n for n, _ in f.dup_n_grams], np.int64))
         for (n, n_frac), chars in zip(f.top_n_grams, top.tolist(), strict=True):

@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit
 
 HASH_BASE = np.uint64(0x100000001B3)  # odd, so that multiplying by its powers never loses bits
+HASH_BASE_INV = np.uint64(pow(int(HASH_BASE), -1, 1 << 64))  # exists because the base is odd
 
 
 @njit(cache=True, nogil=True)
@@ -143,14 +144,144 @@ def sentence_events(ids: np.ndarray, in_punct_chars: np.ndarray, is_punct: np.nd
 
 @njit(cache=True, nogil=True)
 def repetition_stats(ids: np.ndarray, tok_len: np.ndarray, tok_hash: np.ndarray, tok_pow: np.ndarray,
-                     top_ns: np.ndarray, dup_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every n of ``top_n_grams`` and ``dup_n_grams`` in one call."""
+                     tok_pow_inv: np.ndarray, top_ns: np.ndarray,
+                     dup_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every n of ``top_n_grams`` and ``dup_n_grams`` in one call (``tok_pow_inv``: the inverse
+    of ``tok_pow``, ``HASH_BASE_INV`` to the token's length), the same results as
+    :func:`top_ngram_chars` and :func:`all_duplicate_chars` for each n (a test compares them).
+
+    Faster because the per-token properties are gathered once into the document's own
+    contiguous arrays (the vocabulary tables are large, so reading them once per n-gram position
+    and per n missed the cache) and one hash table serves every n, cleared through the list of
+    slots it used rather than allocated again."""
+    w = len(ids)
+    length = np.empty(w, np.int64)
+    th = np.empty(w, np.uint64)
+    tp = np.empty(w, np.uint64)
+    tpi = np.empty(w, np.uint64)
+    key = np.empty(w, np.uint64)
+    for i in range(w):
+        t = ids[i]
+        length[i] = tok_len[t]
+        th[i] = tok_hash[t]
+        tp[i] = tok_pow[t]
+        tpi[i] = tok_pow_inv[t]
+        key[i] = np.uint64(t + 1)
+    size = 16
+    while size < 2 * w:
+        size *= 2
+    mask = size - 1
+    keys = np.zeros(size, np.uint64)
+    lens = np.zeros(size, np.int64)
+    first = np.full(size, -1, np.int64)
+    count = np.zeros(size, np.int64)
+    used = np.empty(max(w, 1), np.int64)
     top = np.empty(len(top_ns), np.int64)
     dup = np.empty(len(dup_ns), np.int64)
     for k in range(len(top_ns)):
-        top[k] = top_ngram_chars(ids, tok_len, top_ns[k])
+        n = top_ns[k]
+        m = w - n + 1
+        if m <= 0:
+            top[k] = -1
+            continue
+        n_used = 0
+        for i in range(m):
+            h = np.uint64(n)
+            for j in range(n):
+                h = h * np.uint64(0x9E3779B97F4A7C15) + key[i + j]
+            h ^= h >> np.uint64(33)  # _mix, inline: a call per n-gram costs more than it
+            h *= np.uint64(0xFF51AFD7ED558CCD)
+            h ^= h >> np.uint64(33)
+            slot = np.int64(h & np.uint64(mask))
+            while True:
+                p = first[slot]
+                if p == -1:
+                    keys[slot] = h
+                    first[slot] = i
+                    count[slot] = 1
+                    used[n_used] = slot
+                    n_used += 1
+                    break
+                if keys[slot] == h:
+                    same = True
+                    for j in range(n):
+                        if key[p + j] != key[i + j]:
+                            same = False
+                            break
+                    if same:
+                        count[slot] += 1
+                        break
+                slot = (slot + 1) & mask
+        # slots were used in order of first occurrence, so a strict ">" keeps ties to the
+        # n-gram seen first, as Counter.most_common(1) does
+        best_c = 0
+        best_p = 0
+        for u in range(n_used):
+            s = used[u]
+            if count[s] > best_c:
+                best_c = count[s]
+                best_p = first[s]
+            first[s] = -1
+        chars = n - 1
+        for j in range(n):
+            chars += length[best_p + j]
+        top[k] = chars * best_c
+    # prefix hashes: the n-gram from i to j (tokens) has hash P[j] - P[i] * B^(C[j] - C[i]),
+    # the same value the per-n kernel folds token by token (mod 2**64, B invertible), in two
+    # multiplications instead of n
+    pre = np.zeros(w + 1, np.uint64)
+    cum = np.zeros(w + 1, np.int64)
+    bpow = np.ones(w + 1, np.uint64)  # B^C[k]
+    binv = np.ones(w + 1, np.uint64)  # B^-C[k]
+    for i in range(w):
+        pre[i + 1] = pre[i] * tp[i] + th[i]
+        cum[i + 1] = cum[i] + length[i]
+        bpow[i + 1] = bpow[i] * tp[i]
+        binv[i + 1] = binv[i] * tpi[i]
     for k in range(len(dup_ns)):
-        dup[k] = all_duplicate_chars(ids, tok_len, tok_hash, tok_pow, dup_ns[k])
+        n = dup_ns[k]
+        m = w - n + 1
+        if m <= 0:
+            dup[k] = 0
+            continue
+        n_used = 0
+        repeated = 0
+        idx = 0
+        while idx < m:
+            h = pre[idx + n] - pre[idx] * (bpow[idx + n] * binv[idx])
+            chars = cum[idx + n] - cum[idx]
+            g = h ^ (h >> np.uint64(33))
+            g *= np.uint64(0xFF51AFD7ED558CCD)
+            g ^= g >> np.uint64(33)
+            slot = np.int64(g & np.uint64(mask))
+            found = False
+            while True:
+                p = first[slot]
+                if p == -1:
+                    break
+                if keys[slot] == h and lens[slot] == chars:
+                    for j in range(n):
+                        if key[p + j] != key[idx + j]:
+                            repeated = -1
+                            break
+                    found = True
+                    break
+                slot = (slot + 1) & mask
+            if repeated < 0:
+                break
+            if found:
+                repeated += chars
+                idx += n
+            else:
+                keys[slot] = h
+                lens[slot] = chars
+                first[slot] = idx
+                used[n_used] = slot
+                n_used += 1
+                idx += 1
+        for u in range(n_used):
+            first[used[u]] = -1
+        dup[k] = repeated
     return top, dup
 
 

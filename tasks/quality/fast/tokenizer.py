@@ -31,6 +31,8 @@ import re
 import numpy as np
 from numba import njit
 
+from tasks.quality.fast.chunks import ChunkIndex, encode
+
 # Py_UNICODE_ISSPACE in the regex engine, the same predicate as str.isspace (a test checks it
 # over every code point)
 _WS_RUNS = re.compile(r"(\s+)")
@@ -57,6 +59,7 @@ class FastTokenizer:
         self.tok_text: list[str] = []
         self.tok_is_punct: list[bool] = []
         self._cache: dict[str, int] = {}  # chunk -> chunk id
+        self._index = ChunkIndex()  # the same, for the compiled lookup over a document's bytes
         # per chunk id: its tokens (CSR), whether a retokenizing special case matches inside it,
         # and its sentencizer transition (state after, new sentences) from state 0 and from 1
         self._off = np.zeros(1025, np.int64)
@@ -190,7 +193,12 @@ class FastTokenizer:
         if not new:
             return
         joined = "\n".join(new)
-        real = _groups([(t.text, bool(t.is_punct)) for t in self.nlp.tokenizer(joined)], ("\n", False))
+        # the Doc's arrays, not Token objects (one Python object per token cost more than spaCy)
+        from spacy.attrs import IS_PUNCT, ORTH
+
+        strings = self.nlp.vocab.strings
+        arr = self.nlp.tokenizer(joined).to_array([ORTH, IS_PUNCT]).tolist()
+        real = _groups([(strings[o], bool(p)) for o, p in arr], ("\n", False))
         if len(real) != len(new):
             for c in new:  # not expected; one call per chunk is always right
                 self._add(c)
@@ -218,6 +226,7 @@ class FastTokenizer:
             grown[: len(self._has_match)] = self._has_match
             self._has_match = grown
         self._chunk_text.append(chunk)
+        self._index.add(chunk, cid)
         start = self._off[cid]
         if start + len(ids) > len(self._toks):
             self._toks = _grow(self._toks, start + len(ids))
@@ -240,13 +249,13 @@ class FastTokenizer:
     # -- words ---------------------------------------------------------------------------------
     def word_ids(self, text: str) -> np.ndarray:
         """Token ids of ``datatrove.utils.text.split_into_words(text)``."""
-        chunks = text.split()
-        cache = self._cache
-        try:
-            cids = np.fromiter(map(cache.__getitem__, chunks), np.int64, len(chunks))
-        except KeyError:
-            self._fill(chunks)
-            cids = np.fromiter(map(cache.__getitem__, chunks), np.int64, len(chunks))
+        buf = encode(text)
+        cids, starts, ends = self._index.lookup(buf)
+        if len(cids) and cids.min() < 0:
+            new = [bytes(buf[a:b]).decode("utf-8", "surrogatepass")
+                   for a, b in zip(starts[cids < 0].tolist(), ends[cids < 0].tolist(), strict=True)]
+            self._fill(new)
+            cids, starts, ends = self._index.lookup(buf)
         ids, unsafe, need = expand_chunks(cids, self._off, self._toks, self._has_match, self._last_class,
                                           self._first_class, self._edge_matrix)
         if len(need):
@@ -254,21 +263,52 @@ class FastTokenizer:
             ids, unsafe, need = expand_chunks(cids, self._off, self._toks, self._has_match, self._last_class,
                                               self._first_class, self._edge_matrix)
         if unsafe:
-            return self._slow_word_ids(text)
+            return self._slow_word_ids(buf, cids, starts, ends, ids)
         return ids
 
-    def _slow_word_ids(self, text: str) -> np.ndarray:
-        """spaCy's tokenizer on the whole document (what datatrove runs, without its sentencizer,
-        which does not change tokens), for a document where a special-case pattern matches across
-        chunks; whitespace tokens dropped as ``strip_strings`` does."""
+    def _slow_word_ids(self, buf: np.ndarray, cids: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                       cached: np.ndarray) -> np.ndarray:
+        """The words of a document where a special-case pattern may match across chunks.
+
+        Only the runs of chunks that such a match could join need spaCy: a match spans
+        consecutive pattern tokens, so it crosses a chunk boundary only where the characters on
+        either side are an edge pair of some pattern. Cutting the document at every other boundary
+        gives runs that no match crosses; spaCy's span filter (``_filter_special_spans``: longest
+        first, then by start, a span losing to any earlier span that holds its first or last
+        token) only compares overlapping spans, so a run's matches and their outcome are the
+        same whether spaCy sees the run or the whole document. A run whose chunks hold no
+        retokenizing match keeps its cached tokens (``cached``: every chunk's, in order); any
+        other run is tokenized by spaCy from its own text (the document from the run's first
+        chunk to its last, whitespace as it is), whitespace tokens dropped as ``strip_strings``
+        does."""
         self.slow_docs += 1
+        off, toks = self._off, self._toks
+        cut = run_starts(cids, off, toks, self._last_class, self._first_class, self._edge_matrix)
+        pos = np.zeros(len(cids) + 1, np.int64)  # where each chunk's cached tokens begin
+        np.cumsum(off[cids + 1] - off[cids], out=pos[1:])
+        pieces: list[np.ndarray] = []
+        done = 0  # chunks before this one are in pieces
+        for start, end in zip(cut[:-1].tolist(), cut[1:].tolist(), strict=True):
+            if end - start < 2:
+                continue
+            run = cids[start:end]
+            self._know_matches(run)
+            if (self._has_match[run] == 1).any():
+                pieces.append(cached[pos[done]:pos[start]])
+                run_text = bytes(buf[starts[start]:ends[end - 1]]).decode("utf-8", "surrogatepass")
+                pieces.append(np.array(self._spacy_words(run_text), np.int64))
+                done = end
+        pieces.append(cached[pos[done]:])
+        return np.concatenate(pieces)
+
+    def _spacy_words(self, text: str) -> list[int]:
         # no memory_zone: leaving one flushes spaCy's own chunk cache, which costs more than the
         # lexemes it would free
         from spacy.attrs import ORTH
 
         strings = self.nlp.vocab.strings
         toks = [strings[o] for o in self.nlp.tokenizer(text).to_array(ORTH).tolist()]
-        return np.fromiter((self._intern(w.strip()) for w in toks if w.strip()), np.int64)
+        return [self._intern(w.strip()) for w in toks if w.strip()]
 
     def words(self, text: str) -> list[str]:
         return [self.tok_text[i] for i in self.word_ids(text)]
@@ -407,3 +447,18 @@ def fast_tokenizer(language: str = "en") -> FastTokenizer:
 def words(text: str, language: str = "en") -> list[str]:
     """datatrove's ``split_into_words`` for English, fast (for other statistics, e.g. the scorer)."""
     return fast_tokenizer(language).words(text)
+
+
+@njit(cache=True, nogil=True)
+def run_starts(cids: np.ndarray, off: np.ndarray, toks: np.ndarray, last_class: np.ndarray,
+               first_class: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Where the runs of chunks that a special-case match could join begin (a boundary without an
+    edge-character pair starts a new run), with ``len(cids)`` appended."""
+    out = np.empty(len(cids) + 1, np.int64)
+    k = 0
+    for i in range(len(cids)):
+        if i == 0 or not edges[last_class[toks[off[cids[i - 1] + 1] - 1]], first_class[toks[off[cids[i]]]]]:
+            out[k] = i
+            k += 1
+    out[k] = len(cids)
+    return out[:k + 1]
