@@ -124,7 +124,7 @@ def _fast_file(path: str) -> dict:
 
     from tasks.quality import heuristics
     from tasks.quality.fast.tokenizer import fast_tokenizer
-    from tasks.quality.fast.verify import default_specs
+    from tasks.quality.verify_fast import default_specs
 
     t = pq.read_table(path, columns=["id", "text"])
     texts, ids = t.column("text").to_pylist(), [str(x) for x in t.column("id").to_pylist()]
