@@ -161,17 +161,20 @@ def _log_times(log: Path) -> list[tuple[float, str]]:
 def run_breakdown(root: Path, release: str, wall_seconds: float, workers: int) -> dict[str, Any]:
     """Where the wall clock of one ``refinery run`` went, from what the run itself left behind:
     its log (Ray's start), its manifest (each stage's wall time, publish) and its shard markers
-    (the seconds spent inside step functions, per-worker cold loads included). What is left of a
+    (the seconds spent inside step functions, per-worker cold loads included, and the workers'
+    CPU seconds in them: on a shared machine the wall seconds also count other processes). What is left of a
     stage's wall time after its compute spread over the workers is orchestration: Prefect task
     runs, Ray scheduling, worker start. Everything outside the flow's stages (CLI start, config
     and stack checks, Ray start and stop, flow run bookkeeping) is ``outside_stages``."""
     manifest = json.loads((root / "releases" / release / "manifest.json").read_text())
     timing = manifest.get("timing", {})
     compute: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     for marker in (root / "state" / "work" / release).glob("*/*.done.json"):
         with contextlib.suppress(ValueError, OSError):
             data = json.loads(marker.read_text())
             compute[marker.parent.name] = compute.get(marker.parent.name, 0.0) + float(data.get("seconds") or 0.0)
+            cpu[marker.parent.name] = cpu.get(marker.parent.name, 0.0) + float(data.get("cpu_seconds") or 0.0)
     ray_start = None
     log = root / "state" / "logs" / f"{release}.log"
     if log.exists():
@@ -190,6 +193,7 @@ def run_breakdown(root: Path, release: str, wall_seconds: float, workers: int) -
         "stage_wall_seconds": {k: round(v, 2) for k, v in stages.items()},
         "publish_seconds": round(timing.get("publish", 0.0), 2),
         "step_compute_seconds": {k: round(v, 2) for k, v in sorted(compute.items())},
+        "step_cpu_seconds": {k: round(v, 2) for k, v in sorted(cpu.items())},
         "step_compute_over_workers_seconds": round(compute_total / workers, 2),
         "orchestration_seconds": round(max(0.0, stage_wall - compute_total / workers), 2),
         "outside_stages_seconds": round(max(0.0, wall_seconds - stage_wall - timing.get("publish", 0.0)), 2),

@@ -126,7 +126,8 @@ def main() -> None:
     import numpy as np
     import pyarrow as pa
 
-    from tasks.decontam import DecontamConfig, decontaminate, load_indexes
+    from tasks.decontam.config import DecontamConfig
+    from tasks.decontam.core import decontaminate, load_indexes
 
     texts, hosts = corpus_with_copies(args.docs, args.files)
     n = len(texts)

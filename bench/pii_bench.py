@@ -46,7 +46,8 @@ def main() -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from tasks.pii import PiiConfig, scan
+    from tasks.pii.config import PiiConfig
+    from tasks.pii.core import scan
 
     corpus = standard_corpus(args.docs, args.files)
     standard = pa.concat_tables([pq.read_table(f, columns=["text"]) for f in sorted((corpus / "docs").glob("*.parquet"))])

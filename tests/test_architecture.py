@@ -84,3 +84,13 @@ def test_the_orchestration_contract_covers_every_module_of_tasks_but_tasks_paral
     assert set(orchestration["source_modules"]) == children - {"tasks.parallel"}
     acyclic = [c for c in contracts if c["type"] == "acyclic_siblings"]
     assert acyclic and acyclic[0]["ancestors"] == ["tasks"]
+
+
+def test_reading_a_pipeline_config_loads_no_stage_machinery():
+    """`tasks.config` is the bottom of the house: the CLI, the Prefect form and every worker
+    import it, so it must not pull compiled kernels or models in (a package `__init__` that
+    re-exported decontamination's kernels once cost every `refinery` command a second)."""
+    heavy = ("numba", "spacy", "datatrove", "ray", "prefect", "fasttext", "sklearn", "lightgbm", "llama_cpp")
+    probe = f"import sys, tasks.config; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -59,6 +59,7 @@ def test_default_job_curates_the_bundled_input(stack, tmp_path):
     assert list(parts["stage_wall_seconds"]) == manifest["stages"]
     assert {"ingest", "exact_dedup", "near_dedup", "quality"} <= set(parts["step_compute_seconds"])
     assert all(v > 0 for k, v in parts["step_compute_seconds"].items() if k in manifest["stages"])
+    assert parts["step_cpu_seconds"]["quality"] > 0
     assert parts["outside_stages_seconds"] > parts["ray_start_seconds"]
     # the quality stage ran: every tagger's attributes, only the language rule dropped anything
     q = manifest["quality"]

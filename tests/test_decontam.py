@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.decontam import DecontamConfig, DecontamError, decontaminate, load_indexes
-from tasks.decontam.core import attribute_names
+from tasks.decontam.config import DecontamConfig
+from tasks.decontam.core import DecontamError, attribute_names, decontaminate, load_indexes
 from tasks.storage import StorageSpec
 from tests.conftest import shared
 

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.pii import TOKENS, PiiConfig, attribute_names, find_pii, iban_ok, luhn_ok, scan
+from tasks.pii.config import PiiConfig
+from tasks.pii.core import TOKENS, attribute_names, find_pii, iban_ok, luhn_ok, scan
 from tests.conftest import shared
 
 HOSTS = [("conversations_hh_rlhf/conversations_hh_rlhf.parquet", "chosen"),
