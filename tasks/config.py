@@ -50,6 +50,13 @@ __all__ = [
 
 LATER_SECTIONS = ("extract", "decontaminate", "pii", "tokenizer")
 PIPELINE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# fields added to a section after releases were made with it: (section, field) -> the default at
+# which public_dict leaves them out, so that those releases' configs keep their checksums
+LATER_FIELDS: dict[tuple[str, str], Any] = {
+    ("quality", "evaluate"): [],
+    ("quality", "engine"): "fast",
+    ("leaner", "content_check"): "learned",
+}
 
 
 class ExecutionConfig(ConfigModel):
@@ -146,11 +153,10 @@ class PipelineConfig(ConfigModel):
         for key in LATER_SECTIONS:
             if data.get(key) == type(getattr(self, key))().model_dump(mode="json"):
                 data.pop(key, None)
-        # quality settings added later, left out at their defaults for the same reason
-        if not data.get("quality", {}).get("evaluate", [1]):
-            del data["quality"]["evaluate"]
-        if data.get("quality", {}).get("engine") == "fast":
-            del data["quality"]["engine"]
+        # settings added later, left out at their defaults for the same reason
+        for (section, key), default in LATER_FIELDS.items():
+            if key in data.get(section, {}) and data[section][key] == default:
+                del data[section][key]
         for spec in data.get("inputs", []):
             if spec.get("columns", {}).get("html", "") is None:
                 del spec["columns"]["html"]

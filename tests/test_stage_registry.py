@@ -49,6 +49,10 @@ def test_web_inputs_bring_the_extract_stage_and_hygiene_stages_run_when_configur
     assert [s.name for s in registry.order(late)] == late.stages
     plain = PipelineConfig(inputs=[{"uri": "t.jsonl"}]).public_dict()  # sections at their defaults: not recorded
     assert not {"extract", "decontaminate", "pii", "tokenizer"} & set(plain) and "html" not in plain["inputs"][0]["columns"]
+    # fields added later are recorded only when set away from their defaults
+    assert {"evaluate", "engine"}.isdisjoint(plain["quality"]) and "content_check" not in plain["leaner"]
+    floors = PipelineConfig(inputs=[{"uri": "t.jsonl"}], leaner={"content_check": "floors"}).public_dict()
+    assert floors["leaner"]["content_check"] == "floors"
 
 
 def test_a_listed_stage_runs_and_an_unlisted_one_does_not():
