@@ -34,6 +34,15 @@ def test_every_builtin_stage_has_a_row_and_a_config_section():
         assert st.config_key in PipelineConfig.model_fields, st.name
 
 
+def test_every_builtin_stage_has_a_step_test_file():
+    """Each stage of tasks/ has tests/unit/test_<stage>_step.py calling its step directly
+    (docs/architecture.md, adding a stage: 3)."""
+    builtin = [st.name for st in registry.stages() if (st.step or st.plan).__module__.startswith("tasks.")]
+    assert len(builtin) >= 9
+    missing = [n for n in builtin if not (ROOT / "tests" / "unit" / f"test_{n}_step.py").is_file()]
+    assert not missing, f"stages without a step test file in tests/unit/: {missing}"
+
+
 def _modules(*folders: str) -> list[Path]:
     return [p for f in folders for p in (ROOT / f).rglob("*.py")]
 

@@ -1,5 +1,5 @@
 """The learned ProX writer: measured on a labelled set it did not train on, trained from the
-command line, fed bad pairs and bad model files, and run through the ProX step."""
+command line, fed bad pairs and bad model files. Through the ProX step: tests/unit/test_prox_step.py."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from tasks.prox.training import (
     train_to_storage,
 )
 from tasks.prox.writers import HeuristicWriter
-from tests.builders import ingest_one, pipeline_config, run_context, shared_input
 from tests.conftest import shared
 from tests.corpora import write_jsonl
 
@@ -101,26 +100,6 @@ def test_writer_programs_parse_and_auto_picks_learned_without_a_language_model()
     assert 0.1 < res.figures["words_out"] / res.figures["words_in"] < 0.95
     # a page of nothing but navigation is dropped at document level
     assert writer.doc_programs(["Home\nNews\nSport\nWeather\nContact us\nPrivacy policy"]) == ["drop_doc()"]
-
-
-def test_learned_writer_through_the_prox_step(tmp_path):
-    """The shard step as a flow runs it: work table in, attributes, rejects and the marker
-    out, the writer and its model named in the marker."""
-    from tasks import layout
-    from tasks.prox.steps import prox_step
-
-    cfg = pipeline_config(tmp_path / "root", shared_input(READABILITY, "pages", text="page_text"),
-                          prox={"enabled": True, "writer": "learned"})
-    ctx = run_context(cfg)
-    shard, _ = ingest_one(ctx)
-    storage = ctx.storage.open()
-    work = storage.read_parquet(layout.work_path("r1", "ingest", shard.name))
-    out = prox_step(ctx, shard.name, "ingest", final=True)
-    assert out["writer"] == "learned" and str(learned.DEFAULT_MODEL) in out["writer_model"]
-    assert out["prox"]["doc_programs"] == work.num_rows
-    assert out["prox"]["ops"]["remove_lines"] > 0 and out["prox"]["words_out"] < out["prox"]["words_in"]
-    marker = storage.read_json(layout.marker_path("r1", "prox", shard.name))
-    assert marker["writer"] == "learned"
 
 
 def test_missing_or_foreign_model_fails_before_any_work_naming_the_file(tmp_path):

@@ -1,6 +1,6 @@
 """The combined quality score (``quality__combined__score``): measured against human labels
-on documents it was not fitted on, shipped reproducibly, written by the stage, evaluated and
-retrained from the command line, and drawn in the report."""
+on documents it was not fitted on, shipped reproducibly, evaluated and
+retrained from the command line, and drawn in the report. What the stage step writes is tested in tests/unit/test_quality_step.py."""
 
 from __future__ import annotations
 
@@ -131,48 +131,6 @@ def _ingest_and_quality(tmp_path: Path, quality: dict) -> tuple[dict, pa.Table, 
                               if "/attributes/quality/" in f["path"]])
     docs = pq.read_table(shared("cc_web_samples/cc_web_samples.parquet"), columns=["id", "collection"])
     return result, attrs, docs
-
-
-def test_the_stage_writes_the_score_for_every_document_and_it_ranks_unseen_web_text(tmp_path):
-    """On cc_web_samples (never used to train or fit the score): every document gets a score
-    in [0, 1]; clean web prose (C4, CCNet head, RealNews) ranks above menu-heavy raw pages, and
-    non-English pages sit at the bottom."""
-    from tasks.ingest import stable_id
-
-    result, attrs, docs = _ingest_and_quality(tmp_path, {"enabled": True})
-    assert stage.COMBINED in attrs.column_names
-    scores = dict(zip(attrs.column("id").to_pylist(), stage.rule_values(attrs.column(stage.COMBINED)), strict=True))
-    assert len(scores) == docs.num_rows and all(0 <= s <= 1 for s in scores.values())
-    assert sum(result["histograms"][stage.COMBINED]) == docs.num_rows
-    by_collection: dict[str, list[float]] = {}
-    for doc_id, coll in zip(docs.column("id").to_pylist(), docs.column("collection").to_pylist(), strict=True):
-        by_collection.setdefault(coll.split(" ")[0], []).append(scores[stable_id("cc", doc_id, "")])
-    clean = by_collection["c4_en"] + by_collection["ccnet_head"] + by_collection["realnews"]
-    menus = by_collection["cc_raw_text"] + [s for c, v in by_collection.items() if c == "warc_html_to_text" for s in v
-                                            if s > 0.05]  # the English 2024 crawl pages (others are ja/zh)
-    foreign = by_collection["stackexchange"]  # Spanish
-    ranking = auc(np.array(clean + menus), np.array([1] * len(clean) + [0] * len(menus)))
-    print(f"medians: clean {np.median(clean):.3f}, menu-heavy {np.median(menus):.3f}, Spanish "
-          f"{np.median(foreign):.3f}; AUC clean vs menu-heavy {ranking:.3f}")
-    assert np.median(clean) > np.median(menus) > np.median(foreign)
-    assert ranking >= 0.8
-    # the score has no language input (language is the language-ID tagger's rule): Spanish Q&A
-    # pages sit at the bottom for their symbols and their unarticle-like words
-    assert np.median(foreign) < 0.1
-
-
-def test_min_score_makes_the_score_a_filter(tmp_path):
-    """Off by default; with ``min_score`` a rule named ``combined`` drops what scores below it
-    (here the only rule: the language and heuristic taggers only tag)."""
-    tag_only = {"drop": False}
-    result, attrs, docs = _ingest_and_quality(tmp_path, {
-        "enabled": True, "combined": {"min_score": 0.5}, "language_id": {"keep": []}, "gopher_repetition": tag_only,
-        "gopher_quality": tag_only, "c4_quality": tag_only, "fineweb_quality": tag_only})
-    values = stage.rule_values(attrs.column(stage.COMBINED))
-    below = int((values < 0.5).sum())
-    assert 0 < below < docs.num_rows
-    assert result["funnel"]["dropped"] == {"combined": below}
-    assert result["funnel"]["docs_out"] == docs.num_rows - below
 
 
 def test_eval_cli_on_the_dev_set(dev, tmp_path):
