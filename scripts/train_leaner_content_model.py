@@ -10,7 +10,8 @@ second half replaced, truncated to 30%, the original unchanged) that pass those 
 A standardized logistic regression (scikit-learn, C=1, balanced classes, lbfgs: deterministic);
 the threshold is the 2nd percentile of the positives' probabilities. Five-fold cross-validation
 on the calibration half (folds by pair) is printed as a second estimate; the held-out half is
-then measured with the shipped validator, nothing of it used. The fluency floor stored with
+then measured with the shipped validator; its pairs train nothing, but it was looked at during
+development (docs/leaner.md says how), so the cross-validation is the unbiased estimate. The fluency floor stored with
 the model is halfway between the least fluent calibration reference and the most fluent
 shuffled calibration rewrite.
 

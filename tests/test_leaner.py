@@ -153,8 +153,9 @@ def test_content_checks_on_the_heldout_half(pairs):
     rate = {k: sum(v.accepted == (k == "reference") for v in vs) / len(held) for k, vs in verdicts.items()}
     reasons = {k: Counter(v.reason for v in vs if not v.accepted) for k, vs in verdicts.items()}
     print("held-out:", {k: round(r, 3) for k, r in rate.items()}, {k: dict(c) for k, c in reasons.items()})
-    # measured 93.1% / 99.0% / 99.0% / 98.0% / 99.5% / 100% (docs/leaner.md)
-    assert rate["reference"] >= 0.93
+    # measured 93.1% / 99.0% / 99.0% / 98.0% / 99.5% / 100% (docs/leaner.md; a development
+    # figure: the half was looked at while the rules were made, the calibration CV gives 92.7%)
+    assert rate["reference"] >= 0.92
     assert all(rate[kind] >= 0.95 for kind in CORRUPTIONS)
     assert rate["original_unchanged"] == 1.0
     # the content decision is what catches the meaning-level corruptions the old checks let
