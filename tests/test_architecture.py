@@ -41,6 +41,21 @@ def test_every_builtin_stage_has_a_step_test_file():
     assert len(builtin) >= 9
     missing = [n for n in builtin if not (ROOT / "tests" / "unit" / f"test_{n}_step.py").is_file()]
     assert not missing, f"stages without a step test file in tests/unit/: {missing}"
+    # and the file really calls the step the registry runs (or its planner's step functions)
+    idle = []
+    for st in registry.stages():
+        if st.name not in builtin:
+            continue
+        tree = ast.parse((ROOT / "tests" / "unit" / f"test_{st.name}_step.py").read_text())
+        called = {n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, "attr", "")
+                  for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        tests = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
+        step = st.step.__name__ if st.step else None
+        # tests.builders.ingest_one is the ingest step as the flow calls it
+        if not tests or (step is not None and step not in called) or (step is None and not any(
+                name.endswith("_step") or name == "ingest_one" for name in called)):
+            idle.append(st.name)
+    assert not idle, f"step test files that call no step function: {idle}"
 
 
 def _modules(*folders: str) -> list[Path]:
