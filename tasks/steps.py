@@ -37,7 +37,12 @@ def id_check_needed(shards: list[Shard]) -> bool:
 
 def _ingest(ctx: RunContext, shard: Shard):
     dedup = ctx.config.exact_dedup
-    return ingest_shard(shard, ctx.config.ingest, dedup.key if dedup.enabled else None, ctx.release, ctx.created_at)
+    # exact dedup keys the text as it reaches it: ingest's hash serves only when exact dedup's
+    # key map runs on ingest's own output (the feed the flow sets when exact dedup comes next);
+    # after extract or ProX the text is hashed again, and hashing a page's HTML here cost a
+    # quarter of extraction's time for nothing
+    keyed = dedup.enabled and ctx.feed is not None and ctx.feed.key == "exact_map"
+    return ingest_shard(shard, ctx.config.ingest, dedup.key if keyed else None, ctx.release, ctx.created_at)
 
 
 def ingest_read_step(ctx: RunContext, shard: Shard) -> dict[str, Any]:

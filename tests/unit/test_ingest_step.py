@@ -29,3 +29,26 @@ def test_ingest_step_writes_a_normalized_work_table_that_accounts_for_every_inpu
     texts = work.column("text").to_pylist()
     assert all(unicodedata.is_normalized("NFC", t) and "\r" not in t for t in texts)
     assert marker["skipped"] is False and ingest_one(ctx)[1]["skipped"] is True  # a rerun skips the done step
+
+
+def test_ingest_hashes_for_exact_dedup_only_when_its_key_map_comes_next(tmp_path):
+    """Exact dedup keys the text as it reaches it: when its key map runs on ingest's output
+    (the feed the flow sets) ingest fills ``content_hash``; when another stage comes between
+    (extract turns HTML into text), hashing here would be wasted work, so it stays null."""
+    import xxhash
+
+    from tasks.dedup.exact_steps import exact_map_outputs
+    from tasks.stepkit import Feed
+    from tasks.text_norm import content_key
+
+    ctx = run_context(pipeline_config(tmp_path / "a", shared_input(CC, "cc", id="id", metadata="none")))
+    shard, _ = ingest_one(ctx, feed=Feed("ingest", "exact_map", exact_map_outputs))
+    work = ctx.storage.open().read_parquet(layout.work_path(ctx.release, "ingest", shard.name))
+    key = ctx.config.exact_dedup.key
+    assert work.column("content_hash").to_pylist() == [
+        xxhash.xxh3_128_digest(content_key(t, key).encode("utf-8")) for t in work.column("text").to_pylist()]
+
+    other = run_context(pipeline_config(tmp_path / "b", shared_input(CC, "cc", id="id", metadata="none")))
+    shard, _ = ingest_one(other)  # the stage after ingest is not exact dedup
+    skipped = other.storage.open().read_parquet(layout.work_path(other.release, "ingest", shard.name))
+    assert skipped.num_rows == work.num_rows and skipped.column("content_hash").null_count == skipped.num_rows
