@@ -44,6 +44,8 @@ except ImportError:  # pragma: no cover - Python < 3.11
 # Py_UNICODE_ISSPACE in the regex engine, the same predicate as str.isspace (a test checks it
 # over every code point)
 _WS_RUNS = re.compile(r"(\s+)")
+# chunks that may be affixes around one plain core (FastTokenizer._shape decides)
+_SHAPE_CANDIDATE = re.compile(r"\W*(?:[A-Za-z]+|[0-9]+)\W*(?:['’][sS])?\W*\Z")
 
 
 class FastTokenizer:
@@ -227,38 +229,47 @@ class FastTokenizer:
             self._add(c, toks)
 
     def _shape(self, chunk: str) -> list[str] | None:
-        """spaCy's tokens of a chunk of the common shapes, without running its tokenizer: ``w``,
-        ``w`` + one suffix character, one prefix character + ``w``, where ``w`` is non-empty and
-        of a plain alphabet (no affix or infix pattern matches within it, see
-        ``plain_alphabets``). Following ``Tokenizer._split_affixes`` and ``_attach_tokens``
-        (spaCy 3.8): with no special case for the chunk or for ``w``, and no ``token_match``,
-
-        - ``w``: no prefix, no suffix, no infix: one token;
-        - ``w`` + ``q``, ``find_prefix`` 0 and ``find_suffix`` 1 on the chunk: ``q`` is pushed as a
-          suffix, the loop runs once more on ``w`` and finds nothing, ``w`` is one token: ``[w, q]``;
-        - ``q`` + ``w``, ``find_prefix`` 1: ``q`` is pushed as a prefix, ``find_suffix(w)`` is 0,
-          the next round finds nothing: ``[q, w]``.
-
-        The affix lengths are spaCy's own functions' answers; ``None`` for any other chunk."""
-        if not self._plain_alphabets or len(chunk) > 64:
-            return None  # long chunks: the plain-alphabet test below is not worth it
-        rules = self.nlp.tokenizer.rules
-        if chunk in rules:
-            return None
-        if self._plain(chunk):
-            return [chunk]
-        if len(chunk) < 2:
-            return None
+        """spaCy's tokens of a chunk (before the special-case matcher pass) without running its
+        tokenizer, when the chunk is affixes around a plain core: ``Tokenizer._split_affixes``
+        (spaCy 3.8) step by step, with spaCy's own ``find_prefix`` and ``find_suffix`` and its
+        special cases (``rules``), stopping at a core of a plain alphabet (``plain_alphabets``),
+        which ``_attach_tokens`` then pushes as one token: not a special case, no prefix, suffix
+        or infix can match in it (and spaCy's cache holds, for such a string, that same one
+        token). ``None`` for any other chunk (a special case met, an empty or non-plain core)."""
+        if not self._plain_alphabets or not _SHAPE_CANDIDATE.match(chunk):
+            return None  # the candidate test only spares regex calls on chunks that would fail
         tok = self.nlp.tokenizer
-        w = chunk[:-1]
-        if self._plain(w):
-            if w not in rules and tok.find_prefix(chunk) == 0 and tok.find_suffix(chunk) == 1:
-                return [w, chunk[-1]]
+        rules = tok.rules
+        find_prefix, find_suffix = tok.find_prefix, tok.find_suffix
+        string = chunk
+        prefixes: list[str] = []
+        suffixes: list[str] = []
+        last_size = 0
+        while string and len(string) != last_size:
+            if string in rules:
+                return None
+            if self._plain(string):
+                break  # this round would find no prefix and no suffix: the loop ends unchanged
+            last_size = len(string)
+            pre_len = find_prefix(string)
+            if pre_len and string[pre_len:] in rules:
+                return None  # spaCy stops at a special case
+            suf_len = find_suffix(string[pre_len:])
+            if suf_len and string[:-suf_len] in rules:
+                return None
+            if pre_len and suf_len and pre_len + suf_len <= len(string):
+                prefixes.append(string[:pre_len])
+                suffixes.append(string[-suf_len:])
+                string = string[pre_len:-suf_len]
+            elif pre_len:
+                prefixes.append(string[:pre_len])
+                string = string[pre_len:]
+            elif suf_len:
+                suffixes.append(string[-suf_len:])
+                string = string[:-suf_len]
+        if not string or string in rules or not self._plain(string):
             return None
-        w = chunk[1:]
-        if self._plain(w) and w not in rules and tok.find_prefix(chunk) == 1:
-            return [chunk[0], w]
-        return None
+        return [*prefixes, string, *reversed(suffixes)]
 
     def _plain(self, s: str) -> bool:
         return s.isascii() and ((s.isalpha() and "letters" in self._plain_alphabets)
