@@ -11,7 +11,9 @@ caches the result per chunk string). The one step that sees across chunks is the
 two neighbouring chunks. So:
 
 - a chunk's tokens are spaCy's own tokens for that chunk alone, computed once and cached here
-  (the rules are spaCy's; nothing is copied);
+  (the rules are spaCy's; nothing is copied); a chunk of affixes around a plain ASCII core
+  (``FastTokenizer._shape``) follows spaCy's affix loop with spaCy's own affix functions instead
+  of its whole tokenizer, the core's being one token proven from spaCy's compiled patterns;
 - a document where two adjacent tokens of neighbouring chunks form a consecutive pair of any
   multi-token special-case pattern is tokenized by spaCy itself (``slow_docs`` counts them);
 - datatrove's word list drops whitespace tokens (``strip_strings``), so a document's words are
