@@ -271,3 +271,60 @@ def test_chunk_lookup_finds_known_chunks(text: str, data: st.DataObject) -> None
     known = set(data.draw(st.lists(st.sampled_from(words), unique=True))) if words else set()
     chunks, _ = _index_chunks(text, known)
     assert chunks == words
+
+
+def test_plain_alphabet_proof_reads_patterns_soundly() -> None:
+    import re as _re
+
+    from tasks.quality.fast.tokenizer import PLAIN_ALPHABETS, never_within
+
+    letters, digits = PLAIN_ALPHABETS["letters"], PLAIN_ALPHABETS["digits"]
+    assert never_within(_re.compile(r"^\(|^\"|\.$|(?<=[0-9])(?:km|m)$"), letters)
+    assert not never_within(_re.compile(r"(?<=[0-9])(?:km|m)$"), digits | letters)
+    assert not never_within(_re.compile(r"[a-z]+"), letters)
+    assert not never_within(_re.compile(r"(?<![0-9])km"), letters)  # a negative lookaround restricts nothing here
+    assert not never_within(_re.compile("\u212a", _re.IGNORECASE), letters)  # KELVIN SIGN folds to k
+    assert not never_within(_re.compile(r"x?"), letters)  # an empty match
+    assert not never_within(_re.compile(r"[^,]"), letters)
+    # the installed spaCy's English affix patterns are proven for both, so the shortcut is live
+    assert fast_tokenizer("en")._plain_alphabets == {"letters", "digits"}
+
+
+def _shaped_equal_spacy(chunks: set[str]) -> int:
+    tok = fast_tokenizer("en")
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    ref = SpaCyTokenizer("en").tokenizer  # a pipeline of its own, as datatrove builds it
+    shaped = 0
+    for c in sorted(chunks):
+        toks = tok._shape(c)
+        if toks is None or tok._chunk_has_match(c, toks):
+            continue
+        shaped += 1
+        want = [(t.text, bool(t.is_punct)) for t in ref(c)]
+        assert [(t, bool(tok._is_punct_attr(t))) for t in toks] == want, c
+    return shaped
+
+
+def test_shaped_chunks_equal_spacy_on_every_corpus_chunk() -> None:
+    """Every whitespace chunk of every shared corpus that the shape shortcut takes: spaCy's own
+    tokens (and is_punct) for that chunk."""
+    chunks: set[str] = set()
+    for file, id_col, columns in TEXT_CORPORA:
+        for text in corpus_docs(file, id_col, columns)[0]:
+            chunks.update(text.split())
+    shaped = _shaped_equal_spacy(chunks)
+    assert shaped > len(chunks) // 3, (shaped, len(chunks))  # the common shapes are common
+
+
+_shape_char = st.sampled_from(list("aZqK09.,;:!?()[]{}\"'`-_/\\#$%&*+<>=@^|~…“”‘’–—§°¿¡\u00a0\u200b") + ["n't"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_shape_char, max_size=5),
+       st.one_of(st.text(st.sampled_from(list("abcXYZ019")), min_size=1, max_size=8),
+                 st.sampled_from(["Mr", "can", "don", "Jan", "cannot", "gonna", "Ms", "i", "s", "m", "km", "em", "ll"])),
+       st.lists(_shape_char, max_size=5))
+def test_shaped_chunks_equal_spacy_generated(pre: list[str], core: str, post: list[str]) -> None:
+    chunk = "".join(pre) + core + "".join(post)
+    _shaped_equal_spacy({c for c in chunk.split() if c})

@@ -11,7 +11,9 @@ caches the result per chunk string). The one step that sees across chunks is the
 two neighbouring chunks. So:
 
 - a chunk's tokens are spaCy's own tokens for that chunk alone, computed once and cached here
-  (the rules are spaCy's; nothing is copied);
+  (the rules are spaCy's; nothing is copied); a chunk of affixes around a plain ASCII core
+  (``FastTokenizer._shape``) follows spaCy's affix loop with spaCy's own affix functions instead
+  of its whole tokenizer, the core's being one token proven from spaCy's compiled patterns;
 - a document where two adjacent tokens of neighbouring chunks form a consecutive pair of any
   multi-token special-case pattern is tokenized by spaCy itself (``slow_docs`` counts them);
 - datatrove's word list drops whitespace tokens (``strip_strings``), so a document's words are
@@ -27,15 +29,25 @@ generated text, so that a spaCy upgrade that changes a rule is caught.
 from __future__ import annotations
 
 import re
+import string
 
 import numpy as np
 from numba import njit
 
 from tasks.quality.fast.chunks import ChunkIndex, encode
 
+try:  # the regex parser CPython's re compiles with (re._parser since 3.11)
+    from re import _constants as _sre_constants
+    from re import _parser as _sre_parser
+except ImportError:  # pragma: no cover - Python < 3.11
+    import sre_constants as _sre_constants
+    import sre_parse as _sre_parser
+
 # Py_UNICODE_ISSPACE in the regex engine, the same predicate as str.isspace (a test checks it
 # over every code point)
 _WS_RUNS = re.compile(r"(\s+)")
+# chunks that may be affixes around one plain core (FastTokenizer._shape decides)
+_SHAPE_CANDIDATE = re.compile(r"\W*(?:[A-Za-z]+|[0-9]+)\W*(?:['’][sS])?\W*\Z")
 
 
 class FastTokenizer:
@@ -77,6 +89,12 @@ class FastTokenizer:
         # the function spaCy computes Lexeme.is_punct with (lex_attr_getters)
         self._is_punct_attr = self.nlp.vocab.lex_attr_getters[IS_PUNCT]
         self.slow_docs = 0
+        # alphabets (ASCII letters, ASCII digits) over which, provably, no prefix, suffix or infix
+        # pattern matches anything: a chunk of one of them is one token, and one with a single
+        # affix character more splits in a known way (_shape); empty when spaCy's regexes or
+        # hooks are not what the proof reads
+        self._plain_alphabets = plain_alphabets(self.nlp.tokenizer)
+        self.shaped_chunks = 0
 
     # -- special-case patterns that could match across chunks --------------------------------
     def _special_patterns(self) -> None:
@@ -186,7 +204,13 @@ class FastTokenizer:
         each chunk's tokens are its own."""
         new = []
         for c in dict.fromkeys(c for c in chunks if c not in self._cache):
-            if self._one_token(c):
+            shaped = self._shape(c)
+            # those are the tokens before the special-case matcher pass; a chunk in which that
+            # pass would retokenize goes to spaCy
+            if shaped is not None and not self._chunk_has_match(c, shaped):
+                self.shaped_chunks += 1
+                self._add(c, [(t, bool(self._is_punct_attr(t))) for t in shaped])
+            elif self._one_token(c):
                 self._add(c, [(c, bool(self._is_punct_attr(c)))])
             else:
                 new.append(c)
@@ -205,6 +229,53 @@ class FastTokenizer:
             return
         for c, toks in zip(new, real, strict=True):
             self._add(c, toks)
+
+    def _shape(self, chunk: str) -> list[str] | None:
+        """spaCy's tokens of a chunk (before the special-case matcher pass) without running its
+        tokenizer, when the chunk is affixes around a plain core: ``Tokenizer._split_affixes``
+        (spaCy 3.8) step by step, with spaCy's own ``find_prefix`` and ``find_suffix`` and its
+        special cases (``rules``), stopping at a core of a plain alphabet (``plain_alphabets``),
+        which ``_attach_tokens`` then pushes as one token: not a special case, no prefix, suffix
+        or infix can match in it (and spaCy's cache holds, for such a string, that same one
+        token). ``None`` for any other chunk (a special case met, an empty or non-plain core)."""
+        if not self._plain_alphabets or not _SHAPE_CANDIDATE.match(chunk):
+            return None  # the candidate test only spares regex calls on chunks that would fail
+        tok = self.nlp.tokenizer
+        rules = tok.rules
+        find_prefix, find_suffix = tok.find_prefix, tok.find_suffix
+        string = chunk
+        prefixes: list[str] = []
+        suffixes: list[str] = []
+        last_size = 0
+        while string and len(string) != last_size:
+            if string in rules:
+                return None
+            if self._plain(string):
+                break  # this round would find no prefix and no suffix: the loop ends unchanged
+            last_size = len(string)
+            pre_len = find_prefix(string)
+            if pre_len and string[pre_len:] in rules:
+                return None  # spaCy stops at a special case
+            suf_len = find_suffix(string[pre_len:])
+            if suf_len and string[:-suf_len] in rules:
+                return None
+            if pre_len and suf_len and pre_len + suf_len <= len(string):
+                prefixes.append(string[:pre_len])
+                suffixes.append(string[-suf_len:])
+                string = string[pre_len:-suf_len]
+            elif pre_len:
+                prefixes.append(string[:pre_len])
+                string = string[pre_len:]
+            elif suf_len:
+                suffixes.append(string[-suf_len:])
+                string = string[:-suf_len]
+        if not string or string in rules or not self._plain(string):
+            return None
+        return [*prefixes, string, *reversed(suffixes)]
+
+    def _plain(self, s: str) -> bool:
+        return s.isascii() and ((s.isalpha() and "letters" in self._plain_alphabets)
+                                or (s.isdigit() and "digits" in self._plain_alphabets))
 
     def _one_token(self, chunk: str) -> bool:
         """spaCy's tokenizer leaves this chunk whole: no special case, no prefix, no suffix, no
@@ -355,6 +426,79 @@ class FastTokenizer:
         from datatrove.utils.text import split_into_sentences
 
         return len(split_into_sentences(text))
+
+
+PLAIN_ALPHABETS = {"letters": frozenset(map(ord, string.ascii_letters)), "digits": frozenset(map(ord, string.digits))}
+
+
+def plain_alphabets(tok: object) -> frozenset[str]:
+    """The alphabets of ``PLAIN_ALPHABETS`` within whose strings no prefix, suffix or infix
+    pattern of this tokenizer can match at all, proven from the compiled patterns themselves
+    (``never_within``); none when the tokenizer has a ``token_match`` or an affix hook that is
+    not a compiled pattern's method."""
+    if getattr(tok, "token_match", None) is not None:
+        return frozenset()
+    hooks = (tok.prefix_search, tok.suffix_search, tok.infix_finditer)
+    patterns = [getattr(h, "__self__", None) for h in hooks]
+    if not all(isinstance(p, re.Pattern) for p in patterns):
+        return frozenset()
+    if [h.__name__ for h in hooks] != ["search", "search", "finditer"]:
+        return frozenset()
+    return frozenset(name for name, alphabet in PLAIN_ALPHABETS.items()
+                     if all(never_within(p, alphabet) for p in patterns))
+
+
+def never_within(pattern: re.Pattern, alphabet: frozenset[int]) -> bool:
+    """A sufficient condition for: ``pattern`` matches nowhere (empty matches included) in a
+    subject string made of ``alphabet``'s characters only. Every alternative must consume, or
+    require by a positive lookaround, at least one character that cannot be one of the
+    alphabet's; anything this reading does not know counts as able to match."""
+    if pattern.flags & re.IGNORECASE:
+        return False  # case folding maps other code points onto ASCII letters (e.g. KELVIN SIGN)
+    try:
+        parsed = _sre_parser.parse(pattern.pattern, pattern.flags)
+    except Exception:  # noqa: BLE001 - an unreadable pattern is simply not proven
+        return False
+    if parsed.state.flags & re.IGNORECASE:
+        return False
+    return _seq_needs_outside(list(parsed), alphabet)
+
+
+def _seq_needs_outside(items: list, alphabet: frozenset[int]) -> bool:
+    return any(_item_needs_outside(op, av, alphabet) for op, av in items)
+
+
+def _item_needs_outside(op: object, av: object, alphabet: frozenset[int]) -> bool:
+    c = _sre_constants
+    if op is c.LITERAL:
+        return av not in alphabet
+    if op is c.IN:
+        for kind, arg in av:
+            if kind is c.LITERAL:
+                if arg in alphabet:
+                    return False
+            elif kind is c.RANGE:
+                if any(arg[0] <= x <= arg[1] for x in alphabet):
+                    return False
+            else:  # NEGATE, CATEGORY, ...: not read
+                return False
+        return True
+    if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
+        lo, _hi, sub = av
+        return lo >= 1 and _seq_needs_outside(list(sub), alphabet)
+    if op is c.SUBPATTERN:
+        _group, add_flags, _del_flags, sub = av
+        if add_flags & re.IGNORECASE:
+            return False
+        return _seq_needs_outside(list(sub), alphabet)
+    if op is c.BRANCH:
+        return all(_seq_needs_outside(list(b), alphabet) for b in av[1])
+    if op is getattr(c, "ATOMIC_GROUP", None):
+        return _seq_needs_outside(list(av), alphabet)
+    if op is c.ASSERT:
+        # a lookbehind or lookahead sees only the subject string, all of the alphabet here
+        return _seq_needs_outside(list(av[1]), alphabet)
+    return False  # AT, ASSERT_NOT, ANY, NOT_LITERAL, GROUPREF...: consume nothing or anything
 
 
 def _groups(items: list, sep: object) -> list[list]:
