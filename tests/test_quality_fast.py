@@ -209,11 +209,19 @@ def test_engine_config_and_stage_counts() -> None:
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.integers(0, 6), max_size=120), st.lists(st.integers(1, 4), min_size=1, max_size=4),
        st.lists(st.integers(1, 11), min_size=1, max_size=6))
-def test_repetition_kernel_equals_per_n_reference(ids: list[int], top_ns: list[int], dup_ns: list[int]) -> None:
-    """The one-pass repetition kernel gives, for every n, what the per-n reference kernels give.
-    A vocabulary of 7 tokens whose texts collide when joined ("a"+"b" = "ab") makes repeated
-    n-grams, ties and ambiguous duplicates frequent."""
+def test_repetition_kernel_equals_datatrove_functions(ids: list[int], top_ns: list[int], dup_ns: list[int]) -> None:
+    """The one-pass repetition kernel gives, for every n, what datatrove's own
+    ``find_top_duplicate(get_n_grams(words, n))`` and ``find_all_duplicate(words, n)`` give on
+    the words; -1 for the second only when two different token sequences of the document join
+    to the same string (then the engine falls back to datatrove). A vocabulary of 7 tokens
+    whose texts collide when joined ("a"+"b" = "ab") makes repeated n-grams, ties and such
+    ambiguities frequent."""
     import numpy as np
+    from datatrove.pipeline.filters.gopher_repetition_filter import (
+        find_all_duplicate,
+        find_top_duplicate,
+        get_n_grams,
+    )
 
     from tasks.quality.fast import kernels
 
@@ -231,8 +239,16 @@ def test_repetition_kernel_equals_per_n_reference(ids: list[int], top_ns: list[i
     arr = np.array(ids, np.int64)
     top, dup = kernels.repetition_stats(arr, tok_len, tok_hash, tok_pow, tok_pow_inv, np.array(top_ns, np.int64),
                                         np.array(dup_ns, np.int64))
-    assert top.tolist() == [kernels.top_ngram_chars(arr, tok_len, n) for n in top_ns]
-    assert dup.tolist() == [kernels.all_duplicate_chars(arr, tok_len, tok_hash, tok_pow, n) for n in dup_ns]
+    words = [texts[i] for i in ids]
+    assert top.tolist() == [find_top_duplicate(get_n_grams(words, n)) if len(words) >= n else -1 for n in top_ns]
+    for n, got in zip(dup_ns, dup.tolist(), strict=True):
+        if got == -1:
+            spellings: dict[str, set[tuple[int, ...]]] = {}
+            for i in range(len(ids) - n + 1):
+                spellings.setdefault("".join(words[i:i + n]), set()).add(tuple(ids[i:i + n]))
+            assert any(len(v) > 1 for v in spellings.values()), (n, words)
+        else:
+            assert got == find_all_duplicate(words, n), (n, words)
 
 
 def _index_chunks(text: str, known: set[str]) -> tuple[list[str], list[int]]:

@@ -176,6 +176,30 @@ def rep_word_hashes(rep_data, rep_offsets):
 
 
 @njit(cache=True, inline="always")
+def _roll(acc, ring, k, n, top, x):
+    """The polynomial hash of the last ``n`` word hashes once word ``x`` (the ``k``-th) joins:
+    the word ``n`` back leaves the window (``ring`` holds the last ``n``)."""
+    if k >= n:
+        acc = acc - ring[k % n] * top
+    ring[k % n] = x
+    return acc * _BASE + x
+
+
+@njit(cache=True, inline="always")
+def _skip_number(data, i, end, classes):
+    """Past the number starting at ``i``: digits, then once more digits after one '.' or ','
+    (datatrove's number pattern, which normalization turns into a single "0")."""
+    i += 1
+    while i < end and classes[data[i]] == 2:
+        i += 1
+    if i + 1 < end and (data[i] == 46 or data[i] == 44) and classes[data[i + 1]] == 2:
+        i += 2
+        while i < end and classes[data[i]] == 2:
+            i += 1
+    return i
+
+
+@njit(cache=True, inline="always")
 def _probe(h, keys, bits, shift, last):
     b = h >> shift
     if (bits[b >> np.uint64(6)] >> (b & np.uint64(63))) & np.uint64(1) == 0:
@@ -233,10 +257,7 @@ def fused_lookup(data, offsets, space, wide_start, wide_stop, wide_index, rep_ha
                     r = wide_index[wk]
                     for q in range(rep_offsets[r], rep_offsets[r + 1]):
                         x = rep_hashes[q]
-                        if k >= n:
-                            acc = acc - ring[k % n] * top
-                        acc = acc * _BASE + x
-                        ring[k % n] = x
+                        acc = _roll(acc, ring, k, n, top, x)
                         k += 1
                         if k >= n:
                             found += _probe(fmix64(acc), keys, bits, shift, last)
@@ -265,13 +286,7 @@ def fused_lookup(data, offsets, space, wide_start, wide_stop, wide_index, rep_ha
                     word_done = True
                 else:  # DIGIT
                     if numbers:
-                        i += 1
-                        while i < end and classes[data[i]] == 2:
-                            i += 1
-                        if i + 1 < end and (data[i] == 46 or data[i] == 44) and classes[data[i + 1]] == 2:
-                            i += 2
-                            while i < end and classes[data[i]] == 2:
-                                i += 1
+                        i = _skip_number(data, i, end, classes)
                         h = (h ^ np.uint64(48)) * _FNV_PRIME
                     else:
                         h = (h ^ np.uint64(lower[c])) * _FNV_PRIME
@@ -279,10 +294,7 @@ def fused_lookup(data, offsets, space, wide_start, wide_stop, wide_index, rep_ha
                     in_word = True
                     continue
             if word_done:
-                if k >= n:
-                    acc = acc - ring[k % n] * top
-                acc = acc * _BASE + w
-                ring[k % n] = w
+                acc = _roll(acc, ring, k, n, top, w)
                 k += 1
                 if k >= n:
                     found += _probe(fmix64(acc), keys, bits, shift, last)
@@ -339,10 +351,7 @@ def fused_spans(data, offsets, space, wide_start, wide_stop, wide_index, rep_has
                     r = wide_index[wk]
                     for q in range(rep_offsets[r], rep_offsets[r + 1]):
                         x = rep_hashes[q]
-                        if k >= n:
-                            acc = acc - ring[k % n] * top
-                        acc = acc * _BASE + x
-                        ring[k % n] = x
+                        acc = _roll(acc, ring, k, n, top, x)
                         k += 1
                         tok_start[nw], tok_stop[nw] = wide_start[wk], wide_stop[wk]
                         nw += 1
@@ -381,13 +390,7 @@ def fused_spans(data, offsets, space, wide_start, wide_stop, wide_index, rep_has
                         h = (h ^ np.uint64(lower[c])) * _FNV_PRIME
                         i += 1
                     elif numbers:  # DIGIT
-                        i += 1
-                        while i < end and classes[data[i]] == 2:
-                            i += 1
-                        if i + 1 < end and (data[i] == 46 or data[i] == 44) and classes[data[i + 1]] == 2:
-                            i += 2
-                            while i < end and classes[data[i]] == 2:
-                                i += 1
+                        i = _skip_number(data, i, end, classes)
                         h = (h ^ np.uint64(48)) * _FNV_PRIME
                     else:
                         h = (h ^ np.uint64(lower[c])) * _FNV_PRIME
@@ -395,10 +398,7 @@ def fused_spans(data, offsets, space, wide_start, wide_stop, wide_index, rep_has
                     in_word = True
                     continue
             if word_done:
-                if k >= n:
-                    acc = acc - ring[k % n] * top
-                acc = acc * _BASE + w
-                ring[k % n] = w
+                acc = _roll(acc, ring, k, n, top, w)
                 k += 1
                 tok_start[nw], tok_stop[nw] = tok, tok_end
                 nw += 1

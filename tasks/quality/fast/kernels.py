@@ -22,111 +22,6 @@ HASH_BASE_INV = np.uint64(pow(int(HASH_BASE), -1, 1 << 64))  # exists because th
 
 
 @njit(cache=True, nogil=True)
-def _mix(h: np.uint64) -> np.uint64:
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    return h
-
-
-@njit(cache=True, nogil=True)
-def top_ngram_chars(ids: np.ndarray, tok_len: np.ndarray, n: int) -> int:
-    """``find_top_duplicate(get_n_grams(words, n))``; -1 when there is no n-gram."""
-    m = len(ids) - n + 1
-    if m <= 0:
-        return -1
-    size = 16
-    while size < 2 * m:
-        size *= 2
-    mask = size - 1
-    keys = np.zeros(size, np.uint64)
-    first = np.full(size, -1, np.int64)
-    count = np.zeros(size, np.int64)
-    for i in range(m):
-        h = np.uint64(n)
-        for j in range(n):
-            h = h * np.uint64(0x9E3779B97F4A7C15) + np.uint64(ids[i + j] + 1)
-        h = _mix(h)
-        slot = np.int64(h & np.uint64(mask))
-        while True:
-            p = first[slot]
-            if p == -1:
-                keys[slot] = h
-                first[slot] = i
-                count[slot] = 1
-                break
-            if keys[slot] == h:
-                same = True
-                for j in range(n):
-                    if ids[p + j] != ids[i + j]:
-                        same = False
-                        break
-                if same:
-                    count[slot] += 1
-                    break
-            slot = (slot + 1) & mask
-    best_c = 0
-    best_p = m
-    for s in range(size):
-        p = first[s]
-        if p >= 0 and (count[s] > best_c or (count[s] == best_c and p < best_p)):
-            best_c = count[s]
-            best_p = p
-    chars = n - 1
-    for j in range(n):
-        chars += tok_len[ids[best_p + j]]
-    return chars * best_c
-
-
-@njit(cache=True, nogil=True)
-def all_duplicate_chars(ids: np.ndarray, tok_len: np.ndarray, tok_hash: np.ndarray, tok_pow: np.ndarray,
-                        n: int) -> int:
-    """``find_all_duplicate(words, n)``; -1 when ambiguous (see the module doc)."""
-    n_words = len(ids)
-    m = n_words - n + 1
-    if m <= 0:
-        return 0
-    size = 16
-    while size < 2 * m:
-        size *= 2
-    mask = size - 1
-    keys = np.zeros(size, np.uint64)
-    lens = np.zeros(size, np.int64)
-    first = np.full(size, -1, np.int64)
-    repeated = 0
-    idx = 0
-    while idx < m:
-        h = np.uint64(0)
-        length = 0
-        for j in range(n):
-            t = ids[idx + j]
-            h = h * tok_pow[t] + tok_hash[t]
-            length += tok_len[t]
-        slot = np.int64(_mix(h) & np.uint64(mask))
-        found = False
-        while True:
-            p = first[slot]
-            if p == -1:
-                break
-            if keys[slot] == h and lens[slot] == length:
-                for j in range(n):
-                    if ids[p + j] != ids[idx + j]:
-                        return -1
-                found = True
-                break
-            slot = (slot + 1) & mask
-        if found:
-            repeated += length
-            idx += n
-        else:
-            keys[slot] = h
-            lens[slot] = length
-            first[slot] = idx
-            idx += 1
-    return repeated
-
-
-@njit(cache=True, nogil=True)
 def sentence_events(ids: np.ndarray, in_punct_chars: np.ndarray, is_punct: np.ndarray) -> int:
     """spaCy's sentencizer (``Sentencizer.predict``) over tokens: the number of new sentences
     after the first."""
@@ -148,7 +43,8 @@ def repetition_stats(ids: np.ndarray, tok_len: np.ndarray, tok_hash: np.ndarray,
                      dup_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every n of ``top_n_grams`` and ``dup_n_grams`` in one call (``tok_pow_inv``: the inverse
     of ``tok_pow``, ``HASH_BASE_INV`` to the token's length), the same results as
-    :func:`top_ngram_chars` and :func:`all_duplicate_chars` for each n (a test compares them).
+    datatrove's ``find_top_duplicate(get_n_grams(words, n))`` and ``find_all_duplicate(words, n)``
+    for each n (a test compares them on generated token sequences).
 
     Faster because the per-token properties are gathered once into the document's own
     contiguous arrays (the vocabulary tables are large, so reading them once per n-gram position
@@ -189,7 +85,7 @@ def repetition_stats(ids: np.ndarray, tok_len: np.ndarray, tok_hash: np.ndarray,
             h = np.uint64(n)
             for j in range(n):
                 h = h * np.uint64(0x9E3779B97F4A7C15) + key[i + j]
-            h ^= h >> np.uint64(33)  # _mix, inline: a call per n-gram costs more than it
+            h ^= h >> np.uint64(33)  # a 64-bit mix, inline: a call per n-gram costs more than it
             h *= np.uint64(0xFF51AFD7ED558CCD)
             h ^= h >> np.uint64(33)
             slot = np.int64(h & np.uint64(mask))
