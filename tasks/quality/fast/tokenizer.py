@@ -31,17 +31,16 @@ from __future__ import annotations
 import re
 import string
 
+# the regex parser CPython's re compiles with: no public API since 3.11 deprecated sre_parse;
+# reading spaCy's compiled patterns with it is what proves the shortcut below safe, and any
+# failure to read them turns the shortcut off (plain_alphabets)
+from re import _constants as _sre_constants
+from re import _parser as _sre_parser
+
 import numpy as np
 from numba import njit
 
 from tasks.quality.fast.chunks import ChunkIndex, encode
-
-try:  # the regex parser CPython's re compiles with (re._parser since 3.11)
-    from re import _constants as _sre_constants
-    from re import _parser as _sre_parser
-except ImportError:  # pragma: no cover - Python < 3.11
-    import sre_constants as _sre_constants
-    import sre_parse as _sre_parser
 
 # Py_UNICODE_ISSPACE in the regex engine, the same predicate as str.isspace (a test checks it
 # over every code point)
