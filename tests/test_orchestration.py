@@ -114,7 +114,7 @@ def test_backfill_three_partitions_with_bounded_concurrency(stack, ray_local, tm
     # partitions big enough (and the quality stage on) that one run lasts well beyond the
     # seconds a second run may take to start, so that the two admitted runs surely overlap
     for k, day in enumerate(["day-1", "day-2", "day-3", "day-4"]):
-        write_jsonl(tmp_path / "raw" / day / "part-0.jsonl", wiki[k * 400:(k + 1) * 400])
+        write_jsonl(tmp_path / "raw" / day / "part-0.jsonl", wiki[k * 1300:(k + 1) * 1300])
     root = str(tmp_path / "corpus")
     cfg = PipelineConfig(name="bf-test", output=root, inputs=[InputSpec(uri=str(tmp_path / "raw"), source="wiki",
                                                                         columns={"id": "page_id"})],
