@@ -101,50 +101,62 @@ def test_scheduled_refresh_releases_only_new_partitions(stack, tmp_path):
 def test_backfill_three_partitions_with_bounded_concurrency(stack, ray_local, tmp_path):
     """Three partitions, limit 2: the backfill's own thread pool is wider than the limit, so only
     the pipeline's Prefect global concurrency limit can hold them to two at once; the flow runs'
-    times on the Prefect server show that two did run at once and that three never did."""
+    times on the Prefect server show that two did run at once and that three never did. A test
+    stage (tests/e2e/gate_stage.py) holds each admitted run until two have reached it, so the
+    overlap does not depend on how long a run takes on this machine."""
     from datetime import datetime
 
     import httpx
+    import ray.cloudpickle
     from prefect.settings import PREFECT_API_URL
 
     from flows.backfill import MAX_THREADS, BackfillSpec, backfill, limit_name
+    from tasks import registry
     from tasks.config import InputSpec, PipelineConfig
+    from tests.e2e import gate_stage
 
     wiki = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).select(["page_id", "text"]).to_pylist()
-    # partitions big enough (and the quality stage on) that one run lasts well beyond the
-    # seconds a second run may take to start, so that the two admitted runs surely overlap
     for k, day in enumerate(["day-1", "day-2", "day-3", "day-4"]):
-        write_jsonl(tmp_path / "raw" / day / "part-0.jsonl", wiki[k * 1300:(k + 1) * 1300])
+        write_jsonl(tmp_path / "raw" / day / "part-0.jsonl", wiki[k * 200:(k + 1) * 200])
     root = str(tmp_path / "corpus")
-    cfg = PipelineConfig(name="bf-test", output=root, inputs=[InputSpec(uri=str(tmp_path / "raw"), source="wiki",
-                                                                        columns={"id": "page_id"})],
-                         quality={"enabled": True, "language_id": {"enabled": False}})
-    assert MAX_THREADS > 2
-    ids = backfill(config=cfg, spec=BackfillSpec(start="day-1", end="day-3", max_concurrent=2, release_prefix="bf"))
-    assert sorted(ids) == ["bf-day-1", "bf-day-2", "bf-day-3"]
-    storage = StorageSpec(root).open()
-    api = PREFECT_API_URL.value().rstrip("/")
-    spans = []
-    for rid in ids:
-        m = storage.read_json(f"releases/{rid}/manifest.json")
-        verify_release(storage, m)
-        day = rid.removeprefix("bf-")
-        assert [i["uri"] for i in m["inputs"]] == [str(tmp_path / "raw" / day / "part-0.jsonl")]
-        run = httpx.get(f"{api}/flow_runs/{m['flow_run_id']}", timeout=10).raise_for_status().json()
-        assert run["state"]["type"] == "COMPLETED"
-        spans.append((datetime.fromisoformat(run["start_time"]), datetime.fromisoformat(run["end_time"])))
-    print("flow runs (start, end):", [(s.isoformat(), e.isoformat()) for s, e in spans])
-    # the most flow runs running at any one start: exactly the limit
-    at_once = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
-    assert at_once == 2, spans
-    limit = httpx.get(f"{api}/v2/concurrency_limits/{limit_name(cfg)}", timeout=10).raise_for_status().json()
-    assert limit_name(cfg) == "refinery-backfill-bf-test"
-    assert limit["limit"] == 2 and limit["active_slots"] == 0
+    ray.cloudpickle.register_pickle_by_value(gate_stage)  # Ray workers need not import the tests
+    registry.register(gate_stage.STAGE)
+    try:
+        cfg = PipelineConfig(name="bf-test", output=root, inputs=[InputSpec(uri=str(tmp_path / "raw"), source="wiki",
+                                                                            columns={"id": "page_id"})],
+                             stages=["ingest", "exact_dedup", gate_stage.NAME])
+        assert MAX_THREADS > 2
+        ids = backfill(config=cfg, spec=BackfillSpec(start="day-1", end="day-3", max_concurrent=2,
+                                                     release_prefix="bf"))
+        assert sorted(ids) == ["bf-day-1", "bf-day-2", "bf-day-3"]
+        assert sorted(p.name for p in (tmp_path / "gate").iterdir()) == ids  # every run passed the gate
+        storage = StorageSpec(root).open()
+        api = PREFECT_API_URL.value().rstrip("/")
+        spans = []
+        for rid in ids:
+            m = storage.read_json(f"releases/{rid}/manifest.json")
+            verify_release(storage, m)
+            assert m["stages"] == cfg.stages
+            day = rid.removeprefix("bf-")
+            assert [i["uri"] for i in m["inputs"]] == [str(tmp_path / "raw" / day / "part-0.jsonl")]
+            run = httpx.get(f"{api}/flow_runs/{m['flow_run_id']}", timeout=10).raise_for_status().json()
+            assert run["state"]["type"] == "COMPLETED"
+            spans.append((datetime.fromisoformat(run["start_time"]), datetime.fromisoformat(run["end_time"])))
+        print("flow runs (start, end):", [(s.isoformat(), e.isoformat()) for s, e in spans])
+        # the most flow runs running at any one start: exactly the limit
+        at_once = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+        assert at_once == 2, spans
+        limit = httpx.get(f"{api}/v2/concurrency_limits/{limit_name(cfg)}", timeout=10).raise_for_status().json()
+        assert limit_name(cfg) == "refinery-backfill-bf-test"
+        assert limit["limit"] == 2 and limit["active_slots"] == 0
 
-    single = backfill(config=cfg, spec=BackfillSpec(partitions=["day-2", "day-4"], mode="single", release_prefix="all"))
-    m = storage.read_json(f"releases/{single[0]}/manifest.json")
-    assert single == ["all-day-2-day-4"]
-    assert [i["uri"].rsplit("/", 2)[1] for i in m["inputs"]] == ["day-2", "day-4"]
+        single = backfill(config=cfg, spec=BackfillSpec(partitions=["day-2", "day-4"], mode="single",
+                                                        release_prefix="all"))
+        m = storage.read_json(f"releases/{single[0]}/manifest.json")
+        assert single == ["all-day-2-day-4"]
+        assert [i["uri"].rsplit("/", 2)[1] for i in m["inputs"]] == ["day-2", "day-4"]
+    finally:
+        registry.unregister(gate_stage.NAME)
 
 
 def _wait_for_ray_nodes(address: str, count: int, env: dict[str, str], timeout: float = 300) -> None:
