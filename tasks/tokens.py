@@ -273,6 +273,8 @@ def _gguf(url: str | None, special: bool, engine: str) -> Tokenizer:
         tmp = f"{cached}.tmp-{os.getpid()}"
         tok.save(tmp)
         os.replace(tmp, cached)
+        # the compiled counter's arrays are part of the conversion (derived once, like it)
+        _cached_bpe(cached, os.path.join(_cache_dir(), f"{key}.{BPE_SCHEME}.npz"))
     # the converted model has no post-processor: llama.cpp's only added token is BOS
     bos = 1 if special else 0
     glue = _cached_glue(cached, layout)
