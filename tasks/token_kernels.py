@@ -1,5 +1,6 @@
-"""Compiled segmentation for token counting (numba): cut texts where no token of the
-tokenizer can cross, and hash the pieces, so that each distinct piece is tokenized once."""
+"""Compiled token counting (numba): cut texts where no token of the tokenizer can cross and
+hash the pieces, so that each distinct piece is counted once (:func:`known_counts`), and count
+the pieces never seen with the converted tokenizer's own rules (:func:`piece_counts`)."""
 
 from __future__ import annotations
 
@@ -23,75 +24,9 @@ def _cut(data, i, first, prev, glue):
     return c == 32 and prev != 32 and glue[prev] == 0
 
 
-@njit(cache=True)
-def segments(data, offsets, glue):
-    """Pieces of every text: a cut before each space whose previous byte is not a space, a
-    newline or a byte with ``glue[b]`` set, and before and after each run of newlines.
-    Returns (hash, start, stop) per piece (byte positions; no empty pieces) and the int64
-    offsets of each text's pieces."""
-    docs = len(offsets) - 1
-    doc_off = np.zeros(docs + 1, np.int64)
-    for d in range(docs):  # pass 1: how many pieces
-        first, end = offsets[d], offsets[d + 1]
-        k = 1 if end > first else 0
-        prev = np.uint8(10)
-        for i in range(first, end):
-            if _cut(data, i, first, prev, glue):
-                k += 1
-            prev = data[i]
-        doc_off[d + 1] = doc_off[d] + k
-    total = doc_off[docs]
-    h_out = np.empty(total, np.uint64)
-    s_out = np.empty(total, np.int64)
-    e_out = np.empty(total, np.int64)
-    for d in range(docs):  # pass 2: the pieces
-        first, end = offsets[d], offsets[d + 1]
-        if end == first:
-            continue
-        pos = doc_off[d]
-        start = first
-        h = _FNV_OFFSET
-        prev = np.uint8(10)
-        for i in range(first, end):
-            if _cut(data, i, first, prev, glue):
-                h_out[pos] = fmix64(h ^ np.uint64(i - start))
-                s_out[pos] = start
-                e_out[pos] = i
-                pos += 1
-                start = i
-                h = _FNV_OFFSET
-            c = data[i]
-            h = (h ^ np.uint64(c)) * _FNV_PRIME
-            prev = c
-        h_out[pos] = fmix64(h ^ np.uint64(end - start))
-        s_out[pos] = start
-        e_out[pos] = end
-    return h_out, s_out, e_out, doc_off
-
-
 @njit(cache=True, inline="always")
 def _slot_key(h):
     return h if h != 0 else np.uint64(1)  # 0 marks an empty slot
-
-
-@njit(cache=True)
-def table_get(keys, vals, hashes):
-    """The stored count of every hash, -1 where it is not in the open-addressing table."""
-    mask = np.uint64(len(keys) - 1)
-    out = np.empty(len(hashes), np.int64)
-    for i in range(len(hashes)):
-        k = _slot_key(hashes[i])
-        j = (k >> np.uint64(20)) & mask
-        while True:
-            kk = keys[j]
-            if kk == 0:
-                out[i] = -1
-                break
-            if kk == k:
-                out[i] = vals[j]
-                break
-            j = (j + np.uint64(1)) & mask
-    return out
 
 
 @njit(cache=True)
@@ -131,11 +66,10 @@ def _get(keys, vals, h):
 
 @njit(cache=True)
 def known_counts(data, offsets, glue, keys, vals):
-    """:func:`segments` and :func:`table_get` without writing every piece: per text the summed
-    counts of its pieces found in the table, and the pieces that are not (hash, start, stop,
-    text), for the caller to tokenize and add. Same cuts and hashes. The texts holding a
-    missing piece are walked a second time to list them (growing arrays inside the one walk
-    made it 10x slower)."""
+    """The one walk over the texts' pieces: per text the summed counts of its pieces found in
+    the open-addressing table (``keys``/``vals``), and the pieces that are not (hash, start,
+    stop, text), for the caller to count and add. The texts holding a missing piece are walked
+    a second time to list them (growing arrays inside the one walk made it 10x slower)."""
     docs = len(offsets) - 1
     out = np.zeros(docs, np.int64)
     missing = np.zeros(docs, np.int64)
@@ -194,6 +128,13 @@ def known_counts(data, offsets, glue, keys, vals):
             h = (h ^ np.uint64(c)) * _FNV_PRIME
             prev = c
     return out, m_hash, m_start, m_stop, m_doc
+
+
+def segments(data: np.ndarray, offsets: np.ndarray, glue: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every piece of every text: (hash, start, stop, text), the walk of :func:`known_counts`
+    with nothing known (one walker for both, so the cuts and hashes cannot drift apart)."""
+    _, *pieces = known_counts(data, offsets, glue, np.zeros(1, np.uint64), np.zeros(1, np.int32))
+    return tuple(pieces)
 
 
 # --- the converted tokenizer itself, compiled -------------------------------------------------
