@@ -283,8 +283,8 @@ def _gguf(url: str | None, special: bool, engine: str) -> Tokenizer:
         return Tokenizer(name, "gguf/hf", lambda texts: inner._count(texts) + bos)
     # counts made by another version of the tokenizers library are not reused
     pieces = os.path.join(_cache_dir(), f"{key}.{PIECES_SCHEME}-tokenizers-{_package_version('tokenizers')}")
-    bpe = _cached_bpe(cached, os.path.join(_cache_dir(), f"{key}.{BPE_SCHEME}.npz"))
-    return _SegmentedTokenizer(name, lambda: _hf_from_bytes(_read(cached), name, False), glue, bos, pieces, bpe)
+    return _SegmentedTokenizer(name, lambda: _hf_from_bytes(_read(cached), name, False), glue, bos, pieces,
+                               lambda: _cached_bpe(cached, os.path.join(_cache_dir(), f"{key}.{BPE_SCHEME}.npz")))
 
 
 def _read(path: str) -> bytes:
@@ -337,7 +337,7 @@ def _glue_bytes(tokenizer_json: bytes) -> np.ndarray | None:
     return glue
 
 
-BPE_SCHEME = "bpe-v1"  # bump when _compiled_bpe's arrays or token_kernels.piece_counts change
+BPE_SCHEME = "bpe-v1"  # bump when _bpe_arrays or token_kernels.piece_counts change
 
 
 def _unescape_alternatives(middle: str) -> list[str] | None:
@@ -478,14 +478,16 @@ class _SegmentedTokenizer(Tokenizer):
     found instead of tokenizing its first shards' pieces again. A piece never seen is counted
     by :class:`_CompiledBPE` (the converted tokenizer's own rules over arrays, about 1 µs a
     piece); the HF tokenizer (about a CPU-second to load, 10 µs a piece) only counts them when
-    the converted tokenizer's layout is not one the compiled counter knows."""
+    the converted tokenizer's layout is not one the compiled counter knows. Both are loaded
+    only when a piece is missing."""
 
     MAX_CACHED = 4_000_000  # at most 8M slots of 12 bytes (about 100 MB); the table starts over beyond it
 
     def __init__(self, name: str, load_inner: Callable[[], Tokenizer], glue: np.ndarray, bos: int, pieces: str,
-                 bpe: _CompiledBPE | None = None):
+                 load_bpe: Callable[[], _CompiledBPE | None] = lambda: None):
         super().__init__(name, "gguf/hf", lambda texts: self.inner._count(texts))
-        self._load_inner, self._inner, self._bpe = load_inner, None, bpe
+        self._load_inner, self._inner = load_inner, None
+        self._load_bpe, self._bpe, self._bpe_loaded = load_bpe, None, False
         self._glue, self._bos, self._pieces = glue, bos, pieces
         self._keys = np.zeros(1 << 16, np.uint64)  # open addressing, at most half full
         self._vals = np.zeros(1 << 16, np.int32)
@@ -501,6 +503,14 @@ class _SegmentedTokenizer(Tokenizer):
         if self._inner is None:
             self._inner = self._load_inner()
         return self._inner
+
+    @property
+    def bpe(self) -> _CompiledBPE | None:
+        """The compiled counter, loaded when a piece is first missing (a worker whose pieces
+        are all saved never loads it: about 0.05 CPU-seconds); None: the HF tokenizer counts."""
+        if not self._bpe_loaded:
+            self._bpe, self._bpe_loaded = self._load_bpe(), True
+        return self._bpe
 
     MAX_PARTS = 32  # part files read before they are merged into one
 
@@ -593,8 +603,8 @@ class _SegmentedTokenizer(Tokenizer):
                                                                                      self._keys, self._vals)
             if len(m_hash):  # pieces never seen: each distinct one tokenized once
                 uniq, first, inverse = np.unique(m_hash, return_index=True, return_inverse=True)
-                if self._bpe is not None:
-                    new_counts = self._bpe.counts(data, m_start[first], m_stop[first])
+                if self.bpe is not None:
+                    new_counts = self.bpe.counts(data, m_start[first], m_stop[first])
                 else:
                     pieces = [data[m_start[j]:m_stop[j]].tobytes().decode("utf-8") for j in first.tolist()]
                     new_counts = self.inner._count(pieces)

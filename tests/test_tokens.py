@@ -141,11 +141,12 @@ def test_piece_counts_are_kept_for_the_next_process(fresh, monkeypatch):
     assert second is not first and second._stored == first._stored
     assert len(list(folder.glob("*.npz"))) == 1  # merged
     assert np.array_equal(second.count(arr), want) and second._inner is None
+    assert not second._bpe_loaded  # every piece known: the compiled counter is not even loaded
     # pieces never seen are counted by the compiled BPE as llama.cpp counts them, still
     # without loading the HF tokenizer
     novel = pa.array(["Zyxquorblat fremdwörterbuch 1234567"])
     assert second.count(novel).tolist() == load_tokenizer(TokenizerConfig(engine="llama_cpp")).count(novel).tolist()
-    assert second._inner is None and second._bpe is not None
+    assert second._inner is None and second._bpe is not None  # loaded for the missing pieces
 
     for part in folder.glob("*.npz"):
         part.write_bytes(part.read_bytes()[:100])
@@ -211,7 +212,7 @@ def test_compiled_bpe_counts_every_piece_as_the_converted_tokenizer(fresh):
     from tasks.kernels import utf8_buffers
 
     tok = load_tokenizer()
-    assert tok._bpe is not None
+    assert tok.bpe is not None
     docs = []
     for f, col in [CORPORA[0], CORPORA[3]]:
         docs += [t for t in pq.read_table(shared(f), columns=[col]).column(col).to_pylist() if t]
@@ -221,7 +222,7 @@ def test_compiled_bpe_counts_every_piece_as_the_converted_tokenizer(fresh):
     hashes, starts, stops, _ = token_kernels.segments(data, offsets, tok._glue)
     _, first = np.unique(hashes, return_index=True)
     first = np.concatenate([first, np.arange(len(hashes) - 40, len(hashes))])  # the edge texts' pieces
-    got = tok._bpe.counts(data, starts[first], stops[first])
+    got = tok.bpe.counts(data, starts[first], stops[first])
     texts = [data[a:b].tobytes().decode("utf-8") for a, b in zip(starts[first], stops[first], strict=True)]
     want = tok.inner._count(texts)
     bad = np.nonzero(got != want)[0]
