@@ -369,11 +369,55 @@ def _pretokenized(buf, s, e, gblob, goffs, vslots, vblob, voffs, single, mtable,
 
 
 @njit(cache=True)
-def piece_counts(data, starts, stops, aslots, ablob, aoffs, afull, afirst, gblob, goffs, vslots, vblob, voffs, single, mtable):
+def _tokens(data, s, e, buf, sym, nxt, prv, heap, aslots, ablob, aoffs, afull, afirst, gblob, goffs, vslots, vblob,
+            voffs, single, mtable):
+    """Tokens of the piece ``data[s:e]`` (scratch arrays of at least 3 (e - s) + 1 items,
+    ``heap`` three times that)."""
+    n = 0
+    for i in range(s, e):
+        c = data[i]
+        if c == 32:
+            buf[n], buf[n + 1], buf[n + 2] = 0xE2, 0x96, 0x81
+            n += 3
+        else:
+            buf[n] = c
+            n += 1
+    total = 0
+    seg = 0
+    i = 0
+    while i < n:
+        # the longest added token starting here (leftmost-longest: the first such position
+        # wins), walking the table of their prefixes while the text still is one
+        best = 0
+        h = _FNV_OFFSET
+        for ln in range(1, (n - i + 1) if afirst[buf[i]] else 1):
+            h = (h ^ np.uint64(buf[i + ln - 1])) * _FNV_PRIME
+            t = _find(aslots, ablob, aoffs, buf, i, i + ln, fmix64(h ^ np.uint64(ln)))
+            if t < 0:
+                break
+            if afull[t]:
+                best = ln
+        if best:
+            if seg < i:
+                total += _pretokenized(buf, seg, i, gblob, goffs, vslots, vblob, voffs, single, mtable, sym, nxt,
+                                       prv, heap)
+            total += 1
+            i += best
+            seg = i
+        else:
+            i += 1
+    if seg < n:
+        total += _pretokenized(buf, seg, n, gblob, goffs, vslots, vblob, voffs, single, mtable, sym, nxt, prv, heap)
+    return total
+
+
+@njit(cache=True)
+def piece_counts(data, starts, stops, aslots, ablob, aoffs, afull, afirst, gblob, goffs, vslots, vblob, voffs, single,
+                 mtable):
     """Tokens of every piece ``data[starts[p]:stops[p]]``, as the converted tokenizer counts the
-    piece's text alone: spaces normalized to "▁", then added tokens (``ablob``/``aoffs``, their
-    normalized text: ``ablob``/``aoffs`` hold every prefix of one, ``afull`` marks the whole ones, ``afirst`` their first bytes) matched leftmost-longest, the rest pre-tokenized and
-    BPE-encoded."""
+    piece's text alone: spaces normalized to "▁", then added tokens matched leftmost-longest
+    (their normalized text: ``ablob``/``aoffs`` hold every prefix of one, ``afull`` marks the
+    whole ones, ``afirst`` their first bytes), the rest pre-tokenized and BPE-encoded."""
     longest = 0
     for p in range(len(starts)):
         longest = max(longest, stops[p] - starts[p])
@@ -384,41 +428,60 @@ def piece_counts(data, starts, stops, aslots, ablob, aoffs, afull, afirst, gblob
     heap = np.empty(9 * longest + 3, np.int64)
     out = np.zeros(len(starts), np.int64)
     for p in range(len(starts)):
-        n = 0
-        for i in range(starts[p], stops[p]):
-            c = data[i]
-            if c == 32:
-                buf[n], buf[n + 1], buf[n + 2] = 0xE2, 0x96, 0x81
-                n += 3
-            else:
-                buf[n] = c
-                n += 1
-        total = 0
-        seg = 0
-        i = 0
-        while i < n:
-            # the longest added token starting here (leftmost-longest: the first such position
-            # wins), walking the table of their prefixes while the text still is one
-            best = 0
-            h = _FNV_OFFSET
-            for ln in range(1, (n - i + 1) if afirst[buf[i]] else 1):
-                h = (h ^ np.uint64(buf[i + ln - 1])) * _FNV_PRIME
-                t = _find(aslots, ablob, aoffs, buf, i, i + ln, fmix64(h ^ np.uint64(ln)))
-                if t < 0:
-                    break
-                if afull[t]:
-                    best = ln
-            if best:
-                if seg < i:
-                    total += _pretokenized(buf, seg, i, gblob, goffs, vslots, vblob, voffs, single, mtable,
-                                           sym, nxt, prv, heap)
-                total += 1
-                i += best
-                seg = i
-            else:
-                i += 1
-        if seg < n:
-            total += _pretokenized(buf, seg, n, gblob, goffs, vslots, vblob, voffs, single, mtable,
-                                   sym, nxt, prv, heap)
-        out[p] = total
+        out[p] = _tokens(data, starts[p], stops[p], buf, sym, nxt, prv, heap, aslots, ablob, aoffs, afull, afirst,
+                         gblob, goffs, vslots, vblob, voffs, single, mtable)
     return out
+
+
+NEW = np.int32(1 << 30)  # marks a count learned in this call of count_texts (to be saved)
+
+
+@njit(cache=True)
+def count_texts(data, offsets, d0, out, glue, keys, vals, stored, buf, sym, nxt, prv, heap, aslots, ablob, aoffs, afull, afirst,
+                gblob, goffs, vslots, vblob, voffs, single, mtable):
+    """Tokens per text (into ``out``) in one walk, from text ``d0`` on: each piece's count from
+    the table (``keys``/``vals``, as :func:`known_counts`), or, for a piece never seen, from
+    :func:`_tokens`, stored in the table at once with the ``NEW`` bit (the caller saves and
+    clears those). Returns (next text, stored, need): need 0 when every text is done, else the
+    walk stopped before text ``next`` because the table is half full (need -1) or a piece is
+    longer than the scratch arrays allow (need: its length); the caller makes room and calls
+    again. (Growing the arrays here made every lookup of the walk 30 times slower.)"""
+    docs = len(offsets) - 1
+    cap = (len(heap) - 3) // 9
+    mask = np.uint64(len(keys) - 1)
+    for d in range(d0, docs):
+        first, end = offsets[d], offsets[d + 1]
+        if end == first:
+            continue
+        start = first
+        h = _FNV_OFFSET
+        prev = np.uint8(10)
+        total = 0
+        for i in range(first, end + 1):
+            if i == end or _cut(data, i, first, prev, glue):
+                k = _slot_key(fmix64(h ^ np.uint64(i - start)))
+                j = (k >> np.uint64(20)) & mask
+                while keys[j] != 0 and keys[j] != k:
+                    j = (j + np.uint64(1)) & mask
+                if keys[j] == k:
+                    total += vals[j] & ~NEW
+                else:
+                    if i - start > cap:
+                        return d, stored, i - start
+                    if 2 * (stored + 1) > len(keys):
+                        return d, stored, -1
+                    v = _tokens(data, start, i, buf, sym, nxt, prv, heap, aslots, ablob, aoffs, afull, afirst, gblob,
+                                goffs, vslots, vblob, voffs, single, mtable)
+                    total += v
+                    keys[j] = k
+                    vals[j] = np.int32(v) | NEW
+                    stored += 1
+                if i == end:
+                    break
+                start = i
+                h = _FNV_OFFSET
+            c = data[i]
+            h = (h ^ np.uint64(c)) * _FNV_PRIME
+            prev = c
+        out[d] = total
+    return docs, stored, 0

@@ -433,13 +433,16 @@ class _CompiledBPE:
         self.afirst = np.zeros(256, np.uint8)  # most bytes start no added token: no lookup there
         self.afirst[a["ablob"][a["aoffs"][:-1][np.diff(a["aoffs"]) > 0]]] = 1
 
+    def model(self) -> tuple:
+        """The arrays ``token_kernels.piece_counts`` and ``count_texts`` take after the pieces."""
+        a = self.arrays
+        return (self.aslots, a["ablob"], a["aoffs"], a["afull"], self.afirst, a["gblob"], a["goffs"], self.vslots,
+                a["vblob"], a["voffs"], self.single, self.mtable)
+
     def counts(self, data: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
         from tasks import token_kernels as tk
 
-        a = self.arrays
-        return tk.piece_counts(data, starts, stops, self.aslots, a["ablob"], a["aoffs"], a["afull"], self.afirst,
-                               a["gblob"],
-                               a["goffs"], self.vslots, a["vblob"], a["voffs"], self.single, self.mtable)
+        return tk.piece_counts(data, starts, stops, *self.model())
 
 
 def _cached_bpe(cached: str, path: str) -> _CompiledBPE | None:
@@ -462,6 +465,13 @@ def _cached_bpe(cached: str, path: str) -> _CompiledBPE | None:
         with contextlib.suppress(OSError):
             os.remove(tmp)  # a read-only cache: derived again by the next process
     return _CompiledBPE(arrays) if arrays is not None else None
+
+
+def _scratch(cap: int) -> tuple[np.ndarray, ...]:
+    """Scratch arrays for counting pieces of up to ``cap`` bytes (token_kernels._tokens)."""
+    n = 3 * cap + 1
+    return np.empty(n, np.uint8), np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64), \
+        np.empty(3 * n, np.int64)
 
 
 class _SegmentedTokenizer(Tokenizer):
@@ -492,6 +502,7 @@ class _SegmentedTokenizer(Tokenizer):
         self._keys = np.zeros(1 << 16, np.uint64)  # open addressing, at most half full
         self._vals = np.zeros(1 << 16, np.int32)
         self._stored = 0
+        self._scratch = _scratch(64)
         self._seen: set[str] = set()  # part files already in the table
         self._lock = threading.Lock()
         known = self._read_pieces()
@@ -591,26 +602,70 @@ class _SegmentedTokenizer(Tokenizer):
             texts = texts.combine_chunks()
         data, offsets = utf8_buffers(texts)
         with self._lock:
-            # one compiled pass: known pieces summed per text, the others listed
-            out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue, self._keys,
-                                                                             self._vals)
-            if len(m_hash):
-                # workers of the same run save parts as they go: take theirs before tokenizing
-                fresh = self._read_pieces()
-                if fresh is not None and self._stored + len(fresh[0]) <= self.MAX_CACHED:
-                    self._store(*fresh)
-                    out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue,
-                                                                                     self._keys, self._vals)
-            if len(m_hash):  # pieces never seen: each distinct one tokenized once
+            # workers of the same run save parts as they go: take theirs before counting
+            fresh = self._read_pieces()
+            if fresh is not None and self._stored + len(fresh[0]) <= self.MAX_CACHED:
+                self._store(*fresh)
+            m_hash = None
+            if not self._bpe_loaded:
+                # one compiled pass: known pieces summed per text, the others listed; when none
+                # is missing, the compiled counter need not be loaded at all
+                out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue,
+                                                                                 self._keys, self._vals)
+                if not len(m_hash):
+                    return self._with_bos(texts, offsets, out)
+            if self.bpe is not None:
+                return self._with_bos(texts, offsets, self._count_compiled(data, offsets))
+            if m_hash is None:
+                out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue,
+                                                                                 self._keys, self._vals)
+            if len(m_hash):  # pieces never seen: each distinct one tokenized once by the HF tokenizer
                 uniq, first, inverse = np.unique(m_hash, return_index=True, return_inverse=True)
-                if self.bpe is not None:
-                    new_counts = self.bpe.counts(data, m_start[first], m_stop[first])
-                else:
-                    pieces = [data[m_start[j]:m_stop[j]].tobytes().decode("utf-8") for j in first.tolist()]
-                    new_counts = self.inner._count(pieces)
+                pieces = [data[m_start[j]:m_stop[j]].tobytes().decode("utf-8") for j in first.tolist()]
+                new_counts = self.inner._count(pieces)
                 np.add.at(out, m_doc, new_counts[inverse.reshape(-1)])
                 self._store(uniq, new_counts)
                 self._write_part(uniq, new_counts)
+        return self._with_bos(texts, offsets, out)
+
+    def _count_compiled(self, data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """``token_kernels.count_texts`` over every text, making room whenever it stops, then
+        the pieces it learned saved as one part."""
+        from tasks import token_kernels
+
+        out = np.zeros(len(offsets) - 1, np.int64)
+        d = 0
+        while True:
+            d, self._stored, need = token_kernels.count_texts(data, offsets, d, out, self._glue, self._keys, self._vals,
+                                                              self._stored, *self._scratch, *self.bpe.model())
+            if need == 0:
+                break
+            if need > 0:  # a piece longer than the scratch arrays
+                cap = max(need, 2 * (len(self._scratch[0]) - 1) // 3)
+                self._scratch = _scratch(cap)
+            elif self._stored >= self.MAX_CACHED:  # start over rather than grow without bound
+                self._save_new()
+                self._keys[:] = 0
+                self._vals[:] = 0
+                self._stored = 0
+            else:
+                old_k, old_v = self._keys, self._vals
+                self._keys, self._vals = np.zeros(2 * len(old_k), np.uint64), np.zeros(2 * len(old_k), np.int32)
+                live = old_k != 0
+                token_kernels.table_put(self._keys, self._vals, old_k[live], old_v[live])  # NEW bits kept
+        self._save_new()
+        return out
+
+    def _save_new(self) -> None:
+        """Write the counts the last walk learned as a part, and clear their ``NEW`` bit."""
+        from tasks import token_kernels
+
+        new = np.nonzero(self._vals & token_kernels.NEW)[0]
+        if len(new):
+            self._vals[new] &= ~token_kernels.NEW
+            self._write_part(self._keys[new], self._vals[new])
+
+    def _with_bos(self, texts: pa.Array, offsets: np.ndarray, out: np.ndarray) -> np.ndarray:
         if self._bos:
             valid = texts.is_valid().to_numpy(zero_copy_only=False) & (np.diff(offsets) > 0)
             out = out + self._bos * valid
