@@ -7,8 +7,9 @@ Gemma 3) is fused into it. Each variant runs in its own process with its own Ray
 workers start cold:
 
 - ``off``: ``tokenizer: {enabled: false}``;
-- ``first``: counting on, a tokenizer cache holding only the converted tokenizer (a machine's
-  first run: every worker tokenizes the pieces of its first shards);
+- ``first``: counting on, a tokenizer cache holding only the converted tokenizer and what is
+  derived from it once (a machine's first run: every worker counts the pieces of its first
+  shards);
 - ``later``: counting on again, the cache now holding the piece counts the first run saved.
 
 The figure is the ingest steps' CPU time (``cpu_seconds`` of each step's marker: the Ray
@@ -82,7 +83,7 @@ def main() -> None:
     cache = work / "tokenizers"
     cache.mkdir()
     for f in real.iterdir():
-        if f.name.endswith((".json",)) and ".tmp-" not in f.name:
+        if f.name.endswith((".json", f".{tokens.BPE_SCHEME}.npz")) and ".tmp-" not in f.name:
             os.symlink(f, cache / f.name)
     env = {**os.environ, "REFINERY_TOKENIZER_CACHE": str(cache)}
 

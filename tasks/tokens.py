@@ -273,6 +273,8 @@ def _gguf(url: str | None, special: bool, engine: str) -> Tokenizer:
         tmp = f"{cached}.tmp-{os.getpid()}"
         tok.save(tmp)
         os.replace(tmp, cached)
+        # the compiled counter's arrays are part of the conversion (derived once, like it)
+        _cached_bpe(cached, os.path.join(_cache_dir(), f"{key}.{BPE_SCHEME}.npz"))
     # the converted model has no post-processor: llama.cpp's only added token is BOS
     bos = 1 if special else 0
     glue = _cached_glue(cached, layout)
@@ -281,7 +283,8 @@ def _gguf(url: str | None, special: bool, engine: str) -> Tokenizer:
         return Tokenizer(name, "gguf/hf", lambda texts: inner._count(texts) + bos)
     # counts made by another version of the tokenizers library are not reused
     pieces = os.path.join(_cache_dir(), f"{key}.{PIECES_SCHEME}-tokenizers-{_package_version('tokenizers')}")
-    return _SegmentedTokenizer(name, lambda: _hf_from_bytes(_read(cached), name, False), glue, bos, pieces)
+    return _SegmentedTokenizer(name, lambda: _hf_from_bytes(_read(cached), name, False), glue, bos, pieces,
+                               lambda: _cached_bpe(cached, os.path.join(_cache_dir(), f"{key}.{BPE_SCHEME}.npz")))
 
 
 def _read(path: str) -> bytes:
@@ -334,6 +337,143 @@ def _glue_bytes(tokenizer_json: bytes) -> np.ndarray | None:
     return glue
 
 
+BPE_SCHEME = "bpe-v1"  # bump when _bpe_arrays or token_kernels.piece_counts change
+
+
+def _unescape_alternatives(middle: str) -> list[str] | None:
+    """The alternatives ``G1|G2|...|`` of a pattern gguf_to_hf wrote with ``re.escape``, or None."""
+    out, cur, i = [], [], 0
+    while i < len(middle):
+        ch = middle[i]
+        if ch == "\\" and i + 1 < len(middle):
+            cur.append(middle[i + 1])
+            i += 2
+            continue
+        if ch == "|":
+            out.append("".join(cur))
+            cur = []
+        elif ch in "()[]*+?{}^$.":
+            return None  # not a plain alternative of literal pieces
+        else:
+            cur.append(ch)
+        i += 1
+    if cur:
+        return None
+    return out if "".join(f"{re.escape(p)}|" for p in out) == middle else None
+
+
+def _bpe_arrays(spec: dict) -> dict[str, np.ndarray] | None:
+    """The converted tokenizer ``spec`` (a parsed tokenizer.json) as the arrays
+    ``token_kernels.piece_counts`` needs, or None when it is not exactly gguf_to_hf's layout
+    (then the HF tokenizer counts the pieces)."""
+    def blob(strings: list[str] | list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        enc = [t.encode("utf-8") if isinstance(t, str) else t for t in strings]
+        offs = np.zeros(len(enc) + 1, np.int64)
+        offs[1:] = np.cumsum([len(b) for b in enc])
+        return np.frombuffer(b"".join(enc), np.uint8).copy(), offs
+
+    m, norm, pre = spec.get("model") or {}, spec.get("normalizer"), spec.get("pre_tokenizer")
+    if (m.get("type") != "BPE" or not m.get("byte_fallback") or not m.get("ignore_merges") or m.get("dropout")
+            or m.get("continuing_subword_prefix") or m.get("end_of_word_suffix") or spec.get("post_processor")):
+        return None
+    if norm != {"type": "Sequence", "normalizers": [{"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}:
+        return None
+    pattern = ((pre or {}).get("pattern") or {}).get("Regex", "")
+    head, tail = "▁*(?:", "[^▁])+|▁+"
+    if (not pre or pre.get("type") != "Split" or pre.get("behavior") != "Isolated" or pre.get("invert")
+            or not pattern.startswith(head) or not pattern.endswith(tail)):
+        return None
+    crossing = _unescape_alternatives(pattern[len(head):len(pattern) - len(tail)])
+    added = spec.get("added_tokens", [])
+    if crossing is None or any(not a["normalized"] or a["single_word"] or a["lstrip"] or a["rstrip"] for a in added):
+        return None
+    vocab = m["vocab"]
+    pieces = [""] * len(vocab)
+    for piece, i in vocab.items():
+        if not 0 <= i < len(pieces) or pieces[i]:
+            return None  # ids are not 0..n-1, each once
+        pieces[i] = piece
+    if any(f"<0x{b:02X}>" not in vocab for b in range(256)):
+        return None  # byte fallback would need the unknown token
+    pairs = [tuple(x.split(" ")) if isinstance(x, str) else tuple(x) for x in m["merges"]]
+    try:
+        left = np.array([vocab[a] for a, _ in pairs], np.int32)
+        right = np.array([vocab[b] for _, b in pairs], np.int32)
+        merged = np.array([vocab[a + b] for a, b in pairs], np.int32)
+    except (KeyError, ValueError):
+        return None
+    vblob, voffs = blob(pieces)
+    # added tokens are matched on the normalized text, so their own text is normalized too
+    whole = {a["content"].replace(" ", "▁").encode("utf-8") for a in added} - {b""}
+    prefixes = sorted({w[:k] for w in whole for k in range(1, len(w) + 1)})
+    ablob, aoffs = blob(prefixes)
+    afull = np.array([p in whole for p in prefixes], np.uint8)
+    gblob, goffs = blob(crossing)
+    return {"vblob": vblob, "voffs": voffs, "left": left, "right": right, "merged": merged,
+            "ablob": ablob, "aoffs": aoffs, "afull": afull, "gblob": gblob, "goffs": goffs}
+
+
+class _CompiledBPE:
+    """Counts pieces with ``token_kernels.piece_counts`` over the converted tokenizer's arrays
+    (kept in a small file beside it, so that no process parses the 32 MB JSON or loads the HF
+    tokenizer to count a piece)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        from tasks import token_kernels as tk
+
+        a = self.arrays = arrays
+        size = 1 << max(4, int(2 * len(a["voffs"])).bit_length())
+        self.vslots = tk.string_table(a["vblob"], a["voffs"], size)
+        size = 1 << max(4, int(2 * len(a["left"])).bit_length())
+        self.mtable = tk.merge_table(a["left"], a["right"], a["merged"], size)
+        self.single = np.full(256, -1, np.int32)  # one-byte characters' tokens: no hashing for ASCII
+        one = np.nonzero(np.diff(a["voffs"]) == 1)[0]
+        self.single[a["vblob"][a["voffs"][one]][::-1]] = one[::-1]  # the first of equal ones, as the table
+        self.aslots = tk.string_table(a["ablob"], a["aoffs"], 1 << max(4, int(2 * len(a["aoffs"])).bit_length()))
+        self.afirst = np.zeros(256, np.uint8)  # most bytes start no added token: no lookup there
+        self.afirst[a["ablob"][a["aoffs"][:-1][np.diff(a["aoffs"]) > 0]]] = 1
+
+    def model(self) -> tuple:
+        """The arrays ``token_kernels.piece_counts`` and ``count_texts`` take after the pieces."""
+        a = self.arrays
+        return (self.aslots, a["ablob"], a["aoffs"], a["afull"], self.afirst, a["gblob"], a["goffs"], self.vslots,
+                a["vblob"], a["voffs"], self.single, self.mtable)
+
+    def counts(self, data: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+        from tasks import token_kernels as tk
+
+        return tk.piece_counts(data, starts, stops, *self.model())
+
+
+def _cached_bpe(cached: str, path: str) -> _CompiledBPE | None:
+    """:func:`_bpe_arrays` of the converted tokenizer ``cached``, kept in ``path`` (an npz;
+    ``{"usable": 0}`` when the layout is not one the compiled counter knows)."""
+    import json
+
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        return _CompiledBPE(arrays) if arrays.pop("usable", np.array(1)).item() else None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # first load of this conversion, or an unreadable file: derive it again
+    arrays = _bpe_arrays(json.loads(_read(cached)))
+    tmp = f"{path}.tmp-{os.getpid()}.npz"
+    try:
+        np.savez(tmp, **(arrays if arrays is not None else {"usable": np.array(0)}))
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)  # a read-only cache: derived again by the next process
+    return _CompiledBPE(arrays) if arrays is not None else None
+
+
+def _scratch(cap: int) -> tuple[np.ndarray, ...]:
+    """Scratch arrays for counting pieces of up to ``cap`` bytes (token_kernels._tokens)."""
+    n = 3 * cap + 1
+    return np.empty(n, np.uint8), np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64), \
+        np.empty(3 * n, np.int64)
+
+
 class _SegmentedTokenizer(Tokenizer):
     """Counts of a converted SentencePiece tokenizer, one distinct piece at a time: texts are
     cut where no token can cross (before a space that follows a non-space, except after
@@ -345,19 +485,24 @@ class _SegmentedTokenizer(Tokenizer):
     (beside the converted tokenizer, named by the same identity and the cutting scheme), and
     the pieces each call tokenizes are written there as a new part (12 bytes a piece, no
     rewrite of the others; workers never write the same file), so a new worker starts with the counts earlier ones
-    found instead of tokenizing its first shards' pieces again (measured: a cold worker spent
-    3.2 CPU-seconds on its first 6,250 documents, 0.1 s on later shards). The HF tokenizer
-    itself (about a CPU-second to load) is loaded only when a piece is missing."""
+    found instead of tokenizing its first shards' pieces again. A piece never seen is counted
+    by :class:`_CompiledBPE` (the converted tokenizer's own rules over arrays, about 1 µs a
+    piece); the HF tokenizer (about a CPU-second to load, 10 µs a piece) only counts them when
+    the converted tokenizer's layout is not one the compiled counter knows. Both are loaded
+    only when a piece is missing."""
 
     MAX_CACHED = 4_000_000  # at most 8M slots of 12 bytes (about 100 MB); the table starts over beyond it
 
-    def __init__(self, name: str, load_inner: Callable[[], Tokenizer], glue: np.ndarray, bos: int, pieces: str):
+    def __init__(self, name: str, load_inner: Callable[[], Tokenizer], glue: np.ndarray, bos: int, pieces: str,
+                 load_bpe: Callable[[], _CompiledBPE | None] = lambda: None):
         super().__init__(name, "gguf/hf", lambda texts: self.inner._count(texts))
         self._load_inner, self._inner = load_inner, None
+        self._load_bpe, self._bpe, self._bpe_loaded = load_bpe, None, False
         self._glue, self._bos, self._pieces = glue, bos, pieces
         self._keys = np.zeros(1 << 16, np.uint64)  # open addressing, at most half full
         self._vals = np.zeros(1 << 16, np.int32)
         self._stored = 0
+        self._scratch = _scratch(64)
         self._seen: set[str] = set()  # part files already in the table
         self._lock = threading.Lock()
         known = self._read_pieces()
@@ -369,6 +514,14 @@ class _SegmentedTokenizer(Tokenizer):
         if self._inner is None:
             self._inner = self._load_inner()
         return self._inner
+
+    @property
+    def bpe(self) -> _CompiledBPE | None:
+        """The compiled counter, loaded when a piece is first missing (a worker whose pieces
+        are all saved never loads it: about 0.05 CPU-seconds); None: the HF tokenizer counts."""
+        if not self._bpe_loaded:
+            self._bpe, self._bpe_loaded = self._load_bpe(), True
+        return self._bpe
 
     MAX_PARTS = 32  # part files read before they are merged into one
 
@@ -449,23 +602,70 @@ class _SegmentedTokenizer(Tokenizer):
             texts = texts.combine_chunks()
         data, offsets = utf8_buffers(texts)
         with self._lock:
-            # one compiled pass: known pieces summed per text, the others listed
-            out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue, self._keys,
-                                                                             self._vals)
-            if len(m_hash):
-                # workers of the same run save parts as they go: take theirs before tokenizing
-                fresh = self._read_pieces()
-                if fresh is not None and self._stored + len(fresh[0]) <= self.MAX_CACHED:
-                    self._store(*fresh)
-                    out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue,
-                                                                                     self._keys, self._vals)
-            if len(m_hash):  # pieces never seen: each distinct one tokenized once
+            # workers of the same run save parts as they go: take theirs before counting
+            fresh = self._read_pieces()
+            if fresh is not None and self._stored + len(fresh[0]) <= self.MAX_CACHED:
+                self._store(*fresh)
+            m_hash = None
+            if not self._bpe_loaded:
+                # one compiled pass: known pieces summed per text, the others listed; when none
+                # is missing, the compiled counter need not be loaded at all
+                out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue,
+                                                                                 self._keys, self._vals)
+                if not len(m_hash):
+                    return self._with_bos(texts, offsets, out)
+            if self.bpe is not None:
+                return self._with_bos(texts, offsets, self._count_compiled(data, offsets))
+            if m_hash is None:
+                out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue,
+                                                                                 self._keys, self._vals)
+            if len(m_hash):  # pieces never seen: each distinct one tokenized once by the HF tokenizer
                 uniq, first, inverse = np.unique(m_hash, return_index=True, return_inverse=True)
                 pieces = [data[m_start[j]:m_stop[j]].tobytes().decode("utf-8") for j in first.tolist()]
                 new_counts = self.inner._count(pieces)
                 np.add.at(out, m_doc, new_counts[inverse.reshape(-1)])
                 self._store(uniq, new_counts)
                 self._write_part(uniq, new_counts)
+        return self._with_bos(texts, offsets, out)
+
+    def _count_compiled(self, data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """``token_kernels.count_texts`` over every text, making room whenever it stops, then
+        the pieces it learned saved as one part."""
+        from tasks import token_kernels
+
+        out = np.zeros(len(offsets) - 1, np.int64)
+        d = 0
+        while True:
+            d, self._stored, need = token_kernels.count_texts(data, offsets, d, out, self._glue, self._keys, self._vals,
+                                                              self._stored, *self._scratch, *self.bpe.model())
+            if need == 0:
+                break
+            if need > 0:  # a piece longer than the scratch arrays
+                cap = max(need, 2 * (len(self._scratch[0]) - 1) // 3)
+                self._scratch = _scratch(cap)
+            elif self._stored >= self.MAX_CACHED:  # start over rather than grow without bound
+                self._save_new()
+                self._keys[:] = 0
+                self._vals[:] = 0
+                self._stored = 0
+            else:
+                old_k, old_v = self._keys, self._vals
+                self._keys, self._vals = np.zeros(2 * len(old_k), np.uint64), np.zeros(2 * len(old_k), np.int32)
+                live = old_k != 0
+                token_kernels.table_put(self._keys, self._vals, old_k[live], old_v[live])  # NEW bits kept
+        self._save_new()
+        return out
+
+    def _save_new(self) -> None:
+        """Write the counts the last walk learned as a part, and clear their ``NEW`` bit."""
+        from tasks import token_kernels
+
+        new = np.nonzero(self._vals & token_kernels.NEW)[0]
+        if len(new):
+            self._vals[new] &= ~token_kernels.NEW
+            self._write_part(self._keys[new], self._vals[new])
+
+    def _with_bos(self, texts: pa.Array, offsets: np.ndarray, out: np.ndarray) -> np.ndarray:
         if self._bos:
             valid = texts.is_valid().to_numpy(zero_copy_only=False) & (np.diff(offsets) > 0)
             out = out + self._bos * valid

@@ -141,10 +141,12 @@ def test_piece_counts_are_kept_for_the_next_process(fresh, monkeypatch):
     assert second is not first and second._stored == first._stored
     assert len(list(folder.glob("*.npz"))) == 1  # merged
     assert np.array_equal(second.count(arr), want) and second._inner is None
-    # a text with pieces never seen loads the tokenizer and counts them as llama.cpp does
+    assert not second._bpe_loaded  # every piece known: the compiled counter is not even loaded
+    # pieces never seen are counted by the compiled BPE as llama.cpp counts them, still
+    # without loading the HF tokenizer
     novel = pa.array(["Zyxquorblat fremdwörterbuch 1234567"])
     assert second.count(novel).tolist() == load_tokenizer(TokenizerConfig(engine="llama_cpp")).count(novel).tolist()
-    assert second._inner is not None
+    assert second._inner is None and second._bpe is not None  # loaded for the missing pieces
 
     for part in folder.glob("*.npz"):
         part.write_bytes(part.read_bytes()[:100])
@@ -198,3 +200,37 @@ def test_saved_piece_counts_stay_bounded_and_a_read_only_cache_still_counts(fres
     assert np.array_equal(load_tokenizer().count(arr), want)
     monkeypatch.setattr(tokens.os, "replace", real_replace)
     assert not list((fresh / "cache").glob("*.tmp-*")) and not list(folder.glob("*.tmp.npz"))
+
+
+def test_compiled_bpe_counts_every_piece_as_the_converted_tokenizer(fresh):
+    """The compiled counter (token_kernels.piece_counts) against the converted HF tokenizer on
+    each piece alone: every distinct piece of two shared corpora plus pieces that reach each
+    of its rules (added tokens, the crossing piece, byte fallback, a long unbroken run)."""
+    import json
+
+    from tasks import token_kernels
+    from tasks.kernels import utf8_buffers
+
+    tok = load_tokenizer()
+    assert tok.bpe is not None
+    docs = []
+    for f, col in [CORPORA[0], CORPORA[3]]:
+        docs += [t for t in pq.read_table(shared(f), columns=[col]).column(col).to_pylist() if t]
+    edge = [" <b>x</b>", "[multimodal]", " ab<start_of_image>cd", "\t\tx\t", "   \t", "a> </b>c", " > </", ">",
+            " 𝔘𝔫𝔦𝔠𝔬𝔡𝔢", " \x00\x01", " " + "qz" * 3000, " ▁x", "x▁▁y", " é", " 数据库", " 🙂🙃"]
+    data, offsets = utf8_buffers(pa.array(docs + edge, pa.string()))
+    hashes, starts, stops, _ = token_kernels.segments(data, offsets, tok._glue)
+    _, first = np.unique(hashes, return_index=True)
+    first = np.concatenate([first, np.arange(len(hashes) - 40, len(hashes))])  # the edge texts' pieces
+    got = tok.bpe.counts(data, starts[first], stops[first])
+    texts = [data[a:b].tobytes().decode("utf-8") for a, b in zip(starts[first], stops[first], strict=True)]
+    want = tok.inner._count(texts)
+    bad = np.nonzero(got != want)[0]
+    assert len(texts) > 20_000 and not len(bad), [(texts[i][:40], got[i], want[i]) for i in bad[:5]]
+
+    # a layout the compiled counter does not know leaves the pieces to the HF tokenizer
+    spec = json.loads(max((fresh / "cache").glob("*.json"), key=lambda f: f.stat().st_size).read_bytes())
+    assert tokens._bpe_arrays(spec) is not None
+    assert tokens._bpe_arrays({**spec, "normalizer": None}) is None
+    assert tokens._bpe_arrays({**spec, "pre_tokenizer": {**spec["pre_tokenizer"], "behavior": "Removed"}}) is None
+    assert tokens._bpe_arrays({**spec, "model": {**spec["model"], "byte_fallback": False}}) is None
