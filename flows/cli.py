@@ -128,12 +128,18 @@ def run(
         _ensure_prefect_server(needs_s3=uses_s3 and not os.environ.get("AWS_ENDPOINT_URL"))
     except StackError as exc:
         _fail(str(exc))
+    from flows.warm import start_ray_early, take_early_ray
+
+    start_ray_early(cfg, quiet=not verbose)  # while the flow below is imported and created; see flows/warm.py
 
     from flows.console import LogsToFile, StageProgress, run_log_path
     from flows.curate import ReleaseError, run_curate
+    from tasks import parallel
     from tasks.ingest import InputError
     from tasks.manifest import summarize
     from tasks.parallel import PrefectServerMissing, ShardFailed
+
+    parallel.EARLY_RAY = take_early_ray
     from tasks.quality.rules import RuleError
 
     local_log = run_log_path(home)

@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from flows.artifacts import Progress, publish_artifacts
 from flows.orphans import watch_this_run
 from flows.runner import StageRunner, run_map_stage
+from flows.warm import uses_remote_storage
 from tasks import layout, registry
 from tasks.config import PipelineConfig
 from tasks.errors import ReleaseError
@@ -166,9 +167,3 @@ def run_curate(config: PipelineConfig) -> dict[str, Any]:
     # a named pipeline's ad-hoc runs carry its tag, as its deployments' runs do
     with tags(*(["refinery", f"pipeline:{config.name}"] if config.name else ["refinery"])):
         return curate.with_options(task_runner=runner)(config=config)
-
-
-def uses_remote_storage(config: PipelineConfig) -> bool:
-    """Whether the root or any input lives in object storage (not a local path or file://)."""
-    urls = [config.output or "", *(i.uri for i in config.inputs)]
-    return any("://" in u and not u.startswith("file://") for u in urls)
