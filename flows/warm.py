@@ -78,10 +78,11 @@ def warm_process(config: PipelineConfig) -> None:
 _EARLY: dict[str, Any] = {}
 
 
-def start_ray_early(config: PipelineConfig, quiet: bool) -> threading.Thread | None:
+def start_ray_early(config: PipelineConfig, quiet: bool, api_url: str | None = None) -> threading.Thread | None:
     """Start this run's private local Ray in a thread (nothing when the run joins a cluster);
     the flow's task runner waits for it and adopts it. Call once the Prefect server is known.
-    ``quiet``: whether the run keeps Ray's output off the terminal (`refinery run` without -v)."""
+    ``quiet``: whether the run keeps Ray's output off the terminal (`refinery run` without -v);
+    ``api_url``: the Prefect server's URL when it is still starting (Ray then starts beside it)."""
     if config.execution.ray_address or os.environ.get("RAY_ADDRESS") or _EARLY:
         return None
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
@@ -94,7 +95,7 @@ def start_ray_early(config: PipelineConfig, quiet: bool) -> threading.Thread | N
             from tasks.parallel import init_local_ray
 
             _EARLY["seconds"] = init_local_ray(config.execution, uses_remote_storage(config), quiet, warm_process,
-                                               (config,))
+                                               (config,), api_url)
             _EARLY["started"] = True
         except Exception as exc:  # the task runner then starts Ray itself, and says why this failed
             _EARLY["error"] = f"{type(exc).__name__}: {exc}"

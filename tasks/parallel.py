@@ -98,11 +98,12 @@ class RayRunner(RayTaskRunner):
         self.init_kwargs.update(self.driver_init_kwargs())
         return super().__enter__()
 
-    def driver_init_kwargs(self, quiet: bool | None = None) -> dict[str, Any]:
-        """``ray.init`` keywords of the driver: checks the Prefect server first. ``quiet``:
-        as :data:`QUIET_DRIVER` (default: its value now)."""
+    def driver_init_kwargs(self, quiet: bool | None = None, api_url: str | None = None) -> dict[str, Any]:
+        """``ray.init`` keywords of the driver: checks the Prefect server first, unless given
+        ``api_url``, the URL of a server still starting. ``quiet``: as :data:`QUIET_DRIVER`
+        (default: its value now)."""
         quiet = QUIET_DRIVER if quiet is None else quiet
-        api_url = require_prefect_server()
+        api_url = api_url or require_prefect_server()
         os.environ.update({"PREFECT_API_URL": api_url})  # local workers inherit the driver's env
         kwargs = dict(self.init_kwargs)
         kwargs["runtime_env"] = self.worker_runtime_env(api_url)
@@ -162,14 +163,17 @@ class _NotMainThread(logging.Filter):
 
 
 def init_local_ray(execution: ExecutionConfig, needs_storage: bool, quiet: bool,
-                   warm: Callable[..., Any] | None = None, warm_args: tuple[Any, ...] = ()) -> float:
+                   warm: Callable[..., Any] | None = None, warm_args: tuple[Any, ...] = (),
+                   api_url: str | None = None) -> float:
     """Start this process's private local Ray now, as the flow's runner would (same workers'
     environment, same options), and start every worker on ``warm(*warm_args)`` so that worker
     processes start and import while the driver does something else (Ray starts a job's
     workers only when its first tasks arrive). ``quiet``: as :data:`QUIET_DRIVER` will be
-    when the flow runs. Returns the seconds Ray took to start."""
+    when the flow runs; ``api_url``: the Prefect server the workers report to, when it is
+    still starting (by default the configured one, which must answer). Returns the seconds Ray
+    took to start."""
     t0 = time.perf_counter()
-    kwargs = make_task_runner(execution, needs_storage).driver_init_kwargs(quiet)
+    kwargs = make_task_runner(execution, needs_storage).driver_init_kwargs(quiet, api_url)
     worker_log = logging.getLogger("ray._private.worker")
     quiet = _NotMainThread()
     worker_log.addFilter(quiet)
