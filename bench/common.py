@@ -97,6 +97,10 @@ class PeakRSS:
         self._exclude = exclude or (lambda: set())
         self.peak = 0
         self.peak_excluding = 0
+        # CPU seconds (user + system) last seen per process of the tree: a process's time up
+        # to its last sample counts, also after it exits (the OS forgets the time of processes
+        # nobody waits for, such as Ray's workers when its raylet is stopped)
+        self._cpu: dict[int, tuple[float, bool]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -122,9 +126,16 @@ class PeakRSS:
                     rss = p.memory_info().rss
                     total += rss
                     kept += 0 if p.pid in excluded else rss
+                    t = p.cpu_times()
+                    self._cpu[p.pid] = (t.user + t.system, p.pid in excluded)
             self.peak = max(self.peak, total)
             self.peak_excluding = max(self.peak_excluding, kept)
             self._stop.wait(0.2)
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the tree's processes, the excluded trees left out."""
+        return sum(cpu for cpu, excluded in self._cpu.values() if not excluded)
 
     def __enter__(self) -> PeakRSS:
         self._thread.start()

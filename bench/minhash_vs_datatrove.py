@@ -96,19 +96,14 @@ def datatrove_run(corpus: Path, work: Path, tokenizer: str) -> None:
 
 def timed_process(cmd: list[str], env: dict[str, str], exclude=None) -> tuple[float, PeakRSS]:
     """Wall-clock seconds of one command, launch to exit, and the peak memory of its process tree.
-    ``mem.cpu_seconds``: the CPU seconds (user + system) of that process and of the descendants
-    it waited for (Ray's workers and datatrove's pool workers; not a server it left running),
-    the figure a loaded machine does not inflate the way it does wall seconds."""
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ``mem.cpu_seconds``: the CPU seconds (user + system) of that tree (Ray's workers and helpers,
+    datatrove's pool workers; not our Prefect server), sampled with the memory: the figure a
+    loaded machine inflates far less than wall seconds."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env)
     with PeakRSS(proc.pid, exclude) as mem:
         code = proc.wait()
     seconds = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    mem.cpu_seconds = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if code != 0:
         raise SystemExit(f"{cmd[:3]} failed with exit code {code}")
     return seconds, mem

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -83,7 +84,18 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
         raise ReleaseError(str(exc)) from None
     logger = get_run_logger()
     require_llm_runtime(config)  # before any work: a missing extra is not worth a half run
-    watch_this_run(_flow_run_id(), logger)  # and crash the runs a killed process left RUNNING
+    # and crash the runs a killed process left RUNNING: a cleanup that scans every process and
+    # asks the server (about a second on a loaded machine), so it runs beside the stages
+    watcher = threading.Thread(target=watch_this_run, args=(_flow_run_id(), logger), name="refinery-orphans",
+                               daemon=True)
+    watcher.start()
+    try:
+        return _release(config, stages, logger)
+    finally:
+        watcher.join()
+
+
+def _release(config: PipelineConfig, stages: list[registry.Stage], logger: Any) -> dict[str, Any]:
     spec = storage_spec(config)
     storage = spec.open()
     ctx = start_or_resume(storage, config, spec)
