@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import threading
@@ -96,6 +97,10 @@ class PeakRSS:
         self._exclude = exclude or (lambda: set())
         self.peak = 0
         self.peak_excluding = 0
+        # CPU seconds (user + system) last seen per process of the tree: a process's time up
+        # to its last sample counts, also after it exits (the OS forgets the time of processes
+        # nobody waits for, such as Ray's workers when its raylet is stopped)
+        self._cpu: dict[int, tuple[float, bool]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -121,9 +126,16 @@ class PeakRSS:
                     rss = p.memory_info().rss
                     total += rss
                     kept += 0 if p.pid in excluded else rss
+                    t = p.cpu_times()
+                    self._cpu[p.pid] = (t.user + t.system, p.pid in excluded)
             self.peak = max(self.peak, total)
             self.peak_excluding = max(self.peak_excluding, kept)
             self._stop.wait(0.2)
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the tree's processes, the excluded trees left out."""
+        return sum(cpu for cpu, excluded in self._cpu.values() if not excluded)
 
     def __enter__(self) -> PeakRSS:
         self._thread.start()
@@ -175,14 +187,19 @@ def run_breakdown(root: Path, release: str, wall_seconds: float, workers: int) -
             data = json.loads(marker.read_text())
             compute[marker.parent.name] = compute.get(marker.parent.name, 0.0) + float(data.get("seconds") or 0.0)
             cpu[marker.parent.name] = cpu.get(marker.parent.name, 0.0) + float(data.get("cpu_seconds") or 0.0)
-    ray_start = None
+    ray_start = ray_wait = None
     log = root / "state" / "logs" / f"{release}.log"
     if log.exists():
         lines = _log_times(log)
         begin = next((t for t, msg in lines if "rayrunner" in msg and "Connecting" in msg), None)
         ready = next((t for t, msg in lines if "rayrunner" in msg and "Using Ray cluster" in msg), None)
         if begin is not None and ready is not None:
-            ray_start = round(ready - begin, 2)
+            ray_start = ray_wait = round(ready - begin, 2)
+        # `refinery run` starts Ray ahead of the flow (flows/warm.py): only the wait is on the clock
+        ahead = next((re.search(r"ahead of the flow in ([\d.]+) s \(the flow waited ([\d.]+) s", msg)
+                      for _, msg in lines if "rayrunner" in msg and "ahead of the flow in" in msg), None)
+        if ahead is not None:
+            ray_start, ray_wait = float(ahead.group(1)), float(ahead.group(2))
     order = manifest.get("stages") or sorted(k for k in timing if k != "publish")
     stages = {k: timing[k] for k in order if k in timing}
     stage_wall = sum(stages.values())
@@ -190,6 +207,7 @@ def run_breakdown(root: Path, release: str, wall_seconds: float, workers: int) -
     return {
         "wall_seconds": round(wall_seconds, 2),
         "ray_start_seconds": ray_start,
+        "ray_wait_seconds": ray_wait,
         "stage_wall_seconds": {k: round(v, 2) for k, v in stages.items()},
         "publish_seconds": round(timing.get("publish", 0.0), 2),
         "step_compute_seconds": {k: round(v, 2) for k, v in sorted(compute.items())},
@@ -198,6 +216,7 @@ def run_breakdown(root: Path, release: str, wall_seconds: float, workers: int) -
         "orchestration_seconds": round(max(0.0, stage_wall - compute_total / workers), 2),
         "outside_stages_seconds": round(max(0.0, wall_seconds - stage_wall - timing.get("publish", 0.0)), 2),
         "meaning": "step compute = seconds inside step functions summed over shards (per-worker cold loads "
-                   "included), spread over the workers; orchestration = stage wall time minus that; outside "
+                   "included), spread over the workers; ray start = Ray's start, ray wait = the part of it the "
+                   "run waited for (the CLI starts Ray while it imports and creates the flow run); orchestration = stage wall time minus that; outside "
                    "stages = CLI start, config and stack checks, Ray start and stop, flow bookkeeping",
     }

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from flows.stack import Stack, StackError, refinery_home
+from flows.stack import LOOPBACK, Stack, StackError, refinery_home
 from tasks.config import ConfigError, InputSpec, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Refinery: curate pretraining corpora.")
@@ -51,22 +51,33 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+PREFECT_PORT = 4200  # the local stack's Prefect server when `refinery run` starts it
+
+
 def _stack() -> Stack:
     return Stack(refinery_home())
 
 
-def _ensure_prefect_server(needs_s3: bool) -> None:
-    """Use PREFECT_API_URL when set; otherwise the local stack, started if needed."""
+def _ensure_prefect_server(needs_s3: bool, while_starting=None) -> bool:
+    """Use PREFECT_API_URL when set; otherwise the local stack, started if needed. When it
+    starts the Prefect server, ``while_starting(api_url)`` is called first with the URL the
+    server will have (Ray then starts beside it). Returns whether it was called."""
     stack = _stack()
     status = stack.status()
-    need_up = ("PREFECT_API_URL" not in os.environ and not status.get("prefect", {}).get("healthy")) or (
+    prefect_down = "PREFECT_API_URL" not in os.environ and not status.get("prefect", {}).get("healthy")
+    need_up = prefect_down or (
         needs_s3 and "AWS_ENDPOINT_URL" not in os.environ and not status.get("s3", {}).get("healthy")
     )
+    called = False
     if need_up:
         typer.echo(f"starting the local stack under {stack.home} ...", err=True)
-        stack.up(with_s3=needs_s3)
+        if prefect_down and while_starting is not None and not status.get("prefect", {}).get("running"):
+            while_starting(f"http://{LOOPBACK}:{PREFECT_PORT}/api")
+            called = True
+        stack.up(prefect_port=PREFECT_PORT, with_s3=needs_s3)
     for key, value in stack.environment().items():
         os.environ.setdefault(key, value)
+    return called
 
 
 @app.command()
@@ -121,19 +132,30 @@ def run(
         _fail(str(exc))
     uses_s3 = any(u.startswith("s3://") for u in [cfg.output] + [i.uri for i in cfg.inputs])
     cfg = cfg.export_secrets_to_env()
-    from flows.warm import start_kernel_warmup
+    from flows.warm import start_kernel_warmup, start_ray_early, take_early_ray
 
     start_kernel_warmup(cfg)  # compiles while the stack starts; see flows/warm.py
+
+    def ray_beside_server(api_url: str) -> None:
+        os.environ["PREFECT_API_URL"] = api_url  # what the stack's environment will say
+        start_ray_early(cfg, quiet=not verbose, api_url=api_url)
+
     try:
-        _ensure_prefect_server(needs_s3=uses_s3 and not os.environ.get("AWS_ENDPOINT_URL"))
+        started = _ensure_prefect_server(needs_s3=uses_s3 and not os.environ.get("AWS_ENDPOINT_URL"),
+                                         while_starting=ray_beside_server)
     except StackError as exc:
         _fail(str(exc))
+    if not started:
+        start_ray_early(cfg, quiet=not verbose)  # while the flow below is imported and created; see flows/warm.py
 
     from flows.console import LogsToFile, StageProgress, run_log_path
     from flows.curate import ReleaseError, run_curate
+    from tasks import parallel
     from tasks.ingest import InputError
     from tasks.manifest import summarize
     from tasks.parallel import PrefectServerMissing, ShardFailed
+
+    parallel.EARLY_RAY = take_early_ray
     from tasks.quality.rules import RuleError
 
     local_log = run_log_path(home)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from prefect.runtime import flow_run
 from flows.artifacts import Progress, publish_artifacts
 from flows.orphans import watch_this_run
 from flows.runner import StageRunner, run_map_stage
+from flows.warm import uses_remote_storage
 from tasks import layout, registry
 from tasks.config import PipelineConfig
 from tasks.errors import ReleaseError
@@ -82,7 +84,18 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
         raise ReleaseError(str(exc)) from None
     logger = get_run_logger()
     require_llm_runtime(config)  # before any work: a missing extra is not worth a half run
-    watch_this_run(_flow_run_id(), logger)  # and crash the runs a killed process left RUNNING
+    # and crash the runs a killed process left RUNNING: a cleanup that scans every process and
+    # asks the server (about a second on a loaded machine), so it runs beside the stages
+    watcher = threading.Thread(target=watch_this_run, args=(_flow_run_id(), logger), name="refinery-orphans",
+                               daemon=True)
+    watcher.start()
+    try:
+        return _release(config, stages, logger)
+    finally:
+        watcher.join()
+
+
+def _release(config: PipelineConfig, stages: list[registry.Stage], logger: Any) -> dict[str, Any]:
     spec = storage_spec(config)
     storage = spec.open()
     ctx = start_or_resume(storage, config, spec)
@@ -166,9 +179,3 @@ def run_curate(config: PipelineConfig) -> dict[str, Any]:
     # a named pipeline's ad-hoc runs carry its tag, as its deployments' runs do
     with tags(*(["refinery", f"pipeline:{config.name}"] if config.name else ["refinery"])):
         return curate.with_options(task_runner=runner)(config=config)
-
-
-def uses_remote_storage(config: PipelineConfig) -> bool:
-    """Whether the root or any input lives in object storage (not a local path or file://)."""
-    urls = [config.output or "", *(i.uri for i in config.inputs)]
-    return any("://" in u and not u.startswith("file://") for u in urls)

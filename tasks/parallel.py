@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -84,15 +86,33 @@ class RayRunner(RayTaskRunner):
             # the checks below were done by the driver, and repeating them cost a health
             # request and a TLS context per task run
             return super().__enter__()
-        api_url = require_prefect_server()
-        os.environ.update({"PREFECT_API_URL": api_url})  # local workers inherit the driver's env
-        self.init_kwargs["runtime_env"] = self.worker_runtime_env(api_url)
-        if self.address == "local":
-            self.init_kwargs.setdefault("include_dashboard", False)
-        self.init_kwargs.setdefault("log_to_driver", not QUIET_DRIVER)
-        if QUIET_DRIVER:
-            self.init_kwargs.setdefault("configure_logging", False)
+        early = EARLY_RAY() if EARLY_RAY is not None and self.address == "local" else None
+        if early is not None and early.get("started") and ray.is_initialized():
+            super().__enter__()  # prefect-ray adopts the running Ray without owning it
+            self._owns_ray = True  # but it was started for this run: it stops with it, as before
+            self.logger.info("Ray started ahead of the flow in %.2f s (the flow waited %.2f s for it)",
+                             early["seconds"], early["waited"])
+            return self
+        if early is not None and early.get("error"):
+            self.logger.warning("starting Ray ahead of the flow failed (%s); starting it now", early["error"])
+        self.init_kwargs.update(self.driver_init_kwargs())
         return super().__enter__()
+
+    def driver_init_kwargs(self, quiet: bool | None = None, api_url: str | None = None) -> dict[str, Any]:
+        """``ray.init`` keywords of the driver: checks the Prefect server first, unless given
+        ``api_url``, the URL of a server still starting. ``quiet``: as :data:`QUIET_DRIVER`
+        (default: its value now)."""
+        quiet = QUIET_DRIVER if quiet is None else quiet
+        api_url = api_url or require_prefect_server()
+        os.environ.update({"PREFECT_API_URL": api_url})  # local workers inherit the driver's env
+        kwargs = dict(self.init_kwargs)
+        kwargs["runtime_env"] = self.worker_runtime_env(api_url)
+        if self.address == "local":
+            kwargs.setdefault("include_dashboard", False)
+        kwargs.setdefault("log_to_driver", not quiet)
+        if quiet:
+            kwargs.setdefault("configure_logging", False)
+        return kwargs
 
     def worker_runtime_env(self, api_url: str) -> dict[str, Any]:
         """Ray's runtime env for this run's workers: nothing secret in it (Ray logs it)."""
@@ -126,6 +146,50 @@ class RayRunner(RayTaskRunner):
 
 def _in_ray_worker() -> bool:
     return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+
+
+# Set by `refinery run` when it started the run's local Ray ahead of the flow (flows/warm.py):
+# waits for that start and returns {"started", "seconds", "waited", "error"}, once; None when
+# nothing was started.
+EARLY_RAY: Callable[[], dict[str, Any] | None] | None = None
+
+
+class _NotMainThread(logging.Filter):
+    """Ray warns that a driver started outside the main thread sets no SIGTERM handler; the CLI
+    that starts it early installs the same handler itself (flows/warm.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "not the main thread" not in record.getMessage()
+
+
+def init_local_ray(execution: ExecutionConfig, needs_storage: bool, quiet: bool,
+                   warm: Callable[..., Any] | None = None, warm_args: tuple[Any, ...] = (),
+                   api_url: str | None = None) -> float:
+    """Start this process's private local Ray now, as the flow's runner would (same workers'
+    environment, same options), and start every worker on ``warm(*warm_args)`` so that worker
+    processes start and import while the driver does something else (Ray starts a job's
+    workers only when its first tasks arrive). ``quiet``: as :data:`QUIET_DRIVER` will be
+    when the flow runs; ``api_url``: the Prefect server the workers report to, when it is
+    still starting (by default the configured one, which must answer). Returns the seconds Ray
+    took to start."""
+    t0 = time.perf_counter()
+    kwargs = make_task_runner(execution, needs_storage).driver_init_kwargs(quiet, api_url)
+    worker_log = logging.getLogger("ray._private.worker")
+    quiet = _NotMainThread()
+    worker_log.addFilter(quiet)
+    try:
+        ray.init("local", **kwargs)
+    finally:
+        worker_log.removeFilter(quiet)
+    seconds = time.perf_counter() - t0
+    if warm is not None:
+        remote = ray.remote(num_cpus=1)(warm).options(name="refinery-warm-worker")
+        # fire and forget: a shard task that arrives first waits for the worker, as before
+        _WARMING.extend(remote.remote(*warm_args) for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1)))))
+    return seconds
+
+
+_WARMING: list[Any] = []
 
 
 def make_task_runner(execution: ExecutionConfig, needs_storage: bool = True) -> RayRunner:

@@ -39,3 +39,18 @@ assert compiled and not any(compiled.values()), compiled
 """
     out = subprocess.run([sys.executable, "-c", use], cwd=copy, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ray_is_started_early_only_for_a_private_local_ray(monkeypatch):
+    """`refinery run` starts Ray ahead of the flow only when the run would start its own local
+    Ray: a run that joins a cluster (config or RAY_ADDRESS) starts nothing, and the flow's
+    task runner then finds nothing to adopt."""
+    from flows import warm
+    from tasks.config import PipelineConfig
+
+    joins = PipelineConfig().model_copy(update={"execution": PipelineConfig().execution.model_copy(
+        update={"ray_address": "ray://head.example:10001"})})
+    assert warm.start_ray_early(joins, quiet=True) is None
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert warm.start_ray_early(PipelineConfig(), quiet=True) is None
+    assert warm.take_early_ray() is None
