@@ -44,6 +44,13 @@ def _warm(config: PipelineConfig) -> None:
         work = pa.table({"id": ["a", "b"], "text": texts, "order": pa.array([0, 1], pa.int64())})
         _, sigs = near.signature_table(work, params)
         near.band_table(work.column("order").to_numpy(), sigs, params)
+    if config.tokenizer.enabled:
+        from tasks.tokens import load_tokenizer
+
+        # on a fresh install no piece is known yet, so this compiles (and caches on disk) the
+        # counter every release's token count then runs: 10-20 CPU-seconds paid while the
+        # stack starts rather than by the first run's publish
+        load_tokenizer(config.tokenizer).count(texts)
 
 
 def start_kernel_warmup(config: PipelineConfig) -> threading.Thread:

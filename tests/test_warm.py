@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -18,8 +19,12 @@ def test_warmup_fills_the_cache_the_stage_code_loads(tmp_path):
         shutil.copytree(REPO / pkg, copy / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
     warm = ("from flows.warm import start_kernel_warmup; from tasks.config import PipelineConfig; "
             "start_kernel_warmup(PipelineConfig()).join()")
-    subprocess.run([sys.executable, "-c", warm], cwd=copy, check=True, timeout=600)
+    # a tokenizer cache that knows no piece yet, as on a fresh install
+    env = {**os.environ, "REFINERY_TOKENIZER_CACHE": str(tmp_path / "tokenizers")}
+    subprocess.run([sys.executable, "-c", warm], cwd=copy, env=env, check=True, timeout=900)
     assert list((copy / "tasks" / "dedup" / "__pycache__").glob("kernels.signatures-*.nbc"))
+    # the release token counter's walk over new pieces (the default tokenizer is on)
+    assert list((copy / "tasks" / "__pycache__").glob("token_kernels.count_texts-*.nbc"))
     use = """
 import pyarrow as pa
 from tasks.config import PipelineConfig
