@@ -16,6 +16,7 @@ raise, spaCy's "IS_ALPHA" workaround, an ambiguous duplicate n-gram, unusual n-g
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -117,14 +118,14 @@ class FastFilters:
 
         if not text:
             return False, "empty", text, None
-        paragraphs = f.paragraph_exp.split(text.strip())
-        paragraphs_duplicates, char_duplicates = find_duplicates(paragraphs)
+        paragraphs = _split_runs(f.paragraph_exp, text.strip(), "\n\n")
+        paragraphs_duplicates, char_duplicates = find_duplicates(paragraphs) if len(paragraphs) > 1 else (0, 0)
         if f.dup_para_frac and paragraphs_duplicates / len(paragraphs) > f.dup_para_frac:
             return False, "dup_para_frac", text, None
         if f.dup_para_char_frac and char_duplicates / len(text) > f.dup_para_char_frac:
             return False, "dup_para_char_frac", text, None
-        lines = f._line_splitter.split(text)
-        line_duplicates, char_duplicates = find_duplicates(lines)
+        lines = _split_runs(f._line_splitter, text, "\n")
+        line_duplicates, char_duplicates = find_duplicates(lines) if len(lines) > 1 else (0, 0)
         if f.dup_line_frac and line_duplicates / len(lines) > f.dup_line_frac:
             return False, "dup_line_frac", text, None
         if f.dup_line_char_frac and char_duplicates / len(text) > f.dup_line_char_frac:
@@ -211,10 +212,13 @@ class FastFilters:
         for line in text.splitlines():
             line = line.strip()
             words = line.split()
-            if f.max_word_length != -1 and words and max(map(len, words)) > f.max_word_length:
+            # no word is longer than its line: the per-word lengths only matter for a long line
+            if (f.max_word_length != -1 and len(line) > f.max_word_length and words
+                    and max(map(len, words)) > f.max_word_length):
                 line_kept.append(False)
                 continue
-            if f.remove_citations:
+            split = line  # the line ``words`` belong to
+            if f.remove_citations and ("[" in line or CITATION_REGEX.pattern != _CITATION_PATTERN):
                 line = CITATION_REGEX.sub("", line)
             if f.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)):
                 line_kept.append(False)
@@ -234,17 +238,19 @@ class FastFilters:
                 line_kept.append(False)
                 continue
             if f.min_num_sentences != -1:
-                num_sentences += self.sentence_count(line)
+                num_sentences += self.sentence_count(line, words if line is split else None)
             kept_lines.append(line)
             line_kept.append(True)
         if num_sentences < f.min_num_sentences:
             return False, "too_few_sentences", text, line_kept
         return True, None, "\n".join(kept_lines).strip(), line_kept
 
-    def sentence_count(self, line: str) -> int:
+    def sentence_count(self, line: str, words: list[str] | None = None) -> int:
         """``len(split_into_sentences(line))``; a stripped line whose chunks are separated by single
-        spaces has no whitespace tokens, so its words are all its tokens."""
-        words = line.split()
+        spaces has no whitespace tokens, so its words are all its tokens. ``words``: ``line.split()``
+        when the caller has it."""
+        if words is None:
+            words = line.split()
         if words and line.count(" ") == len(words) - 1 and len(line) == sum(map(len, words)) + len(words) - 1:
             ids = self.word_ids(line)
             t = self.tables
@@ -277,6 +283,22 @@ class FastFilters:
         if text.count("\n") / n_words > f.new_line_ratio:
             return False, "list_ratio", text, None
         return True, None, text, None
+
+
+# datatrove's paragraph and line patterns, and the shortest text each can match: a text without
+# it splits into itself, found by a substring search instead of the regex engine's scan (most
+# web documents have no paragraph break, many no newline at all)
+# datatrove's citation pattern, every alternative of which starts with "[": a line without one
+# is left as it is (another pattern, after an upgrade, is always applied)
+_CITATION_PATTERN = r"\[\d*]|\[edit]|\[citation needed]"
+_RUN_PATTERNS = {r"\n{2,}": "\n\n", "\n+": "\n"}
+
+
+def _split_runs(pattern: re.Pattern, text: str, least: str) -> list[str]:
+    """``pattern.split(text)``; one list element, without the regex, when ``text`` cannot match."""
+    if _RUN_PATTERNS.get(pattern.pattern) == least and not pattern.flags & ~re.UNICODE and least not in text:
+        return [text]
+    return pattern.split(text)
 
 
 _ENGINE: FastFilters | None = None

@@ -87,6 +87,11 @@ class FastTokenizer:
 
         # the function spaCy computes Lexeme.is_punct with (lex_attr_getters)
         self._is_punct_attr = self.nlp.vocab.lex_attr_getters[IS_PUNCT]
+        # this pipeline's tokens are read for ORTH and IS_PUNCT only, and spaCy computes every
+        # lexical attribute of every new string in Python (most of the cost of a chunk it
+        # tokenizes); the tokenizer reads none of them (its rules were loaded above), and the
+        # pipeline is ours alone (datatrove's keeps its getters)
+        self.nlp.vocab.lex_attr_getters = {IS_PUNCT: self._is_punct_attr}
         self.slow_docs = 0
         # alphabets (ASCII letters, ASCII digits) over which, provably, no prefix, suffix or infix
         # pattern matches anything: a chunk of one of them is one token, and one with a single
