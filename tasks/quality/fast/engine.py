@@ -25,7 +25,6 @@ from tasks.quality.fast import kernels
 from tasks.quality.fast.tokenizer import FastTokenizer, fast_tokenizer, language_supported
 
 Decision = tuple[bool, str | None, str, list[bool] | None]  # keep, reason, text after, C4 lines kept
-MASK = (1 << 64) - 1
 
 
 class TokenTables:
@@ -58,22 +57,19 @@ class TokenTables:
                 new = np.zeros(cap, old.dtype)
                 new[: self.n] = old[: self.n]
                 setattr(self, name, new)
-        base = int(kernels.HASH_BASE)
-        base_inv = int(kernels.HASH_BASE_INV)
-        for i in range(self.n, len(texts)):
-            w = texts[i]
-            h = 0
-            for ch in w:
-                h = (h * base + ord(ch)) & MASK
-            self.length[i] = len(w)
-            self.hash[i] = h
-            self.pow[i] = pow(base, len(w), 1 << 64)
-            self.pow_inv[i] = pow(base_inv, len(w), 1 << 64)
-            # GopherQualityFilter: a word with any character outside PUNCTUATION_SET; one with a letter
-            self.non_symbol[i] = any(ch not in self.punct_set for ch in w)
-            self.alpha[i] = any(c.isalpha() for c in w)
-            self.in_punct_chars[i] = w in self.tok.punct_chars
-            self.is_punct[i] = self.tok.tok_is_punct[i]
+        new = texts[self.n:]
+        lens = np.fromiter(map(len, new), np.int64, len(new))
+        points = np.frombuffer("".join(new).encode("utf-32-le", "surrogatepass"), np.uint32)
+        hi = self.n + len(new)
+        # the per-character hash folds and powers compiled, over the new tokens' code points at once
+        kernels.token_hashes(points, lens, self.hash[self.n:hi], self.pow[self.n:hi], self.pow_inv[self.n:hi])
+        self.length[self.n:hi] = lens
+        punct_set, punct_chars, is_punct = self.punct_set, self.tok.punct_chars, self.tok.tok_is_punct
+        # GopherQualityFilter: a word with any character outside PUNCTUATION_SET; one with a letter
+        self.non_symbol[self.n:hi] = [not punct_set.issuperset(w) for w in new]
+        self.alpha[self.n:hi] = [w.isalpha() or any(c.isalpha() for c in w) for w in new]
+        self.in_punct_chars[self.n:hi] = [w in punct_chars for w in new]
+        self.is_punct[self.n:hi] = is_punct[self.n:hi]
         self.n = len(texts)
 
     def stop_ids(self, stop_words: set[str]) -> np.ndarray:
@@ -90,6 +86,8 @@ class FastFilters:
         self.tables = TokenTables(self.tok)
         self._last_text: str | None = None
         self._last_ids: np.ndarray | None = None
+        self._sizes: dict[int, tuple[Any, tuple, tuple[np.ndarray, np.ndarray] | None]] = {}
+        self._stops: dict[int, tuple[Any, frozenset[str], int, np.ndarray]] = {}
 
     def word_ids(self, text: str) -> np.ndarray:
         if text is not self._last_text and text != self._last_text:
@@ -130,14 +128,12 @@ class FastFilters:
             return False, "dup_line_frac", text, None
         if f.dup_line_char_frac and char_duplicates / len(text) > f.dup_line_char_frac:
             return False, "dup_line_char_frac", text, None
+        ns = self._n_gram_sizes(f)
+        if ns is None:
+            return None
         ids = self.word_ids(text)
         t = self.tables
-        ns = [n for n, _ in f.top_n_grams] + [n for n, _ in f.dup_n_grams]
-        if not all(isinstance(n, int) and n >= 1 for n in ns):
-            return None
-        top, dup = kernels.repetition_stats(ids, t.length, t.hash, t.pow, t.pow_inv,
-                                            np.array([n for n, _ in f.top_n_grams], np.int64),
-                                            np.array([n for n, _ in f.dup_n_grams], np.int64))
+        top, dup = kernels.repetition_stats(ids, t.length, t.hash, t.pow, t.pow_inv, ns[0], ns[1])
         for (n, n_frac), chars in zip(f.top_n_grams, top.tolist(), strict=True):
             if chars < 0:  # no n-gram at all
                 continue
@@ -150,12 +146,26 @@ class FastFilters:
                 return False, f"duplicated_{n}_n_grams", text, None
         return True, None, text, None
 
+    def _n_gram_sizes(self, f: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """The filter's top and duplicate n-gram sizes as the kernel takes them, built once per
+        filter (and again if its lists change); ``None`` for a size the kernel does not handle."""
+        key = (tuple(f.top_n_grams), tuple(f.dup_n_grams))
+        hit = self._sizes.get(id(f))
+        if hit is not None and hit[0] is f and hit[1] == key:
+            return hit[2]
+        ns = [n for n, _ in key[0]] + [n for n, _ in key[1]]
+        arrays = None
+        if all(isinstance(n, int) and n >= 1 for n in ns):
+            arrays = (np.array([n for n, _ in key[0]], np.int64), np.array([n for n, _ in key[1]], np.int64))
+        self._sizes[id(f)] = (f, key, arrays)  # the filter itself held, so that its id is not reused
+        return arrays
+
     # GopherQualityFilter.filter
     def gopher_quality(self, f: Any, text: str) -> Decision | None:
         ids = self.word_ids(text)
         t = self.tables
         n_words = len(ids)
-        stop = t.stop_ids(f.stop_words) if f.min_stop_words else np.zeros(0, np.int64)
+        stop = self._stop_ids(f) if f.min_stop_words else np.zeros(0, np.int64)
         n_non_symbol, non_symbol_chars, n_alpha, stop_present = kernels.word_stats(
             ids, t.non_symbol, t.length, t.alpha, stop)
         if f.min_doc_words and n_non_symbol < f.min_doc_words:
@@ -194,6 +204,17 @@ class FastFilters:
         if f.min_stop_words and stop_present < f.min_stop_words:
             return False, "gopher_enough_stop_words", text, None
         return True, None, text, None
+
+    def _stop_ids(self, f: Any) -> np.ndarray:
+        """``TokenTables.stop_ids`` of the filter's stop words, again only when the vocabulary
+        has grown (a stop word's id exists from its first sighting on) or the words changed."""
+        n = len(self.tok.tok_text)
+        hit = self._stops.get(id(f))
+        if hit is not None and hit[0] is f and hit[2] == n and hit[1] == f.stop_words:
+            return hit[3]
+        ids = self.tables.stop_ids(f.stop_words)
+        self._stops[id(f)] = (f, frozenset(f.stop_words), n, ids)
+        return ids
 
     # C4QualityFilter.filter (line mode), with the per-line decisions ObservedC4 records
     def c4_quality(self, f: Any, text: str) -> Decision | None:
