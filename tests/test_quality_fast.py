@@ -344,3 +344,36 @@ _shape_char = st.sampled_from(list("aZqK09.,;:!?()[]{}\"'`-_/\\#$%&*+<>=@^|~â€¦â
 def test_shaped_chunks_equal_spacy_generated(pre: list[str], core: str, post: list[str]) -> None:
     chunk = "".join(pre) + core + "".join(post)
     _shaped_equal_spacy({c for c in chunk.split() if c})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from("\n\r a\u2028"), max_size=12) | st.text(max_size=30))
+def test_paragraph_and_line_split_shortcut_equals_regex(text: str) -> None:
+    """The engine skips datatrove's paragraph and line regexes on a text they cannot match; the
+    result must be the regexes' own."""
+    from tasks.quality.fast.engine import _split_runs
+
+    f = heuristics.make_filter("gopher_repetition", {})
+    assert _split_runs(f.paragraph_exp, text, "\n\n") == f.paragraph_exp.split(text)
+    assert _split_runs(f._line_splitter, text, "\n") == f._line_splitter.split(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=8), max_size=12))
+def test_token_hashes_equal_python_fold(tokens: list[str]) -> None:
+    """The compiled per-token hashes and powers equal the Python fold over ``ord`` they replaced
+    (lone surrogates and characters beyond the BMP included)."""
+    import numpy as np
+
+    from tasks.quality.fast import kernels
+
+    base, inv, mask = int(kernels.HASH_BASE), int(kernels.HASH_BASE_INV), (1 << 64) - 1
+    k = len(tokens)
+    h, p, q = np.zeros(k, np.uint64), np.zeros(k, np.uint64), np.zeros(k, np.uint64)
+    points = np.frombuffer("".join(tokens).encode("utf-32-le", "surrogatepass"), np.uint32)
+    kernels.token_hashes(points, np.array([len(t) for t in tokens], np.int64), h, p, q)
+    for i, t in enumerate(tokens):
+        want = 0
+        for ch in t:
+            want = (want * base + ord(ch)) & mask
+        assert (int(h[i]), int(p[i]), int(q[i])) == (want, pow(base, len(t), 1 << 64), pow(inv, len(t), 1 << 64))

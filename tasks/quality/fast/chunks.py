@@ -53,17 +53,21 @@ def _wide_space_len(buf: np.ndarray, i: int, points: np.ndarray) -> int:
 
 
 @njit(cache=True, nogil=True)
-def split_lookup(buf: np.ndarray, ascii_space: np.ndarray, points: np.ndarray, slots: np.ndarray,
-                 c_hash: np.ndarray, c_start: np.ndarray, c_len: np.ndarray,
-                 arena: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_lookup(buf: np.ndarray, ascii_space: np.ndarray, points: np.ndarray, table: np.ndarray,
+                 span: np.ndarray, arena: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The chunk ids of ``buf``'s chunks (``str.split()``), -1 for an unknown chunk, with every
-    chunk's byte span."""
+    chunk's byte span.
+
+    ``table``: open addressing, slot ``s`` at ``2s`` (the chunk's hash) and ``2s + 1`` (its id
+    plus one, 0 when empty); ``span``: each chunk's start in ``arena`` and length, side by side.
+    The table is larger than the caches, so a probe reads one line and a candidate one more,
+    where separate arrays of hashes, ids, starts and lengths cost a miss each."""
     n = len(buf)
     cap = n // 2 + 1
     cids = np.empty(cap, np.int64)
     starts = np.empty(cap, np.int64)
     ends = np.empty(cap, np.int64)
-    mask = len(slots) - 1
+    mask = len(table) // 2 - 1
     k = 0
     i = 0
     while i < n:
@@ -92,19 +96,21 @@ def split_lookup(buf: np.ndarray, ascii_space: np.ndarray, points: np.ndarray, s
         found = -1
         length = i - a
         while True:
-            c = slots[slot]
-            if c < 0:
+            c1 = table[2 * slot + 1]
+            if c1 == 0:
                 break
-            if c_hash[c] == h and c_len[c] == length:
-                same = True
-                base = c_start[c]
-                for j in range(length):
-                    if arena[base + j] != buf[a + j]:
-                        same = False
+            if table[2 * slot] == h:
+                c = np.int64(c1) - 1
+                if span[c, 1] == length:
+                    same = True
+                    base = span[c, 0]
+                    for j in range(length):
+                        if arena[base + j] != buf[a + j]:
+                            same = False
+                            break
+                    if same:
+                        found = c
                         break
-                if same:
-                    found = c
-                    break
             slot = (slot + 1) & mask
         cids[k] = found
         starts[k] = a
@@ -114,17 +120,18 @@ def split_lookup(buf: np.ndarray, ascii_space: np.ndarray, points: np.ndarray, s
 
 
 @njit(cache=True, nogil=True)
-def _insert_range(slots: np.ndarray, c_hash: np.ndarray, c_start: np.ndarray, c_len: np.ndarray,
-                  arena: np.ndarray, lo: int, hi: int, new: bool) -> None:
+def _insert_range(table: np.ndarray, c_hash: np.ndarray, span: np.ndarray, arena: np.ndarray, lo: int, hi: int,
+                  new: bool) -> None:
     """Put chunks ``lo`` to ``hi`` in the table, hashing them first when they are ``new``."""
-    mask = len(slots) - 1
+    mask = len(table) // 2 - 1
     for c in range(lo, hi):
         if new:
-            c_hash[c] = _fnv(arena, c_start[c], c_start[c] + c_len[c])
+            c_hash[c] = _fnv(arena, span[c, 0], span[c, 0] + span[c, 1])
         slot = np.int64(c_hash[c] & np.uint64(mask))
-        while slots[slot] >= 0:
+        while table[2 * slot + 1] != 0:
             slot = (slot + 1) & mask
-        slots[slot] = c
+        table[2 * slot] = c_hash[c]
+        table[2 * slot + 1] = np.uint64(c + 1)
 
 
 class ChunkIndex:
@@ -134,10 +141,9 @@ class ChunkIndex:
         self.n = 0
         self.used = 0
         self.arena = np.zeros(1 << 20, np.uint8)
-        self.c_start = np.zeros(1024, np.int64)
-        self.c_len = np.zeros(1024, np.int64)
+        self.span = np.zeros((1024, 2), np.int64)  # start in the arena, length
         self.c_hash = np.zeros(1024, np.uint64)
-        self.slots = np.full(4096, -1, np.int64)
+        self.table = np.zeros(2 * 4096, np.uint64)
         self._pending: list[str] = []
 
     def add(self, chunk: str, cid: int) -> None:
@@ -147,6 +153,12 @@ class ChunkIndex:
             raise ValueError(f"chunk index: id {cid} out of order (expected {self.n + len(self._pending)})")
         self._pending.append(chunk)
 
+    def add_many(self, chunks: list[str], first: int) -> None:
+        """``add`` for consecutive ids from ``first``."""
+        if first != self.n + len(self._pending):
+            raise ValueError(f"chunk index: id {first} out of order (expected {self.n + len(self._pending)})")
+        self._pending.extend(chunks)
+
     def _flush(self) -> None:
         data = [c.encode("utf-8", "surrogatepass") for c in self._pending]
         self._pending = []
@@ -154,32 +166,30 @@ class ChunkIndex:
         new_n = self.n + len(data)
         if self.used + total > len(self.arena):
             self.arena = _grown(self.arena, self.used + total)
-        if new_n > len(self.c_start):
-            self.c_start = _grown(self.c_start, new_n)
-            self.c_len = _grown(self.c_len, new_n)
+        if new_n > len(self.span):
+            self.span = _grown(self.span, new_n)
             self.c_hash = _grown(self.c_hash, new_n)
         lens = np.fromiter(map(len, data), np.int64, len(data))
-        self.c_len[self.n:new_n] = lens
-        self.c_start[self.n:new_n] = self.used + np.cumsum(lens) - lens
+        self.span[self.n:new_n, 1] = lens
+        self.span[self.n:new_n, 0] = self.used + np.cumsum(lens) - lens
         self.arena[self.used:self.used + total] = np.frombuffer(b"".join(data), np.uint8)
         self.used += total
-        if 2 * new_n > len(self.slots):  # keep the table at most half full
-            size = len(self.slots)
+        if 4 * new_n > len(self.table):  # keep the table at most half full (two entries a slot)
+            size = len(self.table) // 2
             while 2 * new_n > size:
                 size *= 2
-            self.slots = np.full(size, -1, np.int64)
-            _insert_range(self.slots, self.c_hash, self.c_start, self.c_len, self.arena, 0, self.n, False)
-        _insert_range(self.slots, self.c_hash, self.c_start, self.c_len, self.arena, self.n, new_n, True)
+            self.table = np.zeros(2 * size, np.uint64)
+            _insert_range(self.table, self.c_hash, self.span, self.arena, 0, self.n, False)
+        _insert_range(self.table, self.c_hash, self.span, self.arena, self.n, new_n, True)
         self.n = new_n
 
     def lookup(self, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._pending:
             self._flush()
-        return split_lookup(buf, _ASCII_SPACE, SPACE_POINTS, self.slots, self.c_hash, self.c_start, self.c_len,
-                            self.arena)
+        return split_lookup(buf, _ASCII_SPACE, SPACE_POINTS, self.table, self.span, self.arena)
 
 
 def _grown(arr: np.ndarray, need: int) -> np.ndarray:
-    new = np.zeros(max(need, 2 * len(arr)), arr.dtype)
+    new = np.zeros((max(need, 2 * len(arr)), *arr.shape[1:]), arr.dtype)
     new[: len(arr)] = arr
     return new

@@ -16,6 +16,7 @@ raise, spaCy's "IS_ALPHA" workaround, an ambiguous duplicate n-gram, unusual n-g
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,6 @@ from tasks.quality.fast import kernels
 from tasks.quality.fast.tokenizer import FastTokenizer, fast_tokenizer, language_supported
 
 Decision = tuple[bool, str | None, str, list[bool] | None]  # keep, reason, text after, C4 lines kept
-MASK = (1 << 64) - 1
 
 
 class TokenTables:
@@ -57,22 +57,19 @@ class TokenTables:
                 new = np.zeros(cap, old.dtype)
                 new[: self.n] = old[: self.n]
                 setattr(self, name, new)
-        base = int(kernels.HASH_BASE)
-        base_inv = int(kernels.HASH_BASE_INV)
-        for i in range(self.n, len(texts)):
-            w = texts[i]
-            h = 0
-            for ch in w:
-                h = (h * base + ord(ch)) & MASK
-            self.length[i] = len(w)
-            self.hash[i] = h
-            self.pow[i] = pow(base, len(w), 1 << 64)
-            self.pow_inv[i] = pow(base_inv, len(w), 1 << 64)
-            # GopherQualityFilter: a word with any character outside PUNCTUATION_SET; one with a letter
-            self.non_symbol[i] = any(ch not in self.punct_set for ch in w)
-            self.alpha[i] = any(c.isalpha() for c in w)
-            self.in_punct_chars[i] = w in self.tok.punct_chars
-            self.is_punct[i] = self.tok.tok_is_punct[i]
+        new = texts[self.n:]
+        lens = np.fromiter(map(len, new), np.int64, len(new))
+        points = np.frombuffer("".join(new).encode("utf-32-le", "surrogatepass"), np.uint32)
+        hi = self.n + len(new)
+        # the per-character hash folds and powers compiled, over the new tokens' code points at once
+        kernels.token_hashes(points, lens, self.hash[self.n:hi], self.pow[self.n:hi], self.pow_inv[self.n:hi])
+        self.length[self.n:hi] = lens
+        punct_set, punct_chars, is_punct = self.punct_set, self.tok.punct_chars, self.tok.tok_is_punct
+        # GopherQualityFilter: a word with any character outside PUNCTUATION_SET; one with a letter
+        self.non_symbol[self.n:hi] = [not punct_set.issuperset(w) for w in new]
+        self.alpha[self.n:hi] = [w.isalpha() or any(c.isalpha() for c in w) for w in new]
+        self.in_punct_chars[self.n:hi] = [w in punct_chars for w in new]
+        self.is_punct[self.n:hi] = is_punct[self.n:hi]
         self.n = len(texts)
 
     def stop_ids(self, stop_words: set[str]) -> np.ndarray:
@@ -89,6 +86,8 @@ class FastFilters:
         self.tables = TokenTables(self.tok)
         self._last_text: str | None = None
         self._last_ids: np.ndarray | None = None
+        self._sizes: dict[int, tuple[Any, tuple, tuple[np.ndarray, np.ndarray] | None]] = {}
+        self._stops: dict[int, tuple[Any, frozenset[str], int, np.ndarray]] = {}
 
     def word_ids(self, text: str) -> np.ndarray:
         if text is not self._last_text and text != self._last_text:
@@ -117,26 +116,24 @@ class FastFilters:
 
         if not text:
             return False, "empty", text, None
-        paragraphs = f.paragraph_exp.split(text.strip())
-        paragraphs_duplicates, char_duplicates = find_duplicates(paragraphs)
+        paragraphs = _split_runs(f.paragraph_exp, text.strip(), "\n\n")
+        paragraphs_duplicates, char_duplicates = find_duplicates(paragraphs) if len(paragraphs) > 1 else (0, 0)
         if f.dup_para_frac and paragraphs_duplicates / len(paragraphs) > f.dup_para_frac:
             return False, "dup_para_frac", text, None
         if f.dup_para_char_frac and char_duplicates / len(text) > f.dup_para_char_frac:
             return False, "dup_para_char_frac", text, None
-        lines = f._line_splitter.split(text)
-        line_duplicates, char_duplicates = find_duplicates(lines)
+        lines = _split_runs(f._line_splitter, text, "\n")
+        line_duplicates, char_duplicates = find_duplicates(lines) if len(lines) > 1 else (0, 0)
         if f.dup_line_frac and line_duplicates / len(lines) > f.dup_line_frac:
             return False, "dup_line_frac", text, None
         if f.dup_line_char_frac and char_duplicates / len(text) > f.dup_line_char_frac:
             return False, "dup_line_char_frac", text, None
+        ns = self._n_gram_sizes(f)
+        if ns is None:
+            return None
         ids = self.word_ids(text)
         t = self.tables
-        ns = [n for n, _ in f.top_n_grams] + [n for n, _ in f.dup_n_grams]
-        if not all(isinstance(n, int) and n >= 1 for n in ns):
-            return None
-        top, dup = kernels.repetition_stats(ids, t.length, t.hash, t.pow, t.pow_inv,
-                                            np.array([n for n, _ in f.top_n_grams], np.int64),
-                                            np.array([n for n, _ in f.dup_n_grams], np.int64))
+        top, dup = kernels.repetition_stats(ids, t.length, t.hash, t.pow, t.pow_inv, ns[0], ns[1])
         for (n, n_frac), chars in zip(f.top_n_grams, top.tolist(), strict=True):
             if chars < 0:  # no n-gram at all
                 continue
@@ -149,12 +146,26 @@ class FastFilters:
                 return False, f"duplicated_{n}_n_grams", text, None
         return True, None, text, None
 
+    def _n_gram_sizes(self, f: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        """The filter's top and duplicate n-gram sizes as the kernel takes them, built once per
+        filter (and again if its lists change); ``None`` for a size the kernel does not handle."""
+        key = (tuple(f.top_n_grams), tuple(f.dup_n_grams))
+        hit = self._sizes.get(id(f))
+        if hit is not None and hit[0] is f and hit[1] == key:
+            return hit[2]
+        ns = [n for n, _ in key[0]] + [n for n, _ in key[1]]
+        arrays = None
+        if all(isinstance(n, int) and n >= 1 for n in ns):
+            arrays = (np.array([n for n, _ in key[0]], np.int64), np.array([n for n, _ in key[1]], np.int64))
+        self._sizes[id(f)] = (f, key, arrays)  # the filter itself held, so that its id is not reused
+        return arrays
+
     # GopherQualityFilter.filter
     def gopher_quality(self, f: Any, text: str) -> Decision | None:
         ids = self.word_ids(text)
         t = self.tables
         n_words = len(ids)
-        stop = t.stop_ids(f.stop_words) if f.min_stop_words else np.zeros(0, np.int64)
+        stop = self._stop_ids(f) if f.min_stop_words else np.zeros(0, np.int64)
         n_non_symbol, non_symbol_chars, n_alpha, stop_present = kernels.word_stats(
             ids, t.non_symbol, t.length, t.alpha, stop)
         if f.min_doc_words and n_non_symbol < f.min_doc_words:
@@ -194,6 +205,17 @@ class FastFilters:
             return False, "gopher_enough_stop_words", text, None
         return True, None, text, None
 
+    def _stop_ids(self, f: Any) -> np.ndarray:
+        """``TokenTables.stop_ids`` of the filter's stop words, again only when the vocabulary
+        has grown (a stop word's id exists from its first sighting on) or the words changed."""
+        n = len(self.tok.tok_text)
+        hit = self._stops.get(id(f))
+        if hit is not None and hit[0] is f and hit[2] == n and hit[1] == f.stop_words:
+            return hit[3]
+        ids = self.tables.stop_ids(f.stop_words)
+        self._stops[id(f)] = (f, frozenset(f.stop_words), n, ids)
+        return ids
+
     # C4QualityFilter.filter (line mode), with the per-line decisions ObservedC4 records
     def c4_quality(self, f: Any, text: str) -> Decision | None:
         from datatrove.pipeline.filters.c4_filters import (
@@ -211,10 +233,13 @@ class FastFilters:
         for line in text.splitlines():
             line = line.strip()
             words = line.split()
-            if f.max_word_length != -1 and words and max(map(len, words)) > f.max_word_length:
+            # no word is longer than its line: the per-word lengths only matter for a long line
+            if (f.max_word_length != -1 and len(line) > f.max_word_length and words
+                    and max(map(len, words)) > f.max_word_length):
                 line_kept.append(False)
                 continue
-            if f.remove_citations:
+            split = line  # the line ``words`` belong to
+            if f.remove_citations and ("[" in line or CITATION_REGEX.pattern != _CITATION_PATTERN):
                 line = CITATION_REGEX.sub("", line)
             if f.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)):
                 line_kept.append(False)
@@ -234,17 +259,19 @@ class FastFilters:
                 line_kept.append(False)
                 continue
             if f.min_num_sentences != -1:
-                num_sentences += self.sentence_count(line)
+                num_sentences += self.sentence_count(line, words if line is split else None)
             kept_lines.append(line)
             line_kept.append(True)
         if num_sentences < f.min_num_sentences:
             return False, "too_few_sentences", text, line_kept
         return True, None, "\n".join(kept_lines).strip(), line_kept
 
-    def sentence_count(self, line: str) -> int:
+    def sentence_count(self, line: str, words: list[str] | None = None) -> int:
         """``len(split_into_sentences(line))``; a stripped line whose chunks are separated by single
-        spaces has no whitespace tokens, so its words are all its tokens."""
-        words = line.split()
+        spaces has no whitespace tokens, so its words are all its tokens. ``words``: ``line.split()``
+        when the caller has it."""
+        if words is None:
+            words = line.split()
         if words and line.count(" ") == len(words) - 1 and len(line) == sum(map(len, words)) + len(words) - 1:
             ids = self.word_ids(line)
             t = self.tables
@@ -277,6 +304,22 @@ class FastFilters:
         if text.count("\n") / n_words > f.new_line_ratio:
             return False, "list_ratio", text, None
         return True, None, text, None
+
+
+# datatrove's paragraph and line patterns, and the shortest text each can match: a text without
+# it splits into itself, found by a substring search instead of the regex engine's scan (most
+# web documents have no paragraph break, many no newline at all)
+# datatrove's citation pattern, every alternative of which starts with "[": a line without one
+# is left as it is (another pattern, after an upgrade, is always applied)
+_CITATION_PATTERN = r"\[\d*]|\[edit]|\[citation needed]"
+_RUN_PATTERNS = {r"\n{2,}": "\n\n", "\n+": "\n"}
+
+
+def _split_runs(pattern: re.Pattern, text: str, least: str) -> list[str]:
+    """``pattern.split(text)``; one list element, without the regex, when ``text`` cannot match."""
+    if _RUN_PATTERNS.get(pattern.pattern) == least and not pattern.flags & ~re.UNICODE and least not in text:
+        return [text]
+    return pattern.split(text)
 
 
 _ENGINE: FastFilters | None = None

@@ -22,6 +22,27 @@ HASH_BASE_INV = np.uint64(pow(int(HASH_BASE), -1, 1 << 64))  # exists because th
 
 
 @njit(cache=True, nogil=True)
+def token_hashes(points: np.ndarray, lens: np.ndarray, out_hash: np.ndarray, out_pow: np.ndarray,
+                 out_pow_inv: np.ndarray) -> None:
+    """Per token (``lens[k]`` code points of ``points`` each, in order): the polynomial hash of
+    its characters (``h = h * HASH_BASE + ord(ch)`` mod 2**64), ``HASH_BASE`` and
+    ``HASH_BASE_INV`` to its length."""
+    pos = 0
+    for k in range(len(lens)):
+        h = np.uint64(0)
+        p = np.uint64(1)
+        q = np.uint64(1)
+        for j in range(pos, pos + lens[k]):
+            h = h * HASH_BASE + np.uint64(points[j])
+            p = p * HASH_BASE
+            q = q * HASH_BASE_INV
+        pos += lens[k]
+        out_hash[k] = h
+        out_pow[k] = p
+        out_pow_inv[k] = q
+
+
+@njit(cache=True, nogil=True)
 def sentence_events(ids: np.ndarray, in_punct_chars: np.ndarray, is_punct: np.ndarray) -> int:
     """spaCy's sentencizer (``Sentencizer.predict``) over tokens: the number of new sentences
     after the first."""

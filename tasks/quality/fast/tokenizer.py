@@ -36,6 +36,7 @@ import string
 # failure to read them turns the shortcut off (plain_alphabets)
 from re import _constants as _sre_constants
 from re import _parser as _sre_parser
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -82,11 +83,19 @@ class FastTokenizer:
         # per token: class of its last and of its first character among the edge characters
         self._last_class = np.zeros(1024, np.int64)
         self._first_class = np.zeros(1024, np.int64)
+        # per token: one of the sentencizer's punct_chars; Token.is_punct (for transitions)
+        self._tok_in_punct = np.zeros(1024, np.bool_)
+        self._tok_punct = np.zeros(1024, np.bool_)
         self._special_patterns()
         from spacy.attrs import IS_PUNCT
 
         # the function spaCy computes Lexeme.is_punct with (lex_attr_getters)
         self._is_punct_attr = self.nlp.vocab.lex_attr_getters[IS_PUNCT]
+        # this pipeline's tokens are read for ORTH and IS_PUNCT only, and spaCy computes every
+        # lexical attribute of every new string in Python (most of the cost of a chunk it
+        # tokenizes); the tokenizer reads none of them (its rules were loaded above), and the
+        # pipeline is ours alone (datatrove's keeps its getters)
+        self.nlp.vocab.lex_attr_getters = {IS_PUNCT: self._is_punct_attr}
         self.slow_docs = 0
         # alphabets (ASCII letters, ASCII digits) over which, provably, no prefix, suffix or infix
         # pattern matches anything: a chunk of one of them is one token, and one with a single
@@ -193,6 +202,10 @@ class FastTokenizer:
             if i >= len(self._last_class):
                 self._last_class = _grow(self._last_class, i + 1)
                 self._first_class = _grow(self._first_class, i + 1)
+                self._tok_in_punct = _grow(self._tok_in_punct, i + 1)
+                self._tok_punct = _grow(self._tok_punct, i + 1)
+            self._tok_in_punct[i] = text in self.punct_chars
+            self._tok_punct[i] = self.tok_is_punct[i]
             self._last_class[i] = self._char_class.get(text[-1], 0)
             self._first_class[i] = self._char_class.get(text[0], 0)
         return i
@@ -202,17 +215,29 @@ class FastTokenizer:
         special-case pattern contains, so that no match crosses from one chunk to the next and
         each chunk's tokens are its own."""
         new = []
+        known: list[tuple[str, list[str]]] = []  # chunks whose tokens are known without spaCy
+        rules, patterns, plain = self.nlp.tokenizer.rules, self._patterns, self._plain
         for c in dict.fromkeys(c for c in chunks if c not in self._cache):
+            if plain(c) and c not in rules and c not in patterns:
+                # what _shape and _chunk_has_match conclude for a chunk of a plain alphabet (one
+                # token, itself, starting no pattern), without their calls
+                known.append((c, [c]))
+                self.shaped_chunks += 1
+                continue
             shaped = self._shape(c)
             # those are the tokens before the special-case matcher pass; a chunk in which that
             # pass would retokenize goes to spaCy
             if shaped is not None and not self._chunk_has_match(c, shaped):
                 self.shaped_chunks += 1
-                self._add(c, [(t, bool(self._is_punct_attr(t))) for t in shaped])
+                known.append((c, shaped))
             elif self._one_token(c):
-                self._add(c, [(c, bool(self._is_punct_attr(c)))])
+                known.append((c, [c]))
             else:
                 new.append(c)
+        if known:
+            punct = self._is_punct_attr
+            # a token's is_punct is needed only the first time it is seen
+            self._add_many([(c, [(t, None) for t in toks]) for c, toks in known], punct)
         if not new:
             return
         joined = "\n".join(new)
@@ -226,8 +251,7 @@ class FastTokenizer:
             for c in new:  # not expected; one call per chunk is always right
                 self._add(c)
             return
-        for c, toks in zip(new, real, strict=True):
-            self._add(c, toks)
+        self._add_many(list(zip(new, real, strict=True)))
 
     def _shape(self, chunk: str) -> list[str] | None:
         """spaCy's tokens of a chunk (before the special-case matcher pass) without running its
@@ -287,34 +311,47 @@ class FastTokenizer:
     def _add(self, chunk: str, toks: list[tuple[str, bool]] | None = None) -> int:
         if toks is None:
             toks = [(t.text, bool(t.is_punct)) for t in self.nlp.tokenizer(chunk)]
-        ids = [self._intern(t, p) for t, p in toks]
-        cid = self._cache[chunk] = len(self._sent)
-        if cid + 2 > len(self._off):
-            self._off = _grow(self._off, cid + 2)
-        if cid + 1 > len(self._has_match):
-            grown = np.full(max(cid + 1, 2 * len(self._has_match)), -1, np.int8)
+        return self._add_many([(chunk, toks)])
+
+    def _add_many(self, items: list[tuple[str, list[tuple[str, Any]]]], punct: Any = None) -> int:
+        """Give these new chunks the next ids, with their tokens (text, is_punct; an is_punct of
+        ``None`` is ``punct(text)``, asked only for a token not seen before) and sentencizer
+        transitions, in one pass: per-chunk Python and numpy writes cost more than the lookups
+        that find the tokens. Returns the first chunk's id."""
+        n0 = len(self._sent)
+        k = len(items)
+        intern = self._intern
+        flat: list[int] = []
+        lens: list[int] = []
+        for _chunk, toks in items:
+            before = len(flat)
+            for t, p in toks:
+                i = self.tok_index.get(t)
+                flat.append(intern(t, bool(punct(t)) if p is None else p) if i is None else i)
+            lens.append(len(flat) - before)
+        chunks = [c for c, _ in items]
+        self._cache.update(zip(chunks, range(n0, n0 + k), strict=True))
+        self._chunk_text.extend(chunks)
+        self._index.add_many(chunks, n0)
+        if n0 + k + 1 > len(self._off):
+            self._off = _grow(self._off, n0 + k + 1)
+        if n0 + k > len(self._has_match):
+            grown = np.full(max(n0 + k, 2 * len(self._has_match)), -1, np.int8)
             grown[: len(self._has_match)] = self._has_match
             self._has_match = grown
-        self._chunk_text.append(chunk)
-        self._index.add(chunk, cid)
-        start = self._off[cid]
-        if start + len(ids) > len(self._toks):
-            self._toks = _grow(self._toks, start + len(ids))
-        self._toks[start:start + len(ids)] = ids
-        self._off[cid + 1] = start + len(ids)
-        trans = []
-        for begin in (0, 1):
-            seen, events = begin, 0
-            for t in ids:
-                in_punct = self.tok_text[t] in self.punct_chars
-                if seen and not self.tok_is_punct[t] and not in_punct:
-                    events += 1
-                    seen = 0
-                elif in_punct:
-                    seen = 1
-            trans += [seen, events]
-        self._sent.append((trans[0], trans[1], trans[2], trans[3]))
-        return cid
+        start = int(self._off[n0])
+        if start + len(flat) > len(self._toks):
+            self._toks = _grow(self._toks, start + len(flat))
+        flat_arr = np.array(flat, np.int64)
+        self._toks[start:start + len(flat)] = flat_arr
+        ends = np.cumsum(np.array(lens, np.int64))
+        self._off[n0 + 1:n0 + k + 1] = start + ends
+        offs = np.zeros(k + 1, np.int64)
+        offs[1:] = ends
+        n_tok = len(self.tok_text)
+        self._sent.extend(map(tuple, transitions(flat_arr, offs, self._tok_in_punct[:n_tok],
+                                                 self._tok_punct[:n_tok]).tolist()))
+        return n0
 
     # -- words ---------------------------------------------------------------------------------
     def word_ids(self, text: str) -> np.ndarray:
@@ -514,6 +551,29 @@ def _grow(arr: np.ndarray, need: int) -> np.ndarray:
     new = np.zeros(max(need, 2 * len(arr)), arr.dtype)
     new[: len(arr)] = arr
     return new
+
+
+@njit(cache=True, nogil=True)
+def transitions(flat: np.ndarray, offs: np.ndarray, in_punct: np.ndarray, is_punct: np.ndarray) -> np.ndarray:
+    """Per chunk (tokens ``flat[offs[c]:offs[c + 1]]``): spaCy's sentencizer state after it and the
+    sentences it starts, from state 0 and from state 1 (``Sentencizer.predict``'s ``seen_period``)."""
+    k = len(offs) - 1
+    out = np.zeros((k, 4), np.int64)
+    for c in range(k):
+        for begin in range(2):
+            seen = begin
+            events = 0
+            for j in range(offs[c], offs[c + 1]):
+                t = flat[j]
+                p = in_punct[t]
+                if seen and not is_punct[t] and not p:
+                    events += 1
+                    seen = 0
+                elif p:
+                    seen = 1
+            out[c, 2 * begin] = seen
+            out[c, 2 * begin + 1] = events
+    return out
 
 
 @njit(cache=True, nogil=True)
