@@ -247,6 +247,7 @@ def nested(pairs: list[dict[str, str]], repeats: int = 1, seed: int = SEED) -> d
     total: Counter = Counter()
     reasons: dict[str, Counter] = {k: Counter() for k in KINDS}
     per_fold, n = [], 0
+    by_genre: dict[str, dict[str, Counter]] = {}
     for rep in range(repeats):
         for f, test in enumerate(folds(pairs, OUTER, seed + rep)):
             held = set(test)
@@ -258,6 +259,9 @@ def nested(pairs: list[dict[str, str]], repeats: int = 1, seed: int = SEED) -> d
             good = {kind: sum((x is None) == (kind == "reference") for x in rs) for kind, rs in verdicts.items()}
             for kind, rs in verdicts.items():
                 reasons[kind].update(x for x in rs if x)
+                for r, x in zip(test_rows, rs, strict=True):
+                    by_genre.setdefault(r["genre"], {}).setdefault(kind, Counter()).update(
+                        [(x is None) == (kind == "reference")])
             total.update(good)
             n += len(test)
             per_fold.append({"repeat": rep, "fold": f, "documents": len(test), "choice": list(choice),
@@ -274,6 +278,9 @@ def nested(pairs: list[dict[str, str]], repeats: int = 1, seed: int = SEED) -> d
             "rates": {k: round(total[k] / n, 4) for k in KINDS},
             "wilson95": {k: wilson(round(total[k] / repeats), docs) for k in KINDS},
             "rates_by_repeat": by_repeat,
+            "rates_by_genre": {g: {k: round(c[True] / (c[True] + c[False]), 4) for k, c in kinds.items()}
+                               | {"documents": (sum(kinds["reference"].values())) // repeats}
+                               for g, kinds in sorted(by_genre.items())},
             "targets": TARGETS, "targets_met": all(total[k] / n >= TARGETS[k] for k in KINDS),
             "reasons": {k: dict(c.most_common()) for k, c in reasons.items()}, "folds": per_fold}
 
