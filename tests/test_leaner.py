@@ -276,6 +276,7 @@ def test_content_model_regenerates_from_the_sample(pairs):
 
 
 @pytest.mark.slow  # not end to end, but about 5 CPU-minutes: 5 outer folds, each scoring and selecting anew
+@pytest.mark.timeout(3600)
 def test_nested_cross_validation_is_reproduced(pairs):
     """The figure docs/leaner.md reports as the estimate (bench/results/leaner_nested_cv.json):
     outer folds grouped by document, every choice made by inner folds of the training side. The
