@@ -34,7 +34,8 @@ class LeanerConfig(ConfigModel):
     require_rise: bool = Field(True, title="Coverage must rise")
     length_bands: dict[Genre, tuple[float, float]] = Field(
         default_factory=dict, title="Length-ratio band per genre",
-        description="rewrite words / original words; default 0.4x to 1.8x the genre's measured median ratio.")
+        description="rewrite words / original words; default: multiples of the genre's measured median ratio, "
+                    "0.4x to 3.0x with the learned content check (chosen with its model), 0.4x to 1.8x with floors.")
     lid_min_score: float = Field(0.5, ge=0, le=1, title="Lowest English score of a rewrite")
     max_placeholders_per_100_words: float = Field(10.0, ge=0, title="Placeholder bound (per 100 words)")
     content_check: Literal["learned", "floors"] = Field(

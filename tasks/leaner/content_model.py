@@ -4,11 +4,12 @@ and the per-half shares of ``tasks/leaner/fidelity.py``).
 Separate floors on each score must each leave room for the hardest real rewrites, so a
 corruption that is only a little low on several scores passes all of them; a logistic
 regression weighs them together. It is trained by ``scripts/train_leaner_content_model.py``
-on the calibration half of ``../shared/data/tinyhelen_leaner_sample`` only: the reference
-rewrites that pass the other checks are the positives, their corruptions
-(``tests.corpora.corrupted``) the negatives, and the threshold is the 2nd percentile of the
-positives' probabilities. The model is a few dozen numbers in
-``tasks/leaner/models/content_logreg.json``. A linear model trades scores against each other,
+on the 421 pairs of ``../shared/data/tinyhelen_leaner_sample``: the reference rewrites that
+pass the other checks are the positives, their corruptions (``tests.corpora.corrupted``) the
+negatives; C, the threshold (a low percentile of the positives' probabilities) and the length
+band the validator applies before it are chosen together by inner cross-validation, and the
+whole procedure is measured by nested cross-validation (docs/leaner.md). The model is a few
+dozen numbers in ``tasks/leaner/models/content_logreg.json``, the band included. A linear model trades scores against each other,
 so a page's own words shuffled (high overlap, no order) could pass on overlap alone; a hard
 word-order floor stored with the model (halfway between the least fluent calibration reference
 and the most fluent shuffled calibration rewrite) rejects those as ``fluency``.

@@ -39,7 +39,7 @@ def prompt(window: str, genre: str, anonymize: bool, prefill: bool) -> str:
 
 def limits_for(cfg: LeanerConfig, genre: str) -> Limits:
     llm = cfg.fluency_model == "llm"
-    return Limits(band=tuple(cfg.length_bands.get(genre, default_band(genre))),
+    return Limits(band=tuple(cfg.length_bands.get(genre, default_band(genre, cfg.content_check == "learned"))),
                   min_coverage=cfg.code_min_coverage if genre == "code" else cfg.min_coverage,
                   require_rise=cfg.require_rise, vocab_size=cfg.vocab_size, lid_min_score=cfg.lid_min_score,
                   max_placeholders_per_100_words=cfg.max_placeholders_per_100_words,

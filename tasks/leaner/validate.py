@@ -15,11 +15,13 @@ the reason; the scores are computed for every rewrite.
 from __future__ import annotations
 
 import ast
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tasks.leaner.content_model import judge
+from tasks.leaner.content_model import load as load_content_model
 from tasks.leaner.fidelity import align
 from tasks.leaner.fluency import bigram_fluency
 from tasks.leaner.vocab import lean_coverage
@@ -35,11 +37,21 @@ FENCE = re.compile(r"```([\w+-]*)[^\n]*\n(.*?)```", re.S)
 MEDIAN_RATIO = {"web": 0.84, "wiki": 1.05, "textbook": 1.01, "code": 0.95}
 
 
-def default_band(genre: str) -> tuple[float, float]:
-    """0.4× to 1.8× the genre's measured median ratio (covers the 1st-99th percentile of the
-    upstream pairs in ../shared/data/tinyhelen_leaner_sample for every genre)."""
+FIXED_BAND = (0.4, 1.8)  # multiples of the median: the 1st-99th percentile of the sample's pairs
+
+
+def default_band(genre: str, learned: bool = True) -> tuple[float, float]:
+    """The genre's band in multiples of its measured median ratio: with the learned content
+    decision, the multiples chosen with it by nested cross-validation (stored in its model file,
+    ``length_band``; null: no band), else 0.4x to 1.8x."""
+    scale = FIXED_BAND
+    if learned:
+        stored = load_content_model().get("length_band", list(FIXED_BAND))
+        if stored is None:
+            return 0.0, math.inf
+        scale = tuple(stored)
     m = MEDIAN_RATIO.get(genre, 1.0)
-    return round(0.4 * m, 3), round(1.8 * m, 3)
+    return round(scale[0] * m, 3), round(scale[1] * m, 3)
 
 
 @dataclass(frozen=True)
