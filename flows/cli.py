@@ -144,6 +144,10 @@ def run(
         started = _ensure_prefect_server(needs_s3=uses_s3 and not os.environ.get("AWS_ENDPOINT_URL"),
                                          while_starting=ray_beside_server)
     except StackError as exc:
+        if take_early_ray() is not None:  # Ray started beside a server that then failed: stop it first
+            import ray
+
+            ray.shutdown()
         _fail(str(exc))
     if not started:
         start_ray_early(cfg, quiet=not verbose)  # while the flow below is imported and created; see flows/warm.py

@@ -44,13 +44,17 @@ def _warm(config: PipelineConfig) -> None:
         work = pa.table({"id": ["a", "b"], "text": texts, "order": pa.array([0, 1], pa.int64())})
         _, sigs = near.signature_table(work, params)
         near.band_table(work.column("order").to_numpy(), sigs, params)
+
+
+def _warm_token_counter(config: PipelineConfig) -> None:
+    """Compile the release token counter's walk over new pieces (10-20 CPU-seconds on a fresh
+    install), in the driver only: workers that did it too would compile it side by side."""
     if config.tokenizer.enabled:
         from tasks.tokens import load_tokenizer
 
-        # on a fresh install no piece is known yet, so this compiles (and caches on disk) the
-        # counter every release's token count then runs: 10-20 CPU-seconds paid while the
-        # stack starts rather than by the first run's publish
-        load_tokenizer(config.tokenizer).count(texts)
+        tok = load_tokenizer(config.tokenizer)
+        if hasattr(tok, "compile_counter"):
+            tok.compile_counter()
 
 
 def start_kernel_warmup(config: PipelineConfig) -> threading.Thread:
@@ -58,6 +62,8 @@ def start_kernel_warmup(config: PipelineConfig) -> threading.Thread:
         # an optimization only: the workers compile whatever this did not
         with contextlib.suppress(Exception):
             _warm(config)
+        with contextlib.suppress(Exception):
+            _warm_token_counter(config)
 
     thread = threading.Thread(target=run, name="refinery-kernel-warmup", daemon=True)
     thread.start()
@@ -98,15 +104,22 @@ def start_ray_early(config: PipelineConfig, quiet: bool, api_url: str | None = N
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
 
     def run() -> None:
+        # the whole start as the flow may wait for it (imports and warm tasks included), so
+        # that the part it waited for is never more than this
+        t0 = time.perf_counter()
         try:
             from tasks.parallel import init_local_ray
 
-            _EARLY["seconds"] = init_local_ray(config.execution, uses_remote_storage(config), quiet, warm_process,
-                                               (config,), api_url)
+            init_local_ray(config.execution, uses_remote_storage(config), quiet, warm_process, (config,), api_url)
             _EARLY["started"] = True
         except Exception as exc:  # the task runner then starts Ray itself, and says why this failed
             _EARLY["error"] = f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):  # whatever part of Ray did start goes with it
+                import ray
+
+                ray.shutdown()
         finally:
+            _EARLY["seconds"] = time.perf_counter() - t0
             done.set()
         # Ray's GCS server and raylet die with the thread that started them (Linux's
         # PR_SET_PDEATHSIG follows the creating thread, not the process): this thread stays

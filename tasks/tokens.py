@@ -628,6 +628,21 @@ class _SegmentedTokenizer(Tokenizer):
                 self._write_part(uniq, new_counts)
         return self._with_bos(texts, offsets, out)
 
+    def compile_counter(self) -> None:
+        """Compile (or load from numba's cache) the walk that counts new pieces, by running it
+        once over a fixed text with a private empty table: whatever the saved pieces, nothing
+        is counted into this tokenizer's table and nothing is saved."""
+        from tasks import token_kernels
+        from tasks.kernels import utf8_buffers
+
+        if self.bpe is None:
+            return
+        texts = pa.array(["Compile the counter, über ça.\n\nzwei"], pa.string())
+        data, offsets = utf8_buffers(texts)
+        keys, vals = np.zeros(1 << 6, np.uint64), np.zeros(1 << 6, np.int32)
+        out = np.zeros(len(offsets) - 1, np.int64)
+        token_kernels.count_texts(data, offsets, 0, out, self._glue, keys, vals, 0, *_scratch(64), *self.bpe.model())
+
     def _count_compiled(self, data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """``token_kernels.count_texts`` over every text, making room whenever it stops, then
         the pieces it learned saved as one part."""

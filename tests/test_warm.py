@@ -19,8 +19,14 @@ def test_warmup_fills_the_cache_the_stage_code_loads(tmp_path):
         shutil.copytree(REPO / pkg, copy / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
     warm = ("from flows.warm import start_kernel_warmup; from tasks.config import PipelineConfig; "
             "start_kernel_warmup(PipelineConfig()).join()")
-    # a tokenizer cache that knows no piece yet, as on a fresh install
+    # a tokenizer cache that already knows the pieces of the warm-up's own text (as after any
+    # earlier run) beside a package copy with nothing compiled: the counter must compile anyway
     env = {**os.environ, "REFINERY_TOKENIZER_CACHE": str(tmp_path / "tokenizers")}
+    known = ("import pyarrow as pa; from tasks.tokens import load_tokenizer; "
+             "load_tokenizer().count(pa.array(['Compile the counter, über ça.\\n\\nzwei', "
+             "'Warm the compiled kernels of the first run, über ça.']))")
+    subprocess.run([sys.executable, "-c", known], cwd=REPO, env=env, check=True, timeout=900)
+    assert list((tmp_path / "tokenizers").rglob("*")), "the tokenizer cache holds saved pieces"
     subprocess.run([sys.executable, "-c", warm], cwd=copy, env=env, check=True, timeout=900)
     assert list((copy / "tasks" / "dedup" / "__pycache__").glob("kernels.signatures-*.nbc"))
     # the release token counter's walk over new pieces (the default tokenizer is on)
