@@ -911,9 +911,10 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     ordinals = [raw.ordinals[i] for i in keep] if raw.ordinals is not None else rows
 
     reasons: list[str | None] = [None] * len(keep)
-    # a page's HTML is not its text: the extract stage applies max_chars to what it extracts
-    if cfg.max_chars is not None and shard.format != "warc" and not html_column:
-        for k in np.flatnonzero(pc.utf8_length(texts).to_numpy() > cfg.max_chars):
+    # a page's HTML is not its text: the extract stage applies max_chars to what it extracts;
+    # a WARC's text records (WET conversions) are text and are checked here
+    if cfg.max_chars is not None:
+        for k in np.flatnonzero((pc.utf8_length(texts).to_numpy() > cfg.max_chars) & ~pages):
             reasons[k] = f"longer than max_chars ({len(texts[int(k)].as_py())} > {cfg.max_chars})"
     words = word_counts(texts)
     # nothing but whitespace, or only invisible characters (zero-width spaces and joiners,

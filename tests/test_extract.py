@@ -429,3 +429,22 @@ def test_pages_are_normalized_after_extraction_not_as_html_at_ingest(tmp_path, p
         return ingest(col, columns={"html": "page"}).work.column("id").to_pylist()
 
     assert ids_of(nfd, "nfd") == ids_of([p["html"] for p in wide], "nfc")
+
+
+def test_max_chars_applies_at_ingest_to_a_warcs_text_records_not_to_its_pages(tmp_path, pages):
+    """In one WARC, a page's HTML longer than ``max_chars`` waits for extract (which applies the
+    limit to what it extracts), while a WET conversion record, which is text, is rejected at
+    ingest with the reason, as it would be in any text input."""
+    page = next(p for p in pages if len(p["page_text"]) > 3000)
+    path = tmp_path / "mixed.warc.gz"
+    write_warc(path, [warc_record(rid("page"), "https://m.example/page", page["html"].encode()),
+                      warc_record(rid("wet"), "https://m.example/wet", page["page_text"].encode(), "text/plain",
+                                  wtype="conversion"),
+                      warc_record(rid("short"), "https://m.example/short", b"A short text record.", "text/plain",
+                                  wtype="conversion")])
+    shard = plan_shards(PipelineConfig(inputs=[InputSpec(uri=str(path))]))[0]
+    res = ingest_shard(shard, IngestConfig(max_chars=2000), "stripped", "rel-1", NOW)
+    assert res.work.num_rows == 2  # the page (HTML far above the limit) and the short record
+    assert res.rejects.num_rows == 1
+    assert res.rejects.column("reason")[0].as_py().startswith("longer than max_chars (")
+
