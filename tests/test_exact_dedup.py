@@ -83,3 +83,14 @@ def test_copies_attribute_counts_group_size(tmp_path):
 def test_reduce_of_nothing_is_empty():
     assert exact.reduce_bucket(pa.schema([("content_hash", pa.binary(16)), ("id", pa.string()),
                                           ("order", pa.int64())]).empty_table()).num_rows == 0
+
+
+def test_rows_without_a_content_hash_stop_the_map_rather_than_merge():
+    """Ingest gives pages' HTML no hash (extract's text is keyed instead); rows without one that
+    reached exact dedup would all be one "duplicate" group, so the map refuses them."""
+    import pytest
+
+    work = pa.table({"id": ["a", "b", "c"], "content_hash": pa.array([None, None, b"x" * 16], pa.binary()),
+                     "order": pa.array([0, 1, 2], pa.int64())})
+    with pytest.raises(RuntimeError, match="without a content hash"):
+        exact.partition_keys(work.select(exact.KEY_COLUMNS), 2)

@@ -221,7 +221,7 @@ def test_content_checks_on_other_real_text():
         # second-half replacement here: a known regression of the model trained on all pairs
         # (docs/leaner.md), so that case has a lower bar than issue 17's 95%
         assert judged["page"] == n
-        assert all(judged[kind] >= 0.95 * n for kind in ("other_page", "shuffled", "truncated_30"))
+        assert all(judged[kind] >= 0.97 * n for kind in ("other_page", "shuffled", "truncated_30"))
         assert judged["second_half_replaced"] >= 0.9 * n
         # a page is its own perfect rewrite
         assert align(docs[0], docs[0]).topic == align(docs[0], docs[0]).fidelity == 1.0
@@ -296,6 +296,7 @@ def test_nested_cross_validation_is_reproduced(pairs):
     print("nested, first repeat:", got["rates"], got["wilson95"])
     for kind, target in train.TARGETS.items():
         assert got["rates"][kind] == pytest.approx(stored["rates_by_repeat"][0][kind], abs=0.005), kind
+        assert got["rates"][kind] >= target - 0.005, kind  # this rerun itself, not only the stored file
         assert stored["rates"][kind] >= target, kind
         # no outer fold is far off: the pooled figure is not one lucky fold
         assert all(f["rates"][kind] >= target - 0.05 for f in stored["folds"]), kind

@@ -45,6 +45,10 @@ def partition_keys(work: pa.Table, buckets: int) -> dict[int, pa.Table]:
     keys = work.select(KEY_COLUMNS)
     if keys.num_rows == 0:
         return {}
+    if keys.column("content_hash").null_count:
+        # ingest leaves pages' HTML unhashed for extract to key; unkeyed rows reaching here
+        # would all fall into one "duplicate" group, so this is a bug to stop on, not data
+        raise RuntimeError("exact dedup: rows without a content hash (pages whose text was not extracted)")
     return split_by(keys, bucket_of(keys.column("content_hash"), buckets).astype(np.int64))
 
 
