@@ -351,11 +351,11 @@ def test_shaped_chunks_equal_spacy_generated(pre: list[str], core: str, post: li
 def test_paragraph_and_line_split_shortcut_equals_regex(text: str) -> None:
     """The engine skips datatrove's paragraph and line regexes on a text they cannot match; the
     result must be the regexes' own."""
-    from tasks.quality.fast.engine import _split_runs
+    from tasks.quality.fast.engine import split_runs
 
     f = heuristics.make_filter("gopher_repetition", {})
-    assert _split_runs(f.paragraph_exp, text, "\n\n") == f.paragraph_exp.split(text)
-    assert _split_runs(f._line_splitter, text, "\n") == f._line_splitter.split(text)
+    assert split_runs(f.paragraph_exp, text, "\n\n") == f.paragraph_exp.split(text)
+    assert split_runs(f._line_splitter, text, "\n") == f._line_splitter.split(text)
 
 
 @settings(max_examples=200, deadline=None)

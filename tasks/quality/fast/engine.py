@@ -116,13 +116,13 @@ class FastFilters:
 
         if not text:
             return False, "empty", text, None
-        paragraphs = _split_runs(f.paragraph_exp, text.strip(), "\n\n")
+        paragraphs = split_runs(f.paragraph_exp, text.strip(), "\n\n")
         paragraphs_duplicates, char_duplicates = find_duplicates(paragraphs) if len(paragraphs) > 1 else (0, 0)
         if f.dup_para_frac and paragraphs_duplicates / len(paragraphs) > f.dup_para_frac:
             return False, "dup_para_frac", text, None
         if f.dup_para_char_frac and char_duplicates / len(text) > f.dup_para_char_frac:
             return False, "dup_para_char_frac", text, None
-        lines = _split_runs(f._line_splitter, text, "\n")
+        lines = split_runs(f._line_splitter, text, "\n")
         line_duplicates, char_duplicates = find_duplicates(lines) if len(lines) > 1 else (0, 0)
         if f.dup_line_frac and line_duplicates / len(lines) > f.dup_line_frac:
             return False, "dup_line_frac", text, None
@@ -315,7 +315,7 @@ _CITATION_PATTERN = r"\[\d*]|\[edit]|\[citation needed]"
 _RUN_PATTERNS = {r"\n{2,}": "\n\n", "\n+": "\n"}
 
 
-def _split_runs(pattern: re.Pattern, text: str, least: str) -> list[str]:
+def split_runs(pattern: re.Pattern, text: str, least: str) -> list[str]:
     """``pattern.split(text)``; one list element, without the regex, when ``text`` cannot match."""
     if _RUN_PATTERNS.get(pattern.pattern) == least and not pattern.flags & ~re.UNICODE and least not in text:
         return [text]
