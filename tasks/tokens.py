@@ -602,18 +602,19 @@ class _SegmentedTokenizer(Tokenizer):
             texts = texts.combine_chunks()
         data, offsets = utf8_buffers(texts)
         with self._lock:
-            # workers of the same run save parts as they go: take theirs before counting
-            fresh = self._read_pieces()
-            if fresh is not None and self._stored + len(fresh[0]) <= self.MAX_CACHED:
-                self._store(*fresh)
             m_hash = None
             if not self._bpe_loaded:
                 # one compiled pass: known pieces summed per text, the others listed; when none
-                # is missing, the compiled counter need not be loaded at all
+                # is missing, neither the saved parts' folder nor the compiled counter is read
                 out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue,
                                                                                  self._keys, self._vals)
+                if len(m_hash) and self._take_saved():
+                    out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue,
+                                                                                     self._keys, self._vals)
                 if not len(m_hash):
                     return self._with_bos(texts, offsets, out)
+            else:
+                self._take_saved()
             if self.bpe is not None:
                 return self._with_bos(texts, offsets, self._count_compiled(data, offsets))
             if m_hash is None:
@@ -627,6 +628,15 @@ class _SegmentedTokenizer(Tokenizer):
                 self._store(uniq, new_counts)
                 self._write_part(uniq, new_counts)
         return self._with_bos(texts, offsets, out)
+
+    def _take_saved(self) -> bool:
+        """Store the parts other workers of the run saved since this one last looked; whether
+        any were taken."""
+        fresh = self._read_pieces()
+        if fresh is not None and self._stored + len(fresh[0]) <= self.MAX_CACHED:
+            self._store(*fresh)
+            return True
+        return False
 
     def compile_counter(self) -> None:
         """Compile (or load from numba's cache) the walk that counts new pieces, by running it
