@@ -30,11 +30,12 @@ FEATURES: dict[str, tuple[int, str]] = {
 _WORD = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*")
 _SYMBOL = re.compile(r"[^\w\s]|_")
 _SPACE = re.compile(r"\s")
-_TERMINAL = (".", "?", "!", '"', "'", "”", "’")
+TERMINAL = (".", "?", "!", '"', "'", "”", "’")
 _LOGIT_CLIP = 1e-4
 
 
-def _stop_words() -> frozenset[str]:
+def stop_words() -> frozenset[str]:
+    """English stop words: spaCy's list."""
     from spacy.lang.en.stop_words import STOP_WORDS  # a plain word list; no spaCy model is loaded
 
     return frozenset(STOP_WORDS)
@@ -44,14 +45,16 @@ _STOP: frozenset[str] | None = None
 
 
 def text_statistics(text: str) -> tuple[float, float, float, float]:
-    """log_words, terminal_punctuation_lines, stopword_share, symbol_share of one text."""
+    """log_words, terminal_punctuation_lines, stopword_share, symbol_share of one text (the
+    definition; :func:`compute` gets the same figures from a compiled pass,
+    ``tasks.quality.fast.stats``)."""
     global _STOP
     if _STOP is None:
-        _STOP = _stop_words()
+        _STOP = stop_words()
     words = _WORD.findall(text)
     n = len(words)
     lines = [s for s in (line.rstrip() for line in text.splitlines()) if s]
-    terminal = sum(1 for s in lines if s.endswith(_TERMINAL)) / len(lines) if lines else 0.0
+    terminal = sum(1 for s in lines if s.endswith(TERMINAL)) / len(lines) if lines else 0.0
     stop = sum(1 for w in words if w.lower() in _STOP) / n if n else 0.0
     non_space = len(text) - len(_SPACE.findall(text))
     symbols = len(_SYMBOL.findall(text)) / non_space if non_space else 0.0
@@ -73,6 +76,10 @@ def compute(texts: list[str], classifier: Callable[[list[str]], np.ndarray],
         return out
     out[:, 0] = logit(classifier(texts))
     out[:, 3] = np.asarray(english, dtype=np.float64)
-    for i, text in enumerate(texts):
-        out[i, 1], out[i, 2], out[i, 4], out[i, 5] = text_statistics(text)
+    from tasks.quality.fast.stats import text_statistics_batch
+
+    global _STOP
+    if _STOP is None:
+        _STOP = stop_words()
+    out[:, [1, 2, 4, 5]] = text_statistics_batch(texts, _STOP, TERMINAL)
     return out
