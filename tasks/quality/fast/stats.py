@@ -193,18 +193,19 @@ def text_statistics_batch(texts: list[str], stop_words: frozenset[str], terminal
         return out
     tables = _tables(stop_words)
     terminal_points = np.array([ord(c) for c in terminal], np.int32)
-    points = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), np.uint32).astype(np.int32)
+    points = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), np.uint32)
     offsets = np.zeros(len(texts) + 1, np.int64)
     np.cumsum([len(t) for t in texts], out=offsets[1:])
     tables.ensure(points)
     counts = np.zeros((len(texts), 7), np.int64)
     _walk(points, offsets, tables.flags, tables.lower, _JOINER_POINTS, terminal_points, tables.stop_hashes,
           tables.stop_offsets, tables.stop_points, tables.longest, counts)
-    for d in range(len(texts)):
-        words, stops, lines, term, spaces, symbols, length = counts[d].tolist()
-        non_space = length - spaces
-        out[d, 0] = math.log1p(words)
-        out[d, 1] = term / lines if lines else 0.0
-        out[d, 2] = stops / words if words else 0.0
-        out[d, 3] = symbols / non_space if non_space else 0.0
+    words, stops, lines, term, spaces, symbols, length = counts.T.astype(np.float64)
+    non_space = length - spaces
+    # the Python definition's float operations: IEEE division element by element, and
+    # math.log1p itself (numpy's log1p differs from it in the last bit for some counts)
+    out[:, 0] = [math.log1p(n) for n in counts[:, 0].tolist()]
+    np.divide(term, lines, out=out[:, 1], where=lines > 0)
+    np.divide(stops, words, out=out[:, 2], where=words > 0)
+    np.divide(symbols, non_space, out=out[:, 3], where=non_space > 0)
     return out
