@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import os
+import pickle
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -20,6 +23,7 @@ import httpx
 import ray
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import SettingsContext, SyncClientContext
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 from prefect.settings import PREFECT_API_URL
@@ -79,6 +83,39 @@ class RayRunner(RayTaskRunner):
 
     def duplicate(self) -> RayRunner:
         return type(self)(address=self.address, init_kwargs=self.init_kwargs, needs_storage=self.needs_storage)
+
+    # Prefect hands every task run the driver's whole settings (about 300 values): serialized
+    # for each submission (a tree walk over every value) and rebuilt in the worker for each run
+    # (pydantic-settings re-reads the environment for each of its ~50 models). That was about
+    # 0.1 CPU-second per shard task on each side, more than most shards' work. The settings do
+    # not change within a run: serialized once per settings object here, rebuilt once per
+    # worker process in :meth:`_run_prefect_task`.
+    def submit(self, task: Task, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
+        current = SettingsContext.get()
+        with _SerializedOnce(profile=current.profile, settings=current.settings):
+            return super().submit(task, parameters, wait_for, dependencies)
+
+    @staticmethod
+    def _run_prefect_task(*upstream_ray_obj_refs: Any, task: Task, task_run_id: Any, context: dict[str, Any],
+                          parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
+        settings = context.get("settings_context")
+        run = functools.partial(RayTaskRunner._run_prefect_task, *upstream_ray_obj_refs, task=task,
+                                task_run_id=task_run_id, parameters=parameters, wait_for=wait_for,
+                                dependencies=dependencies)
+        if not settings:
+            return run(context=context)
+        key, hydrated = _hydrated_settings(settings)
+        # what Prefect's hydrated_context would enter, from the settings this process already built
+        with SettingsContext(profile=hydrated.profile, settings=hydrated.settings):
+            # and the API client its engine would create twice per task run (each one loading
+            # the CA bundle into a new TLS context: 0.07 CPU-second), made once per process, as
+            # a flow run shares one client among its task runs
+            client = _worker_client(key)
+            token = SyncClientContext.__var__.set(client)
+            try:
+                return run(context={**context, "settings_context": {}})
+            finally:
+                SyncClientContext.__var__.reset(token)
 
     def __enter__(self):
         if _in_ray_worker():
@@ -142,6 +179,50 @@ class RayRunner(RayTaskRunner):
             super().__exit__(*exc_info)
         finally:
             self.forget_secrets()
+
+
+_SERIALIZED: dict[tuple[int, int], tuple[Any, Any, dict[str, Any]]] = {}
+_HYDRATED: dict[bytes, SettingsContext] = {}
+_CLIENTS: dict[bytes, SyncClientContext] = {}
+_SETTINGS_LOCK = threading.Lock()
+
+
+class _SerializedOnce(SettingsContext):
+    """The current settings context, serialized once per (profile, settings) objects."""
+
+    def serialize(self, include_secrets: bool = True) -> dict[str, Any]:
+        if not include_secrets:
+            return super().serialize(include_secrets=False)
+        key = (id(self.profile), id(self.settings))
+        with _SETTINGS_LOCK:
+            hit = _SERIALIZED.get(key)
+            if hit is None or hit[0] is not self.profile or hit[1] is not self.settings:
+                # the objects are kept with their serialization, so their ids are not reused
+                hit = _SERIALIZED[key] = (self.profile, self.settings, super().serialize(include_secrets=True))
+        return hit[2]
+
+
+def _hydrated_settings(serialized: dict[str, Any]) -> tuple[bytes, SettingsContext]:
+    """The settings context a worker builds from a driver's serialized settings, once per
+    content (and the content's key)."""
+    key = hashlib.sha256(pickle.dumps(serialized, protocol=5)).digest()
+    with _SETTINGS_LOCK:
+        if key not in _HYDRATED:
+            _HYDRATED[key] = SettingsContext(**serialized)
+        return key, _HYDRATED[key]
+
+
+def _worker_client(key: bytes) -> SyncClientContext:
+    """This worker process's API client context for the settings ``key`` (entered in the
+    current settings context), opened once and kept open for the process's life."""
+    with _SETTINGS_LOCK:
+        if key not in _CLIENTS:
+            ctx = SyncClientContext()
+            ctx.client.__enter__()
+            if SettingsContext.get().settings.client.server_version_check_enabled:
+                ctx.client.raise_for_api_version_mismatch_once()  # as SyncClientContext's enter does
+            _CLIENTS[key] = ctx
+        return _CLIENTS[key]
 
 
 def _in_ray_worker() -> bool:
