@@ -505,11 +505,14 @@ def segments(data: np.ndarray, offsets: np.ndarray, glue: np.ndarray) -> tuple[n
 
 
 def aligned(data: np.ndarray) -> np.ndarray:
-    """``data`` itself when it starts 8-byte aligned (Arrow's buffers do), else a copy that does."""
+    """``data`` itself when it starts 8-byte aligned (Arrow's buffers do), else a copy that does;
+    read-only either way, so that the walk has one compiled version whatever the buffer's flags."""
     if data.ctypes.data % 8 == 0:
-        return data
-    out = np.empty(len(data) + 8, np.uint8)
-    off = (-out.ctypes.data) % 8
-    out = out[off:off + len(data)]
-    out[:] = data
+        out = data.view()
+    else:
+        out = np.empty(len(data) + 8, np.uint8)
+        off = (-out.ctypes.data) % 8
+        out = out[off:off + len(data)]
+        out[:] = data
+    out.flags.writeable = False
     return out

@@ -262,3 +262,10 @@ def test_piece_keys_are_one_to_one_with_piece_texts(fresh):
     again = [(k, shifted[a:b].tobytes()) for k, a, b in zip(k2.tolist(), s2.tolist(), e2.tolist(), strict=True)]
     assert sum(t in known for _, t in again) > 20
     assert all(known[t] == k for k, t in again if t in known)
+    # a buffer that does not start 8-byte aligned is copied to one that does: same keys, and
+    # the same compiled walk (a second version would compile for 10-20 s in every new worker)
+    raw = np.empty(len(data) + 1, np.uint8)
+    raw[1:] = data
+    assert raw[1:].ctypes.data % 8
+    assert np.array_equal(token_kernels.segments(raw[1:], offsets, tok._glue)[0], keys)
+    assert len(token_kernels.count_texts.signatures) == 1
