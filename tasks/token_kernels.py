@@ -1,5 +1,5 @@
 """Compiled token counting (numba): cut texts where no token of the tokenizer can cross and
-hash the pieces, so that each distinct piece is counted once (:func:`known_counts`), and count
+key the pieces, so that each distinct piece is counted once (:func:`count_texts`), and count
 the pieces never seen with the converted tokenizer's own rules (:func:`piece_counts`)."""
 
 from __future__ import annotations
@@ -11,130 +11,94 @@ from tasks.kernels import fmix64
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_GOLD = np.uint64(0x9E3779B97F4A7C15)
+_LONG = np.uint64(1) << np.uint64(63)  # set in the key of every piece of 8 bytes or more
+
+
+def cut_classes(glue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The byte classes (0 other, 1 ``glue``, 2 space, 3 newline) and the 4x4 table of whether
+    a piece ends between a byte of class ``prev`` and one of class ``c`` (``[prev * 4 + c]``):
+    before a run of newlines and after it; before a space that follows an ``other`` byte. A
+    table instead of branches, since a cut every six bytes or so is a branch no predictor gets."""
+    cls = np.zeros(256, np.uint8)
+    cls[np.asarray(glue, bool)] = 1
+    cls[32], cls[10] = 2, 3
+    trans = np.zeros(16, np.int64)
+    for p in range(4):
+        for c in range(4):
+            trans[p * 4 + c] = (c != 3) if p == 3 else (c == 3 or (c == 2 and p == 0))
+    return cls, trans
+
+
+def words_of(data: np.ndarray) -> np.ndarray:
+    """``data``'s whole 8-byte words (a view; ``data`` must start 8-byte aligned, as Arrow's
+    buffers do), for :func:`piece_key`'s word loads."""
+    return data[: len(data) // 8 * 8].view(np.uint64)
 
 
 @njit(cache=True, inline="always")
-def _cut(data, i, first, prev, glue):
-    """Whether a piece ends before byte ``i`` (``first``: the text's first byte)."""
-    c = data[i]
-    if prev == 10:
-        return c != 10 and i > first
-    if c == 10:
-        return True
-    return c == 32 and prev != 32 and glue[prev] == 0
+def _load(words, data, p, n):
+    """The ``n`` (1-8) bytes from ``data[p]`` as a little-endian word: two aligned loads
+    spliced, or byte by byte within the last word of the buffer."""
+    q = p >> 3
+    if q + 1 < len(words):
+        r = np.uint64(p & 7) * np.uint64(8)
+        w = (words[q] >> r) | ((words[q + 1] << (np.uint64(63) - r)) << np.uint64(1))  # r = 0: no high part
+        return w & (_ONES >> (np.uint64(64) - np.uint64(n) * np.uint64(8)))
+    w = np.uint64(0)
+    for k in range(n):
+        w |= np.uint64(data[p + k]) << (np.uint64(k) * np.uint64(8))
+    return w
 
 
 @njit(cache=True, inline="always")
-def _slot_key(h):
-    return h if h != 0 else np.uint64(1)  # 0 marks an empty slot
+def piece_key(words, data, s, e):
+    """The table key of the piece ``data[s:e]`` (never 0): a piece under 8 bytes (about three
+    in four) is its own key, its bytes and its length, so two of them can never collide;
+    a longer one is a 63-bit hash of its 8-byte words (bit 63 set, apart from the short ones)."""
+    n = e - s
+    if n < 8:
+        return _load(words, data, s, n) | (np.uint64(n) << np.uint64(56))
+    h = _GOLD ^ np.uint64(n)
+    p = s
+    while e - p > 8:
+        h = fmix64(h ^ _load(words, data, p, 8))
+        p += 8
+    return fmix64(h ^ _load(words, data, p, e - p)) | _LONG
+
+
+@njit(cache=True, inline="always")
+def _slot(key, shift):
+    return (key * _GOLD) >> shift  # multiplicative hashing: the short keys' high bits are their length
 
 
 @njit(cache=True)
-def table_put(keys, vals, hashes, counts):
-    """Store ``counts`` under ``hashes`` (the table must have room); the number added."""
-    mask = np.uint64(len(keys) - 1)
+def table_put(table, keys, vals):
+    """Store ``vals`` under ``keys`` in the open-addressing ``table`` (rows of key and value,
+    side by side so that a lookup touches one cache line; a power of two of rows, with room);
+    the number added."""
+    mask = np.uint64(len(table) - 1)
+    shift = np.uint64(64 - _log2(len(table)))
     added = 0
-    for i in range(len(hashes)):
-        k = _slot_key(hashes[i])
-        j = (k >> np.uint64(20)) & mask
-        while True:
-            kk = keys[j]
-            if kk == 0:
-                keys[j] = k
-                vals[j] = counts[i]
-                added += 1
-                break
-            if kk == k:
-                break
+    for i in range(len(keys)):
+        k = keys[i]
+        j = _slot(k, shift)
+        while table[j, 0] != 0 and table[j, 0] != k:
             j = (j + np.uint64(1)) & mask
+        if table[j, 0] == 0:
+            table[j, 0] = k
+            table[j, 1] = np.uint64(vals[i])
+            added += 1
     return added
 
 
 @njit(cache=True, inline="always")
-def _get(keys, vals, h):
-    mask = np.uint64(len(keys) - 1)
-    k = _slot_key(h)
-    j = (k >> np.uint64(20)) & mask
-    while True:
-        kk = keys[j]
-        if kk == 0:
-            return -1
-        if kk == k:
-            return vals[j]
-        j = (j + np.uint64(1)) & mask
-
-
-@njit(cache=True)
-def known_counts(data, offsets, glue, keys, vals):
-    """The one walk over the texts' pieces: per text the summed counts of its pieces found in
-    the open-addressing table (``keys``/``vals``), and the pieces that are not (hash, start,
-    stop, text), for the caller to count and add. The texts holding a missing piece are walked
-    a second time to list them (growing arrays inside the one walk made it 10x slower)."""
-    docs = len(offsets) - 1
-    out = np.zeros(docs, np.int64)
-    missing = np.zeros(docs, np.int64)
-    for d in range(docs):
-        first, end = offsets[d], offsets[d + 1]
-        if end == first:
-            continue
-        start = first
-        h = _FNV_OFFSET
-        prev = np.uint8(10)
-        total = 0
-        miss = 0
-        for i in range(first, end):
-            if _cut(data, i, first, prev, glue):
-                v = _get(keys, vals, fmix64(h ^ np.uint64(i - start)))
-                if v >= 0:
-                    total += v
-                else:
-                    miss += 1
-                start = i
-                h = _FNV_OFFSET
-            c = data[i]
-            h = (h ^ np.uint64(c)) * _FNV_PRIME
-            prev = c
-        v = _get(keys, vals, fmix64(h ^ np.uint64(end - start)))
-        if v >= 0:
-            total += v
-        else:
-            miss += 1
-        out[d] = total
-        missing[d] = miss
-    nm = missing.sum()
-    m_hash = np.empty(nm, np.uint64)
-    m_start = np.empty(nm, np.int64)
-    m_stop = np.empty(nm, np.int64)
-    m_doc = np.empty(nm, np.int64)
-    k = 0
-    for d in range(docs):
-        if missing[d] == 0:
-            continue
-        first, end = offsets[d], offsets[d + 1]
-        start = first
-        h = _FNV_OFFSET
-        prev = np.uint8(10)
-        for i in range(first, end + 1):
-            if i == end or _cut(data, i, first, prev, glue):
-                ph = fmix64(h ^ np.uint64(i - start))
-                if _get(keys, vals, ph) < 0:
-                    m_hash[k], m_start[k], m_stop[k], m_doc[k] = ph, start, i, d
-                    k += 1
-                if i == end:
-                    break
-                start = i
-                h = _FNV_OFFSET
-            c = data[i]
-            h = (h ^ np.uint64(c)) * _FNV_PRIME
-            prev = c
-    return out, m_hash, m_start, m_stop, m_doc
-
-
-def segments(data: np.ndarray, offsets: np.ndarray, glue: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Every piece of every text: (hash, start, stop, text), the walk of :func:`known_counts`
-    with nothing known (one walker for both, so the cuts and hashes cannot drift apart)."""
-    _, *pieces = known_counts(data, offsets, glue, np.zeros(1, np.uint64), np.zeros(1, np.int32))
-    return tuple(pieces)
+def _log2(n):
+    b = 0
+    while (1 << b) < n:
+        b += 1
+    return b
 
 
 # --- the converted tokenizer itself, compiled -------------------------------------------------
@@ -433,55 +397,122 @@ def piece_counts(data, starts, stops, aslots, ablob, aoffs, afull, afirst, gblob
     return out
 
 
-NEW = np.int32(1 << 30)  # marks a count learned in this call of count_texts (to be saved)
+NEW = np.uint64(1 << 30)  # marks a count learned in this call of count_texts (to be saved)
 
 
 @njit(cache=True)
-def count_texts(data, offsets, d0, out, glue, keys, vals, stored, buf, sym, nxt, prv, heap, aslots, ablob, aoffs, afull, afirst,
-                gblob, goffs, vslots, vblob, voffs, single, mtable):
-    """Tokens per text (into ``out``) in one walk, from text ``d0`` on: each piece's count from
-    the table (``keys``/``vals``, as :func:`known_counts`), or, for a piece never seen, from
-    :func:`_tokens`, stored in the table at once with the ``NEW`` bit (the caller saves and
-    clears those). Returns (next text, stored, need): need 0 when every text is done, else the
-    walk stopped before text ``next`` because the table is half full (need -1) or a piece is
-    longer than the scratch arrays allow (need: its length); the caller makes room and calls
-    again. (Growing the arrays here made every lookup of the walk 30 times slower.)"""
+def count_texts(data, words, offsets, d0, out, cls, trans, table, stored, learn, m_key, m_start, m_stop, m_doc, buf,
+                sym, nxt, prv, heap, aslots, ablob, aoffs, afull, afirst, gblob, goffs, vslots, vblob, voffs, single,
+                mtable):
+    """The one walk over the texts' pieces, from text ``d0`` on: tokens per text into ``out``,
+    each piece's count from ``table`` (:func:`table_put`'s layout, keys :func:`piece_key`).
+    A piece not there is, with ``learn``, counted by :func:`_tokens` and stored at once with
+    the ``NEW`` bit (the caller saves and clears those); without it, listed in ``m_*`` (key,
+    start, stop, text) and left out of ``out``, for the caller to count.
+
+    Each text is walked three times, all over its few kB in L1: the cuts (a branch-free table
+    walk), the pieces' keys, the lookups (independent, so that their cache misses overlap).
+    Returns (next text, stored, need, listed): need 0 when every text is done, else the walk
+    stopped before text ``next`` (whose listed pieces are dropped) because the table is half
+    full (need -1), the list is full (-2) or a piece is longer than the scratch arrays allow
+    (need: its length); the caller makes room and calls again. (Growing the arrays here made
+    every lookup of the walk 30 times slower.)"""
     docs = len(offsets) - 1
     cap = (len(heap) - 3) // 9
-    mask = np.uint64(len(keys) - 1)
+    mask = np.uint64(len(table) - 1)
+    shift = np.uint64(64 - _log2(len(table)))
+    longest = 0
+    for d in range(d0, docs):
+        longest = max(longest, offsets[d + 1] - offsets[d])
+    cuts = np.empty(longest + 1, np.int64)
+    keys = np.empty(longest, np.uint64)
+    listed = 0
     for d in range(d0, docs):
         first, end = offsets[d], offsets[d + 1]
         if end == first:
             continue
-        start = first
-        h = _FNV_OFFSET
-        prev = np.uint8(10)
-        total = 0
-        for i in range(first, end + 1):
-            if i == end or _cut(data, i, first, prev, glue):
-                k = _slot_key(fmix64(h ^ np.uint64(i - start)))
-                j = (k >> np.uint64(20)) & mask
-                while keys[j] != 0 and keys[j] != k:
-                    j = (j + np.uint64(1)) & mask
-                if keys[j] == k:
-                    total += vals[j] & ~NEW
-                else:
-                    if i - start > cap:
-                        return d, stored, i - start
-                    if 2 * (stored + 1) > len(keys):
-                        return d, stored, -1
-                    v = _tokens(data, start, i, buf, sym, nxt, prv, heap, aslots, ablob, aoffs, afull, afirst, gblob,
-                                goffs, vslots, vblob, voffs, single, mtable)
-                    total += v
-                    keys[j] = k
-                    vals[j] = np.int32(v) | NEW
-                    stored += 1
-                if i == end:
-                    break
-                start = i
-                h = _FNV_OFFSET
-            c = data[i]
-            h = (h ^ np.uint64(c)) * _FNV_PRIME
-            prev = c
-        out[d] = total
-    return docs, stored, 0
+        k = 1
+        cuts[0] = first
+        pc = np.int64(cls[data[first]])
+        for i in range(first + 1, end):
+            c = np.int64(cls[data[i]])
+            cuts[k] = i  # overwritten unless a piece ends here
+            k += trans[pc * 4 + c]
+            pc = c
+        cuts[k] = end
+        for j in range(k):
+            keys[j] = piece_key(words, data, cuts[j], cuts[j + 1])
+        total = np.uint64(0)
+        before = listed
+        for j in range(k):
+            key = keys[j]
+            s = _slot(key, shift)
+            while table[s, 0] != key and table[s, 0] != 0:
+                s = (s + np.uint64(1)) & mask
+            if table[s, 0] == key:
+                total += table[s, 1] & ~NEW
+            elif learn:
+                a, b = cuts[j], cuts[j + 1]
+                if b - a > cap:
+                    return d, stored, b - a, listed
+                if 2 * (stored + 1) > len(table):
+                    return d, stored, -1, listed
+                v = _tokens(data, a, b, buf, sym, nxt, prv, heap, aslots, ablob, aoffs, afull, afirst, gblob, goffs,
+                            vslots, vblob, voffs, single, mtable)
+                total += np.uint64(v)
+                table[s, 0] = key
+                table[s, 1] = np.uint64(v) | NEW
+                stored += 1
+            else:
+                if listed == len(m_key):
+                    return d, stored, -2, before
+                m_key[listed], m_start[listed], m_stop[listed], m_doc[listed] = key, cuts[j], cuts[j + 1], d
+                listed += 1
+        out[d] = np.int64(total)
+    return docs, stored, 0, listed
+
+
+_NO_MODEL = None
+
+
+def no_model() -> tuple:
+    """Empty arrays of the types of :func:`count_texts`' scratch and tokenizer arguments, for a
+    walk that does not learn (one compiled version for both uses)."""
+    global _NO_MODEL
+    if _NO_MODEL is None:
+        u8, i32, i64 = np.zeros(1, np.uint8), np.zeros(1, np.int32), np.zeros(1, np.int64)
+        _NO_MODEL = (u8, i32, i64, i64, np.zeros(12, np.int64), i32, u8, i64, u8, u8, u8, i64, i32, u8, i64, i32,
+                     np.zeros((2, 2), np.uint64))
+    return _NO_MODEL
+
+
+def no_list() -> tuple:
+    """Empty arrays of the types of :func:`count_texts`' list of missing pieces, for a walk
+    that learns (it lists nothing)."""
+    return np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+
+def segments(data: np.ndarray, offsets: np.ndarray, glue: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every piece of every text: (key, start, stop, text), the walk of :func:`count_texts`
+    with nothing known (one walker for both, so the cuts and keys cannot drift apart)."""
+    n = max(1, len(data))
+    m = np.empty(n, np.uint64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    out = np.zeros(len(offsets) - 1, np.int64)
+    data = aligned(data)
+    _, _, _, listed = count_texts(data, words_of(data), offsets, 0, out, *cut_classes(glue),
+                                  np.zeros((2, 2), np.uint64), 0, False, *m, *no_model())
+    return tuple(a[:listed] for a in m)
+
+
+def aligned(data: np.ndarray) -> np.ndarray:
+    """``data`` itself when it starts 8-byte aligned (Arrow's buffers do), else a copy that does;
+    read-only either way, so that the walk has one compiled version whatever the buffer's flags."""
+    if data.ctypes.data % 8 == 0:
+        out = data.view()
+    else:
+        out = np.empty(len(data) + 8, np.uint8)
+        off = (-out.ctypes.data) % 8
+        out = out[off:off + len(data)]
+        out[:] = data
+    out.flags.writeable = False
+    return out

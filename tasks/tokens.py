@@ -31,7 +31,7 @@ from tasks.storage import filesystem_for
 from tasks.tokens_config import TokenizerConfig
 
 GGUF_CONVERSION = "spm-scores-v3"  # bump when gguf_to_hf changes: cached conversions are redone
-PIECES_SCHEME = "pieces-v1"  # bump when token_kernels.segments cuts or hashes differently: saved piece counts are dropped
+PIECES_SCHEME = "pieces-v2"  # bump when token_kernels.segments cuts or keys differently: saved piece counts are dropped
 
 
 class TokenizerError(ValueError):
@@ -499,8 +499,10 @@ class _SegmentedTokenizer(Tokenizer):
         self._load_inner, self._inner = load_inner, None
         self._load_bpe, self._bpe, self._bpe_loaded = load_bpe, None, False
         self._glue, self._bos, self._pieces = glue, bos, pieces
-        self._keys = np.zeros(1 << 16, np.uint64)  # open addressing, at most half full
-        self._vals = np.zeros(1 << 16, np.int32)
+        from tasks import token_kernels
+
+        self._table = np.zeros((1 << 16, 2), np.uint64)  # open addressing (key, count), at most half full
+        self._classes = token_kernels.cut_classes(glue)
         self._stored = 0
         self._scratch = _scratch(64)
         self._seen: set[str] = set()  # part files already in the table
@@ -578,21 +580,26 @@ class _SegmentedTokenizer(Tokenizer):
                 os.remove(f"{name}.tmp.npz")
             return False  # a read-only cache directory: counts stay exact, later workers start cold
 
-    def _store(self, hashes: np.ndarray, counts: np.ndarray) -> None:
+    def _store(self, keys: np.ndarray, counts: np.ndarray) -> None:
         from tasks import token_kernels
 
-        if self._stored + len(hashes) > self.MAX_CACHED:  # start over rather than grow without bound
-            self._keys[:] = 0
+        if self._stored + len(keys) > self.MAX_CACHED:  # start over rather than grow without bound
+            self._table[:] = 0
             self._stored = 0
-        size = len(self._keys)
-        while 2 * (self._stored + len(hashes)) > size:
+        size = len(self._table)
+        while 2 * (self._stored + len(keys)) > size:
             size *= 2
-        if size != len(self._keys):
-            old_k, old_v = self._keys, self._vals
-            self._keys, self._vals = np.zeros(size, np.uint64), np.zeros(size, np.int32)
-            live = old_k != 0
-            token_kernels.table_put(self._keys, self._vals, old_k[live], old_v[live])
-        self._stored += token_kernels.table_put(self._keys, self._vals, hashes, counts.astype(np.int32))
+        if size != len(self._table):
+            self._grow(size)
+        self._stored += token_kernels.table_put(self._table, keys, counts.astype(np.uint64))
+
+    def _grow(self, size: int) -> None:
+        from tasks import token_kernels
+
+        old = self._table
+        self._table = np.zeros((size, 2), np.uint64)
+        live = old[:, 0] != 0
+        token_kernels.table_put(self._table, old[live, 0], old[live, 1])  # NEW bits kept
 
     def count(self, texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
         from tasks import token_kernels
@@ -601,33 +608,48 @@ class _SegmentedTokenizer(Tokenizer):
         if isinstance(texts, pa.ChunkedArray):
             texts = texts.combine_chunks()
         data, offsets = utf8_buffers(texts)
+        data = token_kernels.aligned(data)  # Arrow's buffers are: no copy
         with self._lock:
-            m_hash = None
             if not self._bpe_loaded:
                 # one compiled pass: known pieces summed per text, the others listed; when none
                 # is missing, neither the saved parts' folder nor the compiled counter is read
-                out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue,
-                                                                                 self._keys, self._vals)
-                if len(m_hash) and self._take_saved():
-                    out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue,
-                                                                                     self._keys, self._vals)
-                if not len(m_hash):
+                out, missing = self._walk_known(data, offsets)
+                if len(missing[0]) and self._take_saved():
+                    out, missing = self._walk_known(data, offsets)
+                if not len(missing[0]):
                     return self._with_bos(texts, offsets, out)
             else:
                 self._take_saved()
             if self.bpe is not None:
                 return self._with_bos(texts, offsets, self._count_compiled(data, offsets))
-            if m_hash is None:
-                out, m_hash, m_start, m_stop, m_doc = token_kernels.known_counts(data, offsets, self._glue,
-                                                                                 self._keys, self._vals)
-            if len(m_hash):  # pieces never seen: each distinct one tokenized once by the HF tokenizer
-                uniq, first, inverse = np.unique(m_hash, return_index=True, return_inverse=True)
+            out, (m_key, m_start, m_stop, m_doc) = self._walk_known(data, offsets)
+            if len(m_key):  # pieces never seen: each distinct one tokenized once by the HF tokenizer
+                uniq, first, inverse = np.unique(m_key, return_index=True, return_inverse=True)
                 pieces = [data[m_start[j]:m_stop[j]].tobytes().decode("utf-8") for j in first.tolist()]
                 new_counts = self.inner._count(pieces)
                 np.add.at(out, m_doc, new_counts[inverse.reshape(-1)])
                 self._store(uniq, new_counts)
                 self._write_part(uniq, new_counts)
         return self._with_bos(texts, offsets, out)
+
+    def _walk_known(self, data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """``token_kernels.count_texts`` without learning: the known pieces' counts per text and
+        the missing pieces (key, start, stop, text), the list grown whenever it fills."""
+        from tasks import token_kernels
+
+        out = np.zeros(len(offsets) - 1, np.int64)
+        words = token_kernels.words_of(data)
+        got: list[tuple[np.ndarray, ...]] = []
+        size, d = 1024, 0
+        while True:
+            m = np.empty(size, np.uint64), np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int64)
+            d, _, need, listed = token_kernels.count_texts(data, words, offsets, d, out, *self._classes, self._table, 0,
+                                                           False, *m, *token_kernels.no_model())
+            got.append(tuple(a[:listed] for a in m))
+            if need == 0:
+                break
+            size *= 4
+        return out, tuple(np.concatenate(parts) for parts in zip(*got, strict=True))
 
     def _take_saved(self) -> bool:
         """Store the parts other workers of the run saved since this one last looked; whether
@@ -649,9 +671,11 @@ class _SegmentedTokenizer(Tokenizer):
             return
         texts = pa.array(["Compile the counter, über ça.\n\nzwei"], pa.string())
         data, offsets = utf8_buffers(texts)
-        keys, vals = np.zeros(1 << 6, np.uint64), np.zeros(1 << 6, np.int32)
+        data = token_kernels.aligned(data)
+        table = np.zeros((1 << 6, 2), np.uint64)
         out = np.zeros(len(offsets) - 1, np.int64)
-        token_kernels.count_texts(data, offsets, 0, out, self._glue, keys, vals, 0, *_scratch(64), *self.bpe.model())
+        token_kernels.count_texts(data, token_kernels.words_of(data), offsets, 0, out, *self._classes, table, 0, True,
+                                  *token_kernels.no_list(), *_scratch(64), *self.bpe.model())
 
     def _count_compiled(self, data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """``token_kernels.count_texts`` over every text, making room whenever it stops, then
@@ -659,10 +683,13 @@ class _SegmentedTokenizer(Tokenizer):
         from tasks import token_kernels
 
         out = np.zeros(len(offsets) - 1, np.int64)
+        words = token_kernels.words_of(data)
+        unused = token_kernels.no_list()  # nothing is listed while learning
         d = 0
         while True:
-            d, self._stored, need = token_kernels.count_texts(data, offsets, d, out, self._glue, self._keys, self._vals,
-                                                              self._stored, *self._scratch, *self.bpe.model())
+            d, self._stored, need, _ = token_kernels.count_texts(data, words, offsets, d, out, *self._classes, self._table,
+                                                                 self._stored, True, *unused, *self._scratch,
+                                                                 *self.bpe.model())
             if need == 0:
                 break
             if need > 0:  # a piece longer than the scratch arrays
@@ -670,14 +697,10 @@ class _SegmentedTokenizer(Tokenizer):
                 self._scratch = _scratch(cap)
             elif self._stored >= self.MAX_CACHED:  # start over rather than grow without bound
                 self._save_new()
-                self._keys[:] = 0
-                self._vals[:] = 0
+                self._table[:] = 0
                 self._stored = 0
             else:
-                old_k, old_v = self._keys, self._vals
-                self._keys, self._vals = np.zeros(2 * len(old_k), np.uint64), np.zeros(2 * len(old_k), np.int32)
-                live = old_k != 0
-                token_kernels.table_put(self._keys, self._vals, old_k[live], old_v[live])  # NEW bits kept
+                self._grow(2 * len(self._table))
         self._save_new()
         return out
 
@@ -685,10 +708,10 @@ class _SegmentedTokenizer(Tokenizer):
         """Write the counts the last walk learned as a part, and clear their ``NEW`` bit."""
         from tasks import token_kernels
 
-        new = np.nonzero(self._vals & token_kernels.NEW)[0]
+        new = np.nonzero(self._table[:, 1] & token_kernels.NEW)[0]
         if len(new):
-            self._vals[new] &= ~token_kernels.NEW
-            self._write_part(self._keys[new], self._vals[new])
+            self._table[new, 1] &= ~token_kernels.NEW
+            self._write_part(self._table[new, 0], self._table[new, 1])
 
     def _with_bos(self, texts: pa.Array, offsets: np.ndarray, out: np.ndarray) -> np.ndarray:
         if self._bos:

@@ -132,7 +132,7 @@ def test_piece_counts_are_kept_for_the_next_process(fresh, monkeypatch):
     first = load_tokenizer()
     assert first._stored == 0
     want = np.concatenate([first.count(arr[:100]), first.count(arr[100:])])
-    folder = next((fresh / "cache").glob("*.pieces-v1-tokenizers-*"))
+    folder = next((fresh / "cache").glob(f"*.{tokens.PIECES_SCHEME}-tokenizers-*"))
     assert len(list(folder.glob("*.npz"))) == 2
 
     monkeypatch.setattr(tokens._SegmentedTokenizer, "MAX_PARTS", 1)
@@ -179,7 +179,7 @@ def test_saved_piece_counts_stay_bounded_and_a_read_only_cache_still_counts(fres
             .column("text").to_pylist() if t][:300]
     arr = pa.array(docs, pa.string())
     want = load_tokenizer().count(arr)
-    folder = next((fresh / "cache").glob("*.pieces-v1-tokenizers-*"))
+    folder = next((fresh / "cache").glob(f"*.{tokens.PIECES_SCHEME}-tokenizers-*"))
     saved = sum(len(np.load(f)["keys"]) for f in folder.glob("*.npz"))
     assert saved > 100
     monkeypatch.setattr(tokens._SegmentedTokenizer, "MAX_CACHED", saved - 1)
@@ -234,3 +234,38 @@ def test_compiled_bpe_counts_every_piece_as_the_converted_tokenizer(fresh):
     assert tokens._bpe_arrays({**spec, "normalizer": None}) is None
     assert tokens._bpe_arrays({**spec, "pre_tokenizer": {**spec["pre_tokenizer"], "behavior": "Removed"}}) is None
     assert tokens._bpe_arrays({**spec, "model": {**spec["model"], "byte_fallback": False}}) is None
+
+
+def test_piece_keys_are_one_to_one_with_piece_texts(fresh):
+    """Every distinct piece of two shared corpora gets its own key and every occurrence of a
+    piece the same one, wherever it lies in the buffer (aligned or not, in its last word or
+    not): the table can never give one piece another's count."""
+    from tasks import token_kernels
+    from tasks.kernels import utf8_buffers
+
+    tok = load_tokenizer()
+    docs = []
+    for f, col in [CORPORA[0], CORPORA[1]]:
+        docs += [t for t in pq.read_table(shared(f), columns=[col]).column(col).to_pylist() if t]
+    docs += ["x" * n for n in range(1, 20)] + [" abcdefghij" * 3, "short end"]
+    data, offsets = utf8_buffers(pa.array(docs, pa.string()))
+    keys, starts, stops, _ = token_kernels.segments(data, offsets, tok._glue)
+    texts = [data[a:b].tobytes() for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]
+    by_key: dict[int, bytes] = {}
+    for k, t in zip(keys.tolist(), texts, strict=True):
+        assert by_key.setdefault(k, t) == t, (k, t, by_key[k])
+    assert len(by_key) == len(set(texts)) > 10_000
+    # the same piece shifted by one byte (another alignment of its words) keys the same
+    shifted, offs = utf8_buffers(pa.array(["." + d for d in docs[-25:]], pa.string()))
+    k2, s2, e2, _ = token_kernels.segments(shifted, offs, tok._glue)
+    known = {t: k for k, t in by_key.items()}
+    again = [(k, shifted[a:b].tobytes()) for k, a, b in zip(k2.tolist(), s2.tolist(), e2.tolist(), strict=True)]
+    assert sum(t in known for _, t in again) > 20
+    assert all(known[t] == k for k, t in again if t in known)
+    # a buffer that does not start 8-byte aligned is copied to one that does: same keys, and
+    # the same compiled walk (a second version would compile for 10-20 s in every new worker)
+    raw = np.empty(len(data) + 1, np.uint8)
+    raw[1:] = data
+    assert raw[1:].ctypes.data % 8
+    assert np.array_equal(token_kernels.segments(raw[1:], offsets, tok._glue)[0], keys)
+    assert len(token_kernels.count_texts.signatures) == 1
