@@ -45,6 +45,7 @@ class TokenTables:
         self.alpha = np.zeros(cap, bool)
         self.in_punct_chars = np.zeros(cap, bool)
         self.is_punct = np.zeros(cap, bool)
+        self.props = np.zeros((cap, 4), np.uint64)  # kernels.pack_props of the above
 
     def sync(self) -> None:
         texts = self.tok.tok_text
@@ -52,9 +53,10 @@ class TokenTables:
             return
         if len(texts) > len(self.length):
             cap = max(len(texts), 2 * len(self.length))
-            for name in ("length", "hash", "pow", "pow_inv", "non_symbol", "alpha", "in_punct_chars", "is_punct"):
+            for name in ("length", "hash", "pow", "pow_inv", "non_symbol", "alpha", "in_punct_chars", "is_punct",
+                         "props"):
                 old = getattr(self, name)
-                new = np.zeros(cap, old.dtype)
+                new = np.zeros((cap, *old.shape[1:]), old.dtype)
                 new[: self.n] = old[: self.n]
                 setattr(self, name, new)
         new = texts[self.n:]
@@ -70,6 +72,9 @@ class TokenTables:
         self.alpha[self.n:hi] = [w.isalpha() or any(c.isalpha() for c in w) for w in new]
         self.in_punct_chars[self.n:hi] = [w in punct_chars for w in new]
         self.is_punct[self.n:hi] = is_punct[self.n:hi]
+        lo = self.n
+        self.props[lo:hi] = kernels.pack_props(self.length[lo:hi], self.hash[lo:hi], self.pow[lo:hi],
+                                               self.pow_inv[lo:hi], self.non_symbol[lo:hi], self.alpha[lo:hi])
         self.n = len(texts)
 
     def stop_ids(self, stop_words: set[str]) -> np.ndarray:
@@ -133,7 +138,7 @@ class FastFilters:
             return None
         ids = self.word_ids(text)
         t = self.tables
-        top, dup = kernels.repetition_stats(ids, t.length, t.hash, t.pow, t.pow_inv, ns[0], ns[1])
+        top, dup = kernels.repetition_stats(ids, t.props, ns[0], ns[1])
         for (n, n_frac), chars in zip(f.top_n_grams, top.tolist(), strict=True):
             if chars < 0:  # no n-gram at all
                 continue
@@ -166,8 +171,7 @@ class FastFilters:
         t = self.tables
         n_words = len(ids)
         stop = self._stop_ids(f) if f.min_stop_words else np.zeros(0, np.int64)
-        n_non_symbol, non_symbol_chars, n_alpha, stop_present = kernels.word_stats(
-            ids, t.non_symbol, t.length, t.alpha, stop)
+        n_non_symbol, non_symbol_chars, n_alpha, stop_present = kernels.word_stats(ids, t.props, stop)
         if f.min_doc_words and n_non_symbol < f.min_doc_words:
             return False, "gopher_short_doc", text, None
         if f.max_doc_words and n_non_symbol > f.max_doc_words:
