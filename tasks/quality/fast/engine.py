@@ -236,16 +236,20 @@ class FastFilters:
         line_kept: list[bool] = []
         for line in text.splitlines():
             line = line.strip()
-            words = line.split()
-            # no word is longer than its line: the per-word lengths only matter for a long line
-            if (f.max_word_length != -1 and len(line) > f.max_word_length and words
-                    and max(map(len, words)) > f.max_word_length):
-                line_kept.append(False)
-                continue
-            split = line  # the line ``words`` belong to
+            split = line  # the line before citation removal, whose words datatrove counts
             if f.remove_citations and ("[" in line or CITATION_REGEX.pattern != _CITATION_PATTERN):
                 line = CITATION_REGEX.sub("", line)
+            # datatrove checks a long word, then the terminal punctuation, then the word count;
+            # each failure only drops the line (no other effect, the citation removal between
+            # them cannot fail), so the cheap endswith goes first and most lines of web text,
+            # which end without punctuation, are never split into words
             if f.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)):
+                line_kept.append(False)
+                continue
+            words = split.split()
+            # no word is longer than its line: the per-word lengths only matter for a long line
+            if (f.max_word_length != -1 and len(split) > f.max_word_length and words
+                    and max(map(len, words)) > f.max_word_length):
                 line_kept.append(False)
                 continue
             if len(words) < f.min_words_per_line:
