@@ -37,45 +37,42 @@ class TokenTables:
         self.punct_set = PUNCTUATION_SET
         self.n = 0
         cap = 1024
-        self.length = np.zeros(cap, np.int64)
-        self.hash = np.zeros(cap, np.uint64)
-        self.pow = np.zeros(cap, np.uint64)
-        self.pow_inv = np.zeros(cap, np.uint64)
-        self.non_symbol = np.zeros(cap, bool)
-        self.alpha = np.zeros(cap, bool)
+        # per token, kernels.pack_props's row: hash, powers, length with the non-symbol and alpha
+        # flags (GopherQualityFilter: a word with any character outside PUNCTUATION_SET; one
+        # with a letter)
+        self.props = np.zeros((cap, 4), np.uint64)
         self.in_punct_chars = np.zeros(cap, bool)
         self.is_punct = np.zeros(cap, bool)
-        self.props = np.zeros((cap, 4), np.uint64)  # kernels.pack_props of the above
 
     def sync(self) -> None:
         texts = self.tok.tok_text
         if len(texts) == self.n:
             return
-        if len(texts) > len(self.length):
-            cap = max(len(texts), 2 * len(self.length))
-            for name in ("length", "hash", "pow", "pow_inv", "non_symbol", "alpha", "in_punct_chars", "is_punct",
-                         "props"):
+        if len(texts) > len(self.props):
+            cap = max(len(texts), 2 * len(self.props))
+            for name in ("props", "in_punct_chars", "is_punct"):
                 old = getattr(self, name)
                 new = np.zeros((cap, *old.shape[1:]), old.dtype)
                 new[: self.n] = old[: self.n]
                 setattr(self, name, new)
-        new = texts[self.n:]
+        lo, hi = self.n, len(texts)
+        new = texts[lo:]
         lens = np.fromiter(map(len, new), np.int64, len(new))
         points = np.frombuffer("".join(new).encode("utf-32-le", "surrogatepass"), np.uint32)
-        hi = self.n + len(new)
-        # the per-character hash folds and powers compiled, over the new tokens' code points at once
-        kernels.token_hashes(points, lens, self.hash[self.n:hi], self.pow[self.n:hi], self.pow_inv[self.n:hi])
-        self.length[self.n:hi] = lens
-        punct_set, punct_chars, is_punct = self.punct_set, self.tok.punct_chars, self.tok.tok_is_punct
-        # GopherQualityFilter: a word with any character outside PUNCTUATION_SET; one with a letter
-        self.non_symbol[self.n:hi] = [not punct_set.issuperset(w) for w in new]
-        self.alpha[self.n:hi] = [w.isalpha() or any(c.isalpha() for c in w) for w in new]
-        self.in_punct_chars[self.n:hi] = [w in punct_chars for w in new]
-        self.is_punct[self.n:hi] = is_punct[self.n:hi]
-        lo = self.n
-        self.props[lo:hi] = kernels.pack_props(self.length[lo:hi], self.hash[lo:hi], self.pow[lo:hi],
-                                               self.pow_inv[lo:hi], self.non_symbol[lo:hi], self.alpha[lo:hi])
-        self.n = len(texts)
+        rows = self.props[lo:hi]
+        # the per-character hash folds and powers compiled, over the new tokens' code points at
+        # once, written straight into the rows (one pack_props call per document cost more)
+        kernels.token_hashes(points, lens, rows[:, 0], rows[:, 1], rows[:, 2])
+        if len(lens) and lens.max() > kernels.LEN_MASK:
+            raise ValueError("fast quality engine: a token longer than 2**32 - 1 characters")
+        punct_set, punct_chars = self.punct_set, self.tok.punct_chars
+        non_symbol = np.fromiter((not punct_set.issuperset(w) for w in new), bool, len(new))
+        alpha = np.fromiter((w.isalpha() or any(c.isalpha() for c in w) for w in new), bool, len(new))
+        rows[:, 3] = (lens.astype(np.uint64) | (non_symbol.astype(np.uint64) << np.uint64(32))
+                      | (alpha.astype(np.uint64) << np.uint64(33)))
+        self.in_punct_chars[lo:hi] = [w in punct_chars for w in new]
+        self.is_punct[lo:hi] = self.tok.tok_is_punct[lo:hi]
+        self.n = hi
 
     def stop_ids(self, stop_words: set[str]) -> np.ndarray:
         """Token ids of the stop words seen so far (one never seen cannot be among the words)."""
