@@ -237,8 +237,8 @@ def test_repetition_kernel_equals_datatrove_functions(ids: list[int], top_ns: li
     tok_pow = np.array([pow(base, len(t), 1 << 64) for t in texts], np.uint64)
     tok_pow_inv = np.array([pow(int(kernels.HASH_BASE_INV), len(t), 1 << 64) for t in texts], np.uint64)
     arr = np.array(ids, np.int64)
-    top, dup = kernels.repetition_stats(arr, tok_len, tok_hash, tok_pow, tok_pow_inv, np.array(top_ns, np.int64),
-                                        np.array(dup_ns, np.int64))
+    props = kernels.pack_props(tok_len, tok_hash, tok_pow, tok_pow_inv)
+    top, dup = kernels.repetition_stats(arr, props, np.array(top_ns, np.int64), np.array(dup_ns, np.int64))
     words = [texts[i] for i in ids]
     assert top.tolist() == [find_top_duplicate(get_n_grams(words, n)) if len(words) >= n else -1 for n in top_ns]
     for n, got in zip(dup_ns, dup.tolist(), strict=True):

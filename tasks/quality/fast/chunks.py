@@ -53,21 +53,32 @@ def _wide_space_len(buf: np.ndarray, i: int, points: np.ndarray) -> int:
 
 
 @njit(cache=True, nogil=True)
+def _head(buf: np.ndarray, a: int, b: int) -> np.uint64:
+    """The first (up to) 8 bytes of ``buf[a:b]``, little-endian, zero-padded."""
+    h = np.uint64(0)
+    for j in range(min(b - a, 8)):
+        h |= np.uint64(buf[a + j]) << np.uint64(8 * j)
+    return h
+
+
+@njit(cache=True, nogil=True)
 def split_lookup(buf: np.ndarray, ascii_space: np.ndarray, points: np.ndarray, table: np.ndarray,
                  span: np.ndarray, arena: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The chunk ids of ``buf``'s chunks (``str.split()``), -1 for an unknown chunk, with every
     chunk's byte span.
 
-    ``table``: open addressing, slot ``s`` at ``2s`` (the chunk's hash) and ``2s + 1`` (its id
-    plus one, 0 when empty); ``span``: each chunk's start in ``arena`` and length, side by side.
-    The table is larger than the caches, so a probe reads one line and a candidate one more,
-    where separate arrays of hashes, ids, starts and lengths cost a miss each."""
+    ``table``: open addressing, slot ``s`` at ``4s`` (the chunk's hash), ``4s + 1`` (its id plus
+    one, 0 when empty), ``4s + 2`` (its length in bytes) and ``4s + 3`` (its first 8 bytes,
+    ``_head``); ``span``: each chunk's start in ``arena`` and length, side by side. The table is
+    larger than the caches: a slot holding what a candidate is compared by (the whole of a chunk
+    of up to 8 bytes, most words) costs one miss, where reading its span and its bytes in the
+    arena cost two more."""
     n = len(buf)
     cap = n // 2 + 1
     cids = np.empty(cap, np.int64)
     starts = np.empty(cap, np.int64)
     ends = np.empty(cap, np.int64)
-    mask = len(table) // 2 - 1
+    mask = len(table) // 4 - 1
     k = 0
     i = 0
     while i < n:
@@ -92,25 +103,26 @@ def split_lookup(buf: np.ndarray, ascii_space: np.ndarray, points: np.ndarray, t
                 break
             i += 1
         h = _fnv(buf, a, i)
+        head = _head(buf, a, i)
         slot = np.int64(h & np.uint64(mask))
         found = -1
         length = i - a
         while True:
-            c1 = table[2 * slot + 1]
+            c1 = table[4 * slot + 1]
             if c1 == 0:
                 break
-            if table[2 * slot] == h:
+            if table[4 * slot] == h and table[4 * slot + 2] == length and table[4 * slot + 3] == head:
                 c = np.int64(c1) - 1
-                if span[c, 1] == length:
-                    same = True
+                same = True
+                if length > 8:
                     base = span[c, 0]
-                    for j in range(length):
+                    for j in range(8, length):
                         if arena[base + j] != buf[a + j]:
                             same = False
                             break
-                    if same:
-                        found = c
-                        break
+                if same:
+                    found = c
+                    break
             slot = (slot + 1) & mask
         cids[k] = found
         starts[k] = a
@@ -123,15 +135,19 @@ def split_lookup(buf: np.ndarray, ascii_space: np.ndarray, points: np.ndarray, t
 def _insert_range(table: np.ndarray, c_hash: np.ndarray, span: np.ndarray, arena: np.ndarray, lo: int, hi: int,
                   new: bool) -> None:
     """Put chunks ``lo`` to ``hi`` in the table, hashing them first when they are ``new``."""
-    mask = len(table) // 2 - 1
+    mask = len(table) // 4 - 1
     for c in range(lo, hi):
+        a = span[c, 0]
+        b = a + span[c, 1]
         if new:
-            c_hash[c] = _fnv(arena, span[c, 0], span[c, 0] + span[c, 1])
+            c_hash[c] = _fnv(arena, a, b)
         slot = np.int64(c_hash[c] & np.uint64(mask))
-        while table[2 * slot + 1] != 0:
+        while table[4 * slot + 1] != 0:
             slot = (slot + 1) & mask
-        table[2 * slot] = c_hash[c]
-        table[2 * slot + 1] = np.uint64(c + 1)
+        table[4 * slot] = c_hash[c]
+        table[4 * slot + 1] = np.uint64(c + 1)
+        table[4 * slot + 2] = np.uint64(span[c, 1])
+        table[4 * slot + 3] = _head(arena, a, b)
 
 
 class ChunkIndex:
@@ -143,7 +159,7 @@ class ChunkIndex:
         self.arena = np.zeros(1 << 20, np.uint8)
         self.span = np.zeros((1024, 2), np.int64)  # start in the arena, length
         self.c_hash = np.zeros(1024, np.uint64)
-        self.table = np.zeros(2 * 4096, np.uint64)
+        self.table = np.zeros(4 * 4096, np.uint64)
         self._pending: list[str] = []
 
     def add(self, chunk: str, cid: int) -> None:
@@ -174,11 +190,11 @@ class ChunkIndex:
         self.span[self.n:new_n, 0] = self.used + np.cumsum(lens) - lens
         self.arena[self.used:self.used + total] = np.frombuffer(b"".join(data), np.uint8)
         self.used += total
-        if 4 * new_n > len(self.table):  # keep the table at most half full (two entries a slot)
-            size = len(self.table) // 2
+        if 8 * new_n > len(self.table):  # keep the table at most half full (four entries a slot)
+            size = len(self.table) // 4
             while 2 * new_n > size:
                 size *= 2
-            self.table = np.zeros(2 * size, np.uint64)
+            self.table = np.zeros(4 * size, np.uint64)
             _insert_range(self.table, self.c_hash, self.span, self.arena, 0, self.n, False)
         _insert_range(self.table, self.c_hash, self.span, self.arena, self.n, new_n, True)
         self.n = new_n

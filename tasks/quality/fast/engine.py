@@ -37,12 +37,10 @@ class TokenTables:
         self.punct_set = PUNCTUATION_SET
         self.n = 0
         cap = 1024
-        self.length = np.zeros(cap, np.int64)
-        self.hash = np.zeros(cap, np.uint64)
-        self.pow = np.zeros(cap, np.uint64)
-        self.pow_inv = np.zeros(cap, np.uint64)
-        self.non_symbol = np.zeros(cap, bool)
-        self.alpha = np.zeros(cap, bool)
+        # per token, kernels.pack_props's row: hash, powers, length with the non-symbol and alpha
+        # flags (GopherQualityFilter: a word with any character outside PUNCTUATION_SET; one
+        # with a letter)
+        self.props = np.zeros((cap, 4), np.uint64)
         self.in_punct_chars = np.zeros(cap, bool)
         self.is_punct = np.zeros(cap, bool)
 
@@ -50,27 +48,31 @@ class TokenTables:
         texts = self.tok.tok_text
         if len(texts) == self.n:
             return
-        if len(texts) > len(self.length):
-            cap = max(len(texts), 2 * len(self.length))
-            for name in ("length", "hash", "pow", "pow_inv", "non_symbol", "alpha", "in_punct_chars", "is_punct"):
+        if len(texts) > len(self.props):
+            cap = max(len(texts), 2 * len(self.props))
+            for name in ("props", "in_punct_chars", "is_punct"):
                 old = getattr(self, name)
-                new = np.zeros(cap, old.dtype)
+                new = np.zeros((cap, *old.shape[1:]), old.dtype)
                 new[: self.n] = old[: self.n]
                 setattr(self, name, new)
-        new = texts[self.n:]
+        lo, hi = self.n, len(texts)
+        new = texts[lo:]
         lens = np.fromiter(map(len, new), np.int64, len(new))
         points = np.frombuffer("".join(new).encode("utf-32-le", "surrogatepass"), np.uint32)
-        hi = self.n + len(new)
-        # the per-character hash folds and powers compiled, over the new tokens' code points at once
-        kernels.token_hashes(points, lens, self.hash[self.n:hi], self.pow[self.n:hi], self.pow_inv[self.n:hi])
-        self.length[self.n:hi] = lens
-        punct_set, punct_chars, is_punct = self.punct_set, self.tok.punct_chars, self.tok.tok_is_punct
-        # GopherQualityFilter: a word with any character outside PUNCTUATION_SET; one with a letter
-        self.non_symbol[self.n:hi] = [not punct_set.issuperset(w) for w in new]
-        self.alpha[self.n:hi] = [w.isalpha() or any(c.isalpha() for c in w) for w in new]
-        self.in_punct_chars[self.n:hi] = [w in punct_chars for w in new]
-        self.is_punct[self.n:hi] = is_punct[self.n:hi]
-        self.n = len(texts)
+        rows = self.props[lo:hi]
+        # the per-character hash folds and powers compiled, over the new tokens' code points at
+        # once, written straight into the rows (one pack_props call per document cost more)
+        kernels.token_hashes(points, lens, rows[:, 0], rows[:, 1], rows[:, 2])
+        if len(lens) and lens.max() > kernels.LEN_MASK:
+            raise ValueError("fast quality engine: a token longer than 2**32 - 1 characters")
+        punct_set, punct_chars = self.punct_set, self.tok.punct_chars
+        non_symbol = np.fromiter((not punct_set.issuperset(w) for w in new), bool, len(new))
+        alpha = np.fromiter((w.isalpha() or any(c.isalpha() for c in w) for w in new), bool, len(new))
+        rows[:, 3] = (lens.astype(np.uint64) | (non_symbol.astype(np.uint64) << np.uint64(32))
+                      | (alpha.astype(np.uint64) << np.uint64(33)))
+        self.in_punct_chars[lo:hi] = [w in punct_chars for w in new]
+        self.is_punct[lo:hi] = self.tok.tok_is_punct[lo:hi]
+        self.n = hi
 
     def stop_ids(self, stop_words: set[str]) -> np.ndarray:
         """Token ids of the stop words seen so far (one never seen cannot be among the words)."""
@@ -133,7 +135,7 @@ class FastFilters:
             return None
         ids = self.word_ids(text)
         t = self.tables
-        top, dup = kernels.repetition_stats(ids, t.length, t.hash, t.pow, t.pow_inv, ns[0], ns[1])
+        top, dup = kernels.repetition_stats(ids, t.props, ns[0], ns[1])
         for (n, n_frac), chars in zip(f.top_n_grams, top.tolist(), strict=True):
             if chars < 0:  # no n-gram at all
                 continue
@@ -166,8 +168,7 @@ class FastFilters:
         t = self.tables
         n_words = len(ids)
         stop = self._stop_ids(f) if f.min_stop_words else np.zeros(0, np.int64)
-        n_non_symbol, non_symbol_chars, n_alpha, stop_present = kernels.word_stats(
-            ids, t.non_symbol, t.length, t.alpha, stop)
+        n_non_symbol, non_symbol_chars, n_alpha, stop_present = kernels.word_stats(ids, t.props, stop)
         if f.min_doc_words and n_non_symbol < f.min_doc_words:
             return False, "gopher_short_doc", text, None
         if f.max_doc_words and n_non_symbol > f.max_doc_words:
@@ -232,16 +233,20 @@ class FastFilters:
         line_kept: list[bool] = []
         for line in text.splitlines():
             line = line.strip()
-            words = line.split()
-            # no word is longer than its line: the per-word lengths only matter for a long line
-            if (f.max_word_length != -1 and len(line) > f.max_word_length and words
-                    and max(map(len, words)) > f.max_word_length):
-                line_kept.append(False)
-                continue
-            split = line  # the line ``words`` belong to
+            split = line  # the line before citation removal, whose words datatrove counts
             if f.remove_citations and ("[" in line or CITATION_REGEX.pattern != _CITATION_PATTERN):
                 line = CITATION_REGEX.sub("", line)
+            # datatrove checks a long word, then the terminal punctuation, then the word count;
+            # each failure only drops the line (no other effect, the citation removal between
+            # them cannot fail), so the cheap endswith goes first and most lines of web text,
+            # which end without punctuation, are never split into words
             if f.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)):
+                line_kept.append(False)
+                continue
+            words = split.split()
+            # no word is longer than its line: the per-word lengths only matter for a long line
+            if (f.max_word_length != -1 and len(split) > f.max_word_length and words
+                    and max(map(len, words)) > f.max_word_length):
                 line_kept.append(False)
                 continue
             if len(words) < f.min_words_per_line:

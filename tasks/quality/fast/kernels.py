@@ -42,6 +42,32 @@ def token_hashes(points: np.ndarray, lens: np.ndarray, out_hash: np.ndarray, out
         out_pow_inv[k] = q
 
 
+LEN_MASK = np.uint64(0xFFFFFFFF)
+NON_SYMBOL = np.uint64(1 << 32)
+ALPHA = np.uint64(1 << 33)
+
+
+def pack_props(tok_len: np.ndarray, tok_hash: np.ndarray, tok_pow: np.ndarray, tok_pow_inv: np.ndarray,
+               non_symbol: np.ndarray | None = None, alpha: np.ndarray | None = None) -> np.ndarray:
+    """Per token, side by side (one cache line holds two tokens' rows): its hash, ``HASH_BASE``
+    and ``HASH_BASE_INV`` to its length, and its length with the ``NON_SYMBOL`` and ``ALPHA``
+    flags. The kernels read a document's tokens at random places of a large vocabulary; one row
+    per token costs one miss where separate arrays cost one each."""
+    if len(tok_len) and tok_len.max() > LEN_MASK:
+        raise ValueError("fast quality engine: a token longer than 2**32 - 1 characters")
+    out = np.empty((len(tok_len), 4), np.uint64)
+    out[:, 0] = tok_hash
+    out[:, 1] = tok_pow
+    out[:, 2] = tok_pow_inv
+    last = tok_len.astype(np.uint64)
+    if non_symbol is not None:
+        last |= np.where(non_symbol, NON_SYMBOL, np.uint64(0))
+    if alpha is not None:
+        last |= np.where(alpha, ALPHA, np.uint64(0))
+    out[:, 3] = last
+    return out
+
+
 @njit(cache=True, nogil=True)
 def sentence_events(ids: np.ndarray, in_punct_chars: np.ndarray, is_punct: np.ndarray) -> int:
     """spaCy's sentencizer (``Sentencizer.predict``) over tokens: the number of new sentences
@@ -59,11 +85,10 @@ def sentence_events(ids: np.ndarray, in_punct_chars: np.ndarray, is_punct: np.nd
 
 
 @njit(cache=True, nogil=True)
-def repetition_stats(ids: np.ndarray, tok_len: np.ndarray, tok_hash: np.ndarray, tok_pow: np.ndarray,
-                     tok_pow_inv: np.ndarray, top_ns: np.ndarray,
+def repetition_stats(ids: np.ndarray, props: np.ndarray, top_ns: np.ndarray,
                      dup_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every n of ``top_n_grams`` and ``dup_n_grams`` in one call (``tok_pow_inv``: the inverse
-    of ``tok_pow``, ``HASH_BASE_INV`` to the token's length), the same results as
+    """Every n of ``top_n_grams`` and ``dup_n_grams`` in one call (``props``: ``pack_props``'s
+    rows), the same results as
     datatrove's ``find_top_duplicate(get_n_grams(words, n))`` and ``find_all_duplicate(words, n)``
     for each n (a test compares them on generated token sequences).
 
@@ -79,10 +104,10 @@ def repetition_stats(ids: np.ndarray, tok_len: np.ndarray, tok_hash: np.ndarray,
     key = np.empty(w, np.uint64)
     for i in range(w):
         t = ids[i]
-        length[i] = tok_len[t]
-        th[i] = tok_hash[t]
-        tp[i] = tok_pow[t]
-        tpi[i] = tok_pow_inv[t]
+        length[i] = np.int64(props[t, 3] & LEN_MASK)
+        th[i] = props[t, 0]
+        tp[i] = props[t, 1]
+        tpi[i] = props[t, 2]
         key[i] = np.uint64(t + 1)
     size = 16
     while size < 2 * w:
@@ -203,18 +228,18 @@ def repetition_stats(ids: np.ndarray, tok_len: np.ndarray, tok_hash: np.ndarray,
 
 
 @njit(cache=True, nogil=True)
-def word_stats(ids: np.ndarray, non_symbol: np.ndarray, tok_len: np.ndarray, alpha: np.ndarray,
-               stop_ids: np.ndarray) -> tuple[int, int, int, int]:
-    """Gopher quality's word counts: non-symbol words, their characters, words with a letter,
-    distinct stop words present."""
+def word_stats(ids: np.ndarray, props: np.ndarray, stop_ids: np.ndarray) -> tuple[int, int, int, int]:
+    """Gopher quality's word counts (``props``: ``pack_props``'s rows): non-symbol words, their
+    characters, words with a letter, distinct stop words present."""
     n_non_symbol = 0
     chars = 0
     n_alpha = 0
     for t in ids:
-        if non_symbol[t]:
+        last = props[t, 3]
+        if last & NON_SYMBOL:
             n_non_symbol += 1
-            chars += tok_len[t]
-        if alpha[t]:
+            chars += np.int64(last & LEN_MASK)
+        if last & ALPHA:
             n_alpha += 1
     present = 0
     for s in stop_ids:

@@ -362,7 +362,9 @@ class FastTokenizer:
             new = [bytes(buf[a:b]).decode("utf-8", "surrogatepass")
                    for a, b in zip(starts[cids < 0].tolist(), ends[cids < 0].tolist(), strict=True)]
             self._fill(new)
-            cids, starts, ends = self._index.lookup(buf)
+            # every new chunk now has its id: filled in here, not by a second pass over the bytes
+            cache = self._cache
+            cids[cids < 0] = [cache[c] for c in new]
         ids, unsafe, need = expand_chunks(cids, self._off, self._toks, self._has_match, self._last_class,
                                           self._first_class, self._edge_matrix)
         if len(need):
