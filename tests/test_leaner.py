@@ -216,13 +216,12 @@ def test_content_checks_on_other_real_text():
             for kind, text in cases.items():
                 judged[kind] += validate(d, text, "web", no_vocab).accepted == (kind == "page")
         print(path, "learned content decision:", {k: round(v / n, 3) for k, v in judged.items()})
-        # measured 1.0 / 0.983 / 0.992 / 0.95 / 1.0 on simple_wikipedia, 1.0 / 1.0 / 0.983 / 0.917 / 1.0 on
-        # DCLM; the previous model (calibration half only, threshold 0.52 against 0.41) rejected every
-        # second-half replacement here: a known regression of the model trained on all pairs
-        # (docs/leaner.md), so that case has a lower bar than issue 17's 95%
+        # the second-half replacement (a verbatim first half, which no real rewrite has) was
+        # rejected only 95% / 92% before the model trained on near-verbatim pairs too (docs/leaner.md);
+        # it is held to issue 17's 95% here
         assert judged["page"] == n
         assert all(judged[kind] >= 0.97 * n for kind in ("other_page", "shuffled", "truncated_30"))
-        assert judged["second_half_replaced"] >= 0.9 * n
+        assert judged["second_half_replaced"] >= 0.95 * n
         # a page is its own perfect rewrite
         assert align(docs[0], docs[0]).topic == align(docs[0], docs[0]).fidelity == 1.0
 
