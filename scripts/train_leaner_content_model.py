@@ -5,10 +5,14 @@ Data: the 421 upstream TinyHelen pairs of ../shared/data/tinyhelen_leaner_sample
 halves). Positives are the reference rewrites that pass every check before the content ones
 (too short, length band, coverage, language, placeholders, code); negatives the corruptions
 (``tests.corpora.corrupted``: shuffled words, another document's rewrite, second half replaced,
-truncated to 30%, the original unchanged) that pass those checks too. A standardized logistic
-regression (scikit-learn, balanced classes, lbfgs: deterministic); the threshold is a low
-percentile of the positives' probabilities; the word-order floor stored with the model is
-halfway between the least fluent reference and the most fluent shuffled rewrite.
+truncated to 30%, the original unchanged) that pass those checks too. Added to these, content
+only (``_near_verbatim``, issue 17): each original as a positive and each original with its
+second half replaced by another original's as a negative, so that a rewrite that keeps the
+original's words (far more coverage than any paraphrasing reference) is inside the training
+range instead of extrapolated to. A standardized logistic regression (scikit-learn, balanced
+classes, lbfgs: deterministic); the threshold is a low percentile of the references'
+probabilities; the word-order floor stored with the model is halfway between the least fluent
+reference and the most fluent shuffled rewrite.
 
 Choices made by inner cross-validation, never on the data they are measured on: C, the
 threshold percentile and the length band (the fixed 0.4x-1.8x of the genre's median ratio, a
@@ -37,6 +41,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import random
 import sys
 import warnings
 from collections import Counter
@@ -55,6 +60,8 @@ QUANTILES = (0.02, 0.01, 0.03, 0.05)  # share of training references the content
 OUTER, INNER, SEED = 5, 4, 17
 DIGITS = 10  # rounding of the stored numbers: byte-identical files across BLAS builds
 FLUENCY = 11  # index of the fluency feature (checked in fit)
+# content-only training pairs (``_near_verbatim``) and whether each is a positive
+NEAR_VERBATIM = {"verbatim": True, "verbatim_second_half_replaced": False}
 
 _cache: dict[tuple[str, str, str], dict[str, Any]] = {}
 
@@ -88,12 +95,30 @@ def score(pairs: list[dict[str, str]], seed: int = SEED) -> list[dict[str, Any]]
     from tests.corpora import corrupted
 
     rows = []
-    for p, bad in zip(pairs, corrupted(pairs, seed), strict=True):
+    rng = random.Random(seed)
+    for i, (p, bad) in enumerate(zip(pairs, corrupted(pairs, seed), strict=True)):
         row: dict[str, Any] = {"genre": p["genre"], "group": hashlib.sha256(p["original"].encode()).hexdigest()}
         for kind, text in (("reference", p["rewrite"]), *bad.items()):
             row[kind] = _scored(p["original"], text, p["genre"])
+        others = [j for j, q in enumerate(pairs) if j != i and q["genre"] == p["genre"]] or \
+            [j for j in range(len(pairs)) if j != i]
+        for kind, text in _near_verbatim(p["original"], pairs[rng.choice(others)]["original"]).items():
+            row[kind] = _scored(p["original"], text, p["genre"])
         rows.append(row)
     return rows
+
+
+def _near_verbatim(original: str, other: str) -> dict[str, str]:
+    """Content-only training pairs where the rewrite keeps the original's words: the original
+    itself (faithful: the vocabulary checks, not the content decision, reject it as a rewrite)
+    and the original with its second half replaced by another original's middle onwards (same
+    word count). Real rewrites paraphrase, so without these no training example has coverage
+    near a copy's, and a linear model extrapolates there: a verbatim first half buys more
+    credit than any reference ever earned and outweighs an uncovered second half."""
+    words, other_words = original.split(), other.split()
+    half = len(words) // 2
+    tail = (other_words[len(other_words) // 2:] + other_words)[: len(words) - half]
+    return {"verbatim": original, "verbatim_second_half_replaced": " ".join(words[:half] + tail)}
 
 
 def band_limits(genre: str, band: tuple[float, float] | None) -> tuple[float, float]:
@@ -133,13 +158,20 @@ def _fit_lr(rows: list[dict[str, Any]], band: tuple[float, float] | None, C: flo
             if early_reason(r, kind, band) is None:
                 X.append(r[kind]["x"])
                 y.append(kind == "reference")
+    references = np.array([x for x, good in zip(X, y, strict=True) if good])
+    # the near-verbatim pairs are content-only examples: the checks before the content
+    # decision do not apply to them (a copy never raises lean coverage)
+    for r in rows:
+        for kind, good in NEAR_VERBATIM.items():
+            X.append(r[kind]["x"])
+            y.append(good)
     X_arr, y_arr = np.array(X), np.array(y)
     at = [name for name, _ in FEATURES].index("fluency")
     assert at == FLUENCY
     # a linear model trades fluency against the other scores, so a page's own words shuffled
     # (high overlap, no order) could pass it: word order also gets a hard floor, halfway
     # between the least fluent reference and the most fluent shuffled rewrite
-    lowest_reference = X_arr[y_arr, at].min()
+    lowest_reference = references[:, at].min()
     most_fluent_salad = max(r["shuffled"]["x"][at] for r in rows if early_reason(r, "shuffled", band) is None)
     scaler = StandardScaler().fit(X_arr)
     clf = LogisticRegression(C=C, class_weight="balanced", max_iter=5000).fit(scaler.transform(X_arr), y_arr)
@@ -149,7 +181,9 @@ def _fit_lr(rows: list[dict[str, Any]], band: tuple[float, float] | None, C: flo
             "intercept": rd(clf.intercept_[0]), "fluency_floor": rd((lowest_reference + most_fluent_salad) / 2),
             "length_band": None if band is None else list(band), "C": C,
             "positives": int(y_arr.sum()), "negatives": int((~y_arr).sum()),
-            "_p": clf.predict_proba(scaler.transform(X_arr[y_arr]))[:, 1]}
+            "near_verbatim_pairs": 2 * len(rows),
+            # the threshold is a percentile of the references' probabilities only
+            "_p": clf.predict_proba(scaler.transform(references))[:, 1]}
 
 
 def _probability(x: list[float], model: dict[str, Any]) -> float:

@@ -155,3 +155,45 @@ def corrupted(pairs: list[dict[str, str]], seed: int = 17) -> list[dict[str, str
             "original_unchanged": p["original"],
         })
     return out
+
+
+# real page corpora for the "same corruptions on unseen pages" check of the leaner content
+# decision: (file, text column); the first two are what the decision's tests were written
+# against, the last two were left untouched until the figures were recorded (docs/leaner.md)
+PAGE_CORPORA = {
+    "simple_wikipedia": ("simple_wikipedia/simple_wikipedia.parquet", "text"),
+    "dclm": ("dclm_human_quality_dev/dclm_human_quality_dev.parquet", "text"),
+    "scrapinghub_gold": ("web_pages_scrapinghub/web_pages_scrapinghub.parquet", "gold_text"),
+    "readability_main": ("web_pages_readability/web_pages_readability.parquet", "main_text"),
+}
+
+
+def page_docs(name: str, limit: int = 120, english_only: bool = False) -> list[str]:
+    """Pages of 150 to 1,500 words of a corpus of ``PAGE_CORPORA``, in file order;
+    ``english_only`` keeps those fastText calls English (the two article sets mix languages)."""
+    path, column = PAGE_CORPORA[name]
+    texts = [t for t in pq.read_table(shared(path), columns=[column]).column(column).to_pylist()
+             if t and 150 <= len(t.split()) <= 1500]
+    if english_only:
+        from tasks.quality import lid
+
+        langs, _ = lid.predict(texts)
+        texts = [t for t, lang in zip(texts, langs, strict=True) if lang == "en"]
+    return texts[:limit]
+
+
+def page_cases(docs: list[str], seed: int = 11) -> list[dict[str, str]]:
+    """Per page, the page itself (standing in for its own rewrite: to accept) and the
+    corruptions to reject: the next page, the page's words shuffled, its second half replaced
+    by the next page's middle onwards (same word count) and its first 30% of words."""
+    rng = random.Random(seed)
+    n, out = len(docs), []
+    for i, d in enumerate(docs):
+        words, other = d.split(), docs[(i + 1) % n].split()
+        half = len(words) // 2
+        shuffled = words[:]
+        rng.shuffle(shuffled)
+        out.append({"page": d, "other_page": docs[(i + 1) % n], "shuffled": " ".join(shuffled),
+                    "second_half_replaced": " ".join(words[:half] + (other[len(other) // 2:] + other)[:len(words) - half]),
+                    "truncated_30": " ".join(words[: int(len(words) * 0.3)])})
+    return out

@@ -128,17 +128,18 @@ def code_ok(original: str, rewrite: str) -> bool:
 
 
 def validate(original: str, rewrite: str, genre: str, limits: Limits, lid_predict=None,
-             fluency: Callable[[str, str], float] | None = None) -> Verdict:
+             fluency: Callable[[str, str], float] | None = None, content_model: dict | None = None) -> Verdict:
     """The verdict on one rewrite. ``fluency(original, rewrite)`` replaces the default
     word-order score (the stage passes the language-model score there when
-    ``leaner.fluency_model`` is ``llm``)."""
+    ``leaner.fluency_model`` is ``llm``); ``content_model`` replaces the shipped learned
+    content model (a loaded model file, for comparisons)."""
     words_o, words_r = len(original.split()), len(rewrite.split())
     ratio = words_r / words_o if words_o else 0.0
     before, after = lean_coverage(original, limits.vocab_size), lean_coverage(rewrite, limits.vocab_size)
     content = align(original, rewrite)
     bigram = bigram_fluency(rewrite) if fluency is None or limits.content_model else None
     flu = fluency(original, rewrite) if fluency is not None else bigram
-    probability, content_reason = judge(content, bigram) if limits.content_model else (None, None)
+    probability, content_reason = judge(content, bigram, content_model) if limits.content_model else (None, None)
 
     def verdict(reason: str | None, **details) -> Verdict:
         return Verdict(reason is None, reason, round(before, 6), round(after, 6), round(ratio, 6), details,
