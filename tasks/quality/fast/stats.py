@@ -112,6 +112,14 @@ def _is_stop(points, s, e, lower, stop_hashes, stop_offsets, stop_points):
     return False
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _in(c, points):
+    for p in points:
+        if c == p:
+            return 1
+    return 0
+
+
 @njit(cache=True, nogil=True)
 def _walk(points, offsets, flags, lower, joiners, terminal, stop_hashes, stop_offsets, stop_points, longest, out_counts):
     """Per document: words, stop words, non-empty lines, lines ending in terminal punctuation,
@@ -127,10 +135,7 @@ def _walk(points, offsets, flags, lower, joiners, terminal, stop_hashes, stop_of
             if f & 8:  # a line break ends the line (an empty one, as rstrip leaves it, is not counted)
                 if last >= 0:
                     lines += 1
-                    for t in terminal:
-                        if last == t:
-                            term += 1
-                            break
+                    term += _in(last, terminal)
                 last = -1
             if f & 4:
                 spaces += 1
@@ -146,12 +151,7 @@ def _walk(points, offsets, flags, lower, joiners, terminal, stop_hashes, stop_of
             while j < e and flags[points[j]] & 2:
                 j += 1
             while j + 1 < e and flags[points[j + 1]] & 2:
-                joined = False
-                for jn in joiners:
-                    if points[j] == jn:
-                        joined = True
-                        break
-                if not joined:
+                if not _in(points[j], joiners):
                     break
                 j += 2
                 while j < e and flags[points[j]] & 2:
@@ -168,10 +168,7 @@ def _walk(points, offsets, flags, lower, joiners, terminal, stop_hashes, stop_of
             i = j
         if last >= 0:
             lines += 1
-            for t in terminal:
-                if last == t:
-                    term += 1
-                    break
+            term += _in(last, terminal)
         out_counts[d, 0] = words
         out_counts[d, 1] = stops
         out_counts[d, 2] = lines
