@@ -185,7 +185,9 @@ def page_docs(name: str, limit: int = 120, english_only: bool = False) -> list[s
 def page_cases(docs: list[str], seed: int = 11) -> list[dict[str, str]]:
     """Per page, the page itself (standing in for its own rewrite: to accept) and the
     corruptions to reject: the next page, the page's words shuffled, its second half replaced
-    by the next page's middle onwards (same word count) and its first 30% of words."""
+    by the next page's middle onwards (same word count), its first 30% of words, and (added
+    after a review found them passing) its first half replaced by the next page's first words
+    and its middle third replaced by the next page's middle."""
     rng = random.Random(seed)
     n, out = len(docs), []
     for i, d in enumerate(docs):
@@ -195,5 +197,9 @@ def page_cases(docs: list[str], seed: int = 11) -> list[dict[str, str]]:
         rng.shuffle(shuffled)
         out.append({"page": d, "other_page": docs[(i + 1) % n], "shuffled": " ".join(shuffled),
                     "second_half_replaced": " ".join(words[:half] + (other[len(other) // 2:] + other)[:len(words) - half]),
-                    "truncated_30": " ".join(words[: int(len(words) * 0.3)])})
+                    "truncated_30": " ".join(words[: int(len(words) * 0.3)]),
+                    "first_half_replaced": " ".join((other + other)[:half] + words[half:]),
+                    "middle_replaced": " ".join(words[:len(words) // 3]
+                                                + (other[len(other) // 2:] + other)[:len(words) - 2 * (len(words) // 3)]
+                                                + words[len(words) - len(words) // 3:])})
     return out
