@@ -29,7 +29,7 @@ and times each engine in CPU seconds (docs/s per core) with the fallback share
 (``bench/results/quality_engine_verify.json``; any difference is listed by document id).
 
     python bench/quality_vs_datatrove.py [--docs 20000] [--files 8]
-    python bench/quality_vs_datatrove.py --score-only [--score-docs 2000]
+    python bench/quality_vs_datatrove.py --score-only [--score-docs 5000]
     python bench/quality_vs_datatrove.py --verify --docs 200000 --files 16
     python bench/quality_vs_datatrove.py --verify --docs 20000 --files 8 --name quality_engine_verify_20k
     python bench/quality_vs_datatrove.py --fast-only --docs 100000 --files 16 --name quality_engine_fast_100k
@@ -249,7 +249,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=20_000)
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--score-only", action="store_true", help="Measure only the combined score's cost.")
-    ap.add_argument("--score-docs", type=int, default=2000, help="Documents for the score's cost.")
+    ap.add_argument("--score-docs", type=int, default=5000, help="Documents for the score's cost.")
     ap.add_argument("--verify", action="store_true",
                     help="Both engines on every document, in-process (identity, docs/s per core, fallback share).")
     ap.add_argument("--fast-only", action="store_true",
