@@ -219,8 +219,12 @@ def _worker_client(key: bytes) -> SyncClientContext:
         if key not in _CLIENTS:
             ctx = SyncClientContext()
             ctx.client.__enter__()
-            if SettingsContext.get().settings.client.server_version_check_enabled:
-                ctx.client.raise_for_api_version_mismatch_once()  # as SyncClientContext's enter does
+            try:
+                if SettingsContext.get().settings.client.server_version_check_enabled:
+                    ctx.client.raise_for_api_version_mismatch_once()  # as SyncClientContext's enter does
+            except BaseException:
+                ctx.client.__exit__(None, None, None)  # the task fails as before; no open client left
+                raise
             _CLIENTS[key] = ctx
         return _CLIENTS[key]
 
