@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from functools import cache
 
 import numpy as np
 
@@ -34,28 +35,24 @@ TERMINAL = (".", "?", "!", '"', "'", "”", "’")
 _LOGIT_CLIP = 1e-4
 
 
+@cache
 def stop_words() -> frozenset[str]:
-    """English stop words: spaCy's list."""
+    """English stop words: spaCy's list (read once per process)."""
     from spacy.lang.en.stop_words import STOP_WORDS  # a plain word list; no spaCy model is loaded
 
     return frozenset(STOP_WORDS)
-
-
-_STOP: frozenset[str] | None = None
 
 
 def text_statistics(text: str) -> tuple[float, float, float, float]:
     """log_words, terminal_punctuation_lines, stopword_share, symbol_share of one text (the
     definition; :func:`compute` gets the same figures from a compiled pass,
     ``tasks.quality.fast.stats``)."""
-    global _STOP
-    if _STOP is None:
-        _STOP = stop_words()
+    stop_set = stop_words()
     words = _WORD.findall(text)
     n = len(words)
     lines = [s for s in (line.rstrip() for line in text.splitlines()) if s]
     terminal = sum(1 for s in lines if s.endswith(TERMINAL)) / len(lines) if lines else 0.0
-    stop = sum(1 for w in words if w.lower() in _STOP) / n if n else 0.0
+    stop = sum(1 for w in words if w.lower() in stop_set) / n if n else 0.0
     non_space = len(text) - len(_SPACE.findall(text))
     symbols = len(_SYMBOL.findall(text)) / non_space if non_space else 0.0
     return math.log1p(n), terminal, stop, symbols
@@ -78,8 +75,5 @@ def compute(texts: list[str], classifier: Callable[[list[str]], np.ndarray],
     out[:, 3] = np.asarray(english, dtype=np.float64)
     from tasks.quality.fast.stats import text_statistics_batch
 
-    global _STOP
-    if _STOP is None:
-        _STOP = stop_words()
-    out[:, [1, 2, 4, 5]] = text_statistics_batch(texts, _STOP, TERMINAL)
+    out[:, [1, 2, 4, 5]] = text_statistics_batch(texts, stop_words(), TERMINAL)
     return out
