@@ -203,3 +203,23 @@ def page_cases(docs: list[str], seed: int = 11) -> list[dict[str, str]]:
                                                 + (other[len(other) // 2:] + other)[:len(words) - 2 * (len(words) // 3)]
                                                 + words[len(words) - len(words) // 3:])})
     return out
+
+
+# every text column of ../shared/data, HTML included (markup is dense in symbols and odd lines)
+TEXT_COLUMNS = [
+    ("cc_web_samples/cc_web_samples.parquet", ["text"]),
+    ("code_humaneval/code_humaneval.parquet", ["text", "prompt"]),
+    ("conversations_hh_rlhf/conversations_hh_rlhf.parquet", ["chosen", "rejected"]),
+    ("dclm_human_quality_dev/dclm_human_quality_dev.parquet", ["text"]),
+    ("redpajama_cc_simplified/redpajama_cc_simplified.parquet", ["original", "simplified"]),
+    ("simple_wikipedia/simple_wikipedia.parquet", ["text"]),
+    ("web_pages_readability/web_pages_readability.parquet", ["page_text", "main_text", "html"]),
+    ("web_pages_scrapinghub/web_pages_scrapinghub.parquet", ["page_text", "gold_text", "html"]),
+]
+
+# characters that decide the figures: joiners, terminal marks, every line break, spaces that
+# are not line breaks, the underscore, letters whose lower case is ASCII (KELVIN SIGN) or two
+# characters (İ), final sigma, astral letters and symbols, a lone surrogate
+SPECIAL_CHARACTERS = list("'’‘-_.?!\"”“\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029 \t\xa0\u3000\u212aİΣσ") + [
+    "\U0001d400", "\U0001f600", "\U00020000", "\ud800", "n't", "N’T", "THE", "The", "ThE", "don't", "re-do",
+    "a", "I", "KEEP", "\u212aeep", "ca", "n’t", "‘ll", "’s"]

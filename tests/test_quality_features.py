@@ -11,18 +11,8 @@ from hypothesis import strategies as st
 from tasks.quality import features
 from tasks.quality.fast.stats import text_statistics_batch
 from tests.conftest import shared
-
-# every text column of ../shared/data, HTML included (markup is dense in symbols and odd lines)
-COLUMNS = [
-    ("cc_web_samples/cc_web_samples.parquet", ["text"]),
-    ("code_humaneval/code_humaneval.parquet", ["text", "prompt"]),
-    ("conversations_hh_rlhf/conversations_hh_rlhf.parquet", ["chosen", "rejected"]),
-    ("dclm_human_quality_dev/dclm_human_quality_dev.parquet", ["text"]),
-    ("redpajama_cc_simplified/redpajama_cc_simplified.parquet", ["original", "simplified"]),
-    ("simple_wikipedia/simple_wikipedia.parquet", ["text"]),
-    ("web_pages_readability/web_pages_readability.parquet", ["page_text", "main_text", "html"]),
-    ("web_pages_scrapinghub/web_pages_scrapinghub.parquet", ["page_text", "gold_text", "html"]),
-]
+from tests.corpora import SPECIAL_CHARACTERS as SPECIAL
+from tests.corpora import TEXT_COLUMNS as COLUMNS
 
 
 def assert_equal(texts: list[str], where: list[str]) -> None:
@@ -45,14 +35,6 @@ def test_every_shared_text_equal() -> None:
     assert_equal(texts, where)
 
 
-# characters that decide the figures: joiners, terminal marks, every line break, spaces that
-# are not line breaks, the underscore, letters whose lower case is ASCII (KELVIN SIGN) or two
-# characters (İ), final sigma, astral letters and symbols, a lone surrogate
-SPECIAL = list("'’‘-_.?!\"”“\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029 \t\xa0\u3000\u212aİΣσ") + [
-    "\U0001d400", "\U0001f600", "\U00020000", "\ud800", "n't", "N’T", "THE", "The", "ThE", "don't", "re-do",
-    "a", "I", "KEEP", "\u212aeep", "ca", "n’t", "‘ll", "’s"]
-
-
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(st.one_of(st.sampled_from(SPECIAL), st.characters(), st.text(max_size=6)), max_size=40)
                 .map("".join), min_size=1, max_size=8))
@@ -63,7 +45,7 @@ def test_generated_text_equal(texts: list[str]) -> None:
 def test_the_batch_is_what_the_score_uses() -> None:
     """compute() fills its four statistics columns from the batch, in FEATURES order."""
     texts = ["The cat sat on the mat.\nA line without an end", "___ !!! ???", ""]
-    matrix = features.compute(texts, lambda ts: [0.5] * len(ts), [1.0, 0.0, 0.0])
+    matrix = features.compute(texts, lambda ts, _points: [0.5] * len(ts), [1.0, 0.0, 0.0])
     names = list(features.FEATURES)
     cols = [names.index(n) for n in ("log_words", "terminal_punctuation_lines", "stopword_share", "symbol_share")]
     for k, text in enumerate(texts):

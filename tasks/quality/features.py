@@ -2,9 +2,10 @@
 
 Few and monotone on purpose (each one's direction is known before any label is seen, and the
 shipped model is checked to keep it): the human-labelled data to weigh them is small, and a
-feature that only helps on it would not help elsewhere. All are cheap: regular expressions and
-string methods over the text, the language-ID probability the stage already has, and one
-fastText prediction; none tokenizes with spaCy as datatrove's filters do.
+feature that only helps on it would not help elsewhere. All are cheap: one compiled pass over
+the text's code points for the statistics and one for the article classifier (a linear fastText
+model: :mod:`tasks.quality.fast.linear`), and the language-ID probability the stage already has;
+none tokenizes with spaCy as datatrove's filters do.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import math
 import re
 from collections.abc import Callable
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tasks.quality.fast.stats import CodePoints
 
 # name -> (direction a higher value should move the score, what it is)
 FEATURES: dict[str, tuple[int, str]] = {
@@ -63,17 +68,18 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def compute(texts: list[str], classifier: Callable[[list[str]], np.ndarray],
+def compute(texts: list[str], classifier: Callable[[list[str], CodePoints], np.ndarray],
             english: np.ndarray) -> np.ndarray:
     """The feature matrix (documents × FEATURES, in that order). ``classifier`` gives the
-    article probability of each text; ``english`` is each text's language-ID probability of
-    English."""
+    article probability of each text (given the texts and the same texts as code points, which
+    the statistics read too); ``english`` is each text's language-ID probability of English."""
     out = np.zeros((len(texts), len(FEATURES)), dtype=np.float64)
     if not texts:
         return out
-    out[:, 0] = logit(classifier(texts))
-    out[:, 3] = np.asarray(english, dtype=np.float64)
-    from tasks.quality.fast.stats import text_statistics_batch
+    from tasks.quality.fast.stats import CodePoints, text_statistics_batch  # numba: loaded when scoring
 
-    out[:, [1, 2, 4, 5]] = text_statistics_batch(texts, stop_words(), TERMINAL)
+    points = CodePoints(texts)
+    out[:, 0] = logit(classifier(texts, points))
+    out[:, 3] = np.asarray(english, dtype=np.float64)
+    out[:, [1, 2, 4, 5]] = text_statistics_batch(points, stop_words(), TERMINAL)
     return out

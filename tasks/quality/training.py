@@ -79,7 +79,7 @@ def scorer_features(texts: list[str], classifier_path: str | Path, lid_model: st
 
     langs, scores = lid.predict(texts, lid_model)
     model = load_fasttext(classifier_path)
-    return features.compute(texts, lambda t: hq_probability(model, t), english_probability(langs, scores))
+    return features.compute(texts, lambda t, p: hq_probability(model, t, p), english_probability(langs, scores))
 
 
 def fit_scorer(x: np.ndarray, y: np.ndarray, c: float, repeats: int, seed: int,

@@ -28,24 +28,14 @@ _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
 
-class _Tables:
-    """Per code point: class flags, and the lower-case letter when it is one that a stop word
-    can hold (-1 otherwise: a word holding such a character is no stop word)."""
+class _Flags:
+    """Per code point: class flags (Python's own ``str`` methods), the Basic Multilingual Plane
+    when first used, code points above it the first time a batch holds them."""
 
-    def __init__(self, stop_words: frozenset[str]) -> None:
-        self.alphabet = frozenset(c for w in stop_words for c in w)
+    def __init__(self) -> None:
         self.flags = np.zeros(sys.maxunicode + 1, np.uint8)
-        self.lower = np.full(sys.maxunicode + 1, -1, np.int32)
         self.lock = threading.Lock()
         self.fill(np.arange(0x10000))
-        words = sorted(stop_words)
-        hashes = np.array([_py_hash([ord(c) for c in w]) for w in words], np.uint64)
-        order = np.argsort(hashes, kind="stable")
-        self.stop_hashes = hashes[order]
-        points = [np.array([ord(c) for c in words[i]], np.int32) for i in order]
-        self.stop_offsets = np.concatenate([[0], np.cumsum([len(p) for p in points])]).astype(np.int64)
-        self.stop_points = np.concatenate(points) if points else np.zeros(0, np.int32)
-        self.longest = max((len(w) for w in words), default=0)
 
     def fill(self, points: np.ndarray) -> None:
         for c in points.tolist():
@@ -56,26 +46,129 @@ class _Tables:
                 if len(("a" + ch + "b").splitlines()) == 2:  # every line break is a space
                     f |= _BREAK
             self.flags[c] = f
-            low = ch.lower()
-            if len(low) == 1 and low in self.alphabet:
-                self.lower[c] = ord(low)
 
-    def ensure(self, points: np.ndarray) -> None:
-        """Fill in the code points above the BMP that ``points`` holds and no batch had yet."""
-        wide = points[points > 0xFFFF]
+    def ensure(self, wide: np.ndarray) -> None:
+        """Fill in the code points above the BMP (``wide``: distinct) that no batch had yet."""
         if len(wide):
-            wide = np.unique(wide)
             with self.lock:
                 missing = wide[self.flags[wide] == 0]
                 if len(missing):
                     self.fill(missing)
 
 
-def _py_hash(points: list[int]) -> int:
+_FLAGS: list[_Flags] = []
+_FLAGS_LOCK = threading.Lock()
+
+
+def _flags() -> _Flags:
+    with _FLAGS_LOCK:
+        if not _FLAGS:
+            _FLAGS.append(_Flags())
+        return _FLAGS[0]
+
+
+class CodePoints:
+    """Many texts as one array of code points (UTF-32) and each text's start: encoded once and
+    read by every compiled pass of the score (:func:`text_statistics_batch`, the article
+    classifier's :mod:`tasks.quality.fast.linear`). ``flags`` holds every code point's class
+    (``str.isalnum``, ``str.isspace``, a line break of ``str.splitlines``)."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.points = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), np.uint32)
+        self.offsets = np.zeros(len(texts) + 1, np.int64)
+        np.cumsum([len(t) for t in texts], out=self.offsets[1:])
+        # code points above the BMP, which the class tables fill in when first met (most batches
+        # have none: a max is a quarter of the cost of selecting them)
+        self.wide = (np.unique(self.points[self.points > 0xFFFF]) if len(self.points) and self.points.max() > 0xFFFF
+                     else np.zeros(0, np.uint32))
+        table = _flags()
+        table.ensure(self.wide)
+        self.flags = table.flags
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+class _Tables:
+    """Per code point, the lower-case letter when it is one that a stop word can hold (-1
+    otherwise: a word holding such a character is no stop word); the stop words in an
+    open-addressing table keyed by the FNV-1a hash of their code points (a lookup per word is
+    one or two probes: a binary search over the sorted hashes cost most of the pass)."""
+
+    def __init__(self, stop_words: frozenset[str]) -> None:
+        self.alphabet = frozenset(c for w in stop_words for c in w)
+        self.lower = np.full(sys.maxunicode + 1, -1, np.int32)
+        self.lower_known = np.zeros(sys.maxunicode + 1, np.bool_)
+        self.lock = threading.Lock()
+        self.fill(np.arange(0x10000))
+        words = sorted(stop_words)
+        self.slots, self.keys, self.starts, self.stop_points = hash_table([[ord(c) for c in w] for w in words])
+        self.longest = max((len(w) for w in words), default=0)
+
+    def fill(self, points: np.ndarray) -> None:
+        for c in points.tolist():
+            low = chr(c).lower()
+            if len(low) == 1 and low in self.alphabet:
+                self.lower[c] = ord(low)
+        self.lower_known[points] = True
+
+    def ensure(self, wide: np.ndarray) -> None:
+        """Fill in the code points above the BMP (``wide``: distinct) that no batch had yet."""
+        if len(wide):
+            with self.lock:
+                missing = wide[~self.lower_known[wide]]
+                if len(missing):
+                    self.fill(missing)
+
+
+def fnv1a(points: list[int]) -> int:
+    """The 64-bit FNV-1a hash of a sequence of code points, as the compiled passes compute it."""
     h = int(_FNV_OFFSET)
     for c in points:
         h = ((h ^ c) * int(_FNV_PRIME)) & 0xFFFFFFFFFFFFFFFF
     return h
+
+
+def hash_table(items: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An open-addressing table of code-point sequences for :func:`lookup`: ``slots`` (a power
+    of two, at most a quarter full; each the item's index or -1), each item's hash, and the
+    items' code points with each one's start."""
+    keys = np.array([fnv1a(p) for p in items], np.uint64)
+    size = 4
+    while size < 4 * max(1, len(items)):
+        size *= 2
+    slots = np.full(size, -1, np.int32)
+    for i, h in enumerate(keys.tolist()):
+        k = h & (size - 1)
+        while slots[k] >= 0:
+            k = (k + 1) & (size - 1)
+        slots[k] = i
+    starts = np.zeros(len(items) + 1, np.int64)
+    np.cumsum([len(p) for p in items], out=starts[1:])
+    points = np.array([c for p in items for c in p], np.int32)
+    return slots, keys, starts, points
+
+
+@njit(cache=True, nogil=True, inline="always")
+def lookup(h, seq, s, e, slots, keys, starts, points):
+    """The index of the item equal to ``seq[s:e]`` (whose hash is ``h``; ``seq`` holds code
+    points, or, for stop words, their lower-case forms), or -1."""
+    mask = np.uint64(len(slots) - 1)
+    k = h & mask
+    while True:
+        w = slots[k]
+        if w < 0:
+            return -1
+        if keys[w] == h and starts[w + 1] - starts[w] == e - s:
+            a = starts[w]
+            same = True
+            for j in range(e - s):
+                if points[a + j] != seq[s + j]:
+                    same = False
+                    break
+            if same:
+                return w
+        k = (k + np.uint64(1)) & mask
 
 
 _TABLES: dict[frozenset[str], _Tables] = {}
@@ -89,27 +182,31 @@ def _tables(stop_words: frozenset[str]) -> _Tables:
         return _TABLES[stop_words]
 
 
-@njit(cache=True, nogil=True)
-def _is_stop(points, s, e, lower, stop_hashes, stop_offsets, stop_points):
+@njit(cache=True, nogil=True, inline="always")
+def _is_stop(points, s, e, lower, slots, keys, starts, stop_points):
+    # inlined: a call with this many array arguments cost more than the lookup itself
     h = _FNV_OFFSET
     for i in range(s, e):
         c = lower[points[i]]
         if c < 0:
             return False
         h = (h ^ np.uint64(c)) * _FNV_PRIME
-    k = np.searchsorted(stop_hashes, h)
-    while k < len(stop_hashes) and stop_hashes[k] == h:
-        a, b = stop_offsets[k], stop_offsets[k + 1]
-        if b - a == e - s:
+    mask = np.uint64(len(slots) - 1)
+    k = h & mask
+    while True:
+        w = slots[k]
+        if w < 0:
+            return False
+        if keys[w] == h and starts[w + 1] - starts[w] == e - s:
+            a = starts[w]
             same = True
-            for j in range(b - a):
+            for j in range(e - s):
                 if stop_points[a + j] != lower[points[s + j]]:
                     same = False
                     break
             if same:
                 return True
-        k += 1
-    return False
+        k = (k + np.uint64(1)) & mask
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -121,7 +218,7 @@ def _in(c, points):
 
 
 @njit(cache=True, nogil=True)
-def _walk(points, offsets, flags, lower, joiners, terminal, stop_hashes, stop_offsets, stop_points, longest, out_counts):
+def _walk(points, offsets, flags, lower, joiners, terminal, slots, keys, starts, stop_points, longest, out_counts):
     """Per document: words, stop words, non-empty lines, lines ending in terminal punctuation,
     white space and symbol code points (``out_counts``, one row each)."""
     for d in range(len(offsets) - 1):
@@ -157,7 +254,7 @@ def _walk(points, offsets, flags, lower, joiners, terminal, stop_hashes, stop_of
                 while j < e and flags[points[j]] & 2:
                     j += 1
             words += 1
-            if j - i <= longest and _is_stop(points, i, j, lower, stop_hashes, stop_offsets, stop_points):
+            if j - i <= longest and _is_stop(points, i, j, lower, slots, keys, starts, stop_points):
                 stops += 1
             # the word's code points are letters, digits and joiners: none is a space or a
             # break; the joiners are symbols
@@ -181,22 +278,21 @@ def _walk(points, offsets, flags, lower, joiners, terminal, stop_hashes, stop_of
 _JOINER_POINTS = np.array([ord(c) for c in _JOINERS], np.int32)
 
 
-def text_statistics_batch(texts: list[str], stop_words: frozenset[str], terminal: tuple[str, ...]) -> np.ndarray:
+def text_statistics_batch(texts: list[str] | CodePoints, stop_words: frozenset[str],
+                          terminal: tuple[str, ...]) -> np.ndarray:
     """``features.text_statistics`` of every text (given its stop words and the characters that
     end a line as a sentence): an array (texts × 4: log_words, terminal_punctuation_lines,
     stopword_share, symbol_share), equal to the Python function's."""
-    out = np.zeros((len(texts), 4), np.float64)
-    if not texts:
+    cp = texts if isinstance(texts, CodePoints) else CodePoints(texts)
+    out = np.zeros((len(cp), 4), np.float64)
+    if not len(cp):
         return out
     tables = _tables(stop_words)
     terminal_points = np.array([ord(c) for c in terminal], np.int32)
-    points = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), np.uint32)
-    offsets = np.zeros(len(texts) + 1, np.int64)
-    np.cumsum([len(t) for t in texts], out=offsets[1:])
-    tables.ensure(points)
-    counts = np.zeros((len(texts), 7), np.int64)
-    _walk(points, offsets, tables.flags, tables.lower, _JOINER_POINTS, terminal_points, tables.stop_hashes,
-          tables.stop_offsets, tables.stop_points, tables.longest, counts)
+    tables.ensure(cp.wide)
+    counts = np.zeros((len(cp), 7), np.int64)
+    _walk(cp.points, cp.offsets, cp.flags, tables.lower, _JOINER_POINTS, terminal_points, tables.slots,
+          tables.keys, tables.starts, tables.stop_points, tables.longest, counts)
     words, stops, lines, term, spaces, symbols, length = counts.T.astype(np.float64)
     non_space = length - spaces
     # the Python definition's float operations: IEEE division element by element, and
