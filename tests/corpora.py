@@ -217,6 +217,20 @@ TEXT_COLUMNS = [
     ("web_pages_scrapinghub/web_pages_scrapinghub.parquet", ["page_text", "gold_text", "html"]),
 ]
 
+
+def shared_texts() -> tuple[list[str], list[str]]:
+    """Every non-null value of :data:`TEXT_COLUMNS`, and where each comes from (file:column:row)."""
+    texts, where = [], []
+    for file, columns in TEXT_COLUMNS:
+        t = pq.read_table(shared(file), columns=columns)
+        for c in columns:
+            for i, x in enumerate(t.column(c).to_pylist()):
+                if x is not None:
+                    texts.append(x)
+                    where.append(f"{file}:{c}:{i}")
+    return texts, where
+
+
 # characters that decide the figures: joiners, terminal marks, every line break, spaces that
 # are not line breaks, the underscore, letters whose lower case is ASCII (KELVIN SIGN) or two
 # characters (İ), final sigma, astral letters and symbols, a lone surrogate

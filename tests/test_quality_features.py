@@ -4,15 +4,13 @@ text over every character class."""
 
 from __future__ import annotations
 
-import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tasks.quality import features
 from tasks.quality.fast.stats import text_statistics_batch
-from tests.conftest import shared
 from tests.corpora import SPECIAL_CHARACTERS as SPECIAL
-from tests.corpora import TEXT_COLUMNS as COLUMNS
+from tests.corpora import shared_texts
 
 
 def assert_equal(texts: list[str], where: list[str]) -> None:
@@ -23,14 +21,7 @@ def assert_equal(texts: list[str], where: list[str]) -> None:
 
 
 def test_every_shared_text_equal() -> None:
-    texts, where = [], []
-    for file, columns in COLUMNS:
-        t = pq.read_table(shared(file), columns=columns)
-        for c in columns:
-            for i, x in enumerate(t.column(c).to_pylist()):
-                if x is not None:
-                    texts.append(x)
-                    where.append(f"{file}:{c}:{i}")
+    texts, where = shared_texts()
     assert len(texts) > 3000
     assert_equal(texts, where)
 

@@ -16,7 +16,7 @@ from tasks.quality.models import load_fasttext
 from tasks.quality.scorer import load_scorer
 from tests.conftest import shared
 from tests.corpora import SPECIAL_CHARACTERS as SPECIAL
-from tests.corpora import TEXT_COLUMNS as COLUMNS
+from tests.corpora import shared_texts
 
 
 # fastText sums single-precision vectors; the compiled pass sums in double precision, so the two
@@ -49,14 +49,7 @@ def test_the_shipped_classifier_is_linear(model) -> None:
 
 
 def test_every_shared_text_equal(model) -> None:
-    texts, where = [], []
-    for file, columns in COLUMNS:
-        t = pq.read_table(shared(file), columns=columns)
-        for c in columns:
-            for i, x in enumerate(t.column(c).to_pylist()):
-                if x is not None:
-                    texts.append(x)
-                    where.append(f"{file}:{c}:{i}")
+    texts, where = shared_texts()
     assert len(texts) > 3000
     assert_close(model, texts, where)
     # the probabilities spread over the range: a comparison of constants would prove nothing
