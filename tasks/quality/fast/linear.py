@@ -107,7 +107,10 @@ def _build(model: Any, label: str) -> LinearForm | None:
     if (args.loss.name != "softmax" or args.maxn > 0 or args.wordNgrams > 1 or len(labels) != 2
             or label not in labels):
         return None
-    words = list(model.get_words(on_unicode_error="replace"))
+    try:
+        words = list(model.get_words(on_unicode_error="strict"))
+    except UnicodeDecodeError:  # a word no text can hold: leave such a model to fastText
+        return None
     if EOS not in words or len(set(words)) != len(words):
         return None
     inputs = np.asarray(model.get_input_matrix(), np.float64)
