@@ -340,3 +340,23 @@ def test_short_circuit_decides_exactly_as_tagging_everything(cc_web):
     # later taggers never saw what the language rule dropped
     dropped = [i for i, r in enumerate(full.reason) if r == "language"]
     assert all(tagged.attributes["quality__fineweb_quality__pass"][i].as_py() is None for i in dropped)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(["\n", "\r\n", " ", "\t", "\xa0", "\u2028", "\x85", "\x0b", "\x1c",
+                                           "\u3000", "a", "word", "é"]), st.characters()), max_size=30).map("".join))
+def test_language_id_line_equals_the_regex_form(text: str) -> None:
+    """lid.prepare (split at line breaks, strip) equals the one-line form fastText was given
+    before, the regular expression ``\\s*\\n\\s*`` -> " " then strip."""
+    from tasks.quality import lid
+
+    assert lid.prepare(text) == lid.NEWLINES.sub(" ", text).strip()
+
+
+def test_language_id_line_equal_on_every_shared_text() -> None:
+    from tasks.quality import lid
+    from tests.corpora import shared_texts
+
+    texts, where = shared_texts()
+    bad = [w for t, w in zip(texts, where, strict=True) if lid.prepare(t) != lid.NEWLINES.sub(" ", t).strip()]
+    assert not bad, bad[:5]
