@@ -246,8 +246,8 @@ def main() -> None:
 
     def pooled(rate_of) -> float:
         """Pages per CPU second over both sets' pages together: the pages over the CPU seconds
-        each set took (the issue's own figures, 50 and 450 pages/s for trafilatura and
-        resiliparse, were measured over one mixed set of real pages)."""
+        each set took; the web-input issue's figures, about 50 and 450 pages/s for trafilatura
+        and resiliparse, were measured over one set of real pages)."""
         sets = result["sets"]
         return round(sum(sets[s]["pages"] for s in SETS) / sum(sets[s]["pages"] / rate_of(sets[s]) for s in SETS), 1)
 

@@ -73,14 +73,42 @@ def test_generated_text_equal(model, texts: list[str]) -> None:
     assert_close(model, texts, [repr(t) for t in texts])
 
 
+def test_a_literal_end_of_line_word_ends_the_line_as_in_fasttext(model) -> None:
+    """fastText stops reading a line at the word ``</s>`` (its end-of-line token): the words
+    after it count for nothing."""
+    texts = ["Privacy Policy cookies </s> the news said the court ruled today",
+             "the news said </s> Privacy Policy cookies Home | Home | Home", "Home </s>\x00 news", "</s> the news",
+             "a </s> b", "x </s>\x00 y", "</s>", "news </s> </s> Home", "Home </s>x news", "the\t</s>\nPrivacy"]
+    assert_close(model, texts, texts)
+    # and it matters: the same words without the marker score otherwise
+    with_marker = classifier.hq_probability(model, texts[:2])
+    without = classifier.hq_probability(model, [t.replace("</s>", "") for t in texts[:2]])
+    assert np.abs(with_marker - without).min() > 0.1
+
+
+def _tiny_model(tmp_path, word_ngrams: int):
+    t = pq.read_table(shared("web_pages_scrapinghub/web_pages_scrapinghub.parquet"), columns=["gold_text", "page_text"])
+    pos, neg = t.column("gold_text").to_pylist()[:60], t.column("page_text").to_pylist()[:60]
+    blob, _ = classifier.train(pos, neg, classifier.TrainParams(dim=8, bucket=1000, epoch=2, word_ngrams=word_ngrams))
+    (tmp_path / "m.bin").write_bytes(blob)
+    return load_fasttext(tmp_path / "m.bin"), pos[:20] + neg[:20]
+
+
+def test_a_quantized_model_is_left_to_fasttext(tmp_path) -> None:
+    unigram, texts = _tiny_model(tmp_path, 1)
+    assert linear_form(unigram, classifier.POSITIVE) is not None
+    assert linear_form(unigram, classifier.NEGATIVE) is not linear_form(unigram, classifier.POSITIVE)
+    assert_close(unigram, texts, [t[:40] for t in texts])
+    unigram.quantize(qnorm=False, retrain=False, cutoff=0, dsub=2)
+    unigram.save_model(str(tmp_path / "m.ftz"))
+    quantized = load_fasttext(tmp_path / "m.ftz")  # as a quantized model file is loaded
+    assert quantized.is_quantized() and linear_form(quantized, classifier.POSITIVE) is None
+    assert np.array_equal(classifier.hq_probability(quantized, texts), fasttext_probability(quantized, texts))
+
+
 def test_a_bigram_model_is_left_to_fasttext(tmp_path) -> None:
     """A model with word bigrams (the DCLM-style classifier's default) is not linear in its
     words: fastText runs it, and the probabilities are fastText's exactly."""
-    t = pq.read_table(shared("web_pages_scrapinghub/web_pages_scrapinghub.parquet"), columns=["gold_text", "page_text"])
-    pos, neg = t.column("gold_text").to_pylist()[:60], t.column("page_text").to_pylist()[:60]
-    blob, _ = classifier.train(pos, neg, classifier.TrainParams(dim=8, bucket=1000, epoch=2, word_ngrams=2))
-    (tmp_path / "m.bin").write_bytes(blob)
-    bigram = load_fasttext(tmp_path / "m.bin")
+    bigram, texts = _tiny_model(tmp_path, 2)
     assert linear_form(bigram, classifier.POSITIVE) is None
-    texts = pos[:20] + neg[:20]
     assert np.array_equal(classifier.hq_probability(bigram, texts), fasttext_probability(bigram, texts))

@@ -171,6 +171,45 @@ def lookup(h, seq, s, e, slots, keys, starts, points):
         k = (k + np.uint64(1)) & mask
 
 
+@njit(cache=True, nogil=True)
+def sum_word_weights(points, offsets, flags, slots, keys, starts, word_points, weights, stop_word, out_sums,
+                     out_counts, out_stopped):
+    """Per document, the sum of its known words' numbers (``weights``, by :func:`hash_table`
+    index) and how many there are, for :mod:`tasks.quality.fast.linear`. A word is a run of
+    code points that are neither white space (``str.isspace``, as ``str.split`` cuts) nor NUL
+    (fastText cuts its line there too); reading stops after the word ``stop_word`` (fastText's
+    end-of-line token: a line ends there, whatever follows), ``out_stopped`` says where it did.
+    Here, beside :func:`lookup`, since numba's cache checks only the caller's own file."""
+    for d in range(len(offsets) - 1):
+        s, e = offsets[d], offsets[d + 1]
+        total = 0.0
+        n = 0
+        stopped = False
+        i = s
+        while i < e and not stopped:
+            c = points[i]
+            if flags[c] & _SPACE or c == 0:
+                i += 1
+                continue
+            h = _FNV_OFFSET
+            j = i
+            while j < e:
+                c = points[j]
+                if flags[c] & _SPACE or c == 0:
+                    break
+                h = (h ^ np.uint64(c)) * _FNV_PRIME
+                j += 1
+            w = lookup(h, points, i, j, slots, keys, starts, word_points)
+            if w >= 0:
+                total += weights[w]
+                n += 1
+                stopped = w == stop_word
+            i = j
+        out_sums[d] = total
+        out_counts[d] = n
+        out_stopped[d] = stopped
+
+
 _TABLES: dict[frozenset[str], _Tables] = {}
 _TABLES_LOCK = threading.Lock()
 
