@@ -51,7 +51,9 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-PREFECT_PORT = 4200  # the local stack's Prefect server when `refinery run` starts it
+# the local stack's Prefect server when `refinery run` starts it; another port lets a test (or
+# a second REFINERY_HOME) start its own without touching the one on 4200
+PREFECT_PORT = int(os.environ.get("REFINERY_PREFECT_PORT") or 4200)
 
 
 def _stack() -> Stack:
