@@ -159,8 +159,13 @@ def _recorded(api_url: str, flow_run_id: str) -> tuple[str, list[str]]:
         time.sleep(0.5)
 
 
+def _services(api_url: str) -> dict:
+    return httpx.get(f"{api_url}/admin/settings", timeout=10).raise_for_status().json()["server"]["services"]
+
+
 @pytest.mark.slow
-def test_server_starts_from_the_dump_records_runs_and_keeps_them_across_restarts(tmp_path):
+def test_server_starts_from_the_dump_records_runs_and_keeps_them_across_restarts(tmp_path, monkeypatch):
+    monkeypatch.delenv("PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED", raising=False)
     st = Stack(tmp_path / "home")
     port = free_port()
     seen = []
@@ -170,11 +175,19 @@ def test_server_starts_from_the_dump_records_runs_and_keeps_them_across_restarts
         assert seen == [api]
         log = (st.dir / "prefect.log").read_text()
         assert "(created from the schema dump)" in log
+        # automations off by default; what records runs, events, schedules and leases on
+        services = _services(api)
+        assert not services["triggers"]["enabled"]
+        assert all(services[s]["enabled"] for s in ("task_run_recorder", "event_persister", "scheduler",
+                                                     "late_runs", "repossessor", "cancellation_cleanup"))
         first = _flow_run(api, tmp_path)
         assert _recorded(api, first) == ("COMPLETED", ["COMPLETED"] * 3)
         st.down()
-        # a later start keeps the database, and with it the earlier run
+        # a later start keeps the database, and with it the earlier run; the environment can
+        # turn automations back on
+        monkeypatch.setenv("PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED", "true")
         st.up(prefect_port=port, with_s3=False)
+        assert _services(api)["triggers"]["enabled"]
         assert (st.dir / "prefect.log").read_text().count("(as found)") == 1
         assert _recorded(api, first) == ("COMPLETED", ["COMPLETED"] * 3)
         second = _flow_run(api, tmp_path)
