@@ -199,14 +199,17 @@ def test_server_starts_from_the_dump_records_runs_and_keeps_them_across_restarts
 
 def test_a_failing_while_starting_stops_the_server_it_started(tmp_path):
     st = Stack(tmp_path / "home")
+    port = free_port()
     started = []
 
     def fail(api_url):
-        started.extend(p for p in psutil.Process().children() if "flows.prefect_server" in p.cmdline())
+        # this stack's server only (the session's own stack is a child of this process too)
+        started.extend(p for p in psutil.Process().children()
+                       if "flows.prefect_server" in p.cmdline() and str(port) in p.cmdline())
         raise RuntimeError("the caller failed while the server started")
 
     with pytest.raises(RuntimeError, match="caller failed"):
-        st.up(prefect_port=free_port(), with_s3=False, while_starting=fail)
+        st.up(prefect_port=port, with_s3=False, while_starting=fail)
     assert len(started) == 1
     assert not started[0].is_running() or started[0].status() == psutil.STATUS_ZOMBIE
     assert "prefect" not in st.read_state().get("services", {})
