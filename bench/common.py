@@ -101,6 +101,9 @@ class PeakRSS:
         # to its last sample counts, also after it exits (the OS forgets the time of processes
         # nobody waits for, such as Ray's workers when its raylet is stopped)
         self._cpu: dict[int, tuple[float, bool]] = {}
+        # CPU seconds of the processes already running at the first sample (an excluded server
+        # started before): only what they spend while sampled counts in ``excluded_cpu_seconds``
+        self._baseline: dict[int, float] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -128,6 +131,8 @@ class PeakRSS:
                     kept += 0 if p.pid in excluded else rss
                     t = p.cpu_times()
                     self._cpu[p.pid] = (t.user + t.system, p.pid in excluded)
+            if self._baseline is None:
+                self._baseline = {pid: cpu for pid, (cpu, _) in self._cpu.items()}
             self.peak = max(self.peak, total)
             self.peak_excluding = max(self.peak_excluding, kept)
             self._stop.wait(0.2)
@@ -136,6 +141,12 @@ class PeakRSS:
     def cpu_seconds(self) -> float:
         """CPU seconds of the tree's processes, the excluded trees left out."""
         return sum(cpu for cpu, excluded in self._cpu.values() if not excluded)
+
+    @property
+    def excluded_cpu_seconds(self) -> float:
+        """CPU seconds the excluded trees (e.g. the Prefect server) spent while sampled."""
+        base = self._baseline or {}
+        return sum(cpu - base.get(pid, 0.0) for pid, (cpu, excluded) in self._cpu.items() if excluded)
 
     def __enter__(self) -> PeakRSS:
         self._thread.start()

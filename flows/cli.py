@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from flows.stack import LOOPBACK, Stack, StackError, refinery_home
+from flows.stack import Stack, StackError, refinery_home
 from tasks.config import ConfigError, InputSpec, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Refinery: curate pretraining corpora.")
@@ -51,7 +51,9 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-PREFECT_PORT = 4200  # the local stack's Prefect server when `refinery run` starts it
+# the local stack's Prefect server when `refinery run` starts it; another port lets a test (or
+# a second REFINERY_HOME) start its own without touching the one on 4200
+PREFECT_PORT = int(os.environ.get("REFINERY_PREFECT_PORT") or 4200)
 
 
 def _stack() -> Stack:
@@ -60,24 +62,36 @@ def _stack() -> Stack:
 
 def _ensure_prefect_server(needs_s3: bool, while_starting=None) -> bool:
     """Use PREFECT_API_URL when set; otherwise the local stack, started if needed. When it
-    starts the Prefect server, ``while_starting(api_url)`` is called first with the URL the
-    server will have (Ray then starts beside it). Returns whether it was called."""
+    starts the Prefect server, ``while_starting(api_url)`` is called as soon as the server's
+    process is launched, before waiting for it (Ray starts and the run's modules import while
+    the server comes up). Returns whether it was called."""
     stack = _stack()
     status = stack.status()
     prefect_down = "PREFECT_API_URL" not in os.environ and not status.get("prefect", {}).get("healthy")
     need_up = prefect_down or (
         needs_s3 and "AWS_ENDPOINT_URL" not in os.environ and not status.get("s3", {}).get("healthy")
     )
-    called = False
+    called = []
+
+    def beside(api_url: str) -> None:
+        called.append(api_url)
+        while_starting(api_url)
+
     if need_up:
         typer.echo(f"starting the local stack under {stack.home} ...", err=True)
-        if prefect_down and while_starting is not None and not status.get("prefect", {}).get("running"):
-            while_starting(f"http://{LOOPBACK}:{PREFECT_PORT}/api")
-            called = True
-        stack.up(prefect_port=PREFECT_PORT, with_s3=needs_s3)
+        stack.up(prefect_port=PREFECT_PORT, with_s3=needs_s3,
+                 while_starting=beside if prefect_down and while_starting is not None else None)
     for key, value in stack.environment().items():
         os.environ.setdefault(key, value)
-    return called
+    return bool(called)
+
+
+def _import_run_modules() -> None:
+    """Import what ``run`` needs once the server is up (Prefect's client and flow engine, the
+    stages): Prefect reads PREFECT_API_URL at import, so only once it is set."""
+    import flows.console  # noqa: F401
+    import flows.curate  # noqa: F401
+    import tasks.parallel  # noqa: F401
 
 
 @app.command()
@@ -139,6 +153,7 @@ def run(
     def ray_beside_server(api_url: str) -> None:
         os.environ["PREFECT_API_URL"] = api_url  # what the stack's environment will say
         start_ray_early(cfg, quiet=not verbose, api_url=api_url)
+        _import_run_modules()  # a second or two of imports, done while the server starts
 
     try:
         started = _ensure_prefect_server(needs_s3=uses_s3 and not os.environ.get("AWS_ENDPOINT_URL"),

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,12 +84,16 @@ class Stack:
         return env
 
     # -- up -------------------------------------------------------------------------------
-    def up(self, prefect_port: int = 4200, s3_port: int = 8333, with_s3: bool = True, timeout: float = 90.0) -> dict:
+    def up(self, prefect_port: int = 4200, s3_port: int = 8333, with_s3: bool = True, timeout: float = 90.0,
+           while_starting: Callable[[str], None] | None = None) -> dict:
+        """Start what is not running. ``while_starting(api_url)`` is called once the Prefect
+        server's process is launched and before waiting for it to answer (only when this
+        call launches it): the caller's own start-up work then overlaps the server's."""
         self.dir.mkdir(parents=True, exist_ok=True)
         state = self.read_state()
         services = state.setdefault("services", {})
         if not _alive(services.get("prefect")):
-            services["prefect"] = self._start_prefect(prefect_port, timeout)
+            services["prefect"] = self._start_prefect(prefect_port, timeout, while_starting)
             self._write_state(state)
         if with_s3 and not _alive(services.get("s3")):
             creds = state.setdefault(
@@ -101,11 +106,17 @@ class Stack:
         self._write_env_file()
         return state
 
-    def _start_prefect(self, port: int, timeout: float) -> dict[str, Any]:
+    def _start_prefect(self, port: int, timeout: float,
+                       while_starting: Callable[[str], None] | None = None) -> dict[str, Any]:
         _require_free_port(port, "Prefect server", "--prefect-port")
-        prefect_home = self.home / "prefect"
+        prefect_home = (self.home / "prefect").resolve()  # the server runs in another folder
         prefect_home.mkdir(parents=True, exist_ok=True)
         env = {
+            # Automations (Prefect's triggers service) are off unless the environment turns
+            # them on: nothing in Refinery creates one, and their start is the slowest part of
+            # the server's lifespan (0.8 s of its ~1 s). Runs, task runs, states, events,
+            # schedules and concurrency leases are other services, all on.
+            "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
             **os.environ,
             "PREFECT_HOME": str(prefect_home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -115,12 +126,24 @@ class Stack:
             "PREFECT_SERVER_API_PORT": str(port),
         }
         env.pop("PREFECT_API_URL", None)
-        prefect_bin = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
-        cmd = [prefect_bin, "server", "start", "--host", LOOPBACK, "--port", str(port)]
+        # Prefect's API app under uvicorn, as `prefect server start` runs it, without that
+        # command's start-up overhead; a new database gets the schema without the migrations
+        # (flows/prefect_server.py)
+        cmd = [sys.executable, "-m", "flows.prefect_server", "--host", LOOPBACK, "--port", str(port),
+               "--db", str(prefect_home / "prefect.db")]
         proc = self._spawn("prefect", cmd, env)
         api_url = f"http://{LOOPBACK}:{port}/api"
+        if while_starting is not None:
+            try:
+                while_starting(api_url)
+            except BaseException:
+                with contextlib.suppress(psutil.Error):  # nobody would record, hence stop, it
+                    terminate(_proc_record(proc), 10.0)
+                raise
+        # polled often: a refused connection costs microseconds, and every tenth of a second
+        # waited here is waited by the run
         _wait_until(lambda: _http_ok(api_url + "/health"), timeout, f"Prefect server on port {port}",
-                    proc, self.dir / "prefect.log")
+                    proc, self.dir / "prefect.log", interval=0.05)
         return {**_proc_record(proc), "api_url": api_url, "ui_url": f"http://{LOOPBACK}:{port}", "port": port}
 
     def _start_seaweedfs(self, s3_port: int, creds: dict[str, str], timeout: float) -> dict[str, Any]:
@@ -289,14 +312,14 @@ def _s3_ready(endpoint: str, creds: dict[str, str]) -> bool:
         return False
 
 
-def _wait_until(check, timeout: float, what: str, proc: subprocess.Popen, log: Path) -> None:
+def _wait_until(check, timeout: float, what: str, proc: subprocess.Popen, log: Path, interval: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise StackError(f"{what} exited with code {proc.returncode} while starting; see {log}:\n{_tail(log)}")
         if check():
             return
-        time.sleep(0.5)
+        time.sleep(interval)
     terminate({"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time()}, 10.0)
     raise StackError(f"{what} was not healthy after {timeout:.0f}s; see {log}:\n{_tail(log)}")
 

@@ -10,10 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bench.common import run_breakdown
 from tasks.storage import StorageSpec
+from tests.conftest import shared
 from tests.releases import verify_release
 
 pytestmark = pytest.mark.slow
@@ -131,3 +133,42 @@ def test_a_model_stage_without_the_llm_extra_fails_before_any_work(tmp_path):
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and EXTRA_HINT in errors[0], out.stderr
     assert not (tmp_path / "corpus").exists() and not (tmp_path / "home" / "stack").exists()
+
+
+def test_run_starts_the_local_server_from_the_schema_dump_and_the_next_run_finds_it(tmp_path):
+    """`refinery run` with no Prefect server configured starts the local one (its database
+    from the schema dump, flows/prefect_server.py) and records the run there: the flow run and
+    every task run COMPLETED. A second run uses the server the first one left up."""
+    from flows.stack import Stack, free_port
+
+    home = tmp_path / "home"
+    port = free_port()
+    env = {**os.environ, "REFINERY_HOME": str(home), "REFINERY_PREFECT_PORT": str(port)}
+    env.pop("PREFECT_API_URL", None)
+    api = f"http://127.0.0.1:{port}/api"
+    root = tmp_path / "corpus"
+    wiki = shared("simple_wikipedia/simple_wikipedia.parquet")
+    try:
+        for release in ("wiki-1", "wiki-2"):
+            run = subprocess.run([REFINERY, "run", "-i", str(wiki), "-o", str(root), "--release", release,
+                                  "--source", "wiki"], env=env, capture_output=True, text=True, timeout=900)
+            assert run.returncode == 0, run.stderr[-3000:]
+            assert ("starting the local stack" in run.stderr) == (release == "wiki-1"), run.stderr
+            storage = StorageSpec(str(root)).open()
+            manifest = storage.read_json(f"releases/{release}/manifest.json")
+            verify_release(storage, manifest)
+            assert manifest["funnel"][0]["docs_in"] == 5305
+            flow_run = httpx.get(f"{api}/flow_runs/{manifest['flow_run_id']}", timeout=10).raise_for_status().json()
+            assert flow_run["state_type"] == "COMPLETED"
+            deadline = time.monotonic() + 30  # task run states reach the server as events
+            while True:
+                tasks = httpx.post(f"{api}/task_runs/filter", timeout=10, json={
+                    "flow_runs": {"id": {"any_": [manifest["flow_run_id"]]}}, "limit": 200}).raise_for_status().json()
+                if tasks and {t["state_type"] for t in tasks} == {"COMPLETED"} or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert tasks and {t["state_type"] for t in tasks} == {"COMPLETED"}, [t["state_type"] for t in tasks]
+        log = (home / "stack" / "prefect.log").read_text()
+        assert log.count("(created from the schema dump)") == 1 and "(as found)" not in log
+    finally:
+        Stack(home).down()

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import socket
+import sqlite3
 import subprocess
+import sys
 import time
 
+import httpx
 import psutil
 import pytest
 
-from flows.stack import Stack, StackError
+from flows.prefect_server import schema_dump_path, seed_database
+from flows.stack import Stack, StackError, free_port
+from tests.conftest import REPO
 
 
 def test_taken_port_gives_a_clear_error(tmp_path):
@@ -61,3 +68,148 @@ def test_session_stack_is_healthy_on_loopback(stack):
     env = stack.environment()
     assert env["PREFECT_API_URL"].startswith("http://127.0.0.1:")
     assert oct(stack.env_file.stat().st_mode & 0o777) == "0o600"
+
+
+def _dump_script():
+    spec = importlib.util.spec_from_file_location("dump_prefect_schema", REPO / "scripts" / "dump_prefect_schema.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_schema_is_what_prefects_migrations_build(tmp_path):
+    """The dump a new server database starts from is, byte for byte, what the installed
+    Prefect's own Alembic migrations build (so the pin and the dump move together)."""
+    script = _dump_script()
+    shipped = schema_dump_path()
+    assert shipped.is_file(), f"no schema dump for the installed Prefect: run scripts/dump_prefect_schema.py ({shipped})"
+    migrated = script.migrated_database(tmp_path)
+    assert script.schema_dump(migrated) == shipped.read_text()
+    # and a database replayed from it has the same tables, columns, keys and indexes
+    seeded = tmp_path / "seeded" / "prefect.db"
+    assert seed_database(seeded)
+    assert _schema(seeded) == _schema(migrated)
+    assert len(_schema(seeded)) > 30
+
+
+def _schema(db) -> dict:
+    con = sqlite3.connect(db)
+    try:
+        out = {}
+        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            indexes = {row[1]: (row[2], tuple(c[2] for c in con.execute(f'PRAGMA index_info("{row[1]}")')))
+                       for row in con.execute(f'PRAGMA index_list("{table}")')}
+            out[table] = (con.execute(f'PRAGMA table_info("{table}")').fetchall(),
+                          # without the key's ordinal, which follows the (meaningless) constraint order
+                          sorted(r[1:] for r in con.execute(f'PRAGMA foreign_key_list("{table}")')),
+                          indexes, con.execute(f'SELECT * FROM "{table}"').fetchall())
+        return out
+    finally:
+        con.close()
+
+
+def test_seed_database_only_creates_a_missing_database(tmp_path, monkeypatch):
+    db = tmp_path / "prefect" / "prefect.db"
+    assert seed_database(db)
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
+    before = db.read_bytes()
+    assert not seed_database(db)  # an existing database (with its runs) is never replaced
+    assert db.read_bytes() == before
+    assert [p.name for p in db.parent.iterdir()] == ["prefect.db"]  # no temporary file left
+    # a Prefect version without a dump: Prefect's own migrations build the database
+    monkeypatch.setattr("flows.prefect_server.schema_dump_path", lambda: tmp_path / "prefect-0.0.0.sql")
+    assert not seed_database(tmp_path / "other" / "prefect.db")
+    assert not (tmp_path / "other" / "prefect.db").exists()
+
+
+_FLOW = """
+from prefect import flow, task
+
+@task
+def double(x):
+    return 2 * x
+
+@flow(name="stack-check")
+def check():
+    return sum(double(i) for i in range(3))
+
+state = check(return_state=True)
+print(state.state_details.flow_run_id)
+"""
+
+
+def _flow_run(api_url: str, tmp_path) -> str:
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(tmp_path / "client")}
+    done = subprocess.run([sys.executable, "-c", _FLOW], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def _recorded(api_url: str, flow_run_id: str) -> tuple[str, list[str]]:
+    """The flow run's state and its task runs' states, as the server recorded them (task run
+    states arrive as events that the server's services write: polled until they are in)."""
+    deadline = time.monotonic() + 30
+    while True:
+        run = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=10).raise_for_status().json()
+        tasks = httpx.post(f"{api_url}/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}},
+                           timeout=10).raise_for_status().json()
+        states = sorted(t["state_type"] for t in tasks)
+        if states == ["COMPLETED"] * 3 or time.monotonic() > deadline:
+            return run["state_type"], states
+        time.sleep(0.5)
+
+
+def _services(api_url: str) -> dict:
+    return httpx.get(f"{api_url}/admin/settings", timeout=10).raise_for_status().json()["server"]["services"]
+
+
+@pytest.mark.slow
+def test_server_starts_from_the_dump_records_runs_and_keeps_them_across_restarts(tmp_path, monkeypatch):
+    monkeypatch.delenv("PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED", raising=False)
+    st = Stack(tmp_path / "home")
+    port = free_port()
+    seen = []
+    try:
+        st.up(prefect_port=port, with_s3=False, while_starting=seen.append)
+        api = st.environment()["PREFECT_API_URL"]
+        assert seen == [api]
+        log = (st.dir / "prefect.log").read_text()
+        assert "(created from the schema dump)" in log
+        # automations off by default; what records runs, events, schedules and leases on
+        services = _services(api)
+        assert not services["triggers"]["enabled"]
+        assert all(services[s]["enabled"] for s in ("task_run_recorder", "event_persister", "scheduler",
+                                                     "late_runs", "repossessor", "cancellation_cleanup"))
+        first = _flow_run(api, tmp_path)
+        assert _recorded(api, first) == ("COMPLETED", ["COMPLETED"] * 3)
+        st.down()
+        # a later start keeps the database, and with it the earlier run; the environment can
+        # turn automations back on
+        monkeypatch.setenv("PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED", "true")
+        st.up(prefect_port=port, with_s3=False)
+        assert _services(api)["triggers"]["enabled"]
+        assert (st.dir / "prefect.log").read_text().count("(as found)") == 1
+        assert _recorded(api, first) == ("COMPLETED", ["COMPLETED"] * 3)
+        second = _flow_run(api, tmp_path)
+        assert _recorded(api, second) == ("COMPLETED", ["COMPLETED"] * 3)
+        assert httpx.get(api.removesuffix("/api"), timeout=10).status_code == 200  # the UI is served
+    finally:
+        st.down()
+
+
+def test_a_failing_while_starting_stops_the_server_it_started(tmp_path):
+    st = Stack(tmp_path / "home")
+    port = free_port()
+    started = []
+
+    def fail(api_url):
+        # this stack's server only (the session's own stack is a child of this process too)
+        started.extend(p for p in psutil.Process().children()
+                       if "flows.prefect_server" in p.cmdline() and str(port) in p.cmdline())
+        raise RuntimeError("the caller failed while the server started")
+
+    with pytest.raises(RuntimeError, match="caller failed"):
+        st.up(prefect_port=port, with_s3=False, while_starting=fail)
+    assert len(started) == 1
+    assert not started[0].is_running() or started[0].status() == psutil.STATUS_ZOMBIE
+    assert "prefect" not in st.read_state().get("services", {})
