@@ -606,7 +606,11 @@ class _SegmentedTokenizer(Tokenizer):
         from tasks.kernels import utf8_buffers
 
         if isinstance(texts, pa.ChunkedArray):
-            texts = texts.combine_chunks()
+            # chunk by chunk: combining them copied the whole text (about 4 ms a shard of
+            # 8.7 MB, a tenth of what counting added to a later run's ingest)
+            if texts.num_chunks != 1:
+                return np.concatenate([np.zeros(0, np.int64)] + [self.count(c) for c in texts.chunks])
+            texts = texts.chunk(0)
         data, offsets = utf8_buffers(texts)
         data = token_kernels.aligned(data)  # Arrow's buffers are: no copy
         with self._lock:

@@ -120,6 +120,12 @@ def test_segmented_counts_equal_whole_text_counts(fresh):
     bad = np.nonzero(first != whole)[0]
     assert not len(bad), [(docs[i][:60], first[i], whole[i]) for i in bad[:3]]
     assert np.array_equal(again, first) and first[-2:].tolist() == [0, 0]
+    # a column of several chunks (sliced ones among them) is counted chunk by chunk, not combined
+    k = len(docs) // 3
+    chunked = pa.chunked_array([arr[:k], arr[k:k + 1], arr[k + 1:]])
+    assert np.array_equal(tok.count(chunked), first)
+    assert np.array_equal(tok.count(pa.chunked_array([arr])), first)
+    assert tok.count(pa.chunked_array([], pa.string())).tolist() == []
 
 
 def test_piece_counts_are_kept_for_the_next_process(fresh, monkeypatch):
