@@ -675,7 +675,7 @@ class _SegmentedTokenizer(Tokenizer):
         return False
 
     def load_walk(self) -> None:
-        """Load the walk (numba's cached ``count_texts``, about 0.04 CPU-seconds) by running it
+        """Load the walk (numba's cached ``count_texts``, about 0.01 CPU-seconds) by running it
         once, listing only, over a fixed text with a private empty table: nothing is counted
         into this tokenizer's table, nothing is saved, the compiled counter is not loaded. For
         a worker's warm-up, beside the ingest kernels it loads there too."""
