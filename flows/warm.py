@@ -85,7 +85,9 @@ def warm_process(config: PipelineConfig) -> None:
         from tasks.tokens import load_tokenizer
 
         with contextlib.suppress(Exception):  # release_counts reports (or raises) it where it matters
-            load_tokenizer(config.tokenizer)
+            tok = load_tokenizer(config.tokenizer)
+            if hasattr(tok, "load_walk"):
+                tok.load_walk()  # loaded here like the ingest kernels above, not in the first shard
 
 
 _EARLY: dict[str, Any] = {}

@@ -606,17 +606,24 @@ class _SegmentedTokenizer(Tokenizer):
         from tasks.kernels import utf8_buffers
 
         if isinstance(texts, pa.ChunkedArray):
-            texts = texts.combine_chunks()
+            # chunk by chunk: combining them copied the whole text (about 4 ms a shard of
+            # 8.7 MB, a tenth of what counting added to a later run's ingest)
+            if texts.num_chunks != 1:
+                return np.concatenate([np.zeros(0, np.int64)] + [self.count(c) for c in texts.chunks])
+            texts = texts.chunk(0)
         data, offsets = utf8_buffers(texts)
         data = token_kernels.aligned(data)  # Arrow's buffers are: no copy
         with self._lock:
             if not self._bpe_loaded:
                 # one compiled pass: known pieces summed per text, the others listed; when none
-                # is missing, neither the saved parts' folder nor the compiled counter is read
-                out, missing = self._walk_known(data, offsets)
-                if len(missing[0]) and self._take_saved():
-                    out, missing = self._walk_known(data, offsets)
-                if not len(missing[0]):
+                # is missing, neither the saved parts' folder nor the compiled counter is read.
+                # The list is capped: past MAX_LISTED misses the compiled counter is needed
+                # anyway, and walking on only to list them cost a machine's first run a second
+                # walk of its first shard (0.1-0.2 CPU-seconds per worker, measured)
+                out, missing = self._walk_known(data, offsets, self.MAX_LISTED)
+                if (missing is None or len(missing[0])) and self._take_saved() and missing is not None:
+                    out, missing = self._walk_known(data, offsets, self.MAX_LISTED)
+                if missing is not None and not len(missing[0]):
                     return self._with_bos(texts, offsets, out)
             else:
                 self._take_saved()
@@ -632,22 +639,29 @@ class _SegmentedTokenizer(Tokenizer):
                 self._write_part(uniq, new_counts)
         return self._with_bos(texts, offsets, out)
 
-    def _walk_known(self, data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    MAX_LISTED = 4096  # missing pieces listed before the walk gives up listing (see count)
+
+    def _walk_known(self, data: np.ndarray, offsets: np.ndarray,
+                    limit: int | None = None) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """``token_kernels.count_texts`` without learning: the known pieces' counts per text and
-        the missing pieces (key, start, stop, text), the list grown whenever it fills."""
+        the missing pieces (key, start, stop, text), the list grown whenever it fills; None
+        instead of the list (and ``out`` incomplete) once more than ``limit`` are missing."""
         from tasks import token_kernels
 
         out = np.zeros(len(offsets) - 1, np.int64)
         words = token_kernels.words_of(data)
         got: list[tuple[np.ndarray, ...]] = []
-        size, d = 1024, 0
+        size, d, listed_all = 1024, 0, 0
         while True:
             m = np.empty(size, np.uint64), np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int64)
             d, _, need, listed = token_kernels.count_texts(data, words, offsets, d, out, *self._classes, self._table, 0,
                                                            False, *m, *token_kernels.no_model())
             got.append(tuple(a[:listed] for a in m))
+            listed_all += listed
             if need == 0:
                 break
+            if limit is not None and listed_all + size > limit:
+                return out, None
             size *= 4
         return out, tuple(np.concatenate(parts) for parts in zip(*got, strict=True))
 
@@ -659,6 +673,22 @@ class _SegmentedTokenizer(Tokenizer):
             self._store(*fresh)
             return True
         return False
+
+    def load_walk(self) -> None:
+        """Load the walk (numba's cached ``count_texts``, about 0.01 CPU-seconds) by running it
+        once, listing only, over a fixed text with a private empty table: nothing is counted
+        into this tokenizer's table, nothing is saved, the compiled counter is not loaded. For
+        a worker's warm-up, beside the ingest kernels it loads there too."""
+        from tasks import token_kernels
+        from tasks.kernels import utf8_buffers
+
+        data, offsets = utf8_buffers(pa.array(["Load the walk, über ça.\n\nzwei"], pa.string()))
+        data = token_kernels.aligned(data)
+        m = token_kernels.no_list()
+        m = tuple(np.empty(64, a.dtype) for a in m)
+        token_kernels.count_texts(data, token_kernels.words_of(data), offsets, 0, np.zeros(len(offsets) - 1, np.int64),
+                                  *self._classes, np.zeros((1 << 6, 2), np.uint64), 0, False, *m,
+                                  *token_kernels.no_model())
 
     def compile_counter(self) -> None:
         """Compile (or load from numba's cache) the walk that counts new pieces, by running it
@@ -685,33 +715,52 @@ class _SegmentedTokenizer(Tokenizer):
         out = np.zeros(len(offsets) - 1, np.int64)
         words = token_kernels.words_of(data)
         unused = token_kernels.no_list()  # nothing is listed while learning
-        d = 0
-        while True:
-            d, self._stored, need, _ = token_kernels.count_texts(data, words, offsets, d, out, *self._classes, self._table,
-                                                                 self._stored, True, *unused, *self._scratch,
-                                                                 *self.bpe.model())
-            if need == 0:
-                break
-            if need > 0:  # a piece longer than the scratch arrays
-                cap = max(need, 2 * (len(self._scratch[0]) - 1) // 3)
-                self._scratch = _scratch(cap)
-            elif self._stored >= self.MAX_CACHED:  # start over rather than grow without bound
+        # The texts go in slices of about EXCHANGE_BYTES: after each, the pieces learned are
+        # saved and those other workers saved meanwhile taken, so that workers starting side
+        # by side on a machine's first run do not each count all of the other's new pieces
+        # (measured before: 376k pieces counted for 251k distinct on 100k documents, 2 workers)
+        stops = np.searchsorted(offsets, offsets[0] + self.EXCHANGE_BYTES * np.arange(1, 1 + (
+            int(offsets[-1] - offsets[0]) // self.EXCHANGE_BYTES)), side="right") - 1
+        stops = [int(x) for x in np.unique(stops) if 0 < x < len(offsets) - 1] + [len(offsets) - 1]
+        d, learned = 0, self._stored
+        for stop in stops:
+            part = offsets[:stop + 1]  # the walk stops after text stop - 1 (out is indexed by text)
+            while True:
+                d, self._stored, need, _ = token_kernels.count_texts(data, words, part, d, out, *self._classes,
+                                                                     self._table, self._stored, True, *unused,
+                                                                     *self._scratch, *self.bpe.model())
+                if need == 0:
+                    break
+                if need > 0:  # a piece longer than the scratch arrays
+                    cap = max(need, 2 * (len(self._scratch[0]) - 1) // 3)
+                    self._scratch = _scratch(cap)
+                elif self._stored >= self.MAX_CACHED:  # start over rather than grow without bound
+                    self._save_new()
+                    self._table[:] = 0
+                    self._stored = 0
+                else:
+                    self._grow(2 * len(self._table))
+            # an exchange scans the table (a few ms): only worth it after many new pieces
+            if stop < len(offsets) - 1 and self._stored - learned >= self.EXCHANGE_PIECES:
                 self._save_new()
-                self._table[:] = 0
-                self._stored = 0
-            else:
-                self._grow(2 * len(self._table))
+                self._take_saved()
+                learned = self._stored
         self._save_new()
         return out
 
-    def _save_new(self) -> None:
-        """Write the counts the last walk learned as a part, and clear their ``NEW`` bit."""
+    EXCHANGE_BYTES = 1 << 18  # text walked between looks at exchanging new pieces with other workers
+    EXCHANGE_PIECES = 4096  # new pieces learned before they are exchanged
+
+    def _save_new(self) -> bool:
+        """Write the counts the last walk learned as a part, and clear their ``NEW`` bit; whether
+        there were any."""
         from tasks import token_kernels
 
         new = np.nonzero(self._table[:, 1] & token_kernels.NEW)[0]
         if len(new):
             self._table[new, 1] &= ~token_kernels.NEW
             self._write_part(self._table[new, 0], self._table[new, 1])
+        return bool(len(new))
 
     def _with_bos(self, texts: pa.Array, offsets: np.ndarray, out: np.ndarray) -> np.ndarray:
         if self._bos:

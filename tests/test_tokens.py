@@ -120,6 +120,12 @@ def test_segmented_counts_equal_whole_text_counts(fresh):
     bad = np.nonzero(first != whole)[0]
     assert not len(bad), [(docs[i][:60], first[i], whole[i]) for i in bad[:3]]
     assert np.array_equal(again, first) and first[-2:].tolist() == [0, 0]
+    # a column of several chunks (sliced ones among them) is counted chunk by chunk, not combined
+    k = len(docs) // 3
+    chunked = pa.chunked_array([arr[:k], arr[k:k + 1], arr[k + 1:]])
+    assert np.array_equal(tok.count(chunked), first)
+    assert np.array_equal(tok.count(pa.chunked_array([arr])), first)
+    assert tok.count(pa.chunked_array([], pa.string())).tolist() == []
 
 
 def test_piece_counts_are_kept_for_the_next_process(fresh, monkeypatch):
@@ -133,7 +139,8 @@ def test_piece_counts_are_kept_for_the_next_process(fresh, monkeypatch):
     assert first._stored == 0
     want = np.concatenate([first.count(arr[:100]), first.count(arr[100:])])
     folder = next((fresh / "cache").glob(f"*.{tokens.PIECES_SCHEME}-tokenizers-*"))
-    assert len(list(folder.glob("*.npz"))) == 2
+    # a part per call, and more within a call that learns many pieces (exchanged with other workers)
+    assert len(list(folder.glob("*.npz"))) >= 2
 
     monkeypatch.setattr(tokens._SegmentedTokenizer, "MAX_PARTS", 1)
     tokens._LOADED.clear()
@@ -153,6 +160,51 @@ def test_piece_counts_are_kept_for_the_next_process(fresh, monkeypatch):
     tokens._LOADED.clear()
     third = load_tokenizer()
     assert third._stored == 0 and np.array_equal(third.count(arr), want)
+
+
+def test_pieces_learned_in_slices_are_exchanged_and_counts_stay_exact(fresh, monkeypatch):
+    """A call that learns many pieces walks the texts in slices, saving what it learned after
+    each and taking what other workers saved: the counts equal whole-text tokenization, the
+    parts hold each learned piece once, and a second worker (loaded before the first saved
+    anything) takes them instead of counting them again."""
+    docs = [t for t in pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"), columns=["text"])
+            .column("text").to_pylist() if t][:200]
+    arr = pa.array(docs, pa.string())
+    monkeypatch.setattr(tokens._SegmentedTokenizer, "EXCHANGE_BYTES", 4096)
+    monkeypatch.setattr(tokens._SegmentedTokenizer, "EXCHANGE_PIECES", 50)
+    first = load_tokenizer()
+    tokens._LOADED.clear()
+    second = load_tokenizer()  # a second worker, started before the first saved anything
+    assert first is not second and first._stored == second._stored == 0
+    whole = tokens.Tokenizer.count(first, arr)
+    counted = []
+    real = tokens._SegmentedTokenizer._count_compiled
+
+    def spy(self, data, offsets):
+        before = self._stored
+        taken = []
+        real_take = self._take_saved
+
+        def take():
+            n = self._stored
+            got = real_take()
+            taken.append(self._stored - n)
+            return got
+
+        self._take_saved = take
+        out = real(self, data, offsets)
+        counted.append((self._stored - before) - sum(taken))
+        return out
+
+    monkeypatch.setattr(tokens._SegmentedTokenizer, "_count_compiled", spy)
+    assert np.array_equal(first.count(arr), whole)
+    folder = next((fresh / "cache").glob(f"*.{tokens.PIECES_SCHEME}-tokenizers-*"))
+    parts = [np.load(f)["keys"] for f in folder.glob("*.npz")]
+    assert len(parts) > 2  # saved slice by slice
+    keys = np.concatenate(parts)
+    assert len(np.unique(keys)) == len(keys) == first._stored
+    assert np.array_equal(second.count(arr), whole)
+    assert counted[1] == 0  # the second worker took every piece the first saved
 
 
 def test_bundled_gguf_verified_once_per_cache(fresh):
