@@ -80,7 +80,10 @@ def _scored(original: str, text: str, genre: str) -> dict[str, Any]:
         from tasks.leaner.validate import validate
         from tasks.quality import lid
 
-        base = dataclasses.replace(limits_for(LeanerConfig(enabled=True), genre), band=(0.0, math.inf),
+        # "floors": the limits must not come from the stored model, which this script replaces
+        # (and whose feature list may be an older one); every limit it would set is overridden
+        base = dataclasses.replace(limits_for(LeanerConfig(enabled=True, content_check="floors"), genre),
+                                   band=(0.0, math.inf),
                                    min_topic=None, min_fidelity=None, min_reach=None, min_fluency=None,
                                    content_model=False)
         v = validate(original, text, genre, base, lid.predict)

@@ -195,6 +195,12 @@ def _middle(rewrite_text: str, rewrite: list[Token]) -> int:
 
 
 def align(original: str, rewrite: str) -> Alignment:
+    return align_tokens(original, rewrite)[0]
+
+
+def align_tokens(original: str, rewrite: str) -> tuple[Alignment, list[Token], list[Token], list[tuple[int, int]]]:
+    """``align`` with what it was computed from: the original's and the rewrite's tokens and
+    the chain (for measures over the chain that the shipped model does not use)."""
     o = content(original)
     r = resolve_placeholders(content(rewrite), o)
     pairs = chain(r, o)
@@ -208,7 +214,7 @@ def align(original: str, rewrite: str) -> Alignment:
     o_first, o_second = _original_halves(o, {j for _, j in pairs})
     return Alignment(topic=on / total if total else 0.0, fidelity=min(first, second), reach=reach, weight=total,
                      first=first, second=second, original_first=o_first, original_second=o_second,
-                     n_original=len(o), n_rewrite=len(r))
+                     n_original=len(o), n_rewrite=len(r)), r, o, pairs
 
 
 def _original_halves(original: list[Token], aligned: set[int]) -> tuple[float, float]:
