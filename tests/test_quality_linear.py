@@ -112,3 +112,20 @@ def test_a_bigram_model_is_left_to_fasttext(tmp_path) -> None:
     bigram, texts = _tiny_model(tmp_path, 2)
     assert linear_form(bigram, classifier.POSITIVE) is None
     assert np.array_equal(classifier.hq_probability(bigram, texts), fasttext_probability(bigram, texts))
+
+
+def test_the_score_sums_the_words_in_the_statistics_pass(model) -> None:
+    """features.compute with the linear form (one pass: statistics and word sums) gives the
+    statistics of the pass without it exactly, and fastText's article probability."""
+    from tasks.quality import features
+
+    texts, where = shared_texts()
+    texts, where = texts[::7], where[::7]  # every shared set, a seventh of the texts
+    english = np.linspace(0, 1, len(texts))
+    fused = features.compute(texts, lambda t, _p: pytest.fail("the fused pass must not call fastText"), english,
+                             linear_form(model, classifier.POSITIVE))
+    plain = features.compute(texts, lambda t, _p: fasttext_probability(model, t), english)
+    assert np.array_equal(fused[:, 1:], plain[:, 1:])
+    p_fused, p_plain = 1 / (1 + np.exp(-fused[:, 0])), 1 / (1 + np.exp(-plain[:, 0]))
+    bad = np.flatnonzero(np.abs(p_fused - p_plain) > np.array([tolerance(t) for t in texts]))
+    assert not len(bad), [where[i] for i in bad[:3]]

@@ -75,7 +75,11 @@ class Scorer:
         if self.features != list(features.FEATURES):
             raise ModelError(f"scorer model has features {self.features}; this version computes "
                              f"{list(features.FEATURES)}: retrain it with `refinery quality train --labels`")
-        return features.compute(texts, self.classifier_probability, english)
+        from tasks.quality.classifier import POSITIVE
+        from tasks.quality.fast.linear import linear_form
+
+        linear = linear_form(load_fasttext(self.classifier_path), POSITIVE)
+        return features.compute(texts, self.classifier_probability, english, linear)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         z = ((x - self.mean) / self.scale) @ self.coef + self.intercept

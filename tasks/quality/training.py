@@ -73,13 +73,17 @@ def scorer_features(texts: list[str], classifier_path: str | Path, lid_model: st
     """The feature matrix the stage computes for these texts (language ID with lid.176, the
     article classifier at ``classifier_path``)."""
     from tasks.quality import features, lid
-    from tasks.quality.classifier import hq_probability
+    from tasks.quality.classifier import POSITIVE, hq_probability
+    from tasks.quality.fast.linear import linear_form
     from tasks.quality.models import load_fasttext
     from tasks.quality.scorer import english_probability
 
     langs, scores = lid.predict(texts, lid_model)
     model = load_fasttext(classifier_path)
-    return features.compute(texts, lambda t, p: hq_probability(model, t, p), english_probability(langs, scores))
+    # the same pass as the stage's (the linear form when the model has one), so the features a
+    # scorer is fitted on are the ones it is applied to
+    return features.compute(texts, lambda t, p: hq_probability(model, t, p), english_probability(langs, scores),
+                            linear_form(model, POSITIVE))
 
 
 def fit_scorer(x: np.ndarray, y: np.ndarray, c: float, repeats: int, seed: int,

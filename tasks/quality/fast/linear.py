@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.quality.fast.stats import CodePoints, hash_table, sum_word_weights
+from tasks.quality.fast.stats import CodePoints, WordTable, hash_table, walk_batch
 
 EOS = "</s>"  # fastText's end-of-line token: every line has one
 _FASTTEXT_LOG_EPS = 1e-5  # fastText returns exp(log(p + 1e-5))
@@ -40,22 +40,20 @@ class LinearForm:
     """The per-word numbers of one model, for one label (the end-of-line token among them)."""
 
     def __init__(self, words: list[str], weights: np.ndarray, eos: int) -> None:
-        self.slots, self.keys, self.starts, self.points = hash_table([[ord(c) for c in w] for w in words])
-        self.weights = np.ascontiguousarray(weights, np.float64)
-        self.eos = eos
+        self.table = WordTable(*hash_table([[ord(c) for c in w] for w in words]),
+                               np.ascontiguousarray(weights, np.float64), eos)
 
     def probability(self, texts: list[str] | CodePoints) -> np.ndarray:
         """The label's probability for each text, as fastText's ``predict`` returns it for the
         text's words joined by single spaces (capped at 1)."""
-        cp = texts if isinstance(texts, CodePoints) else CodePoints(texts)
-        sums = np.zeros(len(cp), np.float64)
-        counts = np.zeros(len(cp), np.int64)
-        stopped = np.zeros(len(cp), np.bool_)
-        if len(cp):
-            sum_word_weights(cp.points, cp.offsets, cp.flags, self.slots, self.keys, self.starts, self.points,
-                             self.weights, self.eos, sums, counts, stopped)
+        return self.from_sums(*walk_batch(texts, frozenset(), (), self.table)[1:])
+
+    def from_sums(self, sums: np.ndarray, known: np.ndarray, stopped: np.ndarray) -> np.ndarray:
+        """The probability from :func:`~tasks.quality.fast.stats.walk_batch`'s word sums (the
+        score's statistics pass computes them on the way)."""
         # the line's own end, unless a literal end-of-line word ended it earlier
-        z = (sums + np.where(stopped, 0.0, self.weights[self.eos])) / (counts + ~stopped)
+        eos = self.table.weights[self.table.stop]
+        z = (sums + np.where(stopped, 0.0, eos)) / (known + ~stopped)
         return np.minimum(1.0, 1.0 / (1.0 + np.exp(-z)) + _FASTTEXT_LOG_EPS)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -171,45 +172,6 @@ def lookup(h, seq, s, e, slots, keys, starts, points):
         k = (k + np.uint64(1)) & mask
 
 
-@njit(cache=True, nogil=True)
-def sum_word_weights(points, offsets, flags, slots, keys, starts, word_points, weights, stop_word, out_sums,
-                     out_counts, out_stopped):
-    """Per document, the sum of its known words' numbers (``weights``, by :func:`hash_table`
-    index) and how many there are, for :mod:`tasks.quality.fast.linear`. A word is a run of
-    code points that are neither white space (``str.isspace``, as ``str.split`` cuts) nor NUL
-    (fastText cuts its line there too); reading stops after the word ``stop_word`` (fastText's
-    end-of-line token: a line ends there, whatever follows), ``out_stopped`` says where it did.
-    Here, beside :func:`lookup`, since numba's cache checks only the caller's own file."""
-    for d in range(len(offsets) - 1):
-        s, e = offsets[d], offsets[d + 1]
-        total = 0.0
-        n = 0
-        stopped = False
-        i = s
-        while i < e and not stopped:
-            c = points[i]
-            if flags[c] & _SPACE or c == 0:
-                i += 1
-                continue
-            h = _FNV_OFFSET
-            j = i
-            while j < e:
-                c = points[j]
-                if flags[c] & _SPACE or c == 0:
-                    break
-                h = (h ^ np.uint64(c)) * _FNV_PRIME
-                j += 1
-            w = lookup(h, points, i, j, slots, keys, starts, word_points)
-            if w >= 0:
-                total += weights[w]
-                n += 1
-                stopped = w == stop_word
-            i = j
-        out_sums[d] = total
-        out_counts[d] = n
-        out_stopped[d] = stopped
-
-
 _TABLES: dict[frozenset[str], _Tables] = {}
 _TABLES_LOCK = threading.Lock()
 
@@ -257,17 +219,44 @@ def _in(c, points):
 
 
 @njit(cache=True, nogil=True)
-def _walk(points, offsets, flags, lower, joiners, terminal, slots, keys, starts, stop_points, longest, out_counts):
+def _walk(points, offsets, flags, lower, joiners, terminal, slots, keys, starts, stop_points, longest, out_counts,
+          wslots, wkeys, wstarts, wpoints, weights, stop_word, out_sums, out_known, out_stopped):
     """Per document: words, stop words, non-empty lines, lines ending in terminal punctuation,
-    white space and symbol code points (``out_counts``, one row each)."""
+    white space and symbol code points (``out_counts``, one row each); and, in the same pass,
+    the sum of the ``weights`` of its known fastText words (``out_sums``, ``out_known``: see
+    :mod:`tasks.quality.fast.linear`). A fastText word is a run of code points that are neither
+    white space (``str.isspace``, as ``str.split`` cuts) nor NUL (fastText cuts there too);
+    reading them stops after the word ``stop_word`` (fastText's end-of-line token ends a line
+    wherever it stands; ``out_stopped``). An empty word table (one empty slot) knows no word."""
     for d in range(len(offsets) - 1):
         s, e = offsets[d], offsets[d + 1]
         words = stops = lines = term = spaces = symbols = 0
         last = -1  # the last non-space code point of the current line
+        total = 0.0
+        known = 0
+        stopped = False
+        ts = -1  # where the current fastText word began
+        th = _FNV_OFFSET
         i = s
-        while i < e:
+        while i <= e:
+            if i == e:  # the end of the text ends its last fastText word
+                if ts >= 0 and not stopped:
+                    w = lookup(th, points, ts, i, wslots, wkeys, wstarts, wpoints)
+                    if w >= 0:
+                        total += weights[w]
+                        known += 1
+                        stopped = w == stop_word
+                break
             c = points[i]
             f = flags[c]
+            if f & 4 or c == 0:  # ends a fastText word
+                if ts >= 0 and not stopped:
+                    w = lookup(th, points, ts, i, wslots, wkeys, wstarts, wpoints)
+                    if w >= 0:
+                        total += weights[w]
+                        known += 1
+                        stopped = w == stop_word
+                ts = -1
             if f & 8:  # a line break ends the line (an empty one, as rstrip leaves it, is not counted)
                 if last >= 0:
                     lines += 1
@@ -280,6 +269,11 @@ def _walk(points, offsets, flags, lower, joiners, terminal, slots, keys, starts,
             last = c
             if not f & 2:
                 symbols += 1
+                if c != 0:
+                    if ts < 0:
+                        ts = i
+                        th = _FNV_OFFSET
+                    th = (th ^ np.uint64(c)) * _FNV_PRIME
                 i += 1
                 continue
             # a word: a run of letters and digits, then (joiner, run)* while a run follows
@@ -295,9 +289,13 @@ def _walk(points, offsets, flags, lower, joiners, terminal, slots, keys, starts,
             words += 1
             if j - i <= longest and _is_stop(points, i, j, lower, slots, keys, starts, stop_points):
                 stops += 1
-            # the word's code points are letters, digits and joiners: none is a space or a
-            # break; the joiners are symbols
+            # the word's code points are letters, digits and joiners: none is a space, a break
+            # or NUL (all inside one fastText word); the joiners are symbols
+            if ts < 0:
+                ts = i
+                th = _FNV_OFFSET
             for k in range(i, j):
+                th = (th ^ np.uint64(points[k])) * _FNV_PRIME
                 if not flags[points[k]] & 2:
                     symbols += 1
             last = points[j - 1]
@@ -312,26 +310,49 @@ def _walk(points, offsets, flags, lower, joiners, terminal, slots, keys, starts,
         out_counts[d, 4] = spaces
         out_counts[d, 5] = symbols
         out_counts[d, 6] = e - s
+        out_sums[d] = total
+        out_known[d] = known
+        out_stopped[d] = stopped
 
 
 _JOINER_POINTS = np.array([ord(c) for c in _JOINERS], np.int32)
 
 
-def text_statistics_batch(texts: list[str] | CodePoints, stop_words: frozenset[str],
-                          terminal: tuple[str, ...]) -> np.ndarray:
-    """``features.text_statistics`` of every text (given its stop words and the characters that
-    end a line as a sentence): an array (texts × 4: log_words, terminal_punctuation_lines,
-    stopword_share, symbol_share), equal to the Python function's."""
+class WordTable(NamedTuple):
+    """fastText words and a number for each, for the pass's word sums (:func:`hash_table`'s
+    arrays; ``stop``: the index of the word that ends a line, -1 for none)."""
+
+    slots: np.ndarray
+    keys: np.ndarray
+    starts: np.ndarray
+    points: np.ndarray
+    weights: np.ndarray
+    stop: int
+
+
+_NO_WORDS = WordTable(np.full(1, -1, np.int32), np.zeros(0, np.uint64), np.zeros(1, np.int64), np.zeros(0, np.int32),
+                      np.zeros(0, np.float64), -1)
+
+
+def walk_batch(texts: list[str] | CodePoints, stop_words: frozenset[str], terminal: tuple[str, ...],
+               vocabulary: WordTable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One compiled pass: :func:`text_statistics_batch`'s array, and per text the sum of the
+    numbers of its words that ``vocabulary`` knows, how many there are, and whether a
+    line-ending word stopped them."""
     cp = texts if isinstance(texts, CodePoints) else CodePoints(texts)
-    out = np.zeros((len(cp), 4), np.float64)
-    if not len(cp):
-        return out
+    vocab = vocabulary or _NO_WORDS
+    n = len(cp)
+    out = np.zeros((n, 4), np.float64)
+    sums, known, stopped = np.zeros(n, np.float64), np.zeros(n, np.int64), np.zeros(n, np.bool_)
+    if not n:
+        return out, sums, known, stopped
     tables = _tables(stop_words)
     terminal_points = np.array([ord(c) for c in terminal], np.int32)
     tables.ensure(cp.wide)
-    counts = np.zeros((len(cp), 7), np.int64)
+    counts = np.zeros((n, 7), np.int64)
     _walk(cp.points, cp.offsets, cp.flags, tables.lower, _JOINER_POINTS, terminal_points, tables.slots,
-          tables.keys, tables.starts, tables.stop_points, tables.longest, counts)
+          tables.keys, tables.starts, tables.stop_points, tables.longest, counts, vocab.slots, vocab.keys,
+          vocab.starts, vocab.points, vocab.weights, vocab.stop, sums, known, stopped)
     words, stops, lines, term, spaces, symbols, length = counts.T.astype(np.float64)
     non_space = length - spaces
     # the Python definition's float operations: IEEE division element by element, and
@@ -340,4 +361,12 @@ def text_statistics_batch(texts: list[str] | CodePoints, stop_words: frozenset[s
     np.divide(term, lines, out=out[:, 1], where=lines > 0)
     np.divide(stops, words, out=out[:, 2], where=words > 0)
     np.divide(symbols, non_space, out=out[:, 3], where=non_space > 0)
-    return out
+    return out, sums, known, stopped
+
+
+def text_statistics_batch(texts: list[str] | CodePoints, stop_words: frozenset[str],
+                          terminal: tuple[str, ...]) -> np.ndarray:
+    """``features.text_statistics`` of every text (given its stop words and the characters that
+    end a line as a sentence): an array (texts × 4: log_words, terminal_punctuation_lines,
+    stopword_share, symbol_share), equal to the Python function's."""
+    return walk_batch(texts, stop_words, terminal)[0]
