@@ -51,9 +51,14 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-# the local stack's Prefect server when `refinery run` starts it; another port lets a test (or
-# a second REFINERY_HOME) start its own without touching the one on 4200
-PREFECT_PORT = int(os.environ.get("REFINERY_PREFECT_PORT") or 4200)
+def _prefect_port() -> int:
+    """The local stack's Prefect server port when `refinery run` starts it (4200);
+    REFINERY_PREFECT_PORT lets a test (or a second REFINERY_HOME) start its own without
+    touching the one on 4200."""
+    raw = os.environ.get("REFINERY_PREFECT_PORT") or "4200"
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        _fail(f"REFINERY_PREFECT_PORT={raw!r}: not a port number (1-65535)")
+    return int(raw)
 
 
 def _stack() -> Stack:
@@ -79,7 +84,7 @@ def _ensure_prefect_server(needs_s3: bool, while_starting=None) -> bool:
 
     if need_up:
         typer.echo(f"starting the local stack under {stack.home} ...", err=True)
-        stack.up(prefect_port=PREFECT_PORT, with_s3=needs_s3,
+        stack.up(prefect_port=_prefect_port(), with_s3=needs_s3,
                  while_starting=beside if prefect_down and while_starting is not None else None)
     for key, value in stack.environment().items():
         os.environ.setdefault(key, value)

@@ -91,6 +91,19 @@ def test_bad_config_key_is_named(tmp_path):
     assert "exact_dedup.enabeld: unknown key" in run.stderr and str(cfg) in run.stderr
 
 
+@pytest.mark.parametrize("port", ["abc", "0", "70000"])
+def test_a_bad_prefect_port_is_one_line_naming_the_setting(tmp_path, port):
+    """`refinery run` with no Prefect server configured starts the local one on
+    REFINERY_PREFECT_PORT: a value that is no port fails before anything starts."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(REFINERY_PREFECT_PORT=port, REFINERY_HOME=str(tmp_path / "home"))
+    run = subprocess.run([REFINERY, "run", "--input", str(shared("simple_wikipedia/simple_wikipedia.parquet")),
+                          "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 1, run.stderr
+    assert f"REFINERY_PREFECT_PORT='{port}': not a port number" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_model_stage_without_the_llm_extra_fails_before_any_work(tmp_path):
     """With llama.cpp and the bundled model hidden (as on a default install without the `llm`
     extra), a pipeline with the leaner stage or a model writer fails at once, in one line that
