@@ -207,6 +207,55 @@ def test_pieces_learned_in_slices_are_exchanged_and_counts_stay_exact(fresh, mon
     assert counted[1] == 0  # the second worker took every piece the first saved
 
 
+def test_a_worker_takes_what_another_saved_while_it_walks(fresh, monkeypatch):
+    """Two workers side by side on a machine's first run: while the second walks its texts,
+    the first counts the later half of them and saves its pieces; the second takes those at its
+    next exchange, mid-walk, and does not count them again (no piece is saved twice), and both
+    count exactly."""
+    docs = [t for t in pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"), columns=["text"])
+            .column("text").to_pylist() if t][:200]
+    arr, later = pa.array(docs, pa.string()), pa.array(docs[100:], pa.string())
+    monkeypatch.setattr(tokens._SegmentedTokenizer, "EXCHANGE_BYTES", 4096)
+    monkeypatch.setattr(tokens._SegmentedTokenizer, "EXCHANGE_PIECES", 50)
+    first = load_tokenizer()
+    tokens._LOADED.clear()
+    second = load_tokenizer()
+    whole_later = tokens.Tokenizer.count(first, later)
+    whole = tokens.Tokenizer.count(first, arr)
+    taken_mid_walk: list[int] = []
+    real_take = second._take_saved
+    in_walk = []
+    real_count = tokens._SegmentedTokenizer._count_compiled
+
+    def counting(self, data, offsets):
+        in_walk.append(self is second)
+        try:
+            return real_count(self, data, offsets)
+        finally:
+            in_walk.pop()
+
+    def take() -> bool:
+        if in_walk and in_walk[-1] and not taken_mid_walk:
+            in_walk.append(False)
+            try:  # the other worker, meanwhile: counts the later texts and saves their pieces
+                assert np.array_equal(first.count(later), whole_later)
+            finally:
+                in_walk.pop()
+        n = second._stored
+        got = real_take()
+        if in_walk and in_walk[-1]:
+            taken_mid_walk.append(second._stored - n)
+        return got
+
+    monkeypatch.setattr(tokens._SegmentedTokenizer, "_count_compiled", counting)
+    second._take_saved = take
+    assert np.array_equal(second.count(arr), whole)
+    assert taken_mid_walk and sum(taken_mid_walk) > 100  # the first worker's pieces, taken mid-walk
+    folder = next((fresh / "cache").glob(f"*.{tokens.PIECES_SCHEME}-tokenizers-*"))
+    keys = np.concatenate([np.load(f)["keys"] for f in folder.glob("*.npz")])
+    assert len(np.unique(keys)) == len(keys)  # none counted by both
+
+
 def test_bundled_gguf_verified_once_per_cache(fresh):
     """The bundled GGUF's sha256 check runs once; later loads trust a file whose path, size
     and mtime still match the note, and a note that no longer matches is verified again."""
