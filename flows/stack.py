@@ -93,7 +93,19 @@ class Stack:
         state = self.read_state()
         services = state.setdefault("services", {})
         if not _alive(services.get("prefect")):
-            services["prefect"] = self._start_prefect(prefect_port, timeout, while_starting)
+            def recorded(record: dict[str, Any]) -> None:
+                # as soon as the process exists: a CLI killed while Ray starts beside the server
+                # must not leave a server that `down` does not know of
+                services["prefect"] = record
+                self._write_state(state)
+
+            try:
+                services["prefect"] = self._start_prefect(prefect_port, timeout, while_starting, recorded)
+            except BaseException:
+                if not _alive(services.get("prefect")):
+                    services.pop("prefect", None)
+                    self._write_state(state)
+                raise
             self._write_state(state)
         if with_s3 and not _alive(services.get("s3")):
             creds = state.setdefault(
@@ -106,8 +118,8 @@ class Stack:
         self._write_env_file()
         return state
 
-    def _start_prefect(self, port: int, timeout: float,
-                       while_starting: Callable[[str], None] | None = None) -> dict[str, Any]:
+    def _start_prefect(self, port: int, timeout: float, while_starting: Callable[[str], None] | None = None,
+                       on_spawn: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         _require_free_port(port, "Prefect server", "--prefect-port")
         prefect_home = (self.home / "prefect").resolve()  # the server runs in another folder
         prefect_home.mkdir(parents=True, exist_ok=True)
@@ -133,6 +145,9 @@ class Stack:
                "--db", str(prefect_home / "prefect.db")]
         proc = self._spawn("prefect", cmd, env)
         api_url = f"http://{LOOPBACK}:{port}/api"
+        record = {**_proc_record(proc), "api_url": api_url, "ui_url": f"http://{LOOPBACK}:{port}", "port": port}
+        if on_spawn is not None:
+            on_spawn(record)
         if while_starting is not None:
             try:
                 while_starting(api_url)
@@ -144,7 +159,7 @@ class Stack:
         # waited here is waited by the run
         _wait_until(lambda: _http_ok(api_url + "/health"), timeout, f"Prefect server on port {port}",
                     proc, self.dir / "prefect.log", interval=0.05)
-        return {**_proc_record(proc), "api_url": api_url, "ui_url": f"http://{LOOPBACK}:{port}", "port": port}
+        return record
 
     def _start_seaweedfs(self, s3_port: int, creds: dict[str, str], timeout: float) -> dict[str, Any]:
         _require_free_port(s3_port, "S3 gateway", "--s3-port")

@@ -206,6 +206,8 @@ def test_a_failing_while_starting_stops_the_server_it_started(tmp_path):
         # this stack's server only (the session's own stack is a child of this process too)
         started.extend(p for p in psutil.Process().children()
                        if "flows.prefect_server" in p.cmdline() and str(port) in p.cmdline())
+        # already recorded while the caller works: a CLI killed now leaves no unknown server
+        assert st.read_state()["services"]["prefect"]["pid"] == started[0].pid
         raise RuntimeError("the caller failed while the server started")
 
     with pytest.raises(RuntimeError, match="caller failed"):
