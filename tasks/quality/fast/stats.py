@@ -238,16 +238,9 @@ def _walk(points, offsets, flags, lower, joiners, terminal, slots, keys, starts,
         ts = -1  # where the current fastText word began
         th = _FNV_OFFSET
         i = s
-        while i <= e:
-            if i == e:  # the end of the text ends its last fastText word
-                if ts >= 0 and not stopped:
-                    w = lookup(th, points, ts, i, wslots, wkeys, wstarts, wpoints)
-                    if w >= 0:
-                        total += weights[w]
-                        known += 1
-                        stopped = w == stop_word
-                break
-            c = points[i]
+        while True:
+            end = i == e  # the text's end ends its last fastText word, as a NUL would
+            c = points[i] if not end else 0
             f = flags[c]
             if f & 4 or c == 0:  # ends a fastText word
                 if ts >= 0 and not stopped:
@@ -257,6 +250,8 @@ def _walk(points, offsets, flags, lower, joiners, terminal, slots, keys, starts,
                         known += 1
                         stopped = w == stop_word
                 ts = -1
+            if end:
+                break
             if f & 8:  # a line break ends the line (an empty one, as rstrip leaves it, is not counted)
                 if last >= 0:
                     lines += 1
