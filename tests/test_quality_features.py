@@ -36,7 +36,7 @@ def test_generated_text_equal(texts: list[str]) -> None:
 def test_the_batch_is_what_the_score_uses() -> None:
     """compute() fills its four statistics columns from the batch, in FEATURES order."""
     texts = ["The cat sat on the mat.\nA line without an end", "___ !!! ???", ""]
-    matrix = features.compute(texts, lambda ts, _points: [0.5] * len(ts), [1.0, 0.0, 0.0])
+    matrix = features.compute(texts, lambda ts: [0.5] * len(ts), [1.0, 0.0, 0.0])
     names = list(features.FEATURES)
     cols = [names.index(n) for n in ("log_words", "terminal_punctuation_lines", "stopword_share", "symbol_share")]
     for k, text in enumerate(texts):

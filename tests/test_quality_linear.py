@@ -124,9 +124,9 @@ def test_the_score_sums_the_words_in_the_statistics_pass(model) -> None:
     texts, where = shared_texts()
     texts, where = texts[::7], where[::7]  # every shared set, a seventh of the texts
     english = np.linspace(0, 1, len(texts))
-    fused = features.compute(texts, lambda t, _p: pytest.fail("the fused pass must not call fastText"), english,
+    fused = features.compute(texts, lambda t: pytest.fail("the fused pass must not call fastText"), english,
                              linear_form(model, classifier.POSITIVE))
-    plain = features.compute(texts, lambda t, _p: fasttext_probability(model, t), english)
+    plain = features.compute(texts, lambda t: fasttext_probability(model, t), english)
     assert np.array_equal(fused[:, 1:], plain[:, 1:])
     p_fused, p_plain = 1 / (1 + np.exp(-fused[:, 0])), 1 / (1 + np.exp(-plain[:, 0]))
     bad = np.flatnonzero(np.abs(p_fused - p_plain) > np.array([tolerance(t) for t in texts]))

@@ -15,14 +15,11 @@ import os
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from tasks.quality.models import load_fasttext, local_copy
-
-if TYPE_CHECKING:
-    from tasks.quality.fast.stats import CodePoints
 
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__cc"
@@ -152,16 +149,15 @@ model.save_model(out)
 """
 
 
-def hq_probability(model: Any, texts: list[str], points: CodePoints | None = None) -> np.ndarray:
-    """Each text's probability of the positive label (``points``: the same texts already
-    encoded for the compiled passes). A linear model (unigrams, no subwords: the combined
+def hq_probability(model: Any, texts: list[str]) -> np.ndarray:
+    """Each text's probability of the positive label. A linear model (unigrams, no subwords: the combined
     score's article classifier) is evaluated by :mod:`tasks.quality.fast.linear` from the code
     points, equal to fastText's prediction up to float rounding; any other by fastText."""
     from tasks.quality.fast.linear import linear_form
 
     linear = linear_form(model, POSITIVE)
     if linear is not None:
-        return linear.probability(points if points is not None else texts)
+        return linear.probability(texts)
     labels, probs = model.predict([prepare(t) for t in texts], k=2)
     out = []
     for lab, p in zip(labels, probs, strict=True):

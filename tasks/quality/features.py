@@ -20,7 +20,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from tasks.quality.fast.linear import LinearForm
-    from tasks.quality.fast.stats import CodePoints
 
 # name -> (direction a higher value should move the score, what it is)
 FEATURES: dict[str, tuple[int, str]] = {
@@ -69,12 +68,11 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def compute(texts: list[str], classifier: Callable[[list[str], CodePoints], np.ndarray],
+def compute(texts: list[str], classifier: Callable[[list[str]], np.ndarray],
             english: np.ndarray, linear: LinearForm | None = None) -> np.ndarray:
     """The feature matrix (documents × FEATURES, in that order). ``classifier`` gives the
-    article probability of each text (given the texts and the same texts as code points, which
-    the statistics read too); when the classifier has a ``linear`` form its words are summed in
-    the statistics' own pass instead. ``english`` is each text's language-ID probability of
+    article probability of each text; when the classifier has a ``linear`` form its words are
+    summed in the statistics' own pass instead. ``english`` is each text's language-ID probability of
     English."""
     out = np.zeros((len(texts), len(FEATURES)), dtype=np.float64)
     if not texts:
@@ -83,7 +81,7 @@ def compute(texts: list[str], classifier: Callable[[list[str], CodePoints], np.n
 
     points = CodePoints(texts)
     stats, *sums = walk_batch(points, stop_words(), TERMINAL, linear.table if linear is not None else None)
-    out[:, 0] = logit(linear.from_sums(*sums) if linear is not None else classifier(texts, points))
+    out[:, 0] = logit(linear.from_sums(*sums) if linear is not None else classifier(texts))
     out[:, 3] = np.asarray(english, dtype=np.float64)
     out[:, [1, 2, 4, 5]] = stats
     return out

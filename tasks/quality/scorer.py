@@ -22,16 +22,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from tasks.quality import features
 from tasks.quality.classifier import auc
 from tasks.quality.models import ModelError, load_fasttext, load_once, local_copy
-
-if TYPE_CHECKING:
-    from tasks.quality.fast.stats import CodePoints
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "scorer"
 SCORER_FILE = "scorer.json"
@@ -66,10 +63,10 @@ class Scorer:
     classifier_path: Path
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def classifier_probability(self, texts: list[str], points: CodePoints | None = None) -> np.ndarray:
+    def classifier_probability(self, texts: list[str]) -> np.ndarray:
         from tasks.quality.classifier import hq_probability
 
-        return hq_probability(load_fasttext(self.classifier_path), texts, points)
+        return hq_probability(load_fasttext(self.classifier_path), texts)
 
     def feature_matrix(self, texts: list[str], english: np.ndarray) -> np.ndarray:
         if self.features != list(features.FEATURES):

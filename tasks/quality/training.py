@@ -82,7 +82,7 @@ def scorer_features(texts: list[str], classifier_path: str | Path, lid_model: st
     model = load_fasttext(classifier_path)
     # the same pass as the stage's (the linear form when the model has one), so the features a
     # scorer is fitted on are the ones it is applied to
-    return features.compute(texts, lambda t, p: hq_probability(model, t, p), english_probability(langs, scores),
+    return features.compute(texts, lambda t: hq_probability(model, t), english_probability(langs, scores),
                             linear_form(model, POSITIVE))
 
 
