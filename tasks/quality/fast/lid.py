@@ -379,12 +379,24 @@ def _utf8(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return (np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)), offsets
 
 
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def predict_prepared(model: LidModel, texts: list[str]) -> tuple[list[str], np.ndarray]:
     """Top label (without ``__label__``, "unknown" when fastText predicts none) and its
     probability (float32, as fastText returns it) for each prepared (one-line) text."""
     if not texts:
         return [], np.zeros(0, np.float32)
-    data, offsets = _utf8(texts)
+    try:
+        data, offsets = _utf8(texts)
+    except (UnicodeEncodeError, pa.ArrowInvalid):
+        bad = next(i for i, t in enumerate(texts) if not _encodes(t))
+        raise ValueError(f"language ID: text {bad} is not UTF-8 (it holds a lone surrogate)") from None
     ids, scores = _predict(data, offsets, model.words, model.word_starts, model.table, model.nwords, model.eos,
                            model.minn, model.maxn, model.bucket, model.prune, model.codes, model.centroids,
                            model.norms, model.nsubq, model.dsub, model.lastdsub, model.output, model.left,
