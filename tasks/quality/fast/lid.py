@@ -28,6 +28,7 @@ layout this reader does not know) gets ``None`` from :func:`compiled_lid` and is
 from __future__ import annotations
 
 import struct
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -45,6 +46,20 @@ _KSUB = 256  # centroids per sub-quantizer (ProductQuantizer::ksub_)
 _LABEL = b"__label__"  # Args::label; not saved in the file, so fastText's default applies
 _EOS = b"</s>"
 _MAX_DENSE_BUCKET = 1 << 25  # the prune index is held as a dense array of this many int32 at most
+
+
+MAX_WORDS_SEEN = 1 << 18  # distinct words whose rows a process keeps (some 30 MB at most)
+
+
+class _WordsSeen:
+    """The per-process table of words already read and their input rows (see ``_predict``)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen = np.full((1 << 12, 4), -1, np.int32)
+        self.arena = np.empty(1 << 16, np.uint8)
+        self.buf = np.empty(1 << 16, np.int32)
+        self.arena_used = self.used = self.n_seen = 0
 
 
 class LidModel(NamedTuple):
@@ -65,6 +80,7 @@ class LidModel(NamedTuple):
     left: np.ndarray  # int32[2 * nlabels - 1]
     right: np.ndarray
     labels: list[str]
+    words_seen: _WordsSeen
 
 
 class _Reader:
@@ -176,7 +192,7 @@ def read_model(path: Path) -> LidModel | None:
         np.frombuffer(b"".join(words), np.uint8).copy(), word_starts, table, nwords,
         words.index(_EOS) if _EOS in words else -1, minn, maxn, bucket, prune_bits, prune_rows,
         _dequantize(codes.reshape(rows, nsubq), centroids, norms, dsub, lastdsub), output, left, right,
-        [w.decode("utf-8", "replace").removeprefix(_LABEL.decode()) for w in words[nwords:]])
+        [w.decode("utf-8", "replace").removeprefix(_LABEL.decode()) for w in words[nwords:]], _WordsSeen())
 
 
 def _rank_table(prune: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -354,7 +370,7 @@ def _grow(seen, cap):  # noqa: ANN001, ANN202
 
 @njit(cache=True)
 def _predict(data, starts, words, word_starts, table, nwords, eos, minn, maxn, bucket, prune_bits,  # noqa: ANN001, ANN202, PLR0913
-             prune_rows, rows, output, left, right):
+             prune_rows, rows, output, left, right, seen, arena, arena_used, buf, used, n_seen, max_seen):
     n_texts = len(starts) - 1
     dim = output.shape[1]
     osz = output.shape[0]
@@ -365,16 +381,12 @@ def _predict(data, starts, words, word_starts, table, nwords, eos, minn, maxn, b
     stack_score = np.empty(2 * osz + 2, np.float32)
     log_thr = np.float32(np.log(np.float64(np.float32(0.0)) + 1e-5))
     inv_bucket = 1.0 / bucket
-    # the rows of each distinct word of the batch, found once: most words repeat, and their
-    # n-gram hashing and prune lookups are most of the work. One row of ``seen`` per slot (word
-    # hash, start, length, where its rows are in ``buf``), so a probe touches one cache line;
-    # the table doubles when half full
-    cap = 1 << 12
+    # the rows of each distinct word, found once per process (up to ``max_seen`` words): most
+    # words repeat, and their n-gram hashing and prune lookups are most of the work. One row of
+    # ``seen`` per slot (word hash, start in ``arena``, length, where its rows are in ``buf``),
+    # so that a probe touches one cache line; the table doubles when half full
+    cap = len(seen)
     mask = cap - 1
-    seen = np.full((cap, 4), -1, np.int32)
-    n_seen = 0
-    buf = np.empty(1 << 16, np.int32)
-    used = 0
     for t in range(n_texts):
         hidden[:] = 0
         count = 0
@@ -414,7 +426,7 @@ def _predict(data, starts, words, word_starts, table, nwords, eos, minn, maxn, b
                     a = seen[slot, 1]
                     same = True
                     for k in range(n):
-                        if data[a + k] != data[ws + k]:
+                        if arena[a + k] != data[ws + k]:
                             same = False
                             break
                     if same:
@@ -430,15 +442,22 @@ def _predict(data, starts, words, word_starts, table, nwords, eos, minn, maxn, b
                 at = used
                 buf[at] = _word_rows(data, ws, we, h, words, word_starts, table, nwords, minn, maxn, bucket,
                                      inv_bucket, prune_bits, prune_rows, buf, at + 1)
-                seen[slot, 0] = hs
-                seen[slot, 1] = ws
-                seen[slot, 2] = n
-                seen[slot, 3] = at
-                used += 1 + buf[at]
-                n_seen += 1
-                if 2 * n_seen > cap:
-                    seen, cap = _grow(seen, cap)
-                    mask = cap - 1
+                if n_seen < max_seen and n < (1 << 16):  # else found each time: a full table stops
+                    if arena_used + n > len(arena):          # remembering, not working
+                        grown_arena = np.empty(max(2 * len(arena), arena_used + n), np.uint8)
+                        grown_arena[:arena_used] = arena[:arena_used]
+                        arena = grown_arena
+                    arena[arena_used: arena_used + n] = data[ws:we]
+                    seen[slot, 0] = hs
+                    seen[slot, 1] = arena_used
+                    seen[slot, 2] = n
+                    seen[slot, 3] = at
+                    arena_used += n
+                    used += 1 + buf[at]
+                    n_seen += 1
+                    if 2 * n_seen > cap:
+                        seen, cap = _grow(seen, cap)
+                        mask = cap - 1
             got = buf[at]
             at += 1
             for q in range(at, at + got):
@@ -489,7 +508,7 @@ def _predict(data, starts, words, word_starts, table, nwords, eos, minn, maxn, b
             stack_score[top] = s_left
         if found:
             best_score[t] = np.exp(best)
-    return best_label, best_score
+    return best_label, best_score, seen, arena, arena_used, buf, used, n_seen
 
 
 def _utf8(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -517,9 +536,12 @@ def predict_prepared(model: LidModel, texts: list[str]) -> tuple[list[str], np.n
     except (UnicodeEncodeError, pa.ArrowInvalid):
         bad = next(i for i, t in enumerate(texts) if not _encodes(t))
         raise ValueError(f"language ID: text {bad} is not UTF-8 (it holds a lone surrogate)") from None
-    ids, scores = _predict(data, offsets, model.words, model.word_starts, model.table, model.nwords, model.eos,
-                           model.minn, model.maxn, model.bucket, model.prune_bits, model.prune_rows, model.rows, model.output, model.left,
-                           model.right)
+    with model.words_seen.lock:
+        w = model.words_seen
+        ids, scores, w.seen, w.arena, w.arena_used, w.buf, w.used, w.n_seen = _predict(
+            data, offsets, model.words, model.word_starts, model.table, model.nwords, model.eos, model.minn,
+            model.maxn, model.bucket, model.prune_bits, model.prune_rows, model.rows, model.output, model.left,
+            model.right, w.seen, w.arena, w.arena_used, w.buf, w.used, w.n_seen, MAX_WORDS_SEEN)
     labels = model.labels
     return [labels[i] if i >= 0 else "unknown" for i in ids.tolist()], scores
 
