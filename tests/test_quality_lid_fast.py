@@ -193,3 +193,17 @@ def test_bad_files_are_named(tmp_path) -> None:
     (tmp_path / "cut.ftz").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"cut\.ftz: truncated fastText model"):
         read_model(tmp_path / "cut.ftz")
+
+
+def test_a_full_word_table_still_reads_every_word(lid176, monkeypatch) -> None:
+    """With the per-process word table full, new words are read each time, not remembered: the
+    predictions stay fastText's."""
+    from tasks.quality.fast import lid as compiled_module
+
+    compiled, model = lid176
+    compiled.words_seen.__init__()
+    monkeypatch.setattr(compiled_module, "MAX_WORDS_SEEN", 50)
+    texts, where = shared_texts()
+    assert_equal(compiled, model, texts[::40], where[::40])
+    assert compiled.words_seen.n_seen == 50
+    compiled.words_seen.__init__()
