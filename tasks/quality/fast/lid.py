@@ -442,8 +442,10 @@ def _predict(data, starts, words, word_starts, table, nwords, eos, minn, maxn, b
                 at = used
                 buf[at] = _word_rows(data, ws, we, h, words, word_starts, table, nwords, minn, maxn, bucket,
                                      inv_bucket, prune_bits, prune_rows, buf, at + 1)
-                if n_seen < max_seen and n < (1 << 16):  # else found each time: a full table stops
-                    if arena_used + n > len(arena):          # remembering, not working
+                # else found each time: a full table stops remembering, not working (the int32
+                # offsets bound the arena and the row lists too)
+                if n_seen < max_seen and n < (1 << 16) and arena_used + n < (1 << 30) and used < (1 << 30):
+                    if arena_used + n > len(arena):
                         grown_arena = np.empty(max(2 * len(arena), arena_used + n), np.uint8)
                         grown_arena[:arena_used] = arena[:arena_used]
                         arena = grown_arena
