@@ -48,7 +48,7 @@ _EOS = b"</s>"
 _MAX_DENSE_BUCKET = 1 << 25  # the prune index is held as a dense array of this many int32 at most
 
 
-MAX_WORDS_SEEN = 1 << 18  # distinct words whose rows a process keeps (some 30 MB at most)
+MAX_WORDS_SEEN = 1 << 18  # distinct words whose rows a process keeps (some 40 MB for web text)
 
 
 class _WordsSeen:
