@@ -190,9 +190,10 @@ def test_bad_files_are_named(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"not\.ftz: not a fastText model"):
         read_model(tmp_path / "not.ftz")
     data = lid_model_path(None).read_bytes()
-    (tmp_path / "cut.ftz").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match=r"cut\.ftz: truncated fastText model"):
-        read_model(tmp_path / "cut.ftz")
+    for cut in (70, 5000, len(data) // 2, len(data) - 10):  # arguments, dictionary, matrices
+        (tmp_path / "cut.ftz").write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=r"cut\.ftz: truncated fastText model"):
+            read_model(tmp_path / "cut.ftz")
 
 
 def test_a_full_word_table_still_reads_every_word(lid176, monkeypatch) -> None:

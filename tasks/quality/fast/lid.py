@@ -45,7 +45,7 @@ _MODEL_SUP = 3
 _KSUB = 256  # centroids per sub-quantizer (ProductQuantizer::ksub_)
 _LABEL = b"__label__"  # Args::label; not saved in the file, so fastText's default applies
 _EOS = b"</s>"
-_MAX_DENSE_BUCKET = 1 << 25  # the prune index is held as a dense array of this many int32 at most
+_MAX_DENSE_BUCKET = 1 << 25  # the prune index is built as a dense array of this many entries at most
 
 
 MAX_WORDS_SEEN = 1 << 18  # distinct words whose rows a process keeps (some 40 MB for web text)
@@ -138,7 +138,9 @@ def read_model(path: Path) -> LidModel | None:
     counts: list[int] = []
     types: list[int] = []
     for _ in range(size):
-        end = r.data.index(b"\0", r.pos)
+        end = r.data.find(b"\0", r.pos)
+        if end < 0:
+            raise ValueError(f"{path}: truncated fastText model (a dictionary word has no end)")
         words.append(r.data[r.pos:end])
         r.pos = end + 1
         count, kind = r.take("<qb")
@@ -166,7 +168,7 @@ def read_model(path: Path) -> LidModel | None:
     output = r.array(np.float32, orows * ocols).reshape(orows, ocols)
     _, nsubq, dsub, lastdsub, centroids = pq
     if (cols != dim or ocols != dim or orows != nlabels or codesize != rows * nsubq or pq[0] != dim
-            or (nsubq - 1) * dsub + lastdsub != dim):
+            or (nsubq - 1) * dsub + lastdsub != dim or rows < nwords):
         raise ValueError(f"{path}: inconsistent fastText model (matrix shapes do not match dim {dim})")
     if r.pos != len(r.data):
         raise ValueError(f"{path}: {len(r.data) - r.pos} bytes after the fastText model's end")
