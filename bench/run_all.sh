@@ -44,6 +44,7 @@ run bench/scaling_plot.py
 run bench/signature_throughput.py --docs "$DOCS"
 run bench/quality_vs_datatrove.py --docs "$DOCS"
 run bench/quality_vs_datatrove.py --score-only --docs "$DOCS"
+run bench/lid_compiled.py --corpus-docs "$DOCS"  # issue 23: compiled language ID against fastText
 run bench/default_job.py --docs "${BIG_DOCS:-$DOCS}" --files 16  # issue 23: the whole default job
 run bench/memory_scaling.py --base "$DOCS"
 run bench/memory_scaling.py --base "$DOCS" --short

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pyarrow as pa
 
+from tasks.quality.fast.lid import compiled_lid, predict_prepared
 from tasks.quality.models import lid_model_path, load_fasttext
 from tasks.schema import SPANS
 
@@ -22,11 +23,26 @@ def prepare(text: str) -> str:
     return " ".join([p for p in (part.strip() for part in text.split("\n")) if p])
 
 
-def predict(texts: list[str], model_path: str | None = None) -> tuple[list[str], np.ndarray]:
-    """Top language label (ISO code, e.g. ``en``) and its probability for each text."""
-    model = load_fasttext(lid_model_path(model_path))
+ENGINES = ("compiled", "fasttext")
+
+
+def predict(texts: list[str], model_path: str | None = None,
+            engine: str = "compiled") -> tuple[list[str], np.ndarray]:
+    """Top language label (ISO code, e.g. ``en``) and its probability for each text.
+
+    ``engine="compiled"`` computes fastText's prediction from the model file in one compiled
+    pass (:mod:`tasks.quality.fast.lid`, equal to fastText's output; a model it does not read
+    goes to fastText); ``engine="fasttext"`` calls fastText itself, for verification."""
+    if engine not in ENGINES:
+        raise ValueError(f"lid engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    path = lid_model_path(model_path)
     if not texts:
         return [], np.zeros(0)
+    compiled = compiled_lid(path) if engine == "compiled" else None
+    if compiled is not None:
+        langs, probs32 = predict_prepared(compiled, [prepare(t) for t in texts])
+        return langs, np.clip(probs32.astype(np.float64), 0.0, 1.0)
+    model = load_fasttext(path)
     labels, probs = model.predict([prepare(t) for t in texts], k=1)
     langs = [lab[0].removeprefix("__label__") if lab else "unknown" for lab in labels]
     # fastText's softmax can exceed 1 by rounding
