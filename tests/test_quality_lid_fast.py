@@ -32,14 +32,14 @@ def fasttext_top(model, prepared: list[str]) -> tuple[list[str], np.ndarray]:
 
 
 def assert_equal(compiled, model, texts: list[str], where: list[str]) -> float:
-    """Same label for every text and probabilities within one float32 step; returns the largest
-    probability difference."""
+    """Same label and the same float32 probability for every text; returns the largest
+    probability difference (0.0)."""
     prepared = [lid.prepare(t) for t in texts]
     got_l, got_p = predict_prepared(compiled, prepared)
     want_l, want_p = fasttext_top(model, prepared)
     bad = [i for i, (a, b) in enumerate(zip(got_l, want_l, strict=True)) if a != b]
     assert not bad, f"{where[bad[0]]}: compiled {got_l[bad[0]]} != fastText {want_l[bad[0]]} ({len(bad)} texts)"
-    np.testing.assert_array_max_ulp(got_p, want_p, maxulp=1)
+    np.testing.assert_array_equal(got_p, want_p)
     return float(np.abs(got_p.astype(np.float64) - want_p).max()) if texts else 0.0
 
 
@@ -202,9 +202,28 @@ def test_a_full_word_table_still_reads_every_word(lid176, monkeypatch) -> None:
     from tasks.quality.fast import lid as compiled_module
 
     compiled, model = lid176
-    compiled.words_seen.__init__()
+    compiled.words_seen.clear()
     monkeypatch.setattr(compiled_module, "MAX_WORDS_SEEN", 50)
     texts, where = shared_texts()
     assert_equal(compiled, model, texts[::40], where[::40])
     assert compiled.words_seen.n_seen == 50
-    compiled.words_seen.__init__()
+    compiled.words_seen.clear()
+
+
+def test_long_words_are_read_not_remembered(lid176) -> None:
+    """A word longer than the table keeps (base64, minified text) is read each time, so a worker's
+    table stays bounded; the prediction is still fastText's."""
+    compiled, model = lid176
+    compiled.words_seen.clear()
+    long_word = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo" * 3
+    texts = [f"{long_word} hello world", f"hello {long_word} again"]
+    assert_equal(compiled, model, texts, texts)
+    assert compiled.words_seen.n_seen == 3  # hello, world, again
+    compiled.words_seen.clear()
+
+
+def test_a_newline_is_refused(lid176) -> None:
+    """fastText ends a line at a newline; the compiled pass reads prepared (one-line) texts only."""
+    compiled, _ = lid176
+    with pytest.raises(ValueError, match="text 1 holds a newline"):
+        predict_prepared(compiled, ["one line", "two\nlines"])

@@ -49,6 +49,12 @@ _MAX_DENSE_BUCKET = 1 << 25  # the prune index is built as a dense array of this
 
 
 MAX_WORDS_SEEN = 1 << 18  # distinct words whose rows a process keeps (some 40 MB for web text)
+# Only words this short are kept, and the kept row lists and word bytes are capped, so that a
+# worker's table stays bounded whatever it reads (base64 or minified text is one long "word"
+# after another): at most 64 MB of row lists, 16 MB of words and the slots.
+MAX_WORD_BYTES_SEEN = 64
+MAX_ROWS_SEEN = 1 << 24
+MAX_ARENA_SEEN = 1 << 24
 
 
 class _WordsSeen:
@@ -56,6 +62,10 @@ class _WordsSeen:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every word (a fresh worker's table)."""
         self.seen = np.full((1 << 12, 4), -1, np.int32)
         self.arena = np.empty(1 << 16, np.uint8)
         self.buf = np.empty(1 << 16, np.int32)
@@ -174,9 +184,13 @@ def read_model(path: Path) -> LidModel | None:
         raise ValueError(f"{path}: {len(r.data) - r.pos} bytes after the fastText model's end")
     prune = np.full(bucket, -1, np.int64)
     if prune_size < 0:
+        if rows < nwords + bucket:
+            raise ValueError(f"{path}: inconsistent fastText model ({rows} input rows for {nwords} words and "
+                             f"{bucket} buckets)")
         prune = np.arange(bucket, dtype=np.int64)  # not pruned: every bucket is its own row
     elif len(pairs):
-        if pairs[:, 0].min() < 0 or pairs[:, 0].max() >= bucket or pairs[:, 1].max() + nwords >= rows:
+        if (pairs[:, 0].min() < 0 or pairs[:, 0].max() >= bucket or pairs[:, 1].min() < 0
+                or pairs[:, 1].max() + nwords >= rows):
             raise ValueError(f"{path}: prune index outside the model's buckets or rows")
         prune[pairs[:, 0]] = pairs[:, 1]
     prune_bits, prune_rows = _rank_table(prune)
@@ -372,7 +386,8 @@ def _grow(seen, cap):  # noqa: ANN001, ANN202
 
 @njit(cache=True)
 def _predict(data, starts, words, word_starts, table, nwords, eos, minn, maxn, bucket, prune_bits,  # noqa: ANN001, ANN202, PLR0913
-             prune_rows, rows, output, left, right, seen, arena, arena_used, buf, used, n_seen, max_seen):
+             prune_rows, rows, output, left, right, seen, arena, arena_used, buf, used, n_seen, max_seen, max_word,
+             max_arena, max_rows):
     n_texts = len(starts) - 1
     dim = output.shape[1]
     osz = output.shape[0]
@@ -446,7 +461,8 @@ def _predict(data, starts, words, word_starts, table, nwords, eos, minn, maxn, b
                                      inv_bucket, prune_bits, prune_rows, buf, at + 1)
                 # else found each time: a full table stops remembering, not working (the int32
                 # offsets bound the arena and the row lists too)
-                if n_seen < max_seen and n < (1 << 16) and arena_used + n < (1 << 30) and used < (1 << 30):
+                if (n_seen < max_seen and n <= max_word and arena_used + n <= max_arena
+                        and used + 1 + buf[at] <= max_rows):
                     if arena_used + n > len(arena):
                         grown_arena = np.empty(max(2 * len(arena), arena_used + n), np.uint8)
                         grown_arena[:arena_used] = arena[:arena_used]
@@ -540,12 +556,17 @@ def predict_prepared(model: LidModel, texts: list[str]) -> tuple[list[str], np.n
     except (UnicodeEncodeError, pa.ArrowInvalid):
         bad = next(i for i, t in enumerate(texts) if not _encodes(t))
         raise ValueError(f"language ID: text {bad} is not UTF-8 (it holds a lone surrogate)") from None
+    if len(data) and (data == 10).any():
+        # fastText ends a line at a newline (its Python API refuses one): lid.prepare joins lines
+        bad = next(i for i, t in enumerate(texts) if "\n" in t)
+        raise ValueError(f"language ID: text {bad} holds a newline (prepare it with lid.prepare first)")
     with model.words_seen.lock:
         w = model.words_seen
         ids, scores, w.seen, w.arena, w.arena_used, w.buf, w.used, w.n_seen = _predict(
             data, offsets, model.words, model.word_starts, model.table, model.nwords, model.eos, model.minn,
             model.maxn, model.bucket, model.prune_bits, model.prune_rows, model.rows, model.output, model.left,
-            model.right, w.seen, w.arena, w.arena_used, w.buf, w.used, w.n_seen, MAX_WORDS_SEEN)
+            model.right, w.seen, w.arena, w.arena_used, w.buf, w.used, w.n_seen, MAX_WORDS_SEEN, MAX_WORD_BYTES_SEEN,
+            MAX_ARENA_SEEN, MAX_ROWS_SEEN)
     labels = model.labels
     return [labels[i] if i >= 0 else "unknown" for i in ids.tolist()], scores
 
