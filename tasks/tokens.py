@@ -505,6 +505,8 @@ class _SegmentedTokenizer(Tokenizer):
         self._classes = token_kernels.cut_classes(glue)
         self._stored = 0
         self._scratch = _scratch(64)
+        # slots of the pieces learned since the last save (written by the walk)
+        self._fresh, self._nfresh = np.empty(2 * self.EXCHANGE_PIECES, np.int64), 0
         self._seen: set[str] = set()  # part files already in the table
         self._lock = threading.Lock()
         known = self._read_pieces()
@@ -704,8 +706,9 @@ class _SegmentedTokenizer(Tokenizer):
         data = token_kernels.aligned(data)
         table = np.zeros((1 << 6, 2), np.uint64)
         out = np.zeros(len(offsets) - 1, np.int64)
+        m = token_kernels.no_list()
         token_kernels.count_texts(data, token_kernels.words_of(data), offsets, 0, out, *self._classes, table, 0, True,
-                                  *token_kernels.no_list(), *_scratch(64), *self.bpe.model())
+                                  m[0], np.empty(64, np.int64), *m[2:], *_scratch(64), *self.bpe.model())
 
     def _count_compiled(self, data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """``token_kernels.count_texts`` over every text, making room whenever it stops, then
@@ -714,7 +717,7 @@ class _SegmentedTokenizer(Tokenizer):
 
         out = np.zeros(len(offsets) - 1, np.int64)
         words = token_kernels.words_of(data)
-        unused = token_kernels.no_list()  # nothing is listed while learning
+        unused = token_kernels.no_list()  # nothing is listed while learning; m_start gets the new slots
         # The texts go in slices of about EXCHANGE_BYTES: after each, the pieces learned are
         # saved and those other workers saved meanwhile taken, so that workers starting side
         # by side on a machine's first run do not each count all of the other's new pieces
@@ -726,21 +729,25 @@ class _SegmentedTokenizer(Tokenizer):
         for stop in stops:
             part = offsets[:stop + 1]  # the walk stops after text stop - 1 (out is indexed by text)
             while True:
-                d, self._stored, need, _ = token_kernels.count_texts(data, words, part, d, out, *self._classes,
-                                                                     self._table, self._stored, True, *unused,
-                                                                     *self._scratch, *self.bpe.model())
+                d, self._stored, need, fresh = token_kernels.count_texts(
+                    data, words, part, d, out, *self._classes, self._table, self._stored, True, unused[0],
+                    self._fresh[self._nfresh:], *unused[2:], *self._scratch, *self.bpe.model())
+                self._nfresh += fresh
                 if need == 0:
                     break
                 if need > 0:  # a piece longer than the scratch arrays
                     cap = max(need, 2 * (len(self._scratch[0]) - 1) // 3)
                     self._scratch = _scratch(cap)
+                elif need == -2:  # the list of new slots is full
+                    self._save_new()
                 elif self._stored >= self.MAX_CACHED:  # start over rather than grow without bound
                     self._save_new()
                     self._table[:] = 0
                     self._stored = 0
                 else:
+                    self._save_new()  # growing moves every piece: the listed slots would be stale
                     self._grow(2 * len(self._table))
-            # an exchange scans the table (a few ms): only worth it after many new pieces
+            # an exchange writes a part and lists the folder: only worth it after many new pieces
             if stop < len(offsets) - 1 and self._stored - learned >= self.EXCHANGE_PIECES:
                 self._save_new()
                 self._take_saved()
@@ -752,11 +759,12 @@ class _SegmentedTokenizer(Tokenizer):
     EXCHANGE_PIECES = 4096  # new pieces learned before they are exchanged
 
     def _save_new(self) -> bool:
-        """Write the counts the last walk learned as a part, and clear their ``NEW`` bit; whether
-        there were any."""
+        """Write the counts the walk learned since the last save (their slots are listed in
+        ``_fresh``) as a part, and clear their ``NEW`` bit; whether there were any."""
         from tasks import token_kernels
 
-        new = np.nonzero(self._table[:, 1] & token_kernels.NEW)[0]
+        new = self._fresh[:self._nfresh]
+        self._nfresh = 0
         if len(new):
             self._table[new, 1] &= ~token_kernels.NEW
             self._write_part(self._table[new, 0], self._table[new, 1])
