@@ -70,8 +70,10 @@ class _Clock:
                 self._stack[-1][2] += took
 
 
-def worker(corpus: Path, index: int, workers: int) -> dict:
-    """One worker's shards: ingest, then count; the phases' CPU seconds."""
+def worker(corpus: Path, index: int, workers: int, case: str) -> dict:
+    """One worker's shards: ingest (``off``: no tokens; ``separate``: then count the tokens in a
+    pass of their own, as before ingest counted them in its word-count pass; otherwise fused,
+    as the ingest step does when it is the last map step); the phases' CPU seconds."""
     from datetime import UTC, datetime
 
     import numpy as np
@@ -85,12 +87,13 @@ def worker(corpus: Path, index: int, workers: int) -> dict:
                                   "columns": {"text": "text", "id": "id", "added": "added"}}])
     shards = plan_shards(cfg)[index::workers]
     now = datetime.now(UTC)
+    fused = cfg.tokenizer if case in ("first", "later") else None
     ingest_shard(shards[0], cfg.ingest, cfg.exact_dedup.key, "bench", now)  # kernels loaded, as after warm-up
     clock = _Clock()
     real_walk = token_kernels.count_texts
 
     def walk(*args):
-        return clock.run("learn" if args[9] else "walk", real_walk, *args)
+        return clock.run("learn" if args[11] else "walk", real_walk, *args)  # args[11]: learn
 
     token_kernels.count_texts = walk
     seg = tokens._SegmentedTokenizer
@@ -108,19 +111,22 @@ def worker(corpus: Path, index: int, workers: int) -> dict:
 
     seg._write_part = write
 
-    tok = clock.run("load", tokens.load_tokenizer)
-    clock.run("load", tok.load_walk)
-    start_pieces = tok._stored
-    total, nbytes = 0, 0
+    tok = None
+    if case != "off":
+        tok = clock.run("load", tokens.load_tokenizer)
+        clock.run("load", tok.load_walk)
+    start_pieces = tok._stored if tok is not None else 0
+    total = 0
     for shard in shards:
-        work = clock.run("ingest", ingest_shard, shard, cfg.ingest, cfg.exact_dedup.key, "bench", now).work
-        text = work.column("text")
-        counts = clock.run("count_other", tok.count, text)
-        total += int(np.sum(counts))
-        nbytes += sum(int(c.buffers()[2].size) if c.buffers()[2] is not None else 0 for c in text.chunks)
+        res = clock.run("ingest", ingest_shard, shard, cfg.ingest, cfg.exact_dedup.key, "bench", now, fused)
+        if case == "separate_first" or case == "separate_later":
+            total += int(np.sum(clock.run("count_other", tok.count, res.work.column("text"))))
+        elif fused is not None:
+            total += int(np.sum(res.model_tokens))
     shutil.rmtree(cfg.output, ignore_errors=True)
     return {"cpu": {k: round(v, 4) for k, v in clock.spent.items()}, "tokens": total, "shards": len(shards),
-            "pieces_at_start": int(start_pieces), "pieces_written": written[0], "pieces_at_end": int(tok._stored)}
+            "pieces_at_start": int(start_pieces), "pieces_written": written[0],
+            "pieces_at_end": int(tok._stored) if tok is not None else 0}
 
 
 def fresh_cache(work: Path, name: str, parts_from: Path | None) -> Path:
@@ -141,10 +147,10 @@ def fresh_cache(work: Path, name: str, parts_from: Path | None) -> Path:
     return cache
 
 
-def side_by_side(corpus: Path, cache: Path, workers: int) -> list[dict]:
+def side_by_side(corpus: Path, cache: Path, workers: int, case: str) -> list[dict]:
     env = {**os.environ, "REFINERY_TOKENIZER_CACHE": str(cache)}
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(i), "--workers", str(workers),
-                               "--corpus", str(corpus)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               "--corpus", str(corpus), "--case", case], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for i in range(workers)]
     out = []
     for p in procs:
@@ -161,14 +167,15 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=100_000)
     ap.add_argument("--files", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--cases", default="first,later")
+    ap.add_argument("--cases", default="off,first,later")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--name", default="token_count_profile")
     ap.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--corpus", help=argparse.SUPPRESS)
+    ap.add_argument("--case", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker is not None:
-        print("RESULT " + json.dumps(worker(Path(args.corpus), args.worker, args.workers)), flush=True)
+        print("RESULT " + json.dumps(worker(Path(args.corpus), args.worker, args.workers, args.case)), flush=True)
         return
     corpus = standard_corpus(args.docs, args.files)
     import pyarrow as pa
@@ -182,16 +189,15 @@ def main() -> None:
     load = []
     try:
         seed = fresh_cache(work, "seed", None)  # the parts a first run leaves, for the later runs
-        side_by_side(corpus, seed, args.workers)
+        side_by_side(corpus, seed, args.workers, "first")
         for r in range(args.repeat):
             for case in cases:  # interleaved, so that both cases meet the same load
-                cache = fresh_cache(work, f"{case}-{r}", seed if case == "later" else None)
+                cache = fresh_cache(work, f"{case}-{r}", seed if case.endswith("later") else None)
                 load.append(os.getloadavg()[0])
-                ws = side_by_side(corpus, cache, args.workers)
+                ws = side_by_side(corpus, cache, args.workers, case)
                 summed = {k: round(sum(w["cpu"][k] for w in ws), 4) for k in PHASES}
                 # the load is in the worker's warm-up, outside the step's clock (as in a real run)
-                summed["counting"] = round(sum(v for k, v in summed.items() if k not in ("ingest", "load")), 4)
-                summed["counting_with_load"] = round(summed["counting"] + summed["load"], 4)
+                summed["step"] = round(sum(v for k, v in summed.items() if k != "load"), 4)
                 runs[case].append({"sum": summed, "workers": ws})
                 print(case, r, summed, [(w["pieces_at_start"], w["pieces_written"]) for w in ws], flush=True)
                 shutil.rmtree(cache, ignore_errors=True)
@@ -200,17 +206,19 @@ def main() -> None:
     out: dict = {"corpus": {"docs": args.docs, "files": args.files}, "workers": args.workers,
                  "repeat": args.repeat, "load_avg_1m_per_run": [round(x, 2) for x in load], "cases": {}}
     for case, rs in runs.items():
-        best = {k: min(r["sum"][k] for r in rs) for k in [*PHASES, "counting", "counting_with_load"]}
-        median = {k: sorted(r["sum"][k] for r in rs)[len(rs) // 2] for k in [*PHASES, "counting", "counting_with_load"]}
-        out["cases"][case] = {"min": best, "median": median,
-                              "added_share_min": round(best["counting"] / best["ingest"], 3),
-                              "added_share_median": round(median["counting"] / median["ingest"], 3),
-                              "tokens": rs[0]["workers"][0]["tokens"] + rs[0]["workers"][1]["tokens"]
-                              if args.workers == 2 else None,
+        best = {k: min(r["sum"][k] for r in rs) for k in [*PHASES, "step"]}
+        median = {k: sorted(r["sum"][k] for r in rs)[len(rs) // 2] for k in [*PHASES, "step"]}
+        out["cases"][case] = {"min": best, "median": median, "tokens": sum(w["tokens"] for w in rs[0]["workers"]),
                               "pieces_written": [sum(w["pieces_written"] for w in r["workers"]) for r in rs],
                               "runs": [r["sum"] for r in rs]}
-    out["note"] = ("CPU seconds (process time) summed over the two side-by-side workers, exclusive per phase; "
-                   "min and median over repeats; added_share = counting / ingest (target 0.15)")
+    if "off" in runs:
+        for c in out["cases"].values():
+            for how in ("min", "median"):  # what counting adds to the step's CPU, against the same without it
+                c[f"added_share_{how}"] = round(c[how]["step"] / out["cases"]["off"][how]["step"] - 1, 3)
+    out["note"] = ("CPU seconds (process time) summed over the two side-by-side workers, exclusive per phase "
+                   "(ingest: ingest_shard less the token walk inside it); step: every phase but load (the "
+                   "worker's warm-up); min and median over repeats; added_share = step / off's step - 1 "
+                   "(target 0.15). separate_*: tokens counted in a pass of their own after ingest_shard.")
     path = write_results(args.name, out)
     print(path.read_text())
 
