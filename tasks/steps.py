@@ -83,9 +83,10 @@ def id_reduce_step(ctx: RunContext, bucket: int) -> dict[str, Any]:
     return once(ctx, "ingest_ids", f"b{bucket:05d}", compute)
 
 
-def _checked_ingest(storage: Storage, ctx: RunContext, shard: Shard, first_uris: dict[int, str]):
+def _checked_ingest(storage: Storage, ctx: RunContext, shard: Shard, first_uris: dict[int, str], final: bool = False):
     """The shard's phase-1 tables, less the rows whose id an earlier shard already had; those
-    become rejects naming the first row and its file."""
+    become rejects naming the first row and its file. ``final``: the release's tokens are
+    counted in the pass that counts the remaining rows' words."""
     read = storage.read_json(layout.marker_path(ctx.release, "ingest_read", shard.name))
     work = read_work(storage, ctx, "ingest_read", shard.name)
     rejects = read_work(storage, ctx, "ingest_read_rejects", shard.name)
@@ -106,6 +107,11 @@ def _checked_ingest(storage: Storage, ctx: RunContext, shard: Shard, first_uris:
         counts = dict(stats["rejected"])
         counts["duplicate id"] = counts.get("duplicate id", 0) + gone.num_rows  # reason_key of the reasons above
         stats.update(docs_out=work.num_rows, rejected=dict(sorted(counts.items())))
+    if final:
+        from tasks.tokens import release_counts_and_words
+
+        words, tokens, tokenizer = release_counts_and_words(ctx.config.tokenizer, work.column("text"))
+        return IngestResult(work, rejects, words, stats, tokens, tokenizer)
     return IngestResult(work, rejects, word_counts(work.column("text")), stats)
 
 
@@ -116,7 +122,8 @@ def ingest_step(ctx: RunContext, shard: Shard, final: bool,
     :func:`id_reduce_step`)."""
 
     def compute(storage: Storage) -> dict[str, Any]:
-        res = _ingest(ctx, shard, final) if first_uris is None else _checked_ingest(storage, ctx, shard, first_uris)
+        res = (_ingest(ctx, shard, final) if first_uris is None
+               else _checked_ingest(storage, ctx, shard, first_uris, final))
         words = res.words  # counted once, by the empty-text check
         chars = pc.utf8_length(res.work.column("text"))
         attrs = pa.table(
