@@ -37,6 +37,7 @@ from tasks.text_norm import content_key, normalize_text, normalize_texts  # noqa
 
 if TYPE_CHECKING:  # the pipeline file sits above ingest: its type only
     from tasks.config import PipelineConfig
+    from tasks.tokens_config import TokenizerConfig
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl.zst", ".json.zst",
@@ -87,6 +88,10 @@ class IngestResult:
     rejects: pa.Table
     words: pa.Array  # word counts of ``work``'s texts, row by row
     stats: dict[str, Any] = field(default_factory=dict)
+    # with ``ingest_shard(tokenizer=...)``: tokens of ``work``'s texts (None: not counted, see
+    # ``tokenizer``) and the tokenizer's name or why there are none (tasks.tokens.release_counts)
+    model_tokens: np.ndarray | None = None
+    tokenizer: str | None = None
 
 
 # -- planning -------------------------------------------------------------------------------
@@ -881,11 +886,13 @@ def stable_id(source: str, source_id: Any, text: str) -> str:
 
 
 def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release: str,
-                 added_default: datetime) -> IngestResult:
+                 added_default: datetime, tokenizer: TokenizerConfig | None = None) -> IngestResult:
     """Read and validate one shard. Raises :class:`InputError` only when the file as a whole
     cannot be used; bad rows become rejects with a reason. ``dedup_key``: the exact-dedup key
     mode whose hash fills ``content_hash``; None (exact dedup off) leaves it null, since
-    nothing else reads it and it costs a pass over every text."""
+    nothing else reads it and it costs a pass over every text. ``tokenizer``: when ingest is
+    the release's last map step, the release's tokenizer, whose tokens are counted in the pass
+    that counts the words (``model_tokens``)."""
     data, file_info = read_bytes(shard, WEB_RANGE_SLACK if shard.byte_range else 0)
     # a Parquet file is read as one whatever its name says (both ends carry the magic)
     parquet = shard.format == "parquet" or (data[:4] == b"PAR1" and data[-4:] == b"PAR1")
@@ -916,7 +923,13 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     if cfg.max_chars is not None:
         for k in np.flatnonzero((pc.utf8_length(texts).to_numpy() > cfg.max_chars) & ~pages):
             reasons[k] = f"longer than max_chars ({len(texts[int(k)].as_py())} > {cfg.max_chars})"
-    words = word_counts(texts)
+    model_tokens, tokenizer_name = None, None
+    if tokenizer is not None:
+        from tasks.tokens import release_counts_and_words
+
+        words, model_tokens, tokenizer_name = release_counts_and_words(tokenizer, texts)
+    else:
+        words = word_counts(texts)
     # nothing but whitespace, or only invisible characters (zero-width spaces and joiners,
     # byte-order marks, soft hyphens, controls), which the word count sees as a word
     blank = words.to_numpy() == 0
@@ -989,7 +1002,9 @@ def ingest_shard(shard: Shard, cfg: IngestConfig, dedup_key: str | None, release
     }
     if raw.skipped:
         stats["records_skipped"] = dict(sorted(raw.skipped.items()))  # warcinfo, request, metadata...
-    return IngestResult(work, rejects, words.filter(pc.invert(bad_mask)), stats)
+    if model_tokens is not None:
+        model_tokens = model_tokens[~bad_mask.to_numpy(zero_copy_only=False)]
+    return IngestResult(work, rejects, words.filter(pc.invert(bad_mask)), stats, model_tokens, tokenizer_name)
 
 
 def _parse_rejects(bad_rows: list[tuple[int, str, str | None]], shard: Shard, release: str) -> pa.Table:

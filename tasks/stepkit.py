@@ -171,11 +171,13 @@ def total_words(texts: pa.Array | pa.ChunkedArray) -> int:
 
 
 def emit(storage: Storage, ctx: RunContext, stage: str, shard: str, work: pa.Table, final: bool,
-         words: pa.Array | None = None) -> dict[str, Any]:
+         words: pa.Array | None = None, model_tokens: tuple[Any, str] | None = None) -> dict[str, Any]:
     """The output of a map step: the next step's work table or, for the last map step of the
     release, its document files (publishing is fused into it, saving a read and a write).
     When the next stage asked for it (:class:`Feed`), its map runs here on the same table.
-    ``words``: the word counts of ``work``, when the caller has them."""
+    ``words``: the word counts of ``work``, when the caller has them; ``model_tokens``: its
+    ``tasks.tokens.release_counts`` (tokens per row or None, and the tokenizer's name), when
+    the caller counted them in its own pass."""
     if not final:
         write_work(storage, ctx, stage, shard, work)
         if ctx.feed is not None and ctx.feed.after == stage:
@@ -185,9 +187,11 @@ def emit(storage: Storage, ctx: RunContext, stage: str, shard: str, work: pa.Tab
     sources = docs.column("source").combine_chunks()
     files = write_by_source(storage, docs, sources, lambda src: layout.documents_path(ctx.release, src, shard))
     words = words if words is not None else word_counts(docs.column("text"))
-    from tasks.tokens import release_counts
+    if model_tokens is None:
+        from tasks.tokens import release_counts
 
-    model_tokens, tokenizer = release_counts(ctx.config.tokenizer, docs.column("text"))
+        model_tokens = release_counts(ctx.config.tokenizer, docs.column("text"))
+    model_tokens, tokenizer = model_tokens
     for info in files:
         where = pc.equal(sources, info["source"])
         mine = words.filter(where)
@@ -240,6 +244,7 @@ class MapResult:
     changes: Changes | None = None
     kept_words: pa.Array | None = None
     figures: dict[str, Any] = field(default_factory=dict)
+    kept_model_tokens: tuple[Any, str] | None = None  # emit's model_tokens, when the step counted them
 
 
 def write_result(storage: Storage, ctx: RunContext, stage: str, shard: str, result: MapResult,
@@ -261,7 +266,7 @@ def write_result(storage: Storage, ctx: RunContext, stage: str, shard: str, resu
     tokens_out = None if result.kept_words is None else int(pc.sum(result.kept_words).as_py() or 0)
     line = funnel(result.docs_in, result.kept, result.tokens_in, result.rejects, tokens_out)
     line["modified"] = sum(c["rows"] for c in changes)
-    out = emit(storage, ctx, stage, shard, result.kept, final, result.kept_words)
+    out = emit(storage, ctx, stage, shard, result.kept, final, result.kept_words, result.kept_model_tokens)
     return {"funnel": line, "files": files, **out, "samples": samples, **result.figures}
 
 

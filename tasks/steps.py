@@ -35,14 +35,16 @@ def id_check_needed(shards: list[Shard]) -> bool:
     return sum(1 for s in shards if s.columns.id is not None or s.format in ("warc", "wet")) > 1
 
 
-def _ingest(ctx: RunContext, shard: Shard):
+def _ingest(ctx: RunContext, shard: Shard, final: bool = False):
     dedup = ctx.config.exact_dedup
     # exact dedup keys the text as it reaches it: ingest's hash serves only when exact dedup's
     # key map runs on ingest's own output (the feed the flow sets when exact dedup comes next);
     # after extract or ProX the text is hashed again, and hashing a page's HTML here cost a
     # quarter of extraction's time for nothing
     keyed = dedup.enabled and ctx.feed is not None and ctx.feed.key == "exact_map"
-    return ingest_shard(shard, ctx.config.ingest, dedup.key if keyed else None, ctx.release, ctx.created_at)
+    # the last map step publishes: the release's tokens are counted in ingest's word-count pass
+    return ingest_shard(shard, ctx.config.ingest, dedup.key if keyed else None, ctx.release, ctx.created_at,
+                        ctx.config.tokenizer if final else None)
 
 
 def ingest_read_step(ctx: RunContext, shard: Shard) -> dict[str, Any]:
@@ -81,9 +83,10 @@ def id_reduce_step(ctx: RunContext, bucket: int) -> dict[str, Any]:
     return once(ctx, "ingest_ids", f"b{bucket:05d}", compute)
 
 
-def _checked_ingest(storage: Storage, ctx: RunContext, shard: Shard, first_uris: dict[int, str]):
+def _checked_ingest(storage: Storage, ctx: RunContext, shard: Shard, first_uris: dict[int, str], final: bool = False):
     """The shard's phase-1 tables, less the rows whose id an earlier shard already had; those
-    become rejects naming the first row and its file."""
+    become rejects naming the first row and its file. ``final``: the release's tokens are
+    counted in the pass that counts the remaining rows' words."""
     read = storage.read_json(layout.marker_path(ctx.release, "ingest_read", shard.name))
     work = read_work(storage, ctx, "ingest_read", shard.name)
     rejects = read_work(storage, ctx, "ingest_read_rejects", shard.name)
@@ -104,6 +107,11 @@ def _checked_ingest(storage: Storage, ctx: RunContext, shard: Shard, first_uris:
         counts = dict(stats["rejected"])
         counts["duplicate id"] = counts.get("duplicate id", 0) + gone.num_rows  # reason_key of the reasons above
         stats.update(docs_out=work.num_rows, rejected=dict(sorted(counts.items())))
+    if final:
+        from tasks.tokens import release_counts_and_words
+
+        words, tokens, tokenizer = release_counts_and_words(ctx.config.tokenizer, work.column("text"))
+        return IngestResult(work, rejects, words, stats, tokens, tokenizer)
     return IngestResult(work, rejects, word_counts(work.column("text")), stats)
 
 
@@ -114,7 +122,8 @@ def ingest_step(ctx: RunContext, shard: Shard, final: bool,
     :func:`id_reduce_step`)."""
 
     def compute(storage: Storage) -> dict[str, Any]:
-        res = _ingest(ctx, shard) if first_uris is None else _checked_ingest(storage, ctx, shard, first_uris)
+        res = (_ingest(ctx, shard, final) if first_uris is None
+               else _checked_ingest(storage, ctx, shard, first_uris, final))
         words = res.words  # counted once, by the empty-text check
         chars = pc.utf8_length(res.work.column("text"))
         attrs = pa.table(
@@ -128,6 +137,7 @@ def ingest_step(ctx: RunContext, shard: Shard, final: bool,
         result = MapResult(kept=res.work, rejects=res.rejects, docs_in=res.stats["rows_read"], tokens_in=tokens_in,
                            attributes=attrs, attribute_sources=res.work.column("source").combine_chunks(),
                            kept_words=words,
+                           kept_model_tokens=None if res.tokenizer is None else (res.model_tokens, res.tokenizer),
                            figures={"input": {**res.stats["file"], "rows": res.stats["rows_read"]},
                                     "source": shard.source})
         return write_result(storage, ctx, "ingest", shard.name, result, final)

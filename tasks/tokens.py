@@ -53,6 +53,12 @@ class Tokenizer:
             out[present] = self._count([values[i] for i in present])
         return out
 
+    def count_and_words(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+        """Tokens per value and whitespace words per value (``tasks.kernels.word_counts``)."""
+        from tasks.kernels import word_counts
+
+        return self.count(texts), word_counts(texts)
+
 
 _LOADED: dict[tuple, Tokenizer] = {}
 _LOCK = threading.Lock()
@@ -503,8 +509,11 @@ class _SegmentedTokenizer(Tokenizer):
 
         self._table = np.zeros((1 << 16, 2), np.uint64)  # open addressing (key, count), at most half full
         self._classes = token_kernels.cut_classes(glue)
+        self._words = token_kernels.word_classes(glue)  # empty when this layout cannot count words in the walk
         self._stored = 0
         self._scratch = _scratch(64)
+        # slots of the pieces learned since the last save (written by the walk)
+        self._fresh, self._nfresh = np.empty(2 * self.EXCHANGE_PIECES, np.int64), 0
         self._seen: set[str] = set()  # part files already in the table
         self._lock = threading.Lock()
         known = self._read_pieces()
@@ -602,6 +611,19 @@ class _SegmentedTokenizer(Tokenizer):
         token_kernels.table_put(self._table, old[live, 0], old[live, 1])  # NEW bits kept
 
     def count(self, texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        return self._counts(texts, False)[0]
+
+    def count_and_words(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+        """Tokens per value and whitespace words per value (``tasks.kernels.word_counts``),
+        counted in one pass over the texts' bytes (the word count is the pass a step makes
+        anyway: counting tokens in it spares a second walk)."""
+        if not len(self._words[0]):
+            return super().count_and_words(texts)
+        tokens, words = self._counts(texts, True)
+        mask = np.array(texts.is_null().to_pylist(), bool) if texts.null_count else None  # as word_counts
+        return tokens, pa.array(words, mask=mask)
+
+    def _counts(self, texts: pa.Array | pa.ChunkedArray, with_words: bool) -> tuple[np.ndarray, np.ndarray]:
         from tasks import token_kernels
         from tasks.kernels import utf8_buffers
 
@@ -609,10 +631,13 @@ class _SegmentedTokenizer(Tokenizer):
             # chunk by chunk: combining them copied the whole text (about 4 ms a shard of
             # 8.7 MB, a tenth of what counting added to a later run's ingest)
             if texts.num_chunks != 1:
-                return np.concatenate([np.zeros(0, np.int64)] + [self.count(c) for c in texts.chunks])
+                parts = [self._counts(c, with_words) for c in texts.chunks]
+                return (np.concatenate([np.zeros(0, np.int64)] + [p[0] for p in parts]),
+                        np.concatenate([np.zeros(0, np.int64)] + [p[1] for p in parts]))
             texts = texts.chunk(0)
         data, offsets = utf8_buffers(texts)
         data = token_kernels.aligned(data)  # Arrow's buffers are: no copy
+        wout = np.zeros(len(offsets) - 1 if with_words else 0, np.int64)  # filled by whichever walk ends last
         with self._lock:
             if not self._bpe_loaded:
                 # one compiled pass: known pieces summed per text, the others listed; when none
@@ -620,16 +645,16 @@ class _SegmentedTokenizer(Tokenizer):
                 # The list is capped: past MAX_LISTED misses the compiled counter is needed
                 # anyway, and walking on only to list them cost a machine's first run a second
                 # walk of its first shard (0.1-0.2 CPU-seconds per worker, measured)
-                out, missing = self._walk_known(data, offsets, self.MAX_LISTED)
+                out, missing = self._walk_known(data, offsets, wout, self.MAX_LISTED)
                 if (missing is None or len(missing[0])) and self._take_saved() and missing is not None:
-                    out, missing = self._walk_known(data, offsets, self.MAX_LISTED)
+                    out, missing = self._walk_known(data, offsets, wout, self.MAX_LISTED)
                 if missing is not None and not len(missing[0]):
-                    return self._with_bos(texts, offsets, out)
+                    return self._with_bos(texts, offsets, out), wout
             else:
                 self._take_saved()
             if self.bpe is not None:
-                return self._with_bos(texts, offsets, self._count_compiled(data, offsets))
-            out, (m_key, m_start, m_stop, m_doc) = self._walk_known(data, offsets)
+                return self._with_bos(texts, offsets, self._count_compiled(data, offsets, wout)), wout
+            out, (m_key, m_start, m_stop, m_doc) = self._walk_known(data, offsets, wout)
             if len(m_key):  # pieces never seen: each distinct one tokenized once by the HF tokenizer
                 uniq, first, inverse = np.unique(m_key, return_index=True, return_inverse=True)
                 pieces = [data[m_start[j]:m_stop[j]].tobytes().decode("utf-8") for j in first.tolist()]
@@ -637,11 +662,11 @@ class _SegmentedTokenizer(Tokenizer):
                 np.add.at(out, m_doc, new_counts[inverse.reshape(-1)])
                 self._store(uniq, new_counts)
                 self._write_part(uniq, new_counts)
-        return self._with_bos(texts, offsets, out)
+        return self._with_bos(texts, offsets, out), wout
 
     MAX_LISTED = 4096  # missing pieces listed before the walk gives up listing (see count)
 
-    def _walk_known(self, data: np.ndarray, offsets: np.ndarray,
+    def _walk_known(self, data: np.ndarray, offsets: np.ndarray, wout: np.ndarray,
                     limit: int | None = None) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """``token_kernels.count_texts`` without learning: the known pieces' counts per text and
         the missing pieces (key, start, stop, text), the list grown whenever it fills; None
@@ -654,8 +679,9 @@ class _SegmentedTokenizer(Tokenizer):
         size, d, listed_all = 1024, 0, 0
         while True:
             m = np.empty(size, np.uint64), np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int64)
-            d, _, need, listed = token_kernels.count_texts(data, words, offsets, d, out, *self._classes, self._table, 0,
-                                                           False, *m, *token_kernels.no_model())
+            d, _, need, listed = token_kernels.count_texts(data, words, offsets, d, out, *self._words, wout,
+                                                           *self._classes, self._table, 0, False, *m,
+                                                           *token_kernels.no_model())
             got.append(tuple(a[:listed] for a in m))
             listed_all += listed
             if need == 0:
@@ -686,7 +712,9 @@ class _SegmentedTokenizer(Tokenizer):
         data = token_kernels.aligned(data)
         m = token_kernels.no_list()
         m = tuple(np.empty(64, a.dtype) for a in m)
-        token_kernels.count_texts(data, token_kernels.words_of(data), offsets, 0, np.zeros(len(offsets) - 1, np.int64),
+        docs = len(offsets) - 1
+        token_kernels.count_texts(data, token_kernels.words_of(data), offsets, 0, np.zeros(docs, np.int64),
+                                  *self._words, np.zeros(docs if len(self._words[0]) else 0, np.int64),
                                   *self._classes, np.zeros((1 << 6, 2), np.uint64), 0, False, *m,
                                   *token_kernels.no_model())
 
@@ -704,17 +732,20 @@ class _SegmentedTokenizer(Tokenizer):
         data = token_kernels.aligned(data)
         table = np.zeros((1 << 6, 2), np.uint64)
         out = np.zeros(len(offsets) - 1, np.int64)
-        token_kernels.count_texts(data, token_kernels.words_of(data), offsets, 0, out, *self._classes, table, 0, True,
-                                  *token_kernels.no_list(), *_scratch(64), *self.bpe.model())
+        m = token_kernels.no_list()
+        token_kernels.count_texts(data, token_kernels.words_of(data), offsets, 0, out, *self._words,
+                                  np.zeros(len(out) if len(self._words[0]) else 0, np.int64), *self._classes, table, 0,
+                                  True,
+                                  m[0], np.empty(64, np.int64), *m[2:], *_scratch(64), *self.bpe.model())
 
-    def _count_compiled(self, data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    def _count_compiled(self, data: np.ndarray, offsets: np.ndarray, wout: np.ndarray) -> np.ndarray:
         """``token_kernels.count_texts`` over every text, making room whenever it stops, then
         the pieces it learned saved as one part."""
         from tasks import token_kernels
 
         out = np.zeros(len(offsets) - 1, np.int64)
         words = token_kernels.words_of(data)
-        unused = token_kernels.no_list()  # nothing is listed while learning
+        unused = token_kernels.no_list()  # nothing is listed while learning; m_start gets the new slots
         # The texts go in slices of about EXCHANGE_BYTES: after each, the pieces learned are
         # saved and those other workers saved meanwhile taken, so that workers starting side
         # by side on a machine's first run do not each count all of the other's new pieces
@@ -726,21 +757,26 @@ class _SegmentedTokenizer(Tokenizer):
         for stop in stops:
             part = offsets[:stop + 1]  # the walk stops after text stop - 1 (out is indexed by text)
             while True:
-                d, self._stored, need, _ = token_kernels.count_texts(data, words, part, d, out, *self._classes,
-                                                                     self._table, self._stored, True, *unused,
-                                                                     *self._scratch, *self.bpe.model())
+                d, self._stored, need, fresh = token_kernels.count_texts(
+                    data, words, part, d, out, *self._words, wout, *self._classes, self._table, self._stored, True,
+                    unused[0],
+                    self._fresh[self._nfresh:], *unused[2:], *self._scratch, *self.bpe.model())
+                self._nfresh += fresh
                 if need == 0:
                     break
                 if need > 0:  # a piece longer than the scratch arrays
                     cap = max(need, 2 * (len(self._scratch[0]) - 1) // 3)
                     self._scratch = _scratch(cap)
+                elif need == -2:  # the list of new slots is full
+                    self._save_new()
                 elif self._stored >= self.MAX_CACHED:  # start over rather than grow without bound
                     self._save_new()
                     self._table[:] = 0
                     self._stored = 0
                 else:
+                    self._save_new()  # growing moves every piece: the listed slots would be stale
                     self._grow(2 * len(self._table))
-            # an exchange scans the table (a few ms): only worth it after many new pieces
+            # an exchange writes a part and lists the folder: only worth it after many new pieces
             if stop < len(offsets) - 1 and self._stored - learned >= self.EXCHANGE_PIECES:
                 self._save_new()
                 self._take_saved()
@@ -752,11 +788,12 @@ class _SegmentedTokenizer(Tokenizer):
     EXCHANGE_PIECES = 4096  # new pieces learned before they are exchanged
 
     def _save_new(self) -> bool:
-        """Write the counts the last walk learned as a part, and clear their ``NEW`` bit; whether
-        there were any."""
+        """Write the counts the walk learned since the last save (their slots are listed in
+        ``_fresh``) as a part, and clear their ``NEW`` bit; whether there were any."""
         from tasks import token_kernels
 
-        new = np.nonzero(self._table[:, 1] & token_kernels.NEW)[0]
+        new = self._fresh[:self._nfresh]
+        self._nfresh = 0
         if len(new):
             self._table[new, 1] &= ~token_kernels.NEW
             self._write_part(self._table[new, 0], self._table[new, 1])
@@ -836,6 +873,23 @@ def release_counts(cfg: TokenizerConfig, texts: pa.Array | pa.ChunkedArray) -> t
             return None, f"unavailable: {exc}"
         raise
     return tok.count(texts), tok.name
+
+
+def release_counts_and_words(cfg: TokenizerConfig, texts: pa.Array | pa.ChunkedArray
+                             ) -> tuple[pa.Array, np.ndarray | None, str]:
+    """Whitespace words per document (``tasks.kernels.word_counts``) and :func:`release_counts`,
+    in one pass over the texts' bytes when the tokenizer can (a step that counts words anyway
+    counts the tokens of the release in the same walk)."""
+    from tasks.kernels import word_counts
+
+    if not cfg.enabled:
+        return word_counts(texts), *release_counts(cfg, texts)
+    try:
+        tok = load_tokenizer(cfg)
+    except TokenizerError:
+        return word_counts(texts), *release_counts(cfg, texts)  # its None and why, or its error
+    tokens, words = tok.count_and_words(texts)
+    return words, tokens, tok.name
 
 
 def check_release_tokenizer(cfg: TokenizerConfig) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -177,3 +178,73 @@ def test_plan_orders_files_and_names_sources(tmp_path):
     assert {s.source for s in shards} == {"docs"}
     with pytest.raises(InputError, match="input not found"):
         plan_shards(PipelineConfig(inputs=[InputSpec(uri=str(tmp_path / "missing"))]))
+
+
+def test_tokens_counted_in_the_word_pass_equal_the_tokenizer_on_the_published_rows(tmp_path, monkeypatch):
+    """As the release's last map step, ingest counts the release's tokens in its word-count
+    pass: rows it rejects (empty, blank) are left out, words and tokens equal counting the
+    published texts apart; off, or without a tokenizer, nothing is counted."""
+    from tasks import tokens
+    from tasks.schema import word_counts
+    from tasks.tokens_config import TokenizerConfig
+
+    monkeypatch.setattr(tokens, "_LOADED", {})
+    monkeypatch.setenv("REFINERY_TOKENIZER_CACHE", str(tmp_path / "cache"))
+    texts = [t for t in pq.read_table(shared("cc_web_samples/cc_web_samples.parquet"), columns=["text"])
+             .column("text").to_pylist() if t][:120]
+    texts[3], texts[7], texts[9] = "", " \u00a0\n", "nbsp\u00a0joined\u2009thin \u3000ideographic"
+    path = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"text": texts}), path)
+    shard = _shard(path, "parquet", "cc_web", {"text": "text"})
+    res = ingest_shard(shard, IngestConfig(), None, "rel-1", NOW, TokenizerConfig())
+    plain = ingest_shard(shard, IngestConfig(), None, "rel-1", NOW)
+    assert res.work.equals(plain.work) and res.work.num_rows == len(texts) - 2
+    assert res.words.equals(plain.words) and res.words.equals(word_counts(res.work.column("text")))
+    assert res.tokenizer == tokens.load_tokenizer().name and plain.tokenizer is None and plain.model_tokens is None
+    assert np.array_equal(res.model_tokens, tokens.load_tokenizer().count(res.work.column("text")))
+    assert res.model_tokens.sum() > 10_000
+    off = ingest_shard(shard, IngestConfig(), None, "rel-1", NOW, TokenizerConfig(enabled=False))
+    assert off.model_tokens is None and off.tokenizer.startswith("off") and off.words.equals(plain.words)
+
+
+def test_the_last_ingest_step_publishes_token_counts_on_both_paths(tmp_path, monkeypatch):
+    """Ingest as the release's last map step counts the published documents' tokens in its
+    word pass, with or without the cross-shard id check (two shards sharing ids): each file's
+    model_tokens equal the tokenizer's count of that file's texts, and the words the funnel
+    holds equal word_counts."""
+    from tasks import tokens
+    from tasks.ingest import plan_shards
+    from tasks.schema import word_counts
+    from tasks.steps import id_check_needed, id_reduce_step, ingest_read_step, ingest_step
+    from tests.builders import pipeline_config, run_context
+
+    monkeypatch.setattr(tokens, "_LOADED", {})
+    monkeypatch.setenv("REFINERY_TOKENIZER_CACHE", str(tmp_path / "cache"))
+    src = pq.read_table(shared("cc_web_samples/cc_web_samples.parquet"), columns=["text", "id"])
+    for checked in (False, True):
+        folder = tmp_path / f"in-{checked}"
+        folder.mkdir()
+        pq.write_table(src.slice(0, 100), folder / "a.parquet")
+        pq.write_table(src.slice(80 if checked else 100, 100), folder / "b.parquet")  # 20 ids again
+        cfg = pipeline_config(tmp_path / f"out-{checked}", InputSpec(uri=str(folder), source="cc",
+                                                                     columns={"text": "text", "id": "id"}))
+        ctx = run_context(cfg)
+        shards = plan_shards(cfg)
+        assert id_check_needed(shards)
+        uris = None
+        if checked:
+            for s in shards:
+                ingest_read_step(ctx, s)
+            for b in range(ctx.exact_buckets):
+                id_reduce_step(ctx, b)
+            uris = {s.index: s.uri for s in shards}
+        published = 0
+        for s in shards:
+            marker = ingest_step(ctx, s, True, uris)
+            assert marker["tokenizer"] == tokens.load_tokenizer().name
+            for info in marker["documents"]:
+                texts = pq.read_table(tmp_path / f"out-{checked}" / info["path"]).column("text")
+                published += len(texts)
+                assert info["model_tokens"] == int(tokens.load_tokenizer().count(texts).sum()) > 1000
+                assert info["tokens"] == int(np.sum(word_counts(texts).to_numpy()))
+        assert 150 < published <= (180 if checked else 200)  # the 20 repeated ids rejected when checked

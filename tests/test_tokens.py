@@ -180,7 +180,7 @@ def test_pieces_learned_in_slices_are_exchanged_and_counts_stay_exact(fresh, mon
     counted = []
     real = tokens._SegmentedTokenizer._count_compiled
 
-    def spy(self, data, offsets):
+    def spy(self, data, offsets, wout):
         before = self._stored
         taken = []
         real_take = self._take_saved
@@ -192,7 +192,7 @@ def test_pieces_learned_in_slices_are_exchanged_and_counts_stay_exact(fresh, mon
             return got
 
         self._take_saved = take
-        out = real(self, data, offsets)
+        out = real(self, data, offsets, wout)
         counted.append((self._stored - before) - sum(taken))
         return out
 
@@ -227,10 +227,10 @@ def test_a_worker_takes_what_another_saved_while_it_walks(fresh, monkeypatch):
     in_walk = []
     real_count = tokens._SegmentedTokenizer._count_compiled
 
-    def counting(self, data, offsets):
+    def counting(self, data, offsets, wout):
         in_walk.append(self is second)
         try:
-            return real_count(self, data, offsets)
+            return real_count(self, data, offsets, wout)
         finally:
             in_walk.pop()
 
@@ -370,3 +370,30 @@ def test_piece_keys_are_one_to_one_with_piece_texts(fresh):
     assert raw[1:].ctypes.data % 8
     assert np.array_equal(token_kernels.segments(raw[1:], offsets, tok._glue)[0], keys)
     assert len(token_kernels.count_texts.signatures) == 1
+
+
+def test_words_counted_in_the_walk_equal_word_counts(fresh):
+    """The walk's whitespace words (one pass for both counts, as ingest uses it) equal
+    ``word_counts`` on real texts and on every kind of whitespace ``str.split`` knows, and its
+    tokens equal ``count``'s, whichever path counts them (listing, learning, all known)."""
+    from tasks.kernels import word_counts
+
+    spaces = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+    edge = [f"a{s}b{s}{s}c" for s in spaces] + [s + "x" for s in spaces] + ["x" + s for s in spaces] + [
+        spaces, "", " ", "’quoted’ “text” — dash", "\u00a0lead", "tail\u3000", "a\u200bb", "\u2028", "x\x1cy",
+        "é\u2009è", "\u0085", "e\u0301 \u00c2"]
+    docs = _docs(80) + edge
+    arr = pa.array(docs + [None], pa.string())
+    tok = load_tokenizer()
+    want_words = word_counts(arr)
+    assert want_words.to_pylist()[:len(docs)] == [len(d.split()) for d in docs]
+    first_tokens, first_words = tok.count_and_words(arr)  # a fresh cache: learns every piece
+    assert first_words.equals(want_words)
+    assert first_words.null_count == 1
+    again_tokens, again_words = tok.count_and_words(arr)  # every piece known now
+    assert again_words.equals(want_words)
+    assert np.array_equal(first_tokens, tok.count(arr)) and np.array_equal(again_tokens, first_tokens)
+    later = tokens._gguf(None, False, "hf")  # a later process: starts from the saved parts
+    later_tokens, later_words = later.count_and_words(pa.chunked_array([arr[:50], arr[50:]]))
+    assert later_words.to_pylist() == want_words.to_pylist() and np.array_equal(later_tokens, first_tokens)
+    assert first_tokens.sum() > 10_000 and (first_tokens[:len(docs)][np.array([bool(d) for d in docs])] > 0).all()
