@@ -12,6 +12,7 @@ import functools
 import hashlib
 import os
 import pickle
+import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -171,10 +172,36 @@ class RayRunner(RayTaskRunner):
     def __exit__(self, *exc_info: Any) -> None:
         mark("runner_exit")
         try:
+            if self._owns_ray and self.address == "local" and not _in_ray_worker():
+                stop_autoscaler_monitor()
             super().__exit__(*exc_info)
         finally:
             self.forget_secrets()
             mark("runner_exited")
+
+
+def stop_autoscaler_monitor() -> bool:
+    """Kill the autoscaler monitor of the private local Ray this process started, ahead of
+    ``ray.shutdown``. Ray stops it after the GCS; its SIGTERM handler then reports its own
+    "failure" to that stopped GCS and hangs until Ray's one-second grace ends in a SIGKILL
+    (measured: 1.04 s of a 1.4 s shutdown, every run, all of it waited for by the user). A
+    local Ray without an autoscaling config has nothing for it to save. Reads Ray's private
+    node record; when a Ray version lays it out otherwise, nothing is done and the shutdown
+    takes its usual time. Returns whether a monitor was stopped."""
+    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
+    processes = getattr(node, "all_processes", None)
+    if not isinstance(processes, dict) or getattr(node, "head", False) is not True:
+        return False
+    stopped = False
+    for info in processes.get("monitor", []):
+        proc = getattr(info, "process", None)
+        if proc is None or proc.poll() is not None:
+            continue
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait(timeout=1.0)  # reaped here, so that Ray's shutdown finds it gone
+            stopped = True
+    return stopped
 
 
 _SERIALIZED: dict[tuple[int, int], tuple[Any, Any, dict[str, Any]]] = {}
