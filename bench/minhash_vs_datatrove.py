@@ -253,6 +253,9 @@ def main() -> None:
             secs, mem, kept, manifest, params, timeline = refinery_run(corpus, work / name, home, release)
             results[name] = {"seconds": round(secs, 2), "docs_per_s": round(docs / secs),
                              "cpu_seconds": round(mem.cpu_seconds, 2),
+                             # main = the CLI (driver); Ray's workers; Ray's helpers (GCS, raylet,
+                             # dashboard, agents, log monitor, autoscaler monitor)
+                             "cpu_seconds_by_process": mem.cpu_seconds_by_kind(),
                              "docs_per_cpu_second": round(docs / mem.cpu_seconds) if mem.cpu_seconds else None,
                              "peak_rss_mb": round(mem.peak_excluding / MB),
                              "peak_rss_mb_with_prefect_server": round(mem.peak / MB),
