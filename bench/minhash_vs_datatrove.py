@@ -156,7 +156,8 @@ def refinery_run(corpus: Path, work: Path, home: Path, release: str) -> tuple[fl
 
     launch = time.time()
     seconds, mem = timed_process([cli, "run", "-c", str(config_path)], env, server_pids)
-    manifest_timeline = timeline_summary(read_timeline(timeline), launch, launch + seconds)
+    # (code from before the timeline existed writes none)
+    manifest_timeline = timeline_summary(read_timeline(timeline), launch, launch + seconds) if timeline.exists() else None
     manifest = json.loads((work / "corpus" / "releases" / release / "manifest.json").read_text())
     cfg = load_config(config_path)
     if manifest.get("config_sha256") != config_sha256(cfg.public_dict()):
