@@ -132,8 +132,12 @@ class PeakRSS:
                     kept += 0 if p.pid in excluded else rss
                     t = p.cpu_times()
                     self._cpu[p.pid] = (t.user + t.system, p.pid in excluded)
-                    if self._kind.get(p.pid, "ray_worker") == "ray_worker":  # a Ray worker renames itself
-                        self._kind[p.pid] = _process_kind(p, self._proc.pid, p.pid in excluded)
+                    # a Ray worker renames itself, and a process just started may not show its
+                    # command line yet: classified again until it is one of the helpers
+                    if self._kind.get(p.pid, "other") in ("other", "ray_worker"):
+                        kind = _process_kind(p, self._proc.pid, p.pid in excluded)
+                        if kind != "other" or p.pid not in self._kind:
+                            self._kind[p.pid] = kind
             if self._baseline is None:
                 self._baseline = {pid: cpu for pid, (cpu, _) in self._cpu.items()}
             self.peak = max(self.peak, total)
