@@ -104,6 +104,7 @@ class PeakRSS:
         # CPU seconds of the processes already running at the first sample (an excluded server
         # started before): only what they spend while sampled counts in ``excluded_cpu_seconds``
         self._baseline: dict[int, float] | None = None
+        self._kind: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -131,6 +132,12 @@ class PeakRSS:
                     kept += 0 if p.pid in excluded else rss
                     t = p.cpu_times()
                     self._cpu[p.pid] = (t.user + t.system, p.pid in excluded)
+                    # a Ray worker renames itself, and a process just started may not show its
+                    # command line yet: classified again until it is one of the helpers
+                    if self._kind.get(p.pid, "other") in ("other", "ray_worker"):
+                        kind = _process_kind(p, self._proc.pid, p.pid in excluded)
+                        if kind != "other" or p.pid not in self._kind:
+                            self._kind[p.pid] = kind
             if self._baseline is None:
                 self._baseline = {pid: cpu for pid, (cpu, _) in self._cpu.items()}
             self.peak = max(self.peak, total)
@@ -141,6 +148,16 @@ class PeakRSS:
     def cpu_seconds(self) -> float:
         """CPU seconds of the tree's processes, the excluded trees left out."""
         return sum(cpu for cpu, excluded in self._cpu.values() if not excluded)
+
+    def cpu_seconds_by_kind(self) -> dict[str, float]:
+        """The tree's CPU seconds by kind of process (the CLI or tool itself, Ray's workers,
+        Ray's helpers: GCS, raylet, dashboard, agents, log monitor), excluded trees left out."""
+        out: dict[str, float] = {}
+        for pid, (cpu, excluded) in self._cpu.items():
+            if not excluded:
+                kind = self._kind.get(pid, "other")
+                out[kind] = round(out.get(kind, 0.0) + cpu, 2)
+        return dict(sorted(out.items()))
 
     @property
     def excluded_cpu_seconds(self) -> float:
@@ -155,6 +172,28 @@ class PeakRSS:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+_RAY_HELPERS = ("gcs_server", "raylet", "dashboard", "DashboardAgent", "RuntimeEnvAgent", "log_monitor",
+                "autoscaler", "monitor.py")
+
+
+def _process_kind(proc: Any, root: int, excluded: bool) -> str:
+    """What one process of a measured tree is (see :meth:`PeakRSS.cpu_seconds_by_kind`)."""
+    if excluded:
+        return "excluded"
+    if proc.pid == root:
+        return "main"
+    try:
+        line = " ".join(proc.cmdline())
+    except Exception:
+        return "other"
+    # a worker's command line names the raylet too: workers first
+    if "default_worker.py" in line or (line.startswith("ray::") and not any(h in line for h in _RAY_HELPERS)):
+        return "ray_worker"
+    if any(h in line for h in _RAY_HELPERS):
+        return "ray_helpers"
+    return "other"
 
 
 def write_results(name: str, result: dict[str, Any]) -> Path:
@@ -231,3 +270,74 @@ def run_breakdown(root: Path, release: str, wall_seconds: float, workers: int) -
                    "run waited for (the CLI starts Ray while it imports and creates the flow run); orchestration = stage wall time minus that; outside "
                    "stages = CLI start, config and stack checks, Ray start and stop, flow bookkeeping",
     }
+
+
+def timeline_summary(events: list[dict[str, Any]], launch: float, end: float) -> dict[str, Any]:
+    """Where one ``refinery run`` spent its wall clock, from its ``REFINERY_TIMELINE`` events
+    (tasks/timeline.py): seconds since the command was launched (``launch``, unix time) of each
+    milestone, each stage's first submission / first task in a worker / first step / last step
+    / last result, and per stage the seconds of Prefect's task engine around the steps in the
+    workers (task run minus step) and the workers' idle seconds inside the stage."""
+    def at(t: float | None) -> float | None:
+        return None if t is None else round(t - launch, 2)
+
+    driver = next((e["pid"] for e in events if e["event"] == "cli_run"), None)
+
+    def first(name: str, **match: Any) -> float | None:
+        return next((e["t"] for e in events if e["event"] == name and e["pid"] == driver
+                     and all(e.get(k) == v for k, v in match.items())), None)
+
+    def last(name: str, **match: Any) -> float | None:
+        ts = [e["t"] for e in events if e["event"] == name and e["pid"] == driver
+              and all(e.get(k) == v for k, v in match.items())]
+        return ts[-1] if ts else None
+
+    milestones = {name: at(first(name)) for name in (
+        "cli_run", "server_launched", "ray_init_start", "ray_ready", "run_modules_imported", "server_ready",
+        "flow_call", "runner_enter", "runner_ready", "flow_body")}
+    warm = [e for e in events if e["event"] in ("warm_start", "warm_done")]
+    milestones["workers_warm_first_start"] = at(min((e["t"] for e in warm if e["event"] == "warm_start"), default=None))
+    milestones["workers_warm_last_done"] = at(max((e["t"] for e in warm if e["event"] == "warm_done"), default=None))
+    milestones.update({name: at(last(name)) for name in (
+        "published", "runner_exit", "runner_exited", "flow_returned", "cli_done", "exit")})
+    milestones["process_end"] = at(end)
+    stages: dict[str, Any] = {}
+    for name in [e["stage"] for e in events if e["event"] == "stage_start"]:
+        begin, finish = first("stage_start", stage=name), last("stage_end", stage=name)
+        inside = [e for e in events if begin is not None and finish is not None and begin <= e["t"] <= finish]
+        enters = [e for e in inside if e["event"] == "task_enter"]
+        steps = [e for e in inside if e["event"] in ("step_start", "step_end")]
+        task_s = _paired_seconds(inside, "task_enter", "task_exit")
+        step_s = _paired_seconds(steps, "step_start", "step_end")
+        workers = {e["pid"] for e in enters}
+        busy = task_s
+        stages[name] = {
+            "start": at(begin), "end": at(finish),
+            "first_submit": at(min((e["t"] for e in inside if e["event"] == "stage_first_submit"), default=None)),
+            "first_task_in_worker": at(min((e["t"] for e in enters), default=None)),
+            "first_step": at(min((e["t"] for e in steps if e["event"] == "step_start"), default=None)),
+            "last_step_end": at(max((e["t"] for e in steps if e["event"] == "step_end"), default=None)),
+            "last_result": at(max((e["t"] for e in inside if e["event"] == "shard_done"), default=None)),
+            "task_runs": len(enters),
+            "task_run_seconds": round(task_s, 2),
+            "step_seconds": round(step_s, 2),
+            "prefect_in_worker_seconds": round(task_s - step_s, 2),
+            "worker_idle_seconds": round(max(0.0, len(workers) * (finish - begin) - busy), 2)
+            if begin is not None and finish is not None and workers else None,
+        }
+    return {"seconds_since_launch": milestones, "stages": stages, "driver_pid": driver,
+            "meaning": "seconds since `refinery run` was launched; stages: the driver's stage window, "
+                       "Prefect's task engine around each step inside the workers (task run minus step), "
+                       "and the workers' seconds without a task run inside that window"}
+
+
+def _paired_seconds(events: list[dict[str, Any]], start: str, stop: str) -> float:
+    """Seconds between each ``start`` event and the next ``stop`` of the same process."""
+    open_at: dict[int, float] = {}
+    total = 0.0
+    for e in events:
+        if e["event"] == start:
+            open_at[e["pid"]] = e["t"]
+        elif e["event"] == stop and e["pid"] in open_at:
+            total += e["t"] - open_at.pop(e["pid"])
+    return total

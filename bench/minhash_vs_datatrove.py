@@ -38,7 +38,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MB, PeakRSS, package_version, run_breakdown, standard_corpus, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    MB,
+    PeakRSS,
+    package_version,
+    run_breakdown,
+    standard_corpus,
+    timeline_summary,
+    write_results,
+)
+from tasks.timeline import read as read_timeline  # noqa: E402
 
 WORKERS = os.cpu_count() or 1
 
@@ -134,7 +143,10 @@ def refinery_run(corpus: Path, work: Path, home: Path, release: str) -> tuple[fl
     from tasks.manifest import config_sha256
 
     config_path = refinery_config(corpus, work, release)
-    env = {**os.environ, "REFINERY_HOME": str(home)}
+    timeline = work / "timeline.jsonl"
+    timeline.unlink(missing_ok=True)
+    # every process of the run notes its milestones there (tasks/timeline.py)
+    env = {**os.environ, "REFINERY_HOME": str(home), "REFINERY_TIMELINE": str(timeline)}
     env.pop("PREFECT_API_URL", None)
     cli = shutil.which("refinery", path=str(Path(sys.executable).parent)) or "refinery"
     stack = Stack(home)
@@ -142,7 +154,10 @@ def refinery_run(corpus: Path, work: Path, home: Path, release: str) -> tuple[fl
     def server_pids() -> set[int]:
         return {rec["pid"] for rec in stack.read_state().get("services", {}).values() if "pid" in rec}
 
+    launch = time.time()
     seconds, mem = timed_process([cli, "run", "-c", str(config_path)], env, server_pids)
+    # (code from before the timeline existed writes none)
+    manifest_timeline = timeline_summary(read_timeline(timeline), launch, launch + seconds) if timeline.exists() else None
     manifest = json.loads((work / "corpus" / "releases" / release / "manifest.json").read_text())
     cfg = load_config(config_path)
     if manifest.get("config_sha256") != config_sha256(cfg.public_dict()):
@@ -158,7 +173,7 @@ def refinery_run(corpus: Path, work: Path, home: Path, release: str) -> tuple[fl
     params = {"ngram": nd.ngram, "bands": nd.bands, "rows": nd.rows, "num_perm": nd.num_perm, "seed": nd.seed,
               "shingle": nd.shingle, "normalization": nd.normalization, "hash_function": nd.hash_function,
               "exact_dedup": cfg.exact_dedup.enabled, "config_sha256": manifest["config_sha256"]}
-    return seconds, mem, kept, manifest, params
+    return seconds, mem, kept, manifest, params, manifest_timeline
 
 
 def datatrove_process(corpus: Path, work: Path, tokenizer: str) -> tuple[float, PeakRSS, set[str], float]:
@@ -236,16 +251,20 @@ def main() -> None:
 
     try:
         for name, release in (("refinery_cold", "bench-cold"), ("refinery_warm", "bench-warm")):
-            secs, mem, kept, manifest, params = refinery_run(corpus, work / name, home, release)
+            secs, mem, kept, manifest, params, timeline = refinery_run(corpus, work / name, home, release)
             results[name] = {"seconds": round(secs, 2), "docs_per_s": round(docs / secs),
                              "cpu_seconds": round(mem.cpu_seconds, 2),
+                             # main = the CLI (driver); Ray's workers; Ray's helpers (GCS, raylet,
+                             # dashboard, agents, log monitor, autoscaler monitor)
+                             "cpu_seconds_by_process": mem.cpu_seconds_by_kind(),
                              "docs_per_cpu_second": round(docs / mem.cpu_seconds) if mem.cpu_seconds else None,
                              "peak_rss_mb": round(mem.peak_excluding / MB),
                              "peak_rss_mb_with_prefect_server": round(mem.peak / MB),
                              # its start (cold) and its serving of the run's API calls
                              "prefect_server_cpu_seconds": round(mem.excluded_cpu_seconds, 2),
                              "stage_seconds": manifest["timing"], **quality(all_ids, kept, truth),
-                             "breakdown": run_breakdown(work / name / "corpus", release, secs, WORKERS)}
+                             "breakdown": {**run_breakdown(work / name / "corpus", release, secs, WORKERS),
+                                           "timeline": timeline}}
             print(name, json.dumps(results[name]), flush=True)
     finally:
         Stack(home).down()

@@ -114,6 +114,9 @@ def run(
                                           help="Print Prefect's and Ray's log lines here too (default: the log file).")] = False,
 ) -> None:
     """Curate one release. With no inputs at all, curates the bundled default input."""
+    from tasks.timeline import mark
+
+    mark("cli_run")
     try:
         cfg = load_config(config, release=release, output=output)
     except ConfigError as exc:
@@ -156,9 +159,11 @@ def run(
     start_kernel_warmup(cfg)  # compiles while the stack starts; see flows/warm.py
 
     def ray_beside_server(api_url: str) -> None:
+        mark("server_launched")
         os.environ["PREFECT_API_URL"] = api_url  # what the stack's environment will say
         start_ray_early(cfg, quiet=not verbose, api_url=api_url)
         _import_run_modules()  # a second or two of imports, done while the server starts
+        mark("run_modules_imported")
 
     try:
         started = _ensure_prefect_server(needs_s3=uses_s3 and not os.environ.get("AWS_ENDPOINT_URL"),
@@ -169,6 +174,7 @@ def run(
 
             ray.shutdown()
         _fail(str(exc))
+    mark("server_ready")
     if not started:
         start_ray_early(cfg, quiet=not verbose)  # while the flow below is imported and created; see flows/warm.py
 
@@ -193,12 +199,14 @@ def run(
                 manifest = run_curate(cfg)
     except (ReleaseError, InputError, PrefectServerMissing, ShardFailed, RuleError, ConfigError) as exc:
         _fail(str(exc) + ("" if verbose else f"\n(log: {local_log})"))
+    mark("flow_returned")
     typer.echo(summarize(manifest))
     if not verbose:
         log_url = _keep_run_log(cfg, manifest["release"], local_log)
         typer.echo(f"log:     {log_url}")
     typer.echo(f"\nrelease: {cfg.output.rstrip('/')}/releases/{manifest['release']}")
     typer.echo(f"report:  {cfg.output.rstrip('/')}/releases/{manifest['release']}/report.html")
+    mark("cli_done")
     if manifest["failures"]:
         raise typer.Exit(3)
 
@@ -629,6 +637,9 @@ def main() -> None:
         with contextlib.suppress(Exception):
             stream.flush()
     atexit._run_exitfuncs()
+    from tasks.timeline import mark
+
+    mark("exit")
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()

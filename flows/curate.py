@@ -26,6 +26,7 @@ from tasks.parallel import PROGRESS, make_task_runner
 from tasks.publish import build_manifest, publish_release, read_catalog, read_manifest_file, rebuild_catalog
 from tasks.stepkit import Feed, RunContext
 from tasks.storage import Storage, StorageSpec
+from tasks.timeline import mark
 from tasks.tokens import TokenizerError, check_release_tokenizer
 
 __all__ = ["ReleaseError", "curate", "run_curate", "run_release", "start_or_resume", "storage_spec"]
@@ -74,6 +75,7 @@ def cluster_info() -> dict[str, Any]:
 def run_release(config: PipelineConfig) -> dict[str, Any]:
     """The body of the flow: plan, then the configured stages in order (each plans its own
     tasks, see tasks/registry.py), then publish."""
+    mark("flow_body")
     stages = registry.order(config)
     for st in stages:  # a missing model file or an unknown rule name fails before any work
         if st.check is not None:
@@ -133,6 +135,7 @@ def _release(config: PipelineConfig, stages: list[registry.Stage], logger: Any) 
     prev = ""
     for i, st in enumerate(stages):
         t0 = time.perf_counter()
+        mark("stage_start", stage=st.name)
         nxt = stages[i + 1] if i + 1 < len(stages) else None
         # the next stage's map (near dedup's signatures) runs inside this stage's last map step
         feed = Feed(st.output(ctx.config), nxt.feed.key, nxt.feed.fn) if nxt is not None and nxt.feed else None
@@ -143,6 +146,7 @@ def _release(config: PipelineConfig, stages: list[registry.Stage], logger: Any) 
         else:
             st.plan(run)
         timing[st.name] = time.perf_counter() - t0
+        mark("stage_end", stage=st.name)
         prev = st.output(ctx.config)
 
     t0 = time.perf_counter()
@@ -153,6 +157,7 @@ def _release(config: PipelineConfig, stages: list[registry.Stage], logger: Any) 
     publish_release(storage, manifest)
     report = storage.url(layout.report_path(ctx.release))
     publish_artifacts(manifest, report if "://" in report else f"file://{report}")
+    mark("published")
     progress.finish(f"published {manifest['totals']['documents']:,} documents")
     for st in stages:
         if st.after_publish is not None:
@@ -177,5 +182,6 @@ def run_curate(config: PipelineConfig) -> dict[str, Any]:
     """Run the flow with the Ray address the config asks for."""
     runner = make_task_runner(config.execution, needs_storage=uses_remote_storage(config))
     # a named pipeline's ad-hoc runs carry its tag, as its deployments' runs do
+    mark("flow_call")
     with tags(*(["refinery", f"pipeline:{config.name}"] if config.name else ["refinery"])):
         return curate.with_options(task_runner=runner)(config=config)

@@ -74,6 +74,9 @@ def warm_process(config: PipelineConfig) -> None:
     """Load in this process what its first shard of ``config``'s run would: the stage
     modules, the compiled kernels (from numba's cache), the release tokenizer. Run once in
     every Ray worker at the start of a run; failures are left to the shard that needs it."""
+    from tasks.timeline import mark
+
+    mark("warm_start")
     import prefect.task_engine  # noqa: F401  every shard task runs in Prefect's task engine
 
     from tasks import registry
@@ -88,6 +91,7 @@ def warm_process(config: PipelineConfig) -> None:
             tok = load_tokenizer(config.tokenizer)
             if hasattr(tok, "load_walk"):
                 tok.load_walk()  # loaded here like the ingest kernels above, not in the first shard
+    mark("warm_done")
 
 
 _EARLY: dict[str, Any] = {}
@@ -107,9 +111,15 @@ def start_ray_early(config: PipelineConfig, quiet: bool, api_url: str | None = N
 
     def run() -> None:
         try:
-            from tasks.parallel import init_local_ray
+            # Ray alone: importing Prefect here too would start Ray only once the main thread's
+            # imports are done (tasks/ray_local.py)
+            from tasks.ray_local import check_server, init_local_ray
 
-            init_local_ray(config.execution, uses_remote_storage(config), quiet, warm_process, (config,), api_url)
+            url = api_url
+            if url is None:  # the server the run uses is up (the CLI checked, or the user named it)
+                url = os.environ["PREFECT_API_URL"]
+                check_server(url)
+            init_local_ray(url, uses_remote_storage(config), quiet, warm_process, (config,))
             _EARLY["started"] = True
         except Exception as exc:  # the task runner then starts Ray itself, and says why this failed
             _EARLY["error"] = f"{type(exc).__name__}: {exc}"

@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import logging
 import os
 import pickle
+import subprocess
 import threading
-import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -32,14 +31,9 @@ from prefect_ray import RayTaskRunner
 from tasks import stepkit
 from tasks.config import ExecutionConfig
 from tasks.ingest import InputError
+from tasks.ray_local import PROPAGATED_ENV, STORAGE_ENV, local_init_kwargs, worker_env  # noqa: F401  (re-exported)
 from tasks.secrets import SECRET_ENV, SECRETS_FILE_ENV, remove_secrets_file, write_secrets_file
-
-# Environment every Ray worker needs to report to the same server, safe to show: Ray writes a
-# job's runtime env, values included, into its session logs (runtime_env_agent.log, world-readable
-# under /tmp/ray), so nothing secret may ever travel this way.
-PROPAGATED_ENV = ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_LOGGING_LEVEL", "REFINERY_HOME")
-# Where the storage is (not who may use it): passed only when a root or input is remote.
-STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
+from tasks.timeline import mark
 
 
 class PrefectServerMissing(RuntimeError):
@@ -102,6 +96,7 @@ class RayRunner(RayTaskRunner):
         run = functools.partial(RayTaskRunner._run_prefect_task, *upstream_ray_obj_refs, task=task,
                                 task_run_id=task_run_id, parameters=parameters, wait_for=wait_for,
                                 dependencies=dependencies)
+        mark("task_enter", task=task.name)
         if not settings:
             return run(context=context)
         key, hydrated = _hydrated_settings(settings)
@@ -116,6 +111,7 @@ class RayRunner(RayTaskRunner):
                 return run(context={**context, "settings_context": {}})
             finally:
                 SyncClientContext.__var__.reset(token)
+                mark("task_exit", task=task.name)
 
     def __enter__(self):
         if _in_ray_worker():
@@ -123,12 +119,14 @@ class RayRunner(RayTaskRunner):
             # the checks below were done by the driver, and repeating them cost a health
             # request and a TLS context per task run
             return super().__enter__()
+        mark("runner_enter")
         early = EARLY_RAY() if EARLY_RAY is not None and self.address == "local" else None
         if early is not None and early.get("started") and ray.is_initialized():
             super().__enter__()  # prefect-ray adopts the running Ray without owning it
             self._owns_ray = True  # but it was started for this run: it stops with it, as before
             self.logger.info("Ray started ahead of the flow in %.2f s (the flow waited %.2f s for it)",
                              early["seconds"], early["waited"])
+            mark("runner_ready")
             return self
         if early is not None and early.get("error"):
             self.logger.warning("starting Ray ahead of the flow failed (%s); starting it now", early["error"])
@@ -142,10 +140,10 @@ class RayRunner(RayTaskRunner):
         quiet = QUIET_DRIVER if quiet is None else quiet
         api_url = api_url or require_prefect_server()
         os.environ.update({"PREFECT_API_URL": api_url})  # local workers inherit the driver's env
+        if self.address == "local":  # as tasks/ray_local.py starts it ahead of the flow
+            return local_init_kwargs(self.init_kwargs, self.worker_runtime_env(api_url), quiet)
         kwargs = dict(self.init_kwargs)
         kwargs["runtime_env"] = self.worker_runtime_env(api_url)
-        if self.address == "local":
-            kwargs.setdefault("include_dashboard", False)
         kwargs.setdefault("log_to_driver", not quiet)
         if quiet:
             kwargs.setdefault("configure_logging", False)
@@ -153,10 +151,7 @@ class RayRunner(RayTaskRunner):
 
     def worker_runtime_env(self, api_url: str) -> dict[str, Any]:
         """Ray's runtime env for this run's workers: nothing secret in it (Ray logs it)."""
-        names = PROPAGATED_ENV + (STORAGE_ENV if self.needs_storage else ())
-        env = {k: os.environ[k] for k in names if os.environ.get(k)}
-        env["PREFECT_API_URL"] = api_url
-        env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        env = worker_env(api_url, self.needs_storage)
         runtime_env = dict(self.init_kwargs.get("runtime_env") or {})
         joins_cluster = self.address not in (None, "local")
         if joins_cluster:
@@ -175,10 +170,38 @@ class RayRunner(RayTaskRunner):
             self._secrets_file = None
 
     def __exit__(self, *exc_info: Any) -> None:
+        mark("runner_exit")
         try:
+            if self._owns_ray and self.address == "local" and not _in_ray_worker():
+                stop_autoscaler_monitor()
             super().__exit__(*exc_info)
         finally:
             self.forget_secrets()
+            mark("runner_exited")
+
+
+def stop_autoscaler_monitor() -> bool:
+    """Kill the autoscaler monitor of the private local Ray this process started, ahead of
+    ``ray.shutdown``. Ray stops it after the GCS; its SIGTERM handler then reports its own
+    "failure" to that stopped GCS and hangs until Ray's one-second grace ends in a SIGKILL
+    (measured: 1.04 s of a 1.4 s shutdown, every run, all of it waited for by the user). A
+    local Ray without an autoscaling config has nothing for it to save. Reads Ray's private
+    node record; when a Ray version lays it out otherwise, nothing is done and the shutdown
+    takes its usual time. Returns whether a monitor was stopped."""
+    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
+    processes = getattr(node, "all_processes", None)
+    if not isinstance(processes, dict) or getattr(node, "head", False) is not True:
+        return False
+    stopped = False
+    for info in processes.get("monitor", []):
+        proc = getattr(info, "process", None)
+        if proc is None or proc.poll() is not None:
+            continue
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait(timeout=1.0)  # reaped here, so that Ray's shutdown finds it gone
+            stopped = True
+    return stopped
 
 
 _SERIALIZED: dict[tuple[int, int], tuple[Any, Any, dict[str, Any]]] = {}
@@ -237,44 +260,6 @@ def _in_ray_worker() -> bool:
 # waits for that start and returns {"started", "seconds", "waited", "error"}, once; None when
 # nothing was started.
 EARLY_RAY: Callable[[], dict[str, Any] | None] | None = None
-
-
-class _NotMainThread(logging.Filter):
-    """Ray warns that a driver started outside the main thread sets no SIGTERM handler; the CLI
-    that starts it early installs the same handler itself (flows/warm.py)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "not the main thread" not in record.getMessage()
-
-
-def init_local_ray(execution: ExecutionConfig, needs_storage: bool, quiet: bool,
-                   warm: Callable[..., Any] | None = None, warm_args: tuple[Any, ...] = (),
-                   api_url: str | None = None) -> float:
-    """Start this process's private local Ray now, as the flow's runner would (same workers'
-    environment, same options), and start every worker on ``warm(*warm_args)`` so that worker
-    processes start and import while the driver does something else (Ray starts a job's
-    workers only when its first tasks arrive). ``quiet``: as :data:`QUIET_DRIVER` will be
-    when the flow runs; ``api_url``: the Prefect server the workers report to, when it is
-    still starting (by default the configured one, which must answer). Returns the seconds Ray
-    took to start."""
-    t0 = time.perf_counter()
-    kwargs = make_task_runner(execution, needs_storage).driver_init_kwargs(quiet, api_url)
-    worker_log = logging.getLogger("ray._private.worker")
-    quiet = _NotMainThread()
-    worker_log.addFilter(quiet)
-    try:
-        ray.init("local", **kwargs)
-    finally:
-        worker_log.removeFilter(quiet)
-    seconds = time.perf_counter() - t0
-    if warm is not None:
-        remote = ray.remote(num_cpus=1)(warm).options(name="refinery-warm-worker")
-        # fire and forget: a shard task that arrives first waits for the worker, as before
-        _WARMING.extend(remote.remote(*warm_args) for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1)))))
-    return seconds
-
-
-_WARMING: list[Any] = []
 
 
 def make_task_runner(execution: ExecutionConfig, needs_storage: bool = True) -> RayRunner:
@@ -354,7 +339,10 @@ def shard_map(
             retries=execution.max_retries,
             retry_delay_seconds=execution.retry_delay_seconds,
         )
+        if not futures:
+            mark("stage_first_submit", stage=stage)
         futures[configured.submit(*args)] = shard
+    mark("stage_submitted", stage=stage, tasks=len(futures))
     _tell(stage, 0, len(futures), None)
     results: dict[str, dict[str, Any]] = {}
     failures: list[dict[str, Any]] = []
@@ -362,6 +350,7 @@ def shard_map(
     total = len(futures)
     for done, future in enumerate(as_completed(list(futures)), start=1):
         shard = futures[future]
+        mark("shard_done", stage=stage, shard=shard)
         try:
             results[shard] = future.result()
         except InputError as exc:  # bad input: recorded, the rest of the release goes on

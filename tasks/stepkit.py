@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from tasks import layout
 from tasks.schema import documents_of, reason_key, to_rejects, word_counts
 from tasks.storage import Storage, StorageSpec
+from tasks.timeline import mark
 
 if TYPE_CHECKING:  # the pipeline file assembles the stages' configs: stage machinery only names its type
     from tasks.config import PipelineConfig
@@ -78,12 +79,14 @@ def once(ctx: RunContext, stage: str, shard: str, compute: Callable[[Storage], d
         done["skipped"] = True
         return done
     t0, c0 = time.perf_counter(), time.process_time()
+    mark("step_start", stage=stage, shard=shard)
     result = compute(storage)
     # cpu_seconds: the worker process's CPU time for the step (wall seconds on a shared machine
     # mostly measure the other processes; benchmarks compare CPU)
     result.update(stage=stage, shard=shard, seconds=round(time.perf_counter() - t0, 3),
                   cpu_seconds=round(time.process_time() - c0, 3), node=STEP_NODE.get())
     storage.write_json(marker, result)
+    mark("step_end", stage=stage, shard=shard)
     result["skipped"] = False
     return result
 

@@ -65,3 +65,53 @@ def test_ray_is_started_early_only_for_a_private_local_ray(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     assert warm.start_ray_early(PipelineConfig(), quiet=True) is None
     assert warm.take_early_ray() is None
+
+
+def test_the_early_ray_start_needs_no_prefect_import():
+    """The thread that starts Ray ahead of the flow imports Ray alone: importing Prefect too
+    would start Ray only once the main thread's own Prefect import is done (tasks/ray_local.py)."""
+    code = ("import sys, flows.warm, tasks.ray_local, tasks.timeline; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'prefect_ray', 'ray'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_early_start_and_the_runner_give_ray_the_same_keywords(monkeypatch):
+    """Ray started ahead of the flow is adopted by the flow's runner: it must be the Ray the
+    runner would have started (namespace, workers' environment, logging, no dashboard)."""
+    from tasks.parallel import RayRunner
+    from tasks.ray_local import local_init_kwargs, worker_env
+
+    monkeypatch.setenv("REFINERY_HOME", "/tmp/refinery-home-test")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-the-runtime-env")
+    url = "http://127.0.0.1:1/api"
+    for quiet in (True, False):
+        for storage in (True, False):
+            early = local_init_kwargs({}, {"env_vars": worker_env(url, storage)}, quiet)
+            runner = RayRunner(address="local", needs_storage=storage).driver_init_kwargs(quiet, url)
+            assert early == runner
+            assert early["namespace"] == "prefect" and early["include_dashboard"] is False
+            assert early["log_to_driver"] is (not quiet)
+            env = early["runtime_env"]["env_vars"]
+            assert env["PREFECT_API_URL"] == url and env["REFINERY_HOME"] == "/tmp/refinery-home-test"
+            assert ("AWS_ENDPOINT_URL" in env) is storage and "AWS_SECRET_ACCESS_KEY" not in env
+
+
+def test_timeline_lines_of_several_processes_come_back_in_time_order(tmp_path, monkeypatch):
+    """REFINERY_TIMELINE collects one line per event from every process that inherits it;
+    unset, nothing is written."""
+    from tasks import timeline
+
+    path = tmp_path / "timeline.jsonl"
+    timeline.mark("nothing")  # unset: a no-op
+    monkeypatch.setenv(timeline.ENV, str(path))
+    timeline.mark("parent_first", stage="ingest")
+    code = "from tasks.timeline import mark; mark('child', shard='s1')"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ}, check=True, timeout=120)
+    timeline.mark("parent_last")
+    events = timeline.read(path)
+    assert [e["event"] for e in events] == ["parent_first", "child", "parent_last"]
+    assert events[0]["stage"] == "ingest" and events[1]["shard"] == "s1"
+    assert events[1]["pid"] != events[0]["pid"] == events[2]["pid"] == os.getpid()

@@ -1,0 +1,100 @@
+"""Starting this run's private local Ray, with nothing but Ray imported.
+
+`refinery run` starts Ray in a thread while its main thread imports Prefect and the flow
+(flows/warm.py). When that thread imported :mod:`tasks.parallel` first, it imported Prefect
+too, in step with the main thread (one GIL, one import lock per module): on a cold run of 100k
+documents Ray's start began 5 s after the server's launch under load, and Ray's start, its
+workers' start and their warm-up are the run's critical path. This module needs only Ray, so
+``ray.init`` starts about half a second after the thread does. :class:`tasks.parallel.RayRunner`
+builds its workers' environment with the same functions, so both starts stay identical.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+# Environment every Ray worker needs to report to the same server, safe to show: Ray writes a
+# job's runtime env, values included, into its session logs (runtime_env_agent.log, world-readable
+# under /tmp/ray), so nothing secret may ever travel this way.
+PROPAGATED_ENV = ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_LOGGING_LEVEL", "REFINERY_HOME")
+# Where the storage is (not who may use it): passed only when a root or input is remote.
+STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
+# prefect-ray's runner starts Ray in this namespace unless told otherwise (named actors live there)
+RAY_NAMESPACE = "prefect"
+
+
+def worker_env(api_url: str, needs_storage: bool) -> dict[str, str]:
+    """The environment variables Ray's runtime env hands this run's workers (nothing secret)."""
+    names = PROPAGATED_ENV + (STORAGE_ENV if needs_storage else ())
+    env = {k: os.environ[k] for k in names if os.environ.get(k)}
+    env["PREFECT_API_URL"] = api_url
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return env
+
+
+def local_init_kwargs(init_kwargs: dict[str, Any], runtime_env: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    """``ray.init`` keywords of a driver that starts a private local Ray: no dashboard UI, and
+    when ``quiet`` neither the workers' output copied to the terminal nor Ray's own console
+    log handler."""
+    kwargs = dict(init_kwargs)
+    kwargs.setdefault("namespace", RAY_NAMESPACE)
+    kwargs["runtime_env"] = runtime_env
+    kwargs.setdefault("include_dashboard", False)
+    kwargs.setdefault("log_to_driver", not quiet)
+    if quiet:
+        kwargs.setdefault("configure_logging", False)
+    return kwargs
+
+
+class _NotMainThread(logging.Filter):
+    """Ray warns that a driver started outside the main thread sets no SIGTERM handler; the CLI
+    that starts it early installs the same handler itself (flows/warm.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "not the main thread" not in record.getMessage()
+
+
+_WARMING: list[Any] = []
+
+
+def init_local_ray(api_url: str, needs_storage: bool, quiet: bool,
+                   warm: Callable[..., Any] | None = None, warm_args: tuple[Any, ...] = ()) -> float:
+    """Start this process's private local Ray now, as the flow's runner would (same workers'
+    environment, same options), and start every worker on ``warm(*warm_args)`` so that worker
+    processes start and import while the driver does something else (Ray starts a job's
+    workers only when its first tasks arrive). ``api_url``: the Prefect server the workers
+    report to (it may still be starting); ``quiet``: as ``tasks.parallel.QUIET_DRIVER`` will be
+    when the flow runs. Returns the seconds Ray took to start."""
+    import ray
+
+    from tasks.timeline import mark
+
+    t0 = time.perf_counter()
+    mark("ray_init_start")
+    os.environ["PREFECT_API_URL"] = api_url  # local workers inherit the driver's env
+    kwargs = local_init_kwargs({}, {"env_vars": worker_env(api_url, needs_storage)}, quiet)
+    worker_log = logging.getLogger("ray._private.worker")
+    hush = _NotMainThread()
+    worker_log.addFilter(hush)
+    try:
+        ray.init("local", **kwargs)
+    finally:
+        worker_log.removeFilter(hush)
+    seconds = time.perf_counter() - t0
+    mark("ray_ready")
+    if warm is not None:
+        remote = ray.remote(num_cpus=1)(warm).options(name="refinery-warm-worker")
+        # fire and forget: a shard task that arrives first waits for the worker, as before
+        _WARMING.extend(remote.remote(*warm_args) for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1)))))
+    return seconds
+
+
+def check_server(api_url: str, timeout: float = 10.0) -> None:
+    """Raise unless the Prefect server at ``api_url`` answers its health check."""
+    import httpx
+
+    httpx.get(api_url.rstrip("/") + "/health", timeout=timeout).raise_for_status()
