@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,6 +86,7 @@ def main() -> None:
                            "after": one_pair(REPO, corpus, tmp / f"r{r}-after")})
     finally:
         os.chdir(cwd)
+        shutil.rmtree(tmp, ignore_errors=True)  # two trees and every run's corpus: gigabytes
     summary = {side: {kind: {"seconds_median": median(r[side][kind]["seconds"] for r in rounds),
                              "cpu_seconds_median": median(r[side][kind]["cpu_seconds"] for r in rounds)}
                       for kind in ("cold", "warm")} for side in ("before", "after")}

@@ -93,7 +93,7 @@ def worker(corpus: Path, index: int, workers: int, case: str) -> dict:
     real_walk = token_kernels.count_texts
 
     def walk(*args):
-        return clock.run("learn" if args[11] else "walk", real_walk, *args)  # args[11]: learn
+        return clock.run("learn" if args[12] else "walk", real_walk, *args)  # args[12]: learn
 
     token_kernels.count_texts = walk
     seg = tokens._SegmentedTokenizer
