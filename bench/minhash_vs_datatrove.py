@@ -132,7 +132,8 @@ def refinery_config(corpus: Path, work: Path, release: str) -> Path:
     return path
 
 
-def refinery_run(corpus: Path, work: Path, home: Path, release: str) -> tuple[float, PeakRSS, set[str], dict, dict]:
+def refinery_run(corpus: Path, work: Path, home: Path,
+                 release: str) -> tuple[float, PeakRSS, set[str], dict, dict, dict | None]:
     """``refinery run`` in a subprocess with REFINERY_HOME=home; the CLI starts the local stack
     there unless it already runs."""
     import pyarrow.parquet as pq

@@ -98,7 +98,10 @@ class RayRunner(RayTaskRunner):
                                 dependencies=dependencies)
         mark("task_enter", task=task.name)
         if not settings:
-            return run(context=context)
+            try:
+                return run(context=context)
+            finally:
+                mark("task_exit", task=task.name)
         key, hydrated = _hydrated_settings(settings)
         # what Prefect's hydrated_context would enter, from the settings this process already built
         with SettingsContext(profile=hydrated.profile, settings=hydrated.settings):
@@ -173,7 +176,9 @@ class RayRunner(RayTaskRunner):
         mark("runner_exit")
         try:
             if self._owns_ray and self.address == "local" and not _in_ray_worker():
-                stop_autoscaler_monitor()
+                # a saving of a second: never a reason to skip Ray's own shutdown below
+                with contextlib.suppress(Exception):
+                    stop_autoscaler_monitor()
             super().__exit__(*exc_info)
         finally:
             self.forget_secrets()

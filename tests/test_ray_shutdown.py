@@ -36,3 +36,31 @@ print("ok")
 def test_the_autoscaler_monitor_is_stopped_first_and_ray_still_works_and_stops():
     out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
+
+
+def test_the_runner_stops_the_monitor_on_exit_and_still_shuts_ray_down_when_that_fails(monkeypatch):
+    """The runner that owns this run's local Ray stops the monitor before prefect-ray's exit
+    (which calls ray.shutdown); a failure there must never skip that exit."""
+    from prefect_ray import RayTaskRunner
+
+    from tasks import parallel
+
+    calls: list[str] = []
+
+    def failing_stop() -> bool:
+        calls.append("monitor")
+        raise RuntimeError("Ray laid its node record out otherwise")
+
+    monkeypatch.setattr(parallel, "stop_autoscaler_monitor", failing_stop)
+    monkeypatch.setattr(parallel, "_in_ray_worker", lambda: False)
+    monkeypatch.setattr(RayTaskRunner, "__exit__", lambda self, *exc: calls.append("ray exit"))
+    runner = parallel.RayRunner(address="local")
+    runner._owns_ray = True
+    runner.__exit__(None, None, None)
+    assert calls == ["monitor", "ray exit"]
+
+    calls.clear()
+    runner = parallel.RayRunner(address="ray://head.example:10001")  # a cluster's Ray is not ours to touch
+    runner._owns_ray = True
+    runner.__exit__(None, None, None)
+    assert calls == ["ray exit"]
