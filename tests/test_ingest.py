@@ -220,6 +220,11 @@ def test_the_last_ingest_step_publishes_token_counts_on_both_paths(tmp_path, mon
 
     monkeypatch.setattr(tokens, "_LOADED", {})
     monkeypatch.setenv("REFINERY_TOKENIZER_CACHE", str(tmp_path / "cache"))
+
+    def second_pass(*args, **kwargs):
+        raise AssertionError("the last ingest step counted tokens in a pass of their own, not in its word pass")
+
+    monkeypatch.setattr(tokens, "release_counts", second_pass)
     src = pq.read_table(shared("cc_web_samples/cc_web_samples.parquet"), columns=["text", "id"])
     for checked in (False, True):
         folder = tmp_path / f"in-{checked}"
