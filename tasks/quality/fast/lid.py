@@ -268,15 +268,17 @@ def _lookup(data, start, end, h, words, word_starts, table):  # noqa: ANN001, AN
         if wid < 0:
             return -1
         a = word_starts[wid]
-        if word_starts[wid + 1] - a == n:
-            same = True
-            for k in range(n):
-                if words[a + k] != data[start + k]:
-                    same = False
-                    break
-            if same:
-                return wid
+        if word_starts[wid + 1] - a == n and _same_bytes(words, a, data, start, n):
+            return wid
         slot = (slot + 1) & mask
+
+
+@njit(cache=True, inline="always")
+def _same_bytes(x, xi, y, yi, n):  # noqa: ANN001, ANN202
+    for k in range(n):  # noqa: SIM110  (numba compiles no all() over a generator)
+        if x[xi + k] != y[yi + k]:
+            return False
+    return True
 
 
 @njit(cache=True, inline="always")
@@ -439,16 +441,9 @@ def _predict(data, starts, words, word_starts, table, nwords, eos, minn, maxn, b
             hs = np.int32(np.int64(h) - (np.int64(1) << 32) if h >= np.uint32(1 << 31) else np.int64(h))
             at = -1
             while seen[slot, 3] >= 0:
-                if seen[slot, 0] == hs and seen[slot, 2] == n:
-                    a = seen[slot, 1]
-                    same = True
-                    for k in range(n):
-                        if arena[a + k] != data[ws + k]:
-                            same = False
-                            break
-                    if same:
-                        at = seen[slot, 3]
-                        break
+                if seen[slot, 0] == hs and seen[slot, 2] == n and _same_bytes(arena, seen[slot, 1], data, ws, n):
+                    at = seen[slot, 3]
+                    break
                 slot = (slot + 1) & mask
             if at < 0:
                 need = used + 2 + (n + 2) * (maxn - minn + 1 if maxn > 0 else 0)
