@@ -71,6 +71,9 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=16)
     ap.add_argument("--variant", choices=["off", "on"], help=argparse.SUPPRESS)  # one run, in a child process
     ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--name", default="token_count_run", help="the results file's name (bench/results/<name>.json)")
+    ap.add_argument("--timeline", help="a folder: each run records its timeline there (tasks/timeline.py), "
+                    "<variant>.jsonl, and the results carry the stage's wall clock broken down")
     args = ap.parse_args()
     corpus = standard_corpus(args.docs, args.files)
     if args.variant:
@@ -98,8 +101,14 @@ def main() -> None:
     runs = {}
     for name, variant in [("off", "off"), ("first", "on"), ("later", "on")]:
         out = work / name
+        run_env = dict(env)
+        if args.timeline:
+            Path(args.timeline).mkdir(parents=True, exist_ok=True)
+            line_file = Path(args.timeline) / f"{name}.jsonl"
+            line_file.unlink(missing_ok=True)
+            run_env["REFINERY_TIMELINE"] = str(line_file)
         proc = subprocess.run([sys.executable, __file__, "--docs", str(args.docs), "--files", str(args.files),
-                               "--variant", variant, "--out", str(out)], env=env, capture_output=True, text=True)
+                               "--variant", variant, "--out", str(out)], env=run_env, capture_output=True, text=True)
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode or not line:
             raise SystemExit(f"run {name} failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -121,7 +130,7 @@ def main() -> None:
                    "ingest: ids are checked across shards); added_share = (on - off) / off (added_share_stage: "
                    "of the stage's). first: the tokenizer cache holds the conversion only; later: "
                    "it also holds the piece counts the first run saved."}
-    path = write_results("token_count_run", out)
+    path = write_results(args.name, out)
     print(path.read_text())
 
 

@@ -16,6 +16,7 @@ Run as ``python -m flows.prefect_server --host H --port P --db PATH``.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import os
 import sqlite3
@@ -52,6 +53,39 @@ def seed_database(db: Path) -> bool:
     return True
 
 
+def skip_empty_slot_increments() -> bool:
+    """Make Prefect's slot increment for no concurrency limits a no-op, as its result already is.
+
+    Every task run asks the server for slots of its tags' concurrency limits (tag:refinery,
+    ...), of which there are none unless a user creates them; a worker remembers "none" for 5 s
+    only, so each Ray worker asks every 5 s. The server reads the limits, then runs an UPDATE of
+    no rows in the same deferred SQLite transaction: a write after a read, which SQLite refuses
+    at once ("database is locked", busy_timeout does not apply) whenever another write committed
+    in between, as the run's logs and task-run events do all the time. Prefect answers 503 and
+    its client retries after 2 s of back-off, so one shard task in about every two such requests
+    waited 2 s before its step started (measured: 4-11 times per ingest of 100k documents; at the
+    stage's barriers that is the stage's wall clock). With no limit ids the UPDATE matches nothing
+    and returns ``rowcount == 0 == len(ids)``: True. Returning True without it gives the same
+    answer and no write. Returns whether Prefect's function was replaced (False: already done,
+    or a Prefect version without it; the server then behaves as Prefect's own)."""
+    from prefect.server.models import concurrency_limits_v2 as limits
+
+    original = getattr(limits, "bulk_increment_active_slots", None)
+    if original is None or getattr(original, "_refinery_skips_empty", False):
+        return False
+
+    @functools.wraps(original)
+    async def bulk_increment_active_slots(*args: object, **kwargs: object) -> bool:
+        ids = kwargs.get("concurrency_limit_ids")
+        if ids is not None and not args and len(ids) == 0:  # type: ignore[arg-type]
+            return True
+        return await original(*args, **kwargs)
+
+    bulk_increment_active_slots._refinery_skips_empty = True  # type: ignore[attr-defined]
+    limits.bulk_increment_active_slots = bulk_increment_active_slots
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m flows.prefect_server", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", required=True)
@@ -66,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     from prefect.server.api.server import create_app
     from prefect.settings import get_current_settings
 
+    skip_empty_slot_increments()
     server = get_current_settings().server
     uvicorn.run(
         app=create_app(final=True),

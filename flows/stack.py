@@ -27,6 +27,8 @@ import psutil
 
 BUCKET = "refinery"
 LOOPBACK = "127.0.0.1"
+# longer than Prefect's client keeps an idle connection (keepalive_expiry=25 in prefect.client)
+SERVER_KEEPALIVE_SECONDS = 60
 
 
 class StackError(RuntimeError):
@@ -129,6 +131,11 @@ class Stack:
             # the server's lifespan (0.8 s of its ~1 s). Runs, task runs, states, events,
             # schedules and concurrency leases are other services, all on.
             "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+            # Prefect's client keeps an idle connection for 25 s, its server for 5 s: a request
+            # sent on a connection the server is closing fails (ReadError) and the client
+            # retries it after 2 s of back-off (seen in a Ray worker's slot request mid-ingest).
+            # The server keeps idle connections longer than any client does.
+            "PREFECT_SERVER_API_KEEPALIVE_TIMEOUT": str(SERVER_KEEPALIVE_SECONDS),
             **os.environ,
             "PREFECT_HOME": str(prefect_home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -15,8 +15,8 @@ import httpx
 import psutil
 import pytest
 
-from flows.prefect_server import schema_dump_path, seed_database
-from flows.stack import Stack, StackError, free_port
+from flows.prefect_server import schema_dump_path, seed_database, skip_empty_slot_increments
+from flows.stack import SERVER_KEEPALIVE_SECONDS, Stack, StackError, free_port
 from tests.conftest import REPO
 
 
@@ -215,3 +215,75 @@ def test_a_failing_while_starting_stops_the_server_it_started(tmp_path):
     assert len(started) == 1
     assert not started[0].is_running() or started[0].status() == psutil.STATUS_ZOMBIE
     assert "prefect" not in st.read_state().get("services", {})
+
+
+class _NoWrites:
+    """A database session that fails any statement: proves which calls reach the database."""
+
+    async def execute(self, *args, **kwargs):
+        raise RuntimeError("statement executed")
+
+
+def test_a_slot_increment_for_no_limits_writes_nothing_and_any_other_reaches_prefect(monkeypatch):
+    import asyncio
+    import uuid
+
+    from prefect.server.models import concurrency_limits_v2 as limits
+
+    monkeypatch.setattr(limits, "bulk_increment_active_slots", limits.bulk_increment_active_slots)  # restored after
+    assert skip_empty_slot_increments()
+    assert not skip_empty_slot_increments()  # once per process
+    # no limit ids: Prefect's UPDATE of no rows would answer True (0 rows == 0 ids); so does the patch, unwritten
+    assert asyncio.run(limits.bulk_increment_active_slots(session=_NoWrites(), concurrency_limit_ids=[], slots=1))
+    with pytest.raises(RuntimeError, match="statement executed"):  # a real limit: Prefect's own UPDATE
+        asyncio.run(limits.bulk_increment_active_slots(session=_NoWrites(), concurrency_limit_ids=[uuid.uuid4()],
+                                                       slots=1))
+
+
+@pytest.mark.slow
+def test_task_runs_slot_requests_succeed_at_once_while_the_server_writes_logs(tmp_path):
+    """Every task run asks for its tags' concurrency slots. Prefect's server read the (absent)
+    limits, then wrote in the same SQLite transaction: refused ("database is locked", answered
+    503, retried by the client after 2 s) whenever another write committed in between. Measured
+    on an unpatched server with two threads posting logs: 6 of 100 requests answered 200."""
+    import threading
+    import uuid
+
+    st = Stack(tmp_path / "home")
+    stop = threading.Event()
+    try:
+        st.up(prefect_port=free_port(), with_s3=False)
+        api = st.environment()["PREFECT_API_URL"]
+        # idle connections outlive the client's (25 s), so a reused one is never being closed
+        settings = httpx.get(f"{api}/admin/settings", timeout=10).raise_for_status().json()
+        assert settings["server"]["api"]["keepalive_timeout"] == SERVER_KEEPALIVE_SECONDS > 25
+        logs = [{"name": "refinery.test", "level": 20, "message": "m" * 200, "timestamp": "2026-01-01T00:00:00Z"}] * 20
+        posted = []
+
+        def write_logs() -> None:
+            with httpx.Client(timeout=30) as client:
+                while not stop.is_set():
+                    posted.append(client.post(f"{api}/logs/", json=logs).status_code)
+
+        writers = [threading.Thread(target=write_logs) for _ in range(2)]
+        for w in writers:
+            w.start()
+        codes = []
+        with httpx.Client(timeout=30) as client:
+            for _ in range(100):
+                holder = {"type": "task_run", "id": str(uuid.uuid4())}
+                try:
+                    r = client.post(f"{api}/v2/concurrency_limits/increment-with-lease", json={
+                        "names": ["tag:refinery"], "slots": 1, "mode": "concurrency", "lease_duration": 60,
+                        "holder": holder})
+                    codes.append((r.status_code, r.json().get("limits") if r.status_code == 200 else r.text[:80]))
+                except httpx.HTTPError as exc:  # the unpatched server also reset connections
+                    codes.append((type(exc).__name__, None))
+        stop.set()
+        for w in writers:
+            w.join()
+        assert len(posted) >= 10 and set(posted) == {201}  # the writes really ran alongside
+        assert codes == [(200, [])] * 100
+    finally:
+        stop.set()
+        st.down()
