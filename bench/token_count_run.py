@@ -65,6 +65,24 @@ def one_run(corpus: Path, out: Path, tokens_on: bool) -> dict:
             "model_tokens": manifest["totals"].get("model_tokens")}
 
 
+def waits_before_steps(path: Path) -> dict:
+    """From a run's timeline: the task runs whose step started more than 0.5 s after the task
+    run entered the worker (Prefect's engine before the step: task run, state, concurrency
+    slots), how many and their seconds summed (all of them: ``total_seconds``)."""
+    from tasks.timeline import read
+
+    entered: dict[int, float] = {}
+    waits = []
+    for e in read(path):
+        if e["event"] == "task_enter":
+            entered[e["pid"]] = e["t"]
+        elif e["event"] == "step_start" and e["pid"] in entered:
+            waits.append(e["t"] - entered.pop(e["pid"]))
+    long = [w for w in waits if w > 0.5]
+    return {"over_half_second": len(long), "over_half_second_seconds": round(sum(long), 2),
+            "task_runs": len(waits), "total_seconds": round(sum(waits), 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=100_000)
@@ -113,6 +131,8 @@ def main() -> None:
         if proc.returncode or not line:
             raise SystemExit(f"run {name} failed ({proc.returncode}): {proc.stderr[-2000:]}")
         runs[name] = json.loads(line[0][len("RESULT "):])
+        if args.timeline:
+            runs[name]["waits_before_steps"] = waits_before_steps(Path(args.timeline) / f"{name}.jsonl")
         shutil.rmtree(out, ignore_errors=True)
         print(name, runs[name], flush=True)
     off = runs["off"]["cpu_seconds"]
