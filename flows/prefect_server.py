@@ -63,7 +63,7 @@ def skip_empty_slot_increments() -> bool:
     at once ("database is locked", busy_timeout does not apply) whenever another write committed
     in between, as the run's logs and task-run events do all the time. Prefect answers 503 and
     its client retries after 2 s of back-off, so one shard task in about every two such requests
-    waited 2 s before its step started (measured: 4-11 times per ingest of 100k documents; at the
+    waited 2 s before its step started (measured: 1 to 5 times per ingest of 100k documents, besides each worker's first task; at the
     stage's barriers that is the stage's wall clock). With no limit ids the UPDATE matches nothing
     and returns ``rowcount == 0 == len(ids)``: True. Returning True without it gives the same
     answer and no write. Returns whether Prefect's function was replaced (False: already done,

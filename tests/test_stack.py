@@ -203,11 +203,15 @@ def test_a_failing_while_starting_stops_the_server_it_started(tmp_path):
     started = []
 
     def fail(api_url):
-        # this stack's server only (the session's own stack is a child of this process too)
-        started.extend(p for p in psutil.Process().children()
-                       if "flows.prefect_server" in p.cmdline() and str(port) in p.cmdline())
         # already recorded while the caller works: a CLI killed now leaves no unknown server
-        assert st.read_state()["services"]["prefect"]["pid"] == started[0].pid
+        server = psutil.Process(st.read_state()["services"]["prefect"]["pid"])
+        assert server in psutil.Process().children()
+        # the child may not have exec'd yet (its command line is still this process's): wait for it
+        deadline = time.monotonic() + 30
+        while "flows.prefect_server" not in server.cmdline() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "flows.prefect_server" in server.cmdline() and str(port) in server.cmdline()
+        started.append(server)
         raise RuntimeError("the caller failed while the server started")
 
     with pytest.raises(RuntimeError, match="caller failed"):
@@ -284,6 +288,20 @@ def test_task_runs_slot_requests_succeed_at_once_while_the_server_writes_logs(tm
             w.join()
         assert len(posted) >= 10 and set(posted) == {201}  # the writes really ran alongside
         assert codes == [(200, [])] * 100
+        # a limit that exists still goes through Prefect's own code and is enforced: one slot, taken
+        # once (200), then refused (423); an inactive limit is skipped, as Prefect skips it
+        with httpx.Client(timeout=30) as client:
+            for name, active in (("tag:refinery-one", True), ("tag:refinery-off", False)):
+                client.post(f"{api}/v2/concurrency_limits/", json={
+                    "name": name, "limit": 1, "active": active}).raise_for_status()
+
+            def take(name: str) -> int:
+                return client.post(f"{api}/v2/concurrency_limits/increment-with-lease", json={
+                    "names": [name], "slots": 1, "mode": "concurrency", "lease_duration": 60,
+                    "holder": {"type": "task_run", "id": str(uuid.uuid4())}}).status_code
+
+            assert [take("tag:refinery-one") for _ in range(2)] == [200, 423]
+            assert [take("tag:refinery-off") for _ in range(2)] == [200, 200]
     finally:
         stop.set()
         st.down()
