@@ -1,0 +1,129 @@
+"""Ingest of a small local input as one task run per worker per phase (tasks/ingest_stage.py):
+the groups, a bad file inside a group, and the real flow on Ray and a real Prefect server
+recording exactly the task runs the manifest names, with the release an ungrouped run makes."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tasks import ingest_stage
+from tasks.config import InputSpec, PipelineConfig
+from tasks.ingest import plan_shards
+from tasks.parallel import run_group
+from tasks.steps import id_check_needed, ingest_read_step
+from tests.builders import pipeline_config, run_context
+from tests.conftest import shared
+
+SIZES = (60, 15, 15, 80, 30, 40)  # documents per file: unequal, so the byte balance is tested
+
+
+def _files(folder: Path, repeat: int = 20) -> Path:
+    """Files of real web pages with their ids; the second file repeats ``repeat`` ids of the first."""
+    src = pq.read_table(shared("cc_web_samples/cc_web_samples.parquet"), columns=["text", "id"])
+    folder.mkdir(parents=True)
+    start = 0
+    for i, n in enumerate(SIZES):
+        if i == 1:
+            start -= repeat
+        pq.write_table(src.slice(start, n), folder / f"part-{i}.parquet")
+        start += n
+    assert start <= src.num_rows
+    return folder
+
+
+def _input(folder: Path) -> InputSpec:
+    return InputSpec(uri=str(folder), source="cc", columns={"text": "text", "id": "id"})
+
+
+def test_a_small_local_input_is_cut_into_consecutive_groups_of_about_equal_bytes(tmp_path):
+    cfg = pipeline_config(tmp_path / "out", _input(_files(tmp_path / "in")))
+    shards = plan_shards(cfg)
+    assert len(shards) == len(SIZES)
+    sizes = [(tmp_path / "in" / f"part-{i}.parquet").stat().st_size for i in range(len(SIZES))]
+    assert ingest_stage.shard_bytes(shards) == sizes
+    groups = ingest_stage.small_input_groups(shards, 2)
+    assert [i for g in groups for i in g] == list(range(len(shards)))  # every shard once, in order
+    assert len(groups) == 2
+    sums = [sum(sizes[i] for i in g) for g in groups]
+    # no cut point would be better balanced than the one chosen
+    best = min(abs(sum(sizes[:k]) - sum(sizes[k:])) for k in range(1, len(sizes)))
+    assert abs(sums[0] - sums[1]) == best
+    assert len(ingest_stage.small_input_groups(shards, 4)) == 4
+    # one task per shard: as many workers as shards, a large input, or an input not on local disk
+    assert ingest_stage.small_input_groups(shards, len(shards)) is None
+    assert ingest_stage.small_input_groups(shards, 1) == [list(range(len(shards)))]
+    remote = [replace(s, uri="s3://bucket/" + Path(s.uri).name) for s in shards]
+    assert ingest_stage.small_input_groups(remote, 2) is None
+
+
+def test_the_byte_limit_keeps_large_inputs_one_task_per_shard(tmp_path, monkeypatch):
+    cfg = pipeline_config(tmp_path / "out", _input(_files(tmp_path / "in")))
+    shards = plan_shards(cfg)
+    total = sum(ingest_stage.shard_bytes(shards))
+    monkeypatch.setattr(ingest_stage, "SMALL_INPUT_BYTES", total)
+    assert ingest_stage.small_input_groups(shards, 2) is not None
+    monkeypatch.setattr(ingest_stage, "SMALL_INPUT_BYTES", total - 1)
+    assert ingest_stage.small_input_groups(shards, 2) is None
+
+
+def test_a_bad_file_in_a_group_fails_alone_and_the_others_match_their_own_runs(tmp_path):
+    folder = _files(tmp_path / "in")
+    (folder / "part-2.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    cfg = pipeline_config(tmp_path / "out", _input(folder))
+    shards = plan_shards(cfg)
+    assert id_check_needed(shards)
+    out = run_group(ingest_read_step, [(s.name, (run_context(cfg), s)) for s in shards])
+    assert set(out["failures"]) == {shards[2].name}
+    assert "part-2.parquet" in out["failures"][shards[2].name]
+    assert set(out["results"]) == {s.name for s in shards} - {shards[2].name}
+    # each shard's marker is what the step alone makes (run apart, into another root)
+    alone_cfg = pipeline_config(tmp_path / "alone", _input(folder))
+    for s in shards:
+        if s.name in out["results"]:
+            alone = ingest_read_step(run_context(alone_cfg), s)
+            assert alone["stats"] == out["results"][s.name]["stats"]
+            assert not out["results"][s.name]["skipped"]
+    # a group run again (its retry) skips every shard already done
+    again = run_group(ingest_read_step, [(s.name, (run_context(cfg), s)) for s in shards])
+    assert all(m["skipped"] for m in again["results"].values()) and set(again["failures"]) == {shards[2].name}
+
+
+@pytest.mark.slow
+def test_grouped_ingest_on_ray_records_its_task_runs_and_publishes_the_ungrouped_release(
+        stack, ray_local, tmp_path, monkeypatch):
+    from flows.curate import run_curate
+    from tasks.storage import StorageSpec
+    from tests.releases import expected_task_runs, prefect_runs, verify_release
+
+    folder = _files(tmp_path / "in")
+    (folder / "part-5.parquet").write_bytes(b"not parquet at all")  # a bad file inside the second group
+    near = {"enabled": True}
+    manifests = {}
+    for name, limit in (("grouped", ingest_stage.SMALL_INPUT_BYTES), ("per-shard", 0)):
+        monkeypatch.setattr(ingest_stage, "SMALL_INPUT_BYTES", limit)
+        cfg = PipelineConfig(release="groups", output=str(tmp_path / name), inputs=[_input(folder)],
+                             near_dedup=near)
+        m = run_curate(cfg)
+        verify_release(StorageSpec(cfg.output).open(), m)
+        flow_run, task_runs = prefect_runs(m["flow_run_id"])
+        assert flow_run["state"]["type"] == "COMPLETED"
+        by_step = collections.Counter(t["name"].rsplit("-", 1)[0] for t in task_runs)
+        assert by_step == expected_task_runs(m, len(SIZES), failed=1)
+        manifests[name] = (m, by_step)
+    grouped, per_shard = manifests["grouped"], manifests["per-shard"]
+    buckets = grouped[0]["dedup"]["source_ids"]["buckets"]
+    assert grouped[0]["task_groups"] == {"ingest_read": 2, "ingest_ids": min(2, buckets), "ingest": 2}
+    assert grouped[1]["ingest_read"] == 2 and grouped[1]["ingest"] == 2
+    assert "task_groups" not in per_shard[0]
+    assert per_shard[1]["ingest_read"] == len(SIZES) and per_shard[1]["ingest"] == len(SIZES) - 1
+    # the same release either way: documents, rejects (the 20 repeated ids among them), failures
+    for key in ("totals", "funnel", "sources"):
+        assert grouped[0][key] == per_shard[0][key], key
+    assert grouped[0]["dedup"]["source_ids"]["duplicates"] == 20
+    assert [f["shard"] for f in grouped[0]["failures"]] == [f["shard"] for f in per_shard[0]["failures"]] == ["00005"]
+    assert grouped[0]["dedup"]["near"]["duplicates"] == per_shard[0]["dedup"]["near"]["duplicates"]
