@@ -240,6 +240,8 @@ def expected_task_runs(manifest: dict[str, Any], shards: int, failed: int = 0) -
     out: dict[str, int] = {}
     for name in manifest["stages"]:
         out.update(get(name).expected_task_runs(manifest, shards, shards - failed))
+    # steps that ran as worker-sized groups of shards (tasks/grouping.py): one task run per group
+    out.update({label: n for label, n in manifest.get("task_groups", {}).items() if label in out})
     return out
 
 

@@ -1,4 +1,4 @@
-"""Ingest of a small local input as one task run per worker per phase (tasks/ingest_stage.py):
+"""Ingest of a small local input as one task run per worker per phase (tasks/grouping.py):
 the groups, a bad file inside a group, and the real flow on Ray and a real Prefect server
 recording exactly the task runs the manifest names, with the release an ungrouped run makes."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import ingest_stage
+from tasks import grouping
 from tasks.config import InputSpec, PipelineConfig
 from tasks.ingest import plan_shards
 from tasks.parallel import run_group
@@ -45,30 +45,30 @@ def test_a_small_local_input_is_cut_into_consecutive_groups_of_about_equal_bytes
     shards = plan_shards(cfg)
     assert len(shards) == len(SIZES)
     sizes = [(tmp_path / "in" / f"part-{i}.parquet").stat().st_size for i in range(len(SIZES))]
-    assert ingest_stage.shard_bytes(shards) == sizes
-    groups = ingest_stage.small_input_groups(shards, 2)
+    assert grouping.shard_bytes(shards) == sizes
+    groups = grouping.small_input_groups(shards, 2)
     assert [i for g in groups for i in g] == list(range(len(shards)))  # every shard once, in order
     assert len(groups) == 2
     sums = [sum(sizes[i] for i in g) for g in groups]
     # no cut point would be better balanced than the one chosen
     best = min(abs(sum(sizes[:k]) - sum(sizes[k:])) for k in range(1, len(sizes)))
     assert abs(sums[0] - sums[1]) == best
-    assert len(ingest_stage.small_input_groups(shards, 4)) == 4
+    assert len(grouping.small_input_groups(shards, 4)) == 4
     # one task per shard: as many workers as shards, a large input, or an input not on local disk
-    assert ingest_stage.small_input_groups(shards, len(shards)) is None
-    assert ingest_stage.small_input_groups(shards, 1) == [list(range(len(shards)))]
+    assert grouping.small_input_groups(shards, len(shards)) is None
+    assert grouping.small_input_groups(shards, 1) == [list(range(len(shards)))]
     remote = [replace(s, uri="s3://bucket/" + Path(s.uri).name) for s in shards]
-    assert ingest_stage.small_input_groups(remote, 2) is None
+    assert grouping.small_input_groups(remote, 2) is None
 
 
 def test_the_byte_limit_keeps_large_inputs_one_task_per_shard(tmp_path, monkeypatch):
     cfg = pipeline_config(tmp_path / "out", _input(_files(tmp_path / "in")))
     shards = plan_shards(cfg)
-    total = sum(ingest_stage.shard_bytes(shards))
-    monkeypatch.setattr(ingest_stage, "SMALL_INPUT_BYTES", total)
-    assert ingest_stage.small_input_groups(shards, 2) is not None
-    monkeypatch.setattr(ingest_stage, "SMALL_INPUT_BYTES", total - 1)
-    assert ingest_stage.small_input_groups(shards, 2) is None
+    total = sum(grouping.shard_bytes(shards))
+    monkeypatch.setattr(grouping, "SMALL_INPUT_BYTES", total)
+    assert grouping.small_input_groups(shards, 2) is not None
+    monkeypatch.setattr(grouping, "SMALL_INPUT_BYTES", total - 1)
+    assert grouping.small_input_groups(shards, 2) is None
 
 
 def test_a_bad_file_in_a_group_fails_alone_and_the_others_match_their_own_runs(tmp_path):
@@ -94,7 +94,7 @@ def test_a_bad_file_in_a_group_fails_alone_and_the_others_match_their_own_runs(t
 
 
 @pytest.mark.slow
-def test_grouped_ingest_on_ray_records_its_task_runs_and_publishes_the_ungrouped_release(
+def test_grouped_steps_on_ray_record_their_task_runs_and_publish_the_ungrouped_release(
         stack, ray_local, tmp_path, monkeypatch):
     from flows.curate import run_curate
     from tasks.storage import StorageSpec
@@ -104,8 +104,8 @@ def test_grouped_ingest_on_ray_records_its_task_runs_and_publishes_the_ungrouped
     (folder / "part-5.parquet").write_bytes(b"not parquet at all")  # a bad file inside the second group
     near = {"enabled": True}
     manifests = {}
-    for name, limit in (("grouped", ingest_stage.SMALL_INPUT_BYTES), ("per-shard", 0)):
-        monkeypatch.setattr(ingest_stage, "SMALL_INPUT_BYTES", limit)
+    for name, limit in (("grouped", grouping.SMALL_INPUT_BYTES), ("per-shard", 0)):
+        monkeypatch.setattr(grouping, "SMALL_INPUT_BYTES", limit)
         cfg = PipelineConfig(release="groups", output=str(tmp_path / name), inputs=[_input(folder)],
                              near_dedup=near)
         m = run_curate(cfg)
@@ -117,10 +117,12 @@ def test_grouped_ingest_on_ray_records_its_task_runs_and_publishes_the_ungrouped
         manifests[name] = (m, by_step)
     grouped, per_shard = manifests["grouped"], manifests["per-shard"]
     buckets = grouped[0]["dedup"]["source_ids"]["buckets"]
-    assert grouped[0]["task_groups"] == {"ingest_read": 2, "ingest_ids": min(2, buckets), "ingest": 2}
-    assert grouped[1]["ingest_read"] == 2 and grouped[1]["ingest"] == 2
+    assert grouped[0]["task_groups"] == {"ingest_read": 2, "ingest_ids": min(2, buckets), "ingest": 2,
+                                         "near_dedup": 2}
+    assert grouped[1]["ingest_read"] == grouped[1]["ingest"] == grouped[1]["near_dedup"] == 2
     assert "task_groups" not in per_shard[0]
-    assert per_shard[1]["ingest_read"] == len(SIZES) and per_shard[1]["ingest"] == len(SIZES) - 1
+    assert per_shard[1]["ingest_read"] == len(SIZES)
+    assert per_shard[1]["ingest"] == per_shard[1]["near_dedup"] == len(SIZES) - 1
     # the same release either way: documents, rejects (the 20 repeated ids among them), failures
     for key in ("totals", "funnel", "sources"):
         assert grouped[0][key] == per_shard[0][key], key
