@@ -331,11 +331,25 @@ def _tell(stage: str, done: int, total: int, result: dict[str, Any] | None) -> N
             listener(stage, done, total, result)
 
 
+class GroupInputError(InputError):
+    """Some shards of a group had bad input: the group's task run fails (never retried, as a
+    shard's bad input), as a lone shard's would, and carries every shard's outcome."""
+
+    def __init__(self, message: str, outcome: dict[str, Any]) -> None:
+        super().__init__(message, outcome)  # both in args: the exception crosses Ray pickled
+        self.outcome = outcome
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def run_group(step: Callable[..., dict[str, Any]], calls: Sequence[tuple[str, tuple[Any, ...]]]) -> dict[str, Any]:
     """``step(*args)`` for every ``(shard, args)`` of one group, one after the other, in one
-    task run. A shard's bad input is its own failure, not the group's: it is returned under
-    ``failures`` and the others go on. Anything else fails the group, whose retry skips the
-    shards already done (every step writes its marker last and returns it when it exists)."""
+    task run: ``{"results": {shard: marker}, "failures": {shard: error}}``. A shard's bad
+    input is its own failure: the others go on, then the task run fails with
+    :class:`GroupInputError` carrying both. Anything else fails the group at once, whose retry
+    skips the shards already done (every step writes its marker last and returns it when it
+    exists)."""
     results: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     for shard, args in calls:
@@ -343,7 +357,12 @@ def run_group(step: Callable[..., dict[str, Any]], calls: Sequence[tuple[str, tu
             results[shard] = step(*args)
         except InputError as exc:
             failures[shard] = f"{exc}"
-    return {"results": results, "failures": failures}
+    outcome = {"results": results, "failures": failures}
+    if failures:
+        first = min(failures)
+        raise GroupInputError(f"{len(failures)} of {len(calls)} shards had bad input; shard {first}: "
+                              f"{failures[first]}", outcome)
+    return outcome
 
 
 def group_name(shards: Sequence[str]) -> str:
@@ -403,11 +422,13 @@ def shard_map(
             if members is None:
                 outcome.append((name, value))
             else:
-                for shard in members:
-                    if shard in value["failures"]:
-                        failures.append({"stage": stage, "shard": shard, "error": value["failures"][shard]})
-                        logger.error("%s shard %s: %s", stage, shard, value["failures"][shard])
-                    outcome.append((shard, value["results"].get(shard)))
+                outcome.extend((shard, value["results"].get(shard)) for shard in members)
+        except GroupInputError as exc:  # some shards of a group: theirs recorded, the others' kept
+            for shard in members or [name]:
+                if shard in exc.outcome["failures"]:
+                    failures.append({"stage": stage, "shard": shard, "error": exc.outcome["failures"][shard]})
+                    logger.error("%s shard %s: %s", stage, shard, exc.outcome["failures"][shard])
+                outcome.append((shard, exc.outcome["results"].get(shard)))
         except InputError as exc:  # bad input: recorded, the rest of the release goes on
             failures.append({"stage": stage, "shard": name, "error": f"{exc}"})
             logger.error("%s shard %s: %s", stage, name, exc)

@@ -5,6 +5,7 @@ recording exactly the task runs the manifest names, with the release an ungroupe
 from __future__ import annotations
 
 import collections
+import pickle
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from tasks import grouping
 from tasks.config import InputSpec, PipelineConfig
 from tasks.ingest import plan_shards
-from tasks.parallel import run_group
+from tasks.parallel import GroupInputError, run_group
 from tasks.steps import id_check_needed, ingest_read_step
 from tests.builders import pipeline_config, run_context
 from tests.conftest import shared
@@ -77,7 +78,10 @@ def test_a_bad_file_in_a_group_fails_alone_and_the_others_match_their_own_runs(t
     cfg = pipeline_config(tmp_path / "out", _input(folder))
     shards = plan_shards(cfg)
     assert id_check_needed(shards)
-    out = run_group(ingest_read_step, [(s.name, (run_context(cfg), s)) for s in shards])
+    with pytest.raises(GroupInputError, match="1 of 6 shards had bad input; shard 00002: .*part-2.parquet") as err:
+        run_group(ingest_read_step, [(s.name, (run_context(cfg), s)) for s in shards])
+    # it crosses Ray and Prefect pickled, with every shard's outcome
+    out = pickle.loads(pickle.dumps(err.value)).outcome
     assert set(out["failures"]) == {shards[2].name}
     assert "part-2.parquet" in out["failures"][shards[2].name]
     assert set(out["results"]) == {s.name for s in shards} - {shards[2].name}
@@ -89,8 +93,12 @@ def test_a_bad_file_in_a_group_fails_alone_and_the_others_match_their_own_runs(t
             assert alone["stats"] == out["results"][s.name]["stats"]
             assert not out["results"][s.name]["skipped"]
     # a group run again (its retry) skips every shard already done
-    again = run_group(ingest_read_step, [(s.name, (run_context(cfg), s)) for s in shards])
+    with pytest.raises(GroupInputError) as err:
+        run_group(ingest_read_step, [(s.name, (run_context(cfg), s)) for s in shards])
+    again = err.value.outcome
     assert all(m["skipped"] for m in again["results"].values()) and set(again["failures"]) == {shards[2].name}
+    good = [s for s in shards if s.name != shards[2].name]
+    assert run_group(ingest_read_step, [(s.name, (run_context(cfg), s)) for s in good])["failures"] == {}
 
 
 @pytest.mark.slow
@@ -114,6 +122,9 @@ def test_grouped_steps_on_ray_record_their_task_runs_and_publish_the_ungrouped_r
         assert flow_run["state"]["type"] == "COMPLETED"
         by_step = collections.Counter(t["name"].rsplit("-", 1)[0] for t in task_runs)
         assert by_step == expected_task_runs(m, len(SIZES), failed=1)
+        # the bad file fails the one task run that read it, its group's when grouped
+        failed_runs = sorted(t["name"] for t in task_runs if t["state"]["type"] != "COMPLETED")
+        assert failed_runs == (["ingest_read-00003..00005"] if name == "grouped" else ["ingest_read-00005"])
         manifests[name] = (m, by_step)
     grouped, per_shard = manifests["grouped"], manifests["per-shard"]
     buckets = grouped[0]["dedup"]["source_ids"]["buckets"]
