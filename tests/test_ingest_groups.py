@@ -145,3 +145,16 @@ def test_grouped_steps_on_ray_record_their_task_runs_and_publish_the_ungrouped_r
     assert grouped[0]["dedup"]["source_ids"]["duplicates"] == 20
     assert [f["shard"] for f in grouped[0]["failures"]] == [f["shard"] for f in per_shard[0]["failures"]] == ["00005"]
     assert grouped[0]["dedup"]["near"]["duplicates"] == per_shard[0]["dedup"]["near"]["duplicates"]
+
+
+def test_expected_task_runs_take_a_grouped_steps_count_from_the_manifest():
+    from tasks import registry
+
+    manifest = {"stages": ["ingest", "near_dedup"],
+                "dedup": {"source_ids": {"buckets": 4},
+                          "near": {"partitions": 8, "components": "single_task", "cc_rounds": 0}}}
+    plain = registry.expected_task_runs(manifest, 16)
+    assert plain == {"ingest_read": 16, "ingest_ids": 4, "ingest": 16, "near_dedup": 16, "near_dedup_global": 1}
+    grouped = registry.expected_task_runs({**manifest, "task_groups": {"ingest_read": 2, "ingest_ids": 2,
+                                                                        "ingest": 2, "near_dedup": 2}}, 16)
+    assert grouped == {"ingest_read": 2, "ingest_ids": 2, "ingest": 2, "near_dedup": 2, "near_dedup_global": 1}
