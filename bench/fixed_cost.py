@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=100_000)
     ap.add_argument("--files", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--name", help="results file name (default fixed_cost_<N>k); a new name keeps earlier files")
     args = ap.parse_args()
     corpus = standard_corpus(args.docs, args.files)
     tmp = Path(tempfile.mkdtemp(prefix="refinery-fixed-cost-"))
@@ -91,7 +92,7 @@ def main() -> None:
                              "cpu_seconds_median": median(r[side][kind]["cpu_seconds"] for r in rounds)}
                       for kind in ("cold", "warm")} for side in ("before", "after")}
     info = json.loads((corpus / "corpus.json").read_text())
-    path = write_results(f"fixed_cost_{args.docs // 1000}k", {
+    path = write_results(args.name or f"fixed_cost_{args.docs // 1000}k", {
         "before_commit": before, "corpus": {k: info[k] for k in ("docs", "files", "bytes")},
         "meaning": "rounds run back to back (before, then after, each cold then warm); compare within a round "
                    "and CPU seconds first: wall seconds follow the other agents' load",

@@ -14,7 +14,7 @@ from flows.model_actor import ActorService, start_actor, stop_actor
 from tasks.config import ExecutionConfig
 from tasks.errors import ReleaseError
 from tasks.llm.client import CompletionService
-from tasks.parallel import shard_map, shard_task
+from tasks.parallel import run_group, shard_map, shard_task
 from tasks.stepkit import RunContext
 
 _TASKS: dict[tuple[Callable[..., Any], str], Task] = {}
@@ -52,15 +52,28 @@ class StageRunner:
     labels: list[str] = field(default_factory=list)  # every label this stage mapped, in order
 
     def map_tolerant(self, step: Callable[..., dict[str, Any]], calls: Sequence[tuple[str, tuple[Any, ...]]],
-                     label: str, task_name: str | None = None) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+                     label: str, task_name: str | None = None, groups: Sequence[Sequence[int]] | None = None,
+                     ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
         self.labels.append(label)
-        return shard_map(task_for(step, task_name or label), calls, self.execution, label)
+        name = task_name or label
+        if groups is not None:
+            # the manifest says how many task runs a grouped step made (tasks.registry.expected_task_runs)
+            self.markers.setdefault("task_groups", []).append(
+                {"label": label, "task_runs": sum(1 for g in groups if g), "shards": len(calls)})
+        return shard_map(task_for(step, name), calls, self.execution, label, groups=groups,
+                         group_task=task_for(run_group, name) if groups is not None else None,
+                         step_fn=step if groups is not None else None)
 
     def map(self, step: Callable[..., dict[str, Any]], calls: Sequence[tuple[str, tuple[Any, ...]]],
-            label: str, task_name: str | None = None) -> list[dict[str, Any]]:
-        out = checked(self.map_tolerant(step, calls, label, task_name))
+            label: str, task_name: str | None = None, groups: Sequence[Sequence[int]] | None = None,
+            ) -> list[dict[str, Any]]:
+        out = checked(self.map_tolerant(step, calls, label, task_name, groups))
         self.markers[label] = out
         return out
+
+    def workers(self) -> int:
+        """The CPUs of the run's Ray cluster (1 without Ray): how many tasks run at once."""
+        return max(1, int(ray.cluster_resources().get("CPU", 1))) if ray.is_initialized() else 1
 
     def with_model(self, run: Callable[[CompletionService | None], Any]) -> Any:
         """Run a model-backed stage with the run's model actor (loaded once, shared by every

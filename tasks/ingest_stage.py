@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tasks.errors import ReleaseError
+from tasks.grouping import balanced_groups, small_input_groups
 from tasks.registry import Stage, StageRun, register
 from tasks.steps import id_check_needed, id_reduce_step, ingest_read_step, ingest_step
 from tasks.storage import public_url
@@ -10,20 +11,30 @@ from tasks.storage import public_url
 
 def plan(run: StageRun) -> None:
     """One task per input shard; when a source id may reach two shards, read first, check the
-    ids globally, then finish. A shard whose input cannot be read is a failure of the release,
-    not its end (unless fail_fast)."""
+    ids globally, then finish. A small local input runs each phase as one task per worker,
+    each running its group of shards in turn (:func:`tasks.grouping.small_input_groups`). A
+    shard whose input cannot be read is a failure of the release, not its end (unless
+    fail_fast)."""
     ctx, shards = run.ctx, run.shards
+    workers = run.workers()
+    groups = small_input_groups(shards, workers)
     if id_check_needed(shards):
-        read, failed = run.map_tolerant(ingest_read_step, [(s.name, (ctx, s)) for s in shards], "ingest_read")
+        read, failed = run.map_tolerant(ingest_read_step, [(s.name, (ctx, s)) for s in shards], "ingest_read",
+                                        groups=groups)
         for f in failed:
             f["stage"] = "ingest"  # a file that cannot be read is ingest's failure, whichever phase found it
-        run.map(id_reduce_step, [(f"b{b:05d}", (ctx, b)) for b in range(ctx.exact_buckets)], "ingest_ids")
+        buckets = ctx.exact_buckets
+        run.map(id_reduce_step, [(f"b{b:05d}", (ctx, b)) for b in range(buckets)], "ingest_ids",
+                groups=balanced_groups([1] * buckets, workers) if groups is not None else None)
         uris = {s.index: s.uri for s in shards}
-        results, more = run.map_tolerant(ingest_step, [(s.name, (ctx, s, run.final, uris)) for s in shards
-                                                       if s.name in read], "ingest")
+        readable = [s for s in shards if s.name in read]
+        results, more = run.map_tolerant(ingest_step, [(s.name, (ctx, s, run.final, uris)) for s in readable],
+                                         "ingest", groups=small_input_groups(readable, workers)
+                                         if groups is not None else None)
         failed = sorted(failed + more, key=lambda f: f["shard"])
     else:
-        results, failed = run.map_tolerant(ingest_step, [(s.name, (ctx, s, run.final)) for s in shards], "ingest")
+        results, failed = run.map_tolerant(ingest_step, [(s.name, (ctx, s, run.final)) for s in shards], "ingest",
+                                           groups=groups)
     by_name = {s.name: s for s in shards}
     for f in failed:
         f["uri"] = public_url(by_name[f["shard"]].uri)

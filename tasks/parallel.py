@@ -331,45 +331,122 @@ def _tell(stage: str, done: int, total: int, result: dict[str, Any] | None) -> N
             listener(stage, done, total, result)
 
 
+class GroupInputError(InputError):
+    """Some shards of a group had bad input: the group's task run fails (never retried, as a
+    shard's bad input), as a lone shard's would, and carries every shard's outcome."""
+
+    def __init__(self, message: str, outcome: dict[str, Any]) -> None:
+        super().__init__(message, outcome)  # both in args: the exception crosses Ray pickled
+        self.outcome = outcome
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def run_group(step: Callable[..., dict[str, Any]], calls: Sequence[tuple[str, tuple[Any, ...]]]) -> dict[str, Any]:
+    """``step(*args)`` for every ``(shard, args)`` of one group, one after the other, in one
+    task run: ``{"results": {shard: marker}, "failures": {shard: error}}``. A shard's bad
+    input is its own failure: the others go on, then the task run fails with
+    :class:`GroupInputError` carrying both. Anything else fails the group at once, whose retry
+    skips the shards already done (every step writes its marker last and returns it when it
+    exists)."""
+    results: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    for shard, args in calls:
+        try:
+            results[shard] = step(*args)
+        except InputError as exc:
+            failures[shard] = f"{exc}"
+    outcome = {"results": results, "failures": failures}
+    if failures:
+        first = min(failures)
+        raise GroupInputError(f"{len(failures)} of {len(calls)} shards had bad input; shard {first}: "
+                              f"{failures[first]}", outcome)
+    return outcome
+
+
+def group_name(shards: Sequence[str]) -> str:
+    """A group's part of its task run's name: its first and last shard (``00000..00007``);
+    no dash in it, so ``name.rsplit("-", 1)[0]`` stays the step's label."""
+    return shards[0] if len(shards) == 1 else f"{shards[0]}..{shards[-1]}"
+
+
 def shard_map(
-    step: Task, calls: Sequence[tuple[str, tuple[Any, ...]]], execution: ExecutionConfig, stage: str
+    step: Task, calls: Sequence[tuple[str, tuple[Any, ...]]], execution: ExecutionConfig, stage: str,
+    groups: Sequence[Sequence[int]] | None = None, group_task: Task | None = None,
+    step_fn: Callable[..., dict[str, Any]] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """Run ``step(*args)`` once per ``(shard, args)`` as Prefect task runs on the flow's Ray
-    runner. Returns the results by shard and the failures (shard, error), in shard order."""
+    runner. Returns the results by shard and the failures (shard, error), in shard order.
+
+    ``groups`` (indices into ``calls``, with ``group_task``, a task of :func:`run_group`, and
+    ``step_fn``, the step function): a group of several shards runs as one task run of
+    ``group_task`` (each task run costs the driver, the server and a worker a fixed amount of
+    CPU, which small shards do not pay back); a group of one runs as ``step``, as without groups."""
     logger = get_run_logger()
+    units: list[tuple[str, Task, tuple[Any, ...], list[str] | None]] = []
+    if groups is None:
+        units = [(shard, step, args, None) for shard, args in calls]
+    else:
+        for g in groups:
+            members = [calls[i] for i in g]
+            if len(members) == 1:
+                units.append((members[0][0], step, members[0][1], None))
+            elif members:
+                assert group_task is not None and step_fn is not None, "groups need group_task and step_fn"
+                units.append((group_name([m[0] for m in members]), group_task, (step_fn, members),
+                              [m[0] for m in members]))
     futures = {}
-    for shard, args in calls:
-        configured = step.with_options(
-            task_run_name=f"{stage}-{shard}",
+    for name, tsk, args, members in units:
+        configured = tsk.with_options(
+            task_run_name=f"{stage}-{name}",
             retries=execution.max_retries,
             retry_delay_seconds=execution.retry_delay_seconds,
         )
         if not futures:
             mark("stage_first_submit", stage=stage)
-        futures[configured.submit(*args)] = shard
+        futures[configured.submit(*args)] = (name, members)
     mark("stage_submitted", stage=stage, tasks=len(futures))
-    _tell(stage, 0, len(futures), None)
+    total = sum(len(members or [name]) for name, members in futures.values())
+    _tell(stage, 0, total, None)
     results: dict[str, dict[str, Any]] = {}
     failures: list[dict[str, Any]] = []
     errors: list[tuple[str, BaseException]] = []
-    total = len(futures)
-    for done, future in enumerate(as_completed(list(futures)), start=1):
-        shard = futures[future]
-        mark("shard_done", stage=stage, shard=shard)
+    done = 0
+    for future in as_completed(list(futures)):
+        name, members = futures[future]
+        mark("shard_done", stage=stage, shard=name)
+        outcome: list[tuple[str, dict[str, Any] | None]] = []
         try:
-            results[shard] = future.result()
+            value = future.result()
+            if members is None:
+                outcome.append((name, value))
+            else:
+                outcome.extend((shard, value["results"].get(shard)) for shard in members)
+        except GroupInputError as exc:  # some shards of a group: theirs recorded, the others' kept
+            for shard in members or [name]:
+                if shard in exc.outcome["failures"]:
+                    failures.append({"stage": stage, "shard": shard, "error": exc.outcome["failures"][shard]})
+                    logger.error("%s shard %s: %s", stage, shard, exc.outcome["failures"][shard])
+                outcome.append((shard, exc.outcome["results"].get(shard)))
         except InputError as exc:  # bad input: recorded, the rest of the release goes on
-            failures.append({"stage": stage, "shard": shard, "error": f"{exc}"})
-            logger.error("%s shard %s: %s", stage, shard, exc)
+            failures.append({"stage": stage, "shard": name, "error": f"{exc}"})
+            logger.error("%s shard %s: %s", stage, name, exc)
+            outcome.append((name, None))
         except Exception as exc:  # anything else failed after its retries: the release must not lose it
-            errors.append((shard, exc))
-            logger.error("%s shard %s failed after retries: %r", stage, shard, exc)
-        _tell(stage, done, total, results.get(shard))
-        if done == total or done % max(1, total // 10) == 0:
-            hook = PROGRESS.get()
-            if hook is not None:
-                hook(stage, done, total)
-            logger.info("%s: %d/%d shards done (%d failed)", stage, done, total, len(failures) + len(errors))
+            errors.append((name, exc))
+            logger.error("%s shard %s failed after retries: %r", stage, name, exc)
+            outcome.extend((shard, None) for shard in (members or [name]))
+        for shard, value in outcome:
+            if value is not None:
+                results[shard] = value
+            done += 1
+            _tell(stage, done, total, value)
+            if done == total or done % max(1, total // 10) == 0:
+                hook = PROGRESS.get()
+                if hook is not None:
+                    hook(stage, done, total)
+                logger.info("%s: %d/%d shards done (%d failed)", stage, done, total, len(failures) + len(errors))
     if errors:
         shard, exc = sorted(errors, key=lambda e: e[0])[0]
         raise ShardFailed(f"{stage} shard {shard} failed after {execution.max_retries} retries: {exc!r}") from exc

@@ -148,6 +148,9 @@ def build_manifest(
         **({"llm": llm_usage(ctx, markers)} if any(_sum_dicts(m[st]["usage"] for m in markers[st])
                                                    for st in model_stages) else {}),
         "failures": failures,
+        # task runs of the steps that ran as groups of shards (tasks/ingest_stage.py), by step label
+        **({"task_groups": {m["label"]: m["task_runs"] for m in markers["task_groups"]}}
+           if markers.get("task_groups") else {}),
         "timing": {k: round(v, 3) for k, v in timing.items()},
         "cluster": cluster,
         "totals": {

@@ -53,14 +53,22 @@ class StageRun(Protocol):
     logger: Any
 
     def map_tolerant(self, step: Callable[..., dict[str, Any]], calls: Sequence[tuple[str, tuple[Any, ...]]],
-                     label: str) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+                     label: str, task_name: str | None = None, groups: Sequence[Sequence[int]] | None = None,
+                     ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
         """As :meth:`map`, but the failures are returned (ingest tolerates unreadable input)."""
         ...
 
     def map(self, step: Callable[..., dict[str, Any]], calls: Sequence[tuple[str, tuple[Any, ...]]],
-            label: str, task_name: str | None = None) -> list[dict[str, Any]]:
+            label: str, task_name: str | None = None, groups: Sequence[Sequence[int]] | None = None,
+            ) -> list[dict[str, Any]]:
         """Run ``step(*args)`` once per (shard, args) as one task each; stop the release on
-        any failure; record and return the markers under ``label``."""
+        any failure; record and return the markers under ``label``. ``groups`` (lists of
+        indices into ``calls``): one task run per group instead, each running its shards'
+        steps in turn (markers and failures stay per shard)."""
+        ...
+
+    def workers(self) -> int:
+        """How many tasks the run executes at once."""
         ...
 
     def with_model(self, run: Callable[[Any], Any]) -> Any:
@@ -232,6 +240,8 @@ def expected_task_runs(manifest: dict[str, Any], shards: int, failed: int = 0) -
     out: dict[str, int] = {}
     for name in manifest["stages"]:
         out.update(get(name).expected_task_runs(manifest, shards, shards - failed))
+    # steps that ran as worker-sized groups of shards (tasks/grouping.py): one task run per group
+    out.update({label: n for label, n in manifest.get("task_groups", {}).items() if label in out})
     return out
 
 

@@ -8,6 +8,7 @@ from tasks.dedup import near_steps
 from tasks.dedup.exact_steps import exact_filter_step, exact_map_outputs, exact_reduce_step
 from tasks.dedup.minhash import signature_scheme
 from tasks.errors import ReleaseError
+from tasks.grouping import small_input_groups
 from tasks.registry import FeedSpec, Stage, StageRun, register
 from tasks.stepkit import RunContext
 
@@ -88,7 +89,10 @@ def near_plan(run: StageRun) -> None:
         run.map(near_steps.finalize_step, [(n, (ctx, rounds, p)) for n, p in parts], "near_dedup_finalize")
         run.map(near_steps.survivor_step, [(n, (ctx, p)) for n, p in parts], "near_dedup_survivors")
         cc, rounds = ("distributed", rounds + 1) if distributed else ("local", 0)
-    run.map(near_steps.filter_step, [(n, (ctx, n, run.prev, run.final)) for n in run.names], "near_dedup")
+    by_name = {s.name: s for s in run.shards}
+    # a small local input filters in one task run per worker (tasks/grouping.py)
+    run.map(near_steps.filter_step, [(n, (ctx, n, run.prev, run.final)) for n in run.names], "near_dedup",
+            groups=small_input_groups([by_name[n] for n in run.names], run.workers()))
     run.markers["near_dedup_info"] = [{"cc_rounds": rounds, "cc": cc, "index_before": near_index.index_size(
         storage, view), "index_releases": view.releases, "skipped": view.skipped}]
     if ctx.config.near_dedup.cross_release:  # counts only once the release is committed

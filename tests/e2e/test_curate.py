@@ -76,8 +76,20 @@ def _check_prefect(manifest, shards, failed=0):
     assert flow_run["state"]["type"] == "COMPLETED"
     by_stage = collections.Counter(t["name"].rsplit("-", 1)[0] for t in task_runs)
     assert by_stage == expected_task_runs(manifest, shards, failed)
+    # a file that cannot be read fails the task run that read it: its own, or its group's
+    # (`ingest-00001..00003`, tasks/grouping.py), which fails once for all its bad files
+    bad = {f["shard"] for f in manifest["failures"]}
+    assert len(bad) == failed
+
+    def read_bad(name: str) -> bool:
+        label, _, part = name.rpartition("-")
+        first, _, last = part.partition("..")
+        return label in ("ingest", "ingest_read") and any(first <= s <= (last or first) for s in bad)
+
     states = collections.Counter(t["state"]["type"] for t in task_runs)
-    assert states["COMPLETED"] == len(task_runs) - failed, states
+    failed_runs = sum(1 for t in task_runs if read_bad(t["name"]))
+    assert (failed_runs > 0) == (failed > 0)
+    assert states["COMPLETED"] == len(task_runs) - failed_runs and states["FAILED"] == failed_runs, states
 
 
 def test_curate_local_folder_rerun_and_resume(stack, ray_local, tmp_path):
