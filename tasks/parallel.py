@@ -357,6 +357,9 @@ def run_group(step: Callable[..., dict[str, Any]], calls: Sequence[tuple[str, tu
             results[shard] = step(*args)
         except InputError as exc:
             failures[shard] = f"{exc}"
+        except Exception as exc:  # the group's retry goes on from here; the log names the shard
+            exc.add_note(f"in shard {shard} of the group {group_name([c[0] for c in calls])}")
+            raise
     outcome = {"results": results, "failures": failures}
     if failures:
         first = min(failures)
@@ -400,7 +403,9 @@ def shard_map(
     for name, tsk, args, members in units:
         configured = tsk.with_options(
             task_run_name=f"{stage}-{name}",
-            retries=execution.max_retries,
+            # a group's retry skips its finished shards, so each shard keeps the budget it
+            # would have alone: a group of n fails only after n times the retries
+            retries=execution.max_retries * len(members or [name]),
             retry_delay_seconds=execution.retry_delay_seconds,
         )
         if not futures:
@@ -422,7 +427,10 @@ def shard_map(
             if members is None:
                 outcome.append((name, value))
             else:
-                outcome.extend((shard, value["results"].get(shard)) for shard in members)
+                lost = [shard for shard in members if shard not in value["results"]]
+                if lost:  # cannot happen by construction; never let a shard vanish silently
+                    raise RuntimeError(f"group {name} returned no result for shards {lost}")
+                outcome.extend((shard, value["results"][shard]) for shard in members)
         except GroupInputError as exc:  # some shards of a group: theirs recorded, the others' kept
             for shard in members or [name]:
                 if shard in exc.outcome["failures"]:
@@ -435,7 +443,8 @@ def shard_map(
             outcome.append((name, None))
         except Exception as exc:  # anything else failed after its retries: the release must not lose it
             errors.append((name, exc))
-            logger.error("%s shard %s failed after retries: %r", stage, name, exc)
+            logger.error("%s shard %s failed after retries: %r%s", stage, name, exc,
+                         "".join(f" ({note})" for note in getattr(exc, "__notes__", ())))
             outcome.extend((shard, None) for shard in (members or [name]))
         for shard, value in outcome:
             if value is not None:
@@ -449,5 +458,6 @@ def shard_map(
                 logger.info("%s: %d/%d shards done (%d failed)", stage, done, total, len(failures) + len(errors))
     if errors:
         shard, exc = sorted(errors, key=lambda e: e[0])[0]
-        raise ShardFailed(f"{stage} shard {shard} failed after {execution.max_retries} retries: {exc!r}") from exc
+        notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
+        raise ShardFailed(f"{stage} shard {shard} failed after its retries: {exc!r}{notes}") from exc
     return dict(sorted(results.items())), sorted(failures, key=lambda f: f["shard"])

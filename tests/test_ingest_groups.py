@@ -158,3 +158,22 @@ def test_expected_task_runs_take_a_grouped_steps_count_from_the_manifest():
     grouped = registry.expected_task_runs({**manifest, "task_groups": {"ingest_read": 2, "ingest_ids": 2,
                                                                         "ingest": 2, "near_dedup": 2}}, 16)
     assert grouped == {"ingest_read": 2, "ingest_ids": 2, "ingest": 2, "near_dedup": 2, "near_dedup_global": 1}
+
+
+def test_a_failure_other_than_bad_input_stops_the_group_and_names_its_shard(tmp_path):
+    cfg = pipeline_config(tmp_path / "out", _input(_files(tmp_path / "in")))
+    shards = plan_shards(cfg)
+    seen = []
+
+    def step(ctx, shard):
+        seen.append(shard.name)
+        if shard.name == shards[1].name:
+            raise OSError("disk full")
+        return ingest_read_step(ctx, shard)
+
+    with pytest.raises(OSError, match="disk full") as err:
+        run_group(step, [(s.name, (run_context(cfg), s)) for s in shards])
+    assert seen == [shards[0].name, shards[1].name]  # the group stops: its retry goes on from there
+    # the note crosses Ray pickled and names the shard and its group
+    notes = pickle.loads(pickle.dumps(err.value)).__notes__
+    assert notes == [f"in shard {shards[1].name} of the group {shards[0].name}..{shards[-1].name}"]
