@@ -46,8 +46,6 @@ from tasks.quality.fast.chunks import ChunkIndex, encode
 # Py_UNICODE_ISSPACE in the regex engine, the same predicate as str.isspace (a test checks it
 # over every code point)
 _WS_RUNS = re.compile(r"(\s+)")
-# chunks that may be affixes around one plain core (FastTokenizer._shape decides)
-_SHAPE_CANDIDATE = re.compile(r"\W*(?:[A-Za-z]+|[0-9]+)\W*(?:['’][sS])?\W*\Z")
 
 
 class FastTokenizer:
@@ -103,6 +101,9 @@ class FastTokenizer:
         # hooks are not what the proof reads
         self._plain_alphabets = plain_alphabets(self.nlp.tokenizer)
         self.shaped_chunks = 0
+        # the affix patterns without their alternatives that cannot match in an ASCII string:
+        # the same answers for an ASCII chunk at a third of the cost (None: not proven, unused)
+        self._ascii_prefix, self._ascii_suffix, self._ascii_infix = ascii_hooks(self.nlp.tokenizer)
 
     # -- special-case patterns that could match across chunks --------------------------------
     def _special_patterns(self) -> None:
@@ -227,11 +228,11 @@ class FastTokenizer:
             shaped = self._shape(c)
             # those are the tokens before the special-case matcher pass; a chunk in which that
             # pass would retokenize goes to spaCy
+            # (a chunk _shape declines, a special case met or nothing left between the affixes,
+            # is never one token without affixes: _one_token's test is not needed here)
             if shaped is not None and not self._chunk_has_match(c, shaped):
                 self.shaped_chunks += 1
                 known.append((c, shaped))
-            elif self._one_token(c):
-                known.append((c, [c]))
             else:
                 new.append(c)
         if known:
@@ -261,11 +262,15 @@ class FastTokenizer:
         which ``_attach_tokens`` then pushes as one token: not a special case, no prefix, suffix
         or infix can match in it (and spaCy's cache holds, for such a string, that same one
         token). ``None`` for any other chunk (a special case met, an empty or non-plain core)."""
-        if not self._plain_alphabets or not _SHAPE_CANDIDATE.match(chunk):
-            return None  # the candidate test only spares regex calls on chunks that would fail
+        if not self._plain_alphabets:
+            return None
         tok = self.nlp.tokenizer
         rules = tok.rules
-        find_prefix, find_suffix = tok.find_prefix, tok.find_suffix
+        ascii_ = self._ascii_suffix is not None and chunk.isascii()
+        if ascii_:
+            find_prefix, find_suffix = self._ascii_prefix, self._ascii_suffix
+        else:
+            find_prefix, find_suffix = tok.find_prefix, tok.find_suffix
         string = chunk
         prefixes: list[str] = []
         suffixes: list[str] = []
@@ -292,9 +297,35 @@ class FastTokenizer:
             elif suf_len:
                 suffixes.append(string[-suf_len:])
                 string = string[:-suf_len]
-        if not string or string in rules or not self._plain(string):
+        if not string or string in rules:
             return None
-        return [*prefixes, string, *reversed(suffixes)]
+        if self._plain(string):
+            return [*prefixes, string, *reversed(suffixes)]
+        return [*prefixes, *self._attach_core(string, ascii_), *reversed(suffixes)]
+
+    def _attach_core(self, string: str, ascii_: bool) -> list[str]:
+        """The tokens ``Tokenizer._attach_tokens`` (spaCy 3.8) makes of the core left by the affix
+        loop, when it is no special case and there is no ``token_match`` (``_shape`` checked
+        both): one token when spaCy's ``url_match`` matches, else the core cut at spaCy's infix
+        matches (an empty match adds no token; one at position 0 is skipped, as spaCy skips it)."""
+        tok = self.nlp.tokenizer
+        if tok.url_match is not None and tok.url_match(string):
+            return [string]
+        matches = self._ascii_infix(string) if ascii_ else tok.find_infix(string)
+        out: list[str] = []
+        start = 0
+        for m in matches:
+            a, b = m.start(), m.end()
+            if a == 0:
+                continue
+            if a != start:
+                out.append(string[start:a])
+            if a != b:
+                out.append(string[a:b])
+            start = b
+        if start < len(string):
+            out.append(string[start:])
+        return out
 
     def _plain(self, s: str) -> bool:
         return s.isascii() and ((s.isalpha() and "letters" in self._plain_alphabets)
@@ -305,8 +336,12 @@ class FastTokenizer:
         infix (``_split_affixes`` stops at once and ``_attach_tokens`` pushes the string as one
         token; the matcher's strings are all special cases). spaCy's own regexes decide."""
         tok = self.nlp.tokenizer
-        return (chunk not in tok.rules and not tok.find_prefix(chunk) and not tok.find_suffix(chunk)
-                and not tok.find_infix(chunk))
+        if chunk in tok.rules:
+            return False
+        if self._ascii_suffix is not None and chunk.isascii():
+            return (not self._ascii_prefix(chunk) and not self._ascii_suffix(chunk)
+                    and next(self._ascii_infix(chunk), None) is None)
+        return not tok.find_prefix(chunk) and not tok.find_suffix(chunk) and not tok.find_infix(chunk)
 
     def _add(self, chunk: str, toks: list[tuple[str, bool]] | None = None) -> int:
         if toks is None:
@@ -500,6 +535,88 @@ def never_within(pattern: re.Pattern, alphabet: frozenset[int]) -> bool:
     if parsed.state.flags & re.IGNORECASE:
         return False
     return _seq_needs_outside(list(parsed), alphabet)
+
+
+ASCII = frozenset(range(128))
+
+
+def ascii_pruned(pattern: re.Pattern) -> re.Pattern | None:
+    """``pattern`` without the top-level alternatives that cannot match anywhere in an ASCII
+    string (``never_within``): on an ASCII subject every search and finditer gives the same
+    matches, since an alternative that can never match never wins (the order of the others is
+    kept). ``None`` when that is not proven: a capturing group (numbering would shift), flags set
+    inside one alternative, or a split at ``|`` that is not top-level (then some piece does not
+    parse on its own: an unclosed group, class or escape)."""
+    if pattern.groups or not isinstance(pattern.pattern, str):
+        return None
+    pieces = _top_level_alternatives(pattern.pattern)
+    try:
+        base = _sre_parser.parse(pattern.pattern, pattern.flags).state.flags
+        parsed = [_sre_parser.parse(p, pattern.flags) for p in pieces]
+    except Exception:  # noqa: BLE001 - a piece that does not parse means the split is wrong
+        return None
+    if any(p.state.flags != base or p.state.groups != 1 for p in parsed):
+        return None
+    kept = [p for p in pieces if not never_within(re.compile(p, pattern.flags), ASCII)]
+    pruned = re.compile("|".join(kept) if kept else "(?!)", pattern.flags)
+    return pruned if pruned.flags == pattern.flags else None
+
+
+def _top_level_alternatives(pattern: str) -> list[str]:
+    """``pattern`` cut at each ``|`` outside groups, classes and escapes (``ascii_pruned`` checks
+    the cut by parsing each piece)."""
+    out: list[str] = []
+    depth, in_class, start, i = 0, False, 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern.startswith("^", i + 1):
+                i += 1
+            if pattern.startswith("]", i + 1):
+                i += 1  # a leading "]" is a member, not the end
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            out.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    out.append(pattern[start:])
+    return out
+
+
+def ascii_hooks(tok: object) -> tuple[Any, Any, Any]:
+    """spaCy's ``find_prefix``, ``find_suffix`` (match lengths) and the infix ``finditer`` for
+    ASCII strings, from ``ascii_pruned`` patterns; ``(None, None, None)`` when a hook is not a
+    compiled pattern's method or a pattern is not proven."""
+    hooks = (getattr(tok, "prefix_search", None), getattr(tok, "suffix_search", None),
+             getattr(tok, "infix_finditer", None))
+    patterns = [getattr(h, "__self__", None) for h in hooks]
+    if not all(isinstance(p, re.Pattern) for p in patterns) or \
+            [h.__name__ for h in hooks] != ["search", "search", "finditer"]:
+        return None, None, None
+    pruned = [ascii_pruned(p) for p in patterns]
+    if any(p is None for p in pruned):
+        return None, None, None
+    pre, suf = pruned[0].search, pruned[1].search
+
+    # spaCy's Tokenizer.find_prefix / find_suffix, on the pruned patterns
+    def find_prefix(string: str) -> int:
+        m = pre(string)
+        return m.end() - m.start() if m is not None else 0
+
+    def find_suffix(string: str) -> int:
+        m = suf(string)
+        return m.end() - m.start() if m is not None else 0
+
+    return find_prefix, find_suffix, pruned[2].finditer
 
 
 def _seq_needs_outside(items: list, alphabet: frozenset[int]) -> bool:
