@@ -100,6 +100,10 @@ class FastTokenizer:
         # affix character more splits in a known way (_shape); empty when spaCy's regexes or
         # hooks are not what the proof reads
         self._plain_alphabets = plain_alphabets(self.nlp.tokenizer)
+        # a string of one proven alphabet, in one C call (it is asked several times a new chunk)
+        self._plain_match = re.compile("|".join(
+            [r"[A-Za-z]+"] * ("letters" in self._plain_alphabets) + [r"[0-9]+"] * ("digits" in self._plain_alphabets))
+            or "(?!)").fullmatch
         self.shaped_chunks = 0
         # the affix patterns without their alternatives that cannot match in an ASCII string:
         # the same answers for an ASCII chunk at a third of the cost (None: not proven, unused)
@@ -198,18 +202,26 @@ class FastTokenizer:
         i = self.tok_index.get(text)
         if i is None:
             i = self.tok_index[text] = len(self.tok_text)
-            self.tok_text.append(text)
-            self.tok_is_punct.append(bool(self.nlp.vocab[text].is_punct) if is_punct is None else is_punct)
-            if i >= len(self._last_class):
-                self._last_class = _grow(self._last_class, i + 1)
-                self._first_class = _grow(self._first_class, i + 1)
-                self._tok_in_punct = _grow(self._tok_in_punct, i + 1)
-                self._tok_punct = _grow(self._tok_punct, i + 1)
-            self._tok_in_punct[i] = text in self.punct_chars
-            self._tok_punct[i] = self.tok_is_punct[i]
-            self._last_class[i] = self._char_class.get(text[-1], 0)
-            self._first_class[i] = self._char_class.get(text[0], 0)
+            self._intern_many([text], [bool(self.nlp.vocab[text].is_punct) if is_punct is None else is_punct])
         return i
+
+    def _intern_many(self, texts: list[str], puncts: list[bool]) -> None:
+        """Give these new tokens (already in ``tok_index``, in order) their per-token rows, one
+        slice assignment per table (an element write per token cost more than its lookup)."""
+        n0 = len(self.tok_text)
+        n1 = n0 + len(texts)
+        self.tok_text.extend(texts)
+        self.tok_is_punct.extend(puncts)
+        if n1 > len(self._last_class):
+            self._last_class = _grow(self._last_class, n1)
+            self._first_class = _grow(self._first_class, n1)
+            self._tok_in_punct = _grow(self._tok_in_punct, n1)
+            self._tok_punct = _grow(self._tok_punct, n1)
+        pc, cc = self.punct_chars, self._char_class
+        self._tok_in_punct[n0:n1] = [t in pc for t in texts]
+        self._tok_punct[n0:n1] = puncts
+        self._last_class[n0:n1] = [cc.get(t[-1], 0) for t in texts]
+        self._first_class[n0:n1] = [cc.get(t[0], 0) for t in texts]
 
     def _fill(self, chunks: list[str]) -> None:
         """Tokenize the unseen chunks in one spaCy call: joined by newlines, whose tokens no
@@ -217,9 +229,9 @@ class FastTokenizer:
         each chunk's tokens are its own."""
         new = []
         known: list[tuple[str, list[str]]] = []  # chunks whose tokens are known without spaCy
-        rules, patterns, plain = self.nlp.tokenizer.rules, self._patterns, self._plain
+        rules, patterns, plain = self.nlp.tokenizer.rules, self._patterns, self._plain_match
         for c in dict.fromkeys(c for c in chunks if c not in self._cache):
-            if plain(c) and c not in rules and c not in patterns:
+            if plain(c) is not None and c not in rules and c not in patterns:
                 # what _shape and _chunk_has_match conclude for a chunk of a plain alphabet (one
                 # token, itself, starting no pattern), without their calls
                 known.append((c, [c]))
@@ -230,7 +242,8 @@ class FastTokenizer:
             # pass would retokenize goes to spaCy
             # (a chunk _shape declines, a special case met or nothing left between the affixes,
             # is never one token without affixes: _one_token's test is not needed here)
-            if shaped is not None and not self._chunk_has_match(c, shaped):
+            # a match starts at a pattern's first token: most chunks hold none
+            if shaped is not None and (patterns.keys().isdisjoint(shaped) or not self._chunk_has_match(c, shaped)):
                 self.shaped_chunks += 1
                 known.append((c, shaped))
             else:
@@ -328,8 +341,7 @@ class FastTokenizer:
         return out
 
     def _plain(self, s: str) -> bool:
-        return s.isascii() and ((s.isalpha() and "letters" in self._plain_alphabets)
-                                or (s.isdigit() and "digits" in self._plain_alphabets))
+        return self._plain_match(s) is not None
 
     def _one_token(self, chunk: str) -> bool:
         """spaCy's tokenizer leaves this chunk whole: no special case, no prefix, no suffix, no
@@ -355,15 +367,24 @@ class FastTokenizer:
         that find the tokens. Returns the first chunk's id."""
         n0 = len(self._sent)
         k = len(items)
-        intern = self._intern
+        index = self.tok_index
+        next_id = len(self.tok_text)
+        new_toks: list[str] = []
+        new_punct: list[bool] = []
         flat: list[int] = []
         lens: list[int] = []
         for _chunk, toks in items:
             before = len(flat)
             for t, p in toks:
-                i = self.tok_index.get(t)
-                flat.append(intern(t, bool(punct(t)) if p is None else p) if i is None else i)
+                i = index.get(t)
+                if i is None:
+                    i = index[t] = next_id + len(new_toks)
+                    new_toks.append(t)
+                    new_punct.append(bool(punct(t)) if p is None else p)
+                flat.append(i)
             lens.append(len(flat) - before)
+        if new_toks:
+            self._intern_many(new_toks, new_punct)
         chunks = [c for c, _ in items]
         self._cache.update(zip(chunks, range(n0, n0 + k), strict=True))
         self._chunk_text.extend(chunks)
@@ -394,7 +415,8 @@ class FastTokenizer:
         buf = encode(text)
         cids, starts, ends = self._index.lookup(buf)
         if len(cids) and cids.min() < 0:
-            new = [bytes(buf[a:b]).decode("utf-8", "surrogatepass")
+            raw = buf.tobytes()
+            new = [raw[a:b].decode("utf-8", "surrogatepass")
                    for a, b in zip(starts[cids < 0].tolist(), ends[cids < 0].tolist(), strict=True)]
             self._fill(new)
             # every new chunk now has its id: filled in here, not by a second pass over the bytes
