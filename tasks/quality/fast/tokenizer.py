@@ -11,9 +11,11 @@ caches the result per chunk string). The one step that sees across chunks is the
 two neighbouring chunks. So:
 
 - a chunk's tokens are spaCy's own tokens for that chunk alone, computed once and cached here
-  (the rules are spaCy's; nothing is copied); a chunk of affixes around a plain ASCII core
-  (``FastTokenizer._shape``) follows spaCy's affix loop with spaCy's own affix functions instead
-  of its whole tokenizer, the core's being one token proven from spaCy's compiled patterns;
+  (the rules are spaCy's; nothing is copied); a chunk where no special case is met
+  (``FastTokenizer._shape``) follows spaCy's affix loop and infix cut with spaCy's own affix
+  functions instead of its whole tokenizer (on an ASCII chunk, its patterns without the
+  alternatives proven unable to match ASCII, ``ascii_pruned``), a plain core's being one token
+  proven from spaCy's compiled patterns;
 - a document where two adjacent tokens of neighbouring chunks form a consecutive pair of any
   multi-token special-case pattern is tokenized by spaCy itself (``slow_docs`` counts them);
 - datatrove's word list drops whitespace tokens (``strip_strings``), so a document's words are
@@ -269,12 +271,13 @@ class FastTokenizer:
 
     def _shape(self, chunk: str) -> list[str] | None:
         """spaCy's tokens of a chunk (before the special-case matcher pass) without running its
-        tokenizer, when the chunk is affixes around a plain core: ``Tokenizer._split_affixes``
-        (spaCy 3.8) step by step, with spaCy's own ``find_prefix`` and ``find_suffix`` and its
-        special cases (``rules``), stopping at a core of a plain alphabet (``plain_alphabets``),
-        which ``_attach_tokens`` then pushes as one token: not a special case, no prefix, suffix
-        or infix can match in it (and spaCy's cache holds, for such a string, that same one
-        token). ``None`` for any other chunk (a special case met, an empty or non-plain core)."""
+        tokenizer: ``Tokenizer._split_affixes`` (spaCy 3.8) step by step, with spaCy's own
+        ``find_prefix`` and ``find_suffix`` and its special cases (``rules``), stopping early at
+        a core of a plain alphabet (``plain_alphabets``), which ``_attach_tokens`` pushes as one
+        token: not a special case, no prefix, suffix or infix can match in it (and spaCy's cache
+        holds, for such a string, that same one token); any other core is cut as
+        ``_attach_tokens`` cuts it (``_attach_core``). ``None`` when a special case is met or
+        nothing is left between the affixes (spaCy then tokenizes the chunk)."""
         if not self._plain_alphabets:
             return None
         tok = self.nlp.tokenizer
