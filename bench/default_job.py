@@ -31,6 +31,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=100_000)
     ap.add_argument("--files", type=int, default=16)
+    ap.add_argument("--name", default=None,
+                    help="Results file name under bench/results (default: default_job_<docs/1000>k).")
     args = ap.parse_args()
     corpus = standard_corpus(args.docs, args.files)
     info = json.loads((corpus / "corpus.json").read_text())
@@ -78,7 +80,7 @@ def main() -> None:
                      "breakdown": breakdown},
         "target_docs_per_s_on_2_cores_at_200k": 3000,
     }
-    path = write_results(f"default_job_{docs // 1000}k", result)
+    path = write_results(args.name or f"default_job_{docs // 1000}k", result)
     print(f"{docs:,} docs, {workers} workers: {seconds:.1f} s ({docs / seconds:,.0f} docs/s), "
           f"published {manifest['totals']['documents']:,}; stages {manifest['stages']}")
     print(json.dumps(breakdown, indent=1))

@@ -11,9 +11,11 @@ caches the result per chunk string). The one step that sees across chunks is the
 two neighbouring chunks. So:
 
 - a chunk's tokens are spaCy's own tokens for that chunk alone, computed once and cached here
-  (the rules are spaCy's; nothing is copied); a chunk of affixes around a plain ASCII core
-  (``FastTokenizer._shape``) follows spaCy's affix loop with spaCy's own affix functions instead
-  of its whole tokenizer, the core's being one token proven from spaCy's compiled patterns;
+  (the rules are spaCy's; nothing is copied); a chunk where no special case is met
+  (``FastTokenizer._shape``) follows spaCy's affix loop and infix cut with spaCy's own affix
+  functions instead of its whole tokenizer (on an ASCII chunk, its patterns without the
+  alternatives proven unable to match ASCII, ``ascii_pruned``), a plain core's being one token
+  proven from spaCy's compiled patterns;
 - a document where two adjacent tokens of neighbouring chunks form a consecutive pair of any
   multi-token special-case pattern is tokenized by spaCy itself (``slow_docs`` counts them);
 - datatrove's word list drops whitespace tokens (``strip_strings``), so a document's words are
@@ -46,8 +48,6 @@ from tasks.quality.fast.chunks import ChunkIndex, encode
 # Py_UNICODE_ISSPACE in the regex engine, the same predicate as str.isspace (a test checks it
 # over every code point)
 _WS_RUNS = re.compile(r"(\s+)")
-# chunks that may be affixes around one plain core (FastTokenizer._shape decides)
-_SHAPE_CANDIDATE = re.compile(r"\W*(?:[A-Za-z]+|[0-9]+)\W*(?:['’][sS])?\W*\Z")
 
 
 class FastTokenizer:
@@ -102,7 +102,14 @@ class FastTokenizer:
         # affix character more splits in a known way (_shape); empty when spaCy's regexes or
         # hooks are not what the proof reads
         self._plain_alphabets = plain_alphabets(self.nlp.tokenizer)
+        # a string of one proven alphabet, in one C call (it is asked several times a new chunk)
+        self._plain_match = re.compile("|".join(
+            [r"[A-Za-z]+"] * ("letters" in self._plain_alphabets) + [r"[0-9]+"] * ("digits" in self._plain_alphabets))
+            or "(?!)").fullmatch
         self.shaped_chunks = 0
+        # the affix patterns without their alternatives that cannot match in an ASCII string:
+        # the same answers for an ASCII chunk at a third of the cost (None: not proven, unused)
+        self._ascii_prefix, self._ascii_suffix, self._ascii_infix = ascii_hooks(self.nlp.tokenizer)
 
     # -- special-case patterns that could match across chunks --------------------------------
     def _special_patterns(self) -> None:
@@ -197,18 +204,26 @@ class FastTokenizer:
         i = self.tok_index.get(text)
         if i is None:
             i = self.tok_index[text] = len(self.tok_text)
-            self.tok_text.append(text)
-            self.tok_is_punct.append(bool(self.nlp.vocab[text].is_punct) if is_punct is None else is_punct)
-            if i >= len(self._last_class):
-                self._last_class = _grow(self._last_class, i + 1)
-                self._first_class = _grow(self._first_class, i + 1)
-                self._tok_in_punct = _grow(self._tok_in_punct, i + 1)
-                self._tok_punct = _grow(self._tok_punct, i + 1)
-            self._tok_in_punct[i] = text in self.punct_chars
-            self._tok_punct[i] = self.tok_is_punct[i]
-            self._last_class[i] = self._char_class.get(text[-1], 0)
-            self._first_class[i] = self._char_class.get(text[0], 0)
+            self._intern_many([text], [bool(self.nlp.vocab[text].is_punct) if is_punct is None else is_punct])
         return i
+
+    def _intern_many(self, texts: list[str], puncts: list[bool]) -> None:
+        """Give these new tokens (already in ``tok_index``, in order) their per-token rows, one
+        slice assignment per table (an element write per token cost more than its lookup)."""
+        n0 = len(self.tok_text)
+        n1 = n0 + len(texts)
+        self.tok_text.extend(texts)
+        self.tok_is_punct.extend(puncts)
+        if n1 > len(self._last_class):
+            self._last_class = _grow(self._last_class, n1)
+            self._first_class = _grow(self._first_class, n1)
+            self._tok_in_punct = _grow(self._tok_in_punct, n1)
+            self._tok_punct = _grow(self._tok_punct, n1)
+        pc, cc = self.punct_chars, self._char_class
+        self._tok_in_punct[n0:n1] = [t in pc for t in texts]
+        self._tok_punct[n0:n1] = puncts
+        self._last_class[n0:n1] = [cc.get(t[-1], 0) for t in texts]
+        self._first_class[n0:n1] = [cc.get(t[0], 0) for t in texts]
 
     def _fill(self, chunks: list[str]) -> None:
         """Tokenize the unseen chunks in one spaCy call: joined by newlines, whose tokens no
@@ -216,9 +231,9 @@ class FastTokenizer:
         each chunk's tokens are its own."""
         new = []
         known: list[tuple[str, list[str]]] = []  # chunks whose tokens are known without spaCy
-        rules, patterns, plain = self.nlp.tokenizer.rules, self._patterns, self._plain
+        rules, patterns, plain = self.nlp.tokenizer.rules, self._patterns, self._plain_match
         for c in dict.fromkeys(c for c in chunks if c not in self._cache):
-            if plain(c) and c not in rules and c not in patterns:
+            if plain(c) is not None and c not in rules and c not in patterns:
                 # what _shape and _chunk_has_match conclude for a chunk of a plain alphabet (one
                 # token, itself, starting no pattern), without their calls
                 known.append((c, [c]))
@@ -227,11 +242,12 @@ class FastTokenizer:
             shaped = self._shape(c)
             # those are the tokens before the special-case matcher pass; a chunk in which that
             # pass would retokenize goes to spaCy
-            if shaped is not None and not self._chunk_has_match(c, shaped):
+            # (a chunk _shape declines, a special case met or nothing left between the affixes,
+            # is never one token without affixes: _one_token's test is not needed here)
+            # a match starts at a pattern's first token: most chunks hold none
+            if shaped is not None and (patterns.keys().isdisjoint(shaped) or not self._chunk_has_match(c, shaped)):
                 self.shaped_chunks += 1
                 known.append((c, shaped))
-            elif self._one_token(c):
-                known.append((c, [c]))
             else:
                 new.append(c)
         if known:
@@ -255,17 +271,22 @@ class FastTokenizer:
 
     def _shape(self, chunk: str) -> list[str] | None:
         """spaCy's tokens of a chunk (before the special-case matcher pass) without running its
-        tokenizer, when the chunk is affixes around a plain core: ``Tokenizer._split_affixes``
-        (spaCy 3.8) step by step, with spaCy's own ``find_prefix`` and ``find_suffix`` and its
-        special cases (``rules``), stopping at a core of a plain alphabet (``plain_alphabets``),
-        which ``_attach_tokens`` then pushes as one token: not a special case, no prefix, suffix
-        or infix can match in it (and spaCy's cache holds, for such a string, that same one
-        token). ``None`` for any other chunk (a special case met, an empty or non-plain core)."""
-        if not self._plain_alphabets or not _SHAPE_CANDIDATE.match(chunk):
-            return None  # the candidate test only spares regex calls on chunks that would fail
+        tokenizer: ``Tokenizer._split_affixes`` (spaCy 3.8) step by step, with spaCy's own
+        ``find_prefix`` and ``find_suffix`` and its special cases (``rules``), stopping early at
+        a core of a plain alphabet (``plain_alphabets``), which ``_attach_tokens`` pushes as one
+        token: not a special case, no prefix, suffix or infix can match in it (and spaCy's cache
+        holds, for such a string, that same one token); any other core is cut as
+        ``_attach_tokens`` cuts it (``_attach_core``). ``None`` when a special case is met or
+        nothing is left between the affixes (spaCy then tokenizes the chunk)."""
+        if not self._plain_alphabets:
+            return None
         tok = self.nlp.tokenizer
         rules = tok.rules
-        find_prefix, find_suffix = tok.find_prefix, tok.find_suffix
+        ascii_ = self._ascii_suffix is not None and chunk.isascii()
+        if ascii_:
+            find_prefix, find_suffix = self._ascii_prefix, self._ascii_suffix
+        else:
+            find_prefix, find_suffix = tok.find_prefix, tok.find_suffix
         string = chunk
         prefixes: list[str] = []
         suffixes: list[str] = []
@@ -292,21 +313,50 @@ class FastTokenizer:
             elif suf_len:
                 suffixes.append(string[-suf_len:])
                 string = string[:-suf_len]
-        if not string or string in rules or not self._plain(string):
+        if not string or string in rules:
             return None
-        return [*prefixes, string, *reversed(suffixes)]
+        if self._plain(string):
+            return [*prefixes, string, *reversed(suffixes)]
+        return [*prefixes, *self._attach_core(string, ascii_), *reversed(suffixes)]
+
+    def _attach_core(self, string: str, ascii_: bool) -> list[str]:
+        """The tokens ``Tokenizer._attach_tokens`` (spaCy 3.8) makes of the core left by the affix
+        loop, when it is no special case and there is no ``token_match`` (``_shape`` checked
+        both): one token when spaCy's ``url_match`` matches, else the core cut at spaCy's infix
+        matches (an empty match adds no token; one at position 0 is skipped, as spaCy skips it)."""
+        tok = self.nlp.tokenizer
+        if tok.url_match is not None and tok.url_match(string):
+            return [string]
+        matches = self._ascii_infix(string) if ascii_ else tok.find_infix(string)
+        out: list[str] = []
+        start = 0
+        for m in matches:
+            a, b = m.start(), m.end()
+            if a == 0:
+                continue
+            if a != start:
+                out.append(string[start:a])
+            if a != b:
+                out.append(string[a:b])
+            start = b
+        if start < len(string):
+            out.append(string[start:])
+        return out
 
     def _plain(self, s: str) -> bool:
-        return s.isascii() and ((s.isalpha() and "letters" in self._plain_alphabets)
-                                or (s.isdigit() and "digits" in self._plain_alphabets))
+        return self._plain_match(s) is not None
 
     def _one_token(self, chunk: str) -> bool:
         """spaCy's tokenizer leaves this chunk whole: no special case, no prefix, no suffix, no
         infix (``_split_affixes`` stops at once and ``_attach_tokens`` pushes the string as one
         token; the matcher's strings are all special cases). spaCy's own regexes decide."""
         tok = self.nlp.tokenizer
-        return (chunk not in tok.rules and not tok.find_prefix(chunk) and not tok.find_suffix(chunk)
-                and not tok.find_infix(chunk))
+        if chunk in tok.rules:
+            return False
+        if self._ascii_suffix is not None and chunk.isascii():
+            return (not self._ascii_prefix(chunk) and not self._ascii_suffix(chunk)
+                    and next(self._ascii_infix(chunk), None) is None)
+        return not tok.find_prefix(chunk) and not tok.find_suffix(chunk) and not tok.find_infix(chunk)
 
     def _add(self, chunk: str, toks: list[tuple[str, bool]] | None = None) -> int:
         if toks is None:
@@ -320,15 +370,24 @@ class FastTokenizer:
         that find the tokens. Returns the first chunk's id."""
         n0 = len(self._sent)
         k = len(items)
-        intern = self._intern
+        index = self.tok_index
+        next_id = len(self.tok_text)
+        new_toks: list[str] = []
+        new_punct: list[bool] = []
         flat: list[int] = []
         lens: list[int] = []
         for _chunk, toks in items:
             before = len(flat)
             for t, p in toks:
-                i = self.tok_index.get(t)
-                flat.append(intern(t, bool(punct(t)) if p is None else p) if i is None else i)
+                i = index.get(t)
+                if i is None:
+                    i = index[t] = next_id + len(new_toks)
+                    new_toks.append(t)
+                    new_punct.append(bool(punct(t)) if p is None else p)
+                flat.append(i)
             lens.append(len(flat) - before)
+        if new_toks:
+            self._intern_many(new_toks, new_punct)
         chunks = [c for c, _ in items]
         self._cache.update(zip(chunks, range(n0, n0 + k), strict=True))
         self._chunk_text.extend(chunks)
@@ -359,7 +418,8 @@ class FastTokenizer:
         buf = encode(text)
         cids, starts, ends = self._index.lookup(buf)
         if len(cids) and cids.min() < 0:
-            new = [bytes(buf[a:b]).decode("utf-8", "surrogatepass")
+            raw = buf.tobytes()
+            new = [raw[a:b].decode("utf-8", "surrogatepass")
                    for a, b in zip(starts[cids < 0].tolist(), ends[cids < 0].tolist(), strict=True)]
             self._fill(new)
             # every new chunk now has its id: filled in here, not by a second pass over the bytes
@@ -500,6 +560,88 @@ def never_within(pattern: re.Pattern, alphabet: frozenset[int]) -> bool:
     if parsed.state.flags & re.IGNORECASE:
         return False
     return _seq_needs_outside(list(parsed), alphabet)
+
+
+ASCII = frozenset(range(128))
+
+
+def ascii_pruned(pattern: re.Pattern) -> re.Pattern | None:
+    """``pattern`` without the top-level alternatives that cannot match anywhere in an ASCII
+    string (``never_within``): on an ASCII subject every search and finditer gives the same
+    matches, since an alternative that can never match never wins (the order of the others is
+    kept). ``None`` when that is not proven: a capturing group (numbering would shift), flags set
+    inside one alternative, or a split at ``|`` that is not top-level (then some piece does not
+    parse on its own: an unclosed group, class or escape)."""
+    if pattern.groups or not isinstance(pattern.pattern, str):
+        return None
+    pieces = _top_level_alternatives(pattern.pattern)
+    try:
+        base = _sre_parser.parse(pattern.pattern, pattern.flags).state.flags
+        parsed = [_sre_parser.parse(p, pattern.flags) for p in pieces]
+    except Exception:  # noqa: BLE001 - a piece that does not parse means the split is wrong
+        return None
+    if any(p.state.flags != base or p.state.groups != 1 for p in parsed):
+        return None
+    kept = [p for p in pieces if not never_within(re.compile(p, pattern.flags), ASCII)]
+    pruned = re.compile("|".join(kept) if kept else "(?!)", pattern.flags)
+    return pruned if pruned.flags == pattern.flags else None
+
+
+def _top_level_alternatives(pattern: str) -> list[str]:
+    """``pattern`` cut at each ``|`` outside groups, classes and escapes (``ascii_pruned`` checks
+    the cut by parsing each piece)."""
+    out: list[str] = []
+    depth, in_class, start, i = 0, False, 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern.startswith("^", i + 1):
+                i += 1
+            if pattern.startswith("]", i + 1):
+                i += 1  # a leading "]" is a member, not the end
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            out.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    out.append(pattern[start:])
+    return out
+
+
+def ascii_hooks(tok: object) -> tuple[Any, Any, Any]:
+    """spaCy's ``find_prefix``, ``find_suffix`` (match lengths) and the infix ``finditer`` for
+    ASCII strings, from ``ascii_pruned`` patterns; ``(None, None, None)`` when a hook is not a
+    compiled pattern's method or a pattern is not proven."""
+    hooks = (getattr(tok, "prefix_search", None), getattr(tok, "suffix_search", None),
+             getattr(tok, "infix_finditer", None))
+    patterns = [getattr(h, "__self__", None) for h in hooks]
+    if not all(isinstance(p, re.Pattern) for p in patterns) or \
+            [h.__name__ for h in hooks] != ["search", "search", "finditer"]:
+        return None, None, None
+    pruned = [ascii_pruned(p) for p in patterns]
+    if any(p is None for p in pruned):
+        return None, None, None
+    pre, suf = pruned[0].search, pruned[1].search
+
+    # spaCy's Tokenizer.find_prefix / find_suffix, on the pruned patterns
+    def find_prefix(string: str) -> int:
+        m = pre(string)
+        return m.end() - m.start() if m is not None else 0
+
+    def find_suffix(string: str) -> int:
+        m = suf(string)
+        return m.end() - m.start() if m is not None else 0
+
+    return find_prefix, find_suffix, pruned[2].finditer
 
 
 def _seq_needs_outside(items: list, alphabet: frozenset[int]) -> bool:
