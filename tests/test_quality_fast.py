@@ -137,6 +137,22 @@ def test_words_equal_datatrove_words() -> None:
             assert tok.sentence_count(line) == len(split_into_sentences(line)), line
 
 
+def test_another_spacy_version_leaves_new_chunks_to_spacy_and_stays_equal(monkeypatch) -> None:
+    """``_shape`` copies spaCy 3.8's private affix loop: under another spaCy it must not run."""
+    from datatrove.utils.text import split_into_words
+
+    import tasks.quality.fast.tokenizer as fast_tok
+
+    assert fast_tok.spacy_internals_known()  # the installed spaCy is the one the copy follows
+    monkeypatch.setattr(fast_tok, "spacy_internals_known", lambda: False)
+    tok = fast_tok.FastTokenizer("en")
+    assert tok._plain_alphabets == frozenset() and tok._shape("well-known;") is None
+    texts, _ = corpus_docs(*TEXT_CORPORA[2])
+    for t in texts[:100]:
+        assert tok.words(t) == split_into_words(t), t[:200]
+    assert tok.shaped_chunks == 0
+
+
 # -- generated text over every character class --------------------------------------------------
 
 _SPECIALS = [":)", ":-)", "(:", "):", ":*", ":1", "=[", "''", "'s", "n't", "e.g.", "U.S.", "a.m.", "10a.m.",

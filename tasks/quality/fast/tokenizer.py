@@ -101,14 +101,15 @@ class FastTokenizer:
         # pattern matches anything: a chunk of one of them is one token, and one with a single
         # affix character more splits in a known way (_shape); empty when spaCy's regexes or
         # hooks are not what the proof reads
-        self._plain_alphabets = plain_alphabets(self.nlp.tokenizer)
+        self._plain_alphabets = plain_alphabets(self.nlp.tokenizer) if spacy_internals_known() else frozenset()
         # a string of one proven alphabet, in one C call (it is asked several times a new chunk)
         self._plain_match = re.compile("|".join(
             [r"[A-Za-z]+"] * ("letters" in self._plain_alphabets) + [r"[0-9]+"] * ("digits" in self._plain_alphabets))
             or "(?!)").fullmatch
         self.shaped_chunks = 0
         # the affix patterns without their alternatives that cannot match in an ASCII string:
-        # the same answers for an ASCII chunk at a third of the cost (None: not proven, unused)
+        # the same answers for an ASCII chunk, cheaper (docs/quality.md, branch s11-23: find_suffix
+        # 3.0 -> 1.2 us on a short chunk); None: not proven, unused
         self._ascii_prefix, self._ascii_suffix, self._ascii_infix = ascii_hooks(self.nlp.tokenizer)
 
     # -- special-case patterns that could match across chunks --------------------------------
@@ -242,8 +243,8 @@ class FastTokenizer:
             shaped = self._shape(c)
             # those are the tokens before the special-case matcher pass; a chunk in which that
             # pass would retokenize goes to spaCy
-            # (a chunk _shape declines, a special case met or nothing left between the affixes,
-            # is never one token without affixes: _one_token's test is not needed here)
+            # (a chunk _shape declines, a special case met, nothing left between the affixes or
+            # no plain alphabet proven, goes to spaCy's own tokenizer)
             # a match starts at a pattern's first token: most chunks hold none
             if shaped is not None and (patterns.keys().isdisjoint(shaped) or not self._chunk_has_match(c, shaped)):
                 self.shaped_chunks += 1
@@ -346,18 +347,6 @@ class FastTokenizer:
     def _plain(self, s: str) -> bool:
         return self._plain_match(s) is not None
 
-    def _one_token(self, chunk: str) -> bool:
-        """spaCy's tokenizer leaves this chunk whole: no special case, no prefix, no suffix, no
-        infix (``_split_affixes`` stops at once and ``_attach_tokens`` pushes the string as one
-        token; the matcher's strings are all special cases). spaCy's own regexes decide."""
-        tok = self.nlp.tokenizer
-        if chunk in tok.rules:
-            return False
-        if self._ascii_suffix is not None and chunk.isascii():
-            return (not self._ascii_prefix(chunk) and not self._ascii_suffix(chunk)
-                    and next(self._ascii_infix(chunk), None) is None)
-        return not tok.find_prefix(chunk) and not tok.find_suffix(chunk) and not tok.find_infix(chunk)
-
     def _add(self, chunk: str, toks: list[tuple[str, bool]] | None = None) -> int:
         if toks is None:
             toks = [(t.text, bool(t.is_punct)) for t in self.nlp.tokenizer(chunk)]
@@ -376,16 +365,21 @@ class FastTokenizer:
         new_punct: list[bool] = []
         flat: list[int] = []
         lens: list[int] = []
-        for _chunk, toks in items:
-            before = len(flat)
-            for t, p in toks:
-                i = index.get(t)
-                if i is None:
-                    i = index[t] = next_id + len(new_toks)
-                    new_toks.append(t)
-                    new_punct.append(bool(punct(t)) if p is None else p)
-                flat.append(i)
-            lens.append(len(flat) - before)
+        try:
+            for _chunk, toks in items:
+                before = len(flat)
+                for t, p in toks:
+                    i = index.get(t)
+                    if i is None:
+                        i = index[t] = next_id + len(new_toks)
+                        new_toks.append(t)
+                        new_punct.append(bool(punct(t)) if p is None else p)
+                    flat.append(i)
+                lens.append(len(flat) - before)
+        except BaseException:  # no index entry may point past the token rows
+            for t in new_toks:
+                del index[t]
+            raise
         if new_toks:
             self._intern_many(new_toks, new_punct)
         chunks = [c for c, _ in items]
@@ -527,6 +521,15 @@ class FastTokenizer:
 
 
 PLAIN_ALPHABETS = {"letters": frozenset(map(ord, string.ascii_letters)), "digits": frozenset(map(ord, string.digits))}
+
+
+def spacy_internals_known() -> bool:
+    """``_shape`` and ``_attach_core`` follow spaCy 3.8's ``Tokenizer._split_affixes`` and
+    ``_attach_tokens`` (private, Cython): another spaCy leaves every new chunk to its own
+    tokenizer, slower and still equal."""
+    import spacy
+
+    return spacy.__version__.startswith("3.8.")
 
 
 def plain_alphabets(tok: object) -> frozenset[str]:
