@@ -152,13 +152,16 @@ def cases(n_docs: int) -> list[dict[str, Any]]:
 
     pairs = tinyhelen_pairs()
     rng = random.Random(SEED)
-    idx = sorted(rng.sample(range(len(pairs)), n_docs))
-    out = []
-    for i in idx:
-        p = pairs[i]
-        others = [j for j, q in enumerate(pairs) if j != i and q["genre"] == p["genre"]] or \
+    idx = rng.sample(range(len(pairs)), n_docs)
+    other_of = {}
+    for i in sorted(idx):
+        others = [j for j, q in enumerate(pairs) if j != i and q["genre"] == pairs[i]["genre"]] or \
             [j for j in range(len(pairs)) if j != i]
-        other = pairs[rng.choice(others)]["rewrite"]
+        other_of[i] = rng.choice(others)
+    out = []
+    for i in idx:  # in sampled order: genres mix if a run is cut short
+        p = pairs[i]
+        other = pairs[other_of[i]]["rewrite"]
         rep = replaced(p["rewrite"], other)
         words, ow = p["rewrite"].split(), other.split()
         half = len(words) // 2
@@ -183,7 +186,9 @@ def chain_comparison(all_cases: list[dict[str, Any]], docs: list[int], done: dic
     from scripts.experiment_leaner_positional import EXTRA, extra_features
 
     by_doc = {c["doc"]: c for c in all_cases}
-    chain = {(d, k): dict(zip(EXTRA, extra_features(by_doc[d]["original"], by_doc[d]["texts"][k]), strict=True))
+    # the runs grow with a replaced stretch: negated, so that every AUC reads "high = reference"
+    chain = {(d, k): {f: -v if f.endswith("_run") else v for f, v in
+                      zip(EXTRA, extra_features(by_doc[d]["original"], by_doc[d]["texts"][k]), strict=True)}
              for d in docs for k in kinds}
     aucs = {}
     for kind in kinds[1:]:
@@ -217,6 +222,7 @@ def main() -> None:
     ap.add_argument("--cache", default="/tmp/s11_17/pmi_cache.jsonl")
     ap.add_argument("--json")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--summary-only", action="store_true", help="figures from the cache, nothing scored")
     ap.add_argument("--kinds", nargs="+", default=list(KINDS))
     args = ap.parse_args()
     from sklearn.metrics import roc_auc_score
@@ -228,10 +234,10 @@ def main() -> None:
             for line in fh:
                 rec = json.loads(line)
                 done[(rec["doc"], rec["kind"])] = rec
-    scorer = PMIScorer(args.threads)
     all_cases = cases(args.docs)
+    scorer = None if args.summary_only else PMIScorer(args.threads)
     with open(args.cache, "a") as fh:
-        for c in all_cases:
+        for c in all_cases if scorer else []:
             for kind, text in c["texts"].items():
                 if (c["doc"], kind) in done or kind not in args.kinds:
                     continue
