@@ -31,6 +31,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +263,11 @@ def main() -> None:
             y = [1] * len(docs) + [0] * len(docs)
             x = [done[(d, "reference")]["features"][f] for d in docs] + [done[(d, kind)]["features"][f] for d in docs]
             aucs[kind][f] = round(float(roc_auc_score(y, x)), 3)
+    # the same document's reference above its own corruption: what a per-document threshold
+    # could at best achieve (a validator never has the reference, so not usable as such)
+    paired = {kind: round(float(np.mean([done[(d, "reference")]["features"]["min_third_pmi"]
+                                         > done[(d, kind)]["features"]["min_third_pmi"] for d in docs])), 3)
+              for kind in args.kinds[1:]}
     chain_aucs, combined = chain_comparison(all_cases, docs, done, args.kinds)
     per_doc = [sum(done[(d, k)]["cpu_s"] for k in ("reference",)) for d in docs]
     summary = {"note": "EXPERIMENT, NOT SHIPPED (issue 17): LM pointwise mutual information of rewrite tokens with "
@@ -272,6 +278,8 @@ def main() -> None:
                             "threads": args.threads},
                "auc": aucs,
                "auc_lemma_chain_same_docs": chain_aucs,
+               "paired_min_third_pmi_reference_above_corruption": paired,
+               "genres": dict(Counter(done[(d, "reference")]["genre"] for d in docs)),
                "combined_leave_one_doc_out": combined,
                "cpu_s_per_reference": {"mean": round(float(np.mean(per_doc)), 2),
                                        "median": round(float(np.median(per_doc)), 2)},

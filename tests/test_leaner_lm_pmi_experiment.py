@@ -50,5 +50,5 @@ def test_a_replaced_middle_of_a_copied_text_loses_its_pmi(exp, scorer):
     for p, q in zip(pairs, pairs[1:], strict=False):
         itself = exp.features(scorer.score(p["original"], p["original"]))
         middle = exp.features(scorer.score(p["original"], replaced(p["original"], q["original"])["middle_third_replaced"]))
-        assert itself["min_third_pmi"] > 1.0, itself
-        assert middle["min_third_pmi"] < itself["min_third_pmi"] - 1.0, (itself, middle)
+        assert itself["min_third_pmi"] > 0.5, itself
+        assert middle["min_third_pmi"] < itself["min_third_pmi"] - 0.5, (itself, middle)
