@@ -273,7 +273,10 @@ def main() -> None:
     summary = {"note": "EXPERIMENT, NOT SHIPPED (issue 17): LM pointwise mutual information of rewrite tokens with "
                        "the original, bundled Gemma 3 270M Q4_K_M via llama.cpp; ROC AUC of single features, "
                        "references (positive) vs each corruption, no learning",
-               "subset": f"{len(docs)} of 421 TinyHelen pairs, random.Random({SEED}).sample",
+               "subset": f"{len(docs)} of 421 TinyHelen pairs: those of random.Random({SEED}).sample(range(421), "
+                         f"{args.docs}) with every kind scored when the run was stopped (by time)",
+               "cpu_note": "process CPU seconds while scoring, under the load of other jobs (load average "
+                           "4 to 10 during the run); load_average below is at the summary's time",
                "settings": {"sep": SEP, "segment": SEG, "prev": PREV, "original_window": ORIG, "n_ctx": N_CTX,
                             "threads": args.threads},
                "auc": aucs,
