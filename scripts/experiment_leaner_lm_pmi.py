@@ -51,11 +51,11 @@ class PMIScorer:
     def __init__(self, n_threads: int = 2):
         from llama_cpp import Llama
 
-        from tasks.tokens import _bundled_gguf
+        from tasks.llm.backends import default_gguf
 
         # logits_all stays off: llama-cpp-python would keep an n_ctx x 262,144 float table;
         # the batch asks llama.cpp for the rows it needs and they are reduced at once
-        self.llm = Llama(model_path=_bundled_gguf(), n_ctx=N_CTX, n_batch=256, n_threads=n_threads,
+        self.llm = Llama(model_path=default_gguf(), n_ctx=N_CTX, n_batch=256, n_threads=n_threads,
                          logits_all=False, verbose=False)
         self.n_vocab = self.llm.n_vocab()
         self.bos = self.llm.token_bos()
