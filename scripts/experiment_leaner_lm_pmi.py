@@ -217,6 +217,19 @@ def chain_comparison(all_cases: list[dict[str, Any]], docs: list[int], done: dic
     return aucs, out
 
 
+def _cache_key(original: str, text: str) -> str:
+    import hashlib
+    import inspect
+
+    from tasks.llm.backends import default_gguf
+
+    h = hashlib.sha256()
+    for part in (original, text, SEP, repr((SEG, PREV, ORIG, N_CTX)), inspect.getsource(features),
+                 os.path.basename(default_gguf())):
+        h.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=30)
@@ -230,12 +243,20 @@ def main() -> None:
 
     os.makedirs(os.path.dirname(args.cache), exist_ok=True)
     done: dict[tuple[int, str], dict[str, Any]] = {}
+    all_cases = cases(args.docs)
+    # a record counts only for the very texts, settings and feature code it was made with: which
+    # document replaces part of a text depends on --docs (the sampler's state)
+    keys = {(c["doc"], kind): _cache_key(c["original"], text) for c in all_cases for kind, text in c["texts"].items()}
     if os.path.exists(args.cache):
         with open(args.cache) as fh:
-            for line in fh:
-                rec = json.loads(line)
-                done[(rec["doc"], rec["kind"])] = rec
-    all_cases = cases(args.docs)
+            for n, line in enumerate(fh, 1):
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    print(f"{args.cache}: line {n} is not JSON (an interrupted write?); skipped", file=sys.stderr)
+                    continue
+                if keys.get((rec.get("doc"), rec.get("kind"))) == rec.get("key"):
+                    done[(rec["doc"], rec["kind"])] = rec
     scorer = None if args.summary_only else PMIScorer(args.threads)
     with open(args.cache, "a") as fh:
         for c in all_cases if scorer else []:
@@ -245,7 +266,7 @@ def main() -> None:
                 t0 = time.process_time()
                 s = scorer.score(c["original"], text)
                 dt = time.process_time() - t0
-                rec = {"doc": c["doc"], "kind": kind, "genre": c["genre"], "cpu_s": dt,
+                rec = {"doc": c["doc"], "kind": kind, "key": keys[(c["doc"], kind)], "genre": c["genre"], "cpu_s": dt,
                        "n_rewrite": len(s["pieces"]), "n_original": s["n_original"], "features": features(s)}
                 done[(c["doc"], kind)] = rec
                 fh.write(json.dumps(rec) + "\n")
