@@ -32,6 +32,19 @@ def standard_corpus(docs: int, files: int, seed: int = 7) -> Path:
     return out
 
 
+def scratch_dir(prefix: str) -> Path:
+    """A temporary folder for one benchmark run, deleted when the process exits (after the
+    server ``ensure_prefect`` starts in it stops: atexit runs last-registered first). A run
+    leaves a release, scratch files and a server's state, up to gigabytes nobody reads after."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def ensure_prefect(home: Path):
     """Point this process at a Prefect server: PREFECT_API_URL if set, else a local stack
     under ``home`` (started here). Must run before Prefect is imported. Returns a function

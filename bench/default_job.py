@@ -18,13 +18,12 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import run_breakdown, standard_corpus, write_results  # noqa: E402
+from bench.common import run_breakdown, scratch_dir, standard_corpus, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -36,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     corpus = standard_corpus(args.docs, args.files)
     info = json.loads((corpus / "corpus.json").read_text())
-    work = Path(tempfile.mkdtemp(prefix="refinery-default-job-"))
+    work = scratch_dir("refinery-default-job-")
     home = work / "home"
     env = {**os.environ, "REFINERY_HOME": str(home)}
     env.pop("PREFECT_API_URL", None)

@@ -16,13 +16,12 @@ import io
 import json
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MB, ensure_prefect, run_breakdown, standard_corpus, write_results  # noqa: E402
+from bench.common import MB, ensure_prefect, run_breakdown, scratch_dir, standard_corpus, write_results  # noqa: E402
 
 
 def floor(files: list[Path], out: Path) -> float:
@@ -63,7 +62,7 @@ def main() -> None:
     corpus = standard_corpus(args.docs, args.files)
     info = json.loads((corpus / "corpus.json").read_text())
     files = sorted((corpus / "docs").glob("*.parquet"))
-    work = Path(tempfile.mkdtemp(prefix="refinery-bench-"))
+    work = scratch_dir("refinery-bench-")
     ensure_prefect(work / "home")
 
     (work / "floor").mkdir()

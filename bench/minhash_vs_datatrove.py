@@ -32,7 +32,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from bench.common import (  # noqa: E402
     PeakRSS,
     package_version,
     run_breakdown,
+    scratch_dir,
     standard_corpus,
     timeline_summary,
     write_results,
@@ -244,7 +244,7 @@ def main() -> None:
     all_ids = set()
     for f in sorted((corpus / "docs").glob("*.parquet")):
         all_ids |= set(pq.read_table(f, columns=["id"]).column("id").to_pylist())
-    work = Path(tempfile.mkdtemp(prefix="refinery-minhash-bench-"))
+    work = scratch_dir("refinery-minhash-bench-")
     docs = info["docs"]
     results: dict[str, dict] = {}
     home = work / "home"

@@ -41,13 +41,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import MB, PeakRSS, ensure_prefect, standard_corpus, write_results  # noqa: E402
+from bench.common import MB, PeakRSS, ensure_prefect, scratch_dir, standard_corpus, write_results  # noqa: E402
 
 WORKERS = os.cpu_count() or 1
 
@@ -280,7 +279,7 @@ def main() -> None:
     if args.score_only:
         return
     docs = json.loads((corpus / "corpus.json").read_text())["docs"]
-    work = Path(tempfile.mkdtemp(prefix="refinery-quality-bench-"))
+    work = scratch_dir("refinery-quality-bench-")
     servers = ensure_prefect(work / "home")
 
     engines = {}
