@@ -368,6 +368,11 @@ def run_group(step: Callable[..., dict[str, Any]], calls: Sequence[tuple[str, tu
     return outcome
 
 
+def _notes(exc: BaseException) -> str:
+    """An error's notes (``run_group`` adds the failing shard's), for a one-line message."""
+    return "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
+
+
 def group_name(shards: Sequence[str]) -> str:
     """A group's part of its task run's name: its first and last shard (``00000..00007``);
     no dash in it, so ``name.rsplit("-", 1)[0]`` stays the step's label."""
@@ -443,8 +448,7 @@ def shard_map(
             outcome.append((name, None))
         except Exception as exc:  # anything else failed after its retries: the release must not lose it
             errors.append((name, exc))
-            logger.error("%s shard %s failed after retries: %r%s", stage, name, exc,
-                         "".join(f" ({note})" for note in getattr(exc, "__notes__", ())))
+            logger.error("%s shard %s failed after retries: %r%s", stage, name, exc, _notes(exc))
             outcome.extend((shard, None) for shard in (members or [name]))
         for shard, value in outcome:
             if value is not None:
@@ -458,6 +462,5 @@ def shard_map(
                 logger.info("%s: %d/%d shards done (%d failed)", stage, done, total, len(failures) + len(errors))
     if errors:
         shard, exc = sorted(errors, key=lambda e: e[0])[0]
-        notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
-        raise ShardFailed(f"{stage} shard {shard} failed after its retries: {exc!r}{notes}") from exc
+        raise ShardFailed(f"{stage} shard {shard} failed after its retries: {exc!r}{_notes(exc)}") from exc
     return dict(sorted(results.items())), sorted(failures, key=lambda f: f["shard"])

@@ -539,14 +539,24 @@ def plain_alphabets(tok: object) -> frozenset[str]:
     not a compiled pattern's method."""
     if getattr(tok, "token_match", None) is not None:
         return frozenset()
-    hooks = (tok.prefix_search, tok.suffix_search, tok.infix_finditer)
-    patterns = [getattr(h, "__self__", None) for h in hooks]
-    if not all(isinstance(p, re.Pattern) for p in patterns):
-        return frozenset()
-    if [h.__name__ for h in hooks] != ["search", "search", "finditer"]:
+    patterns = affix_patterns(tok)
+    if patterns is None:
         return frozenset()
     return frozenset(name for name, alphabet in PLAIN_ALPHABETS.items()
                      if all(never_within(p, alphabet) for p in patterns))
+
+
+def affix_patterns(tok: object) -> list[re.Pattern] | None:
+    """The compiled prefix, suffix and infix patterns behind the tokenizer's hooks, or None
+    when a hook is not the ``search`` / ``search`` / ``finditer`` method of a compiled pattern
+    (a custom hook: nothing can be proven about it)."""
+    hooks = (getattr(tok, "prefix_search", None), getattr(tok, "suffix_search", None),
+             getattr(tok, "infix_finditer", None))
+    patterns = [getattr(h, "__self__", None) for h in hooks]
+    if not all(isinstance(p, re.Pattern) for p in patterns) or \
+            [h.__name__ for h in hooks] != ["search", "search", "finditer"]:
+        return None
+    return patterns
 
 
 def never_within(pattern: re.Pattern, alphabet: frozenset[int]) -> bool:
@@ -624,11 +634,8 @@ def ascii_hooks(tok: object) -> tuple[Any, Any, Any]:
     """spaCy's ``find_prefix``, ``find_suffix`` (match lengths) and the infix ``finditer`` for
     ASCII strings, from ``ascii_pruned`` patterns; ``(None, None, None)`` when a hook is not a
     compiled pattern's method or a pattern is not proven."""
-    hooks = (getattr(tok, "prefix_search", None), getattr(tok, "suffix_search", None),
-             getattr(tok, "infix_finditer", None))
-    patterns = [getattr(h, "__self__", None) for h in hooks]
-    if not all(isinstance(p, re.Pattern) for p in patterns) or \
-            [h.__name__ for h in hooks] != ["search", "search", "finditer"]:
+    patterns = affix_patterns(tok)
+    if patterns is None:
         return None, None, None
     pruned = [ascii_pruned(p) for p in patterns]
     if any(p is None for p in pruned):
