@@ -8,6 +8,7 @@ port chosen here) is put into the environment before any test module imports Pre
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -36,6 +37,13 @@ os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["RAY_DEDUP_LOGS"] = "0"
 for _key in ("RAY_ADDRESS", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
     os.environ.pop(_key, None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # The session folder holds the stack's databases, Ray's spill and every release the suite
+    # wrote (hundreds of MB over a whole run); set REFINERY_KEEP_TEST_HOME=1 to look at it after.
+    if not os.environ.get("REFINERY_KEEP_TEST_HOME"):
+        shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
 def shared(name: str) -> Path:
