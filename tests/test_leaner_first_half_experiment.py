@@ -21,11 +21,15 @@ def experiment():
     names = ("KINDS", "TARGETS", "NEAR_VERBATIM", "score", "_scored", "_fit_lr")
     saved = {n: getattr(T, n) for n in names}
     features, patched = CM.FEATURES, hasattr(P, "_patched")
+    # the experiment caches its longer feature vectors under the same keys as the shipped ones
+    cache = dict(T._cache)
     try:
         yield exp
     finally:
         for n, v in saved.items():
             setattr(T, n, v)
+        T._cache.clear()
+        T._cache.update(cache)
         CM.FEATURES = features
         if not patched and hasattr(P, "_patched"):
             del P._patched
