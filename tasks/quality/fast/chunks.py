@@ -150,6 +150,30 @@ def _insert_range(table: np.ndarray, c_hash: np.ndarray, span: np.ndarray, arena
         table[4 * slot + 3] = _head(arena, a, b)
 
 
+@njit(cache=True, nogil=True)
+def span_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The table's hash of each span ``buf[starts[i]:ends[i]]``."""
+    out = np.empty(len(starts), np.uint64)
+    for i in range(len(starts)):
+        out[i] = _fnv(buf, starts[i], ends[i])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def same_spans(buf: np.ndarray, a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
+    """Whether ``buf[a0[i]:a1[i]]`` and ``buf[b0[i]:b1[i]]`` hold the same bytes, for each i."""
+    out = np.empty(len(a0), np.bool_)
+    for i in range(len(a0)):
+        n = a1[i] - a0[i]
+        same = n == b1[i] - b0[i]
+        j = 0
+        while same and j < n:
+            same = buf[a0[i] + j] == buf[b0[i] + j]
+            j += 1
+        out[i] = same
+    return out
+
+
 class ChunkIndex:
     """Chunk bytes to chunk ids, in arrays the compiled lookup reads; ids are given in order."""
 
