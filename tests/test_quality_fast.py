@@ -498,3 +498,64 @@ def test_learn_with_colliding_hashes_leaves_chunks_to_word_ids(monkeypatch) -> N
     for text, doc_id in zip(texts, ids, strict=True):
         assert ahead.words(text) == by_doc.words(text), doc_id
     assert len(ahead._chunk_text) == len({c for t in texts for c in t.split()})
+
+
+def test_space_points_are_every_non_ascii_isspace_code_point() -> None:
+    from tasks.quality.fast.chunks import SPACE_POINTS
+
+    assert SPACE_POINTS.tolist() == [c for c in range(128, sys.maxunicode + 1) if chr(c).isspace()]
+
+
+def _proofs_equal_uncached(tok: object, plain: frozenset[str], hooks: tuple) -> None:
+    from tasks.quality.fast.tokenizer import ascii_hooks, plain_alphabets
+
+    assert plain == plain_alphabets(tok) == {"letters", "digits"}
+    ref = ascii_hooks(tok)
+    assert hooks[2].__self__.pattern == ref[2].__self__.pattern
+    for s in ["(well", "known).", "U.S.", "$12.50", "a-b", "'s", "...", "http://x.y", "e.g.,", "100%"]:
+        assert (hooks[0](s), hooks[1](s)) == (ref[0](s), ref[1](s)) == (tok.find_prefix(s), tok.find_suffix(s)), s
+
+
+def test_affix_proofs_cached_on_disk_keyed_and_rebuilt_when_corrupt(tmp_path: Path, monkeypatch) -> None:
+    import spacy
+
+    from tasks.quality.fast import tokenizer as tk
+
+    monkeypatch.setenv("REFINERY_CACHE", str(tmp_path))
+    tok = fast_tokenizer("en").nlp.tokenizer
+    plain, hooks = tk.affix_proofs(tok)
+    files = list((tmp_path / "proofs").glob("affix-*.json"))
+    assert len(files) == 1 and not list((tmp_path / "proofs").glob("*.tmp"))
+    _proofs_equal_uncached(tok, plain, hooks)
+    good = files[0].read_text()
+
+    # the second process reads the proof instead of proving again
+    def no_proof(*_a: object) -> bool:
+        raise AssertionError("proven again although cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(tk, "never_within", no_proof)
+        cached = tk.affix_proofs(tok)
+    _proofs_equal_uncached(tok, *cached)
+
+    # a corrupt entry (bytes, another key, an alternative that does not exist) is proven again
+    import json
+
+    bad_index = json.loads(good)
+    bad_index["ascii_kept"][1] = [0, 10_000]
+    other_key = dict(json.loads(good), key="0" * 64)
+    for corrupt in [b"\x00\xff{not json", json.dumps(bad_index).encode(), json.dumps(other_key).encode()]:
+        files[0].write_bytes(corrupt)
+        _proofs_equal_uncached(tok, *tk.affix_proofs(tok))
+        assert files[0].read_text() == good
+
+    # another spaCy version is another entry
+    monkeypatch.setattr(spacy, "__version__", spacy.__version__ + ".post-test")
+    tk.affix_proofs(tok)
+    assert len(list((tmp_path / "proofs").glob("affix-*.json"))) == 2
+
+    # an unwritable cache costs the proof, not the answer
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("REFINERY_CACHE", str(blocker))
+    _proofs_equal_uncached(tok, *tk.affix_proofs(tok))

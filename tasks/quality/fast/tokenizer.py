@@ -30,9 +30,15 @@ generated text, so that a spaCy upgrade that changes a rule is caught.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import string
+import sys
+import tempfile
 from itertools import chain
+from pathlib import Path
 
 # the regex parser CPython's re compiles with: no public API since 3.11 deprecated sre_parse;
 # reading spaCy's compiled patterns with it is what proves the shortcut below safe, and any
@@ -45,6 +51,7 @@ import numpy as np
 from numba import njit
 
 from tasks.quality.fast.chunks import ChunkIndex, encode, same_spans, span_hashes
+from tasks.quality.models import cache_root
 
 # Py_UNICODE_ISSPACE in the regex engine, the same predicate as str.isspace (a test checks it
 # over every code point)
@@ -106,7 +113,8 @@ class FastTokenizer:
         # pattern matches anything: a chunk of one of them is one token, and one with a single
         # affix character more splits in a known way (_shape); empty when spaCy's regexes or
         # hooks are not what the proof reads
-        self._plain_alphabets = plain_alphabets(self.nlp.tokenizer) if spacy_internals_known() else frozenset()
+        plain, hooks = affix_proofs(self.nlp.tokenizer)
+        self._plain_alphabets = plain if spacy_internals_known() else frozenset()
         # a string of one proven alphabet, in one C call (it is asked several times a new chunk)
         self._plain_match = re.compile("|".join(
             [r"[A-Za-z]+"] * ("letters" in self._plain_alphabets) + [r"[0-9]+"] * ("digits" in self._plain_alphabets))
@@ -115,7 +123,7 @@ class FastTokenizer:
         # the affix patterns without their alternatives that cannot match in an ASCII string:
         # the same answers for an ASCII chunk, cheaper (docs/quality.md, branch s11-23: find_suffix
         # 3.0 -> 1.2 us on a short chunk); None: not proven, unused
-        self._ascii_prefix, self._ascii_suffix, self._ascii_infix = ascii_hooks(self.nlp.tokenizer)
+        self._ascii_prefix, self._ascii_suffix, self._ascii_infix = hooks
 
     # -- special-case patterns that could match across chunks --------------------------------
     def _special_patterns(self) -> None:
@@ -604,6 +612,77 @@ def plain_alphabets(tok: object) -> frozenset[str]:
                      if all(never_within(p, alphabet) for p in patterns))
 
 
+# what a cached proof means: bumped whenever never_within, ascii_kept or PLAIN_ALPHABETS change
+PROOF_SCHEME = 1
+
+
+def affix_proofs(tok: object) -> tuple[frozenset[str], tuple[Any, Any, Any]]:
+    """``plain_alphabets(tok)`` and ``ascii_hooks(tok)``, the proofs behind them (about 0.3 CPU-s,
+    paid by every worker process) kept on disk under ``REFINERY_CACHE``'s ``proofs/``, keyed by
+    what they depend on: the patterns' text and flags, spaCy's and Python's versions (the proof
+    reads Python's regex parser) and ``PROOF_SCHEME``. An entry that is absent, unreadable or
+    inconsistent with the patterns is proven again and rewritten; an unwritable cache only
+    costs the proof."""
+    patterns = affix_patterns(tok)
+    if patterns is None or not all(isinstance(p.pattern, str) for p in patterns):
+        return plain_alphabets(tok), ascii_hooks(tok)  # nothing to prove, or not worth a key
+    import spacy
+
+    key = hashlib.sha256(json.dumps([PROOF_SCHEME, spacy.__version__, list(sys.version_info[:2]),
+                                     [[p.pattern, int(p.flags)] for p in patterns]]).encode()).hexdigest()
+    path = proof_path(key)
+    proof = _read_proof(path, key, patterns)
+    if proof is None:
+        proof = {"key": key,
+                 "plain": sorted(name for name, alphabet in PLAIN_ALPHABETS.items()
+                                 if all(never_within(p, alphabet) for p in patterns)),
+                 "ascii_kept": [ascii_kept(p) for p in patterns]}
+        _write_atomic(path, json.dumps(proof))
+    plain = frozenset() if getattr(tok, "token_match", None) is not None else frozenset(proof["plain"])
+    return plain, hooks_from(patterns, proof["ascii_kept"])
+
+
+def proof_path(key: str) -> Path:
+    return cache_root() / "proofs" / f"affix-{key[:32]}.json"
+
+
+def _read_proof(path: Path, key: str, patterns: list[re.Pattern]) -> dict | None:
+    try:
+        proof = json.loads(path.read_text())
+        if not isinstance(proof, dict) or proof.get("key") != key:
+            return None
+        plain, kept = proof["plain"], proof["ascii_kept"]
+        if not (isinstance(plain, list) and set(plain) <= PLAIN_ALPHABETS.keys()):
+            return None
+        if not (isinstance(kept, list) and len(kept) == len(patterns)):
+            return None
+        for k, p in zip(kept, patterns, strict=True):
+            # strictly increasing indices of existing alternatives: the order is the pattern's
+            n = len(_top_level_alternatives(p.pattern))
+            if k is not None and not (isinstance(k, list) and all(type(i) is int for i in k)
+                                      and k == sorted(set(k)) and all(0 <= i < n for i in k)):
+                return None
+        return proof
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """``text`` at ``path``, whole or not at all (workers starting together may race here)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass
+
+
 def affix_patterns(tok: object) -> list[re.Pattern] | None:
     """The compiled prefix, suffix and infix patterns behind the tokenizer's hooks, or None
     when a hook is not the ``search`` / ``search`` / ``finditer`` method of a compiled pattern
@@ -643,6 +722,13 @@ def ascii_pruned(pattern: re.Pattern) -> re.Pattern | None:
     kept). ``None`` when that is not proven: a capturing group (numbering would shift), flags set
     inside one alternative, or a split at ``|`` that is not top-level (then some piece does not
     parse on its own: an unclosed group, class or escape)."""
+    kept = ascii_kept(pattern)
+    return None if kept is None else pruned_to(pattern, kept)
+
+
+def ascii_kept(pattern: re.Pattern) -> list[int] | None:
+    """The proof behind ``ascii_pruned``: the indices of ``pattern``'s top-level alternatives
+    that may match in an ASCII string, or ``None`` when the cut is not proven."""
     if pattern.groups or not isinstance(pattern.pattern, str):
         return None
     pieces = _top_level_alternatives(pattern.pattern)
@@ -653,8 +739,13 @@ def ascii_pruned(pattern: re.Pattern) -> re.Pattern | None:
         return None
     if any(p.state.flags != base or p.state.groups != 1 for p in parsed):
         return None
-    kept = [p for p in pieces if not never_within(re.compile(p, pattern.flags), ASCII)]
-    pruned = re.compile("|".join(kept) if kept else "(?!)", pattern.flags)
+    return [i for i, p in enumerate(pieces) if not never_within(re.compile(p, pattern.flags), ASCII)]
+
+
+def pruned_to(pattern: re.Pattern, kept: list[int]) -> re.Pattern | None:
+    """``pattern`` with only the top-level alternatives ``kept`` (``ascii_kept``'s answer)."""
+    pieces = _top_level_alternatives(pattern.pattern)
+    pruned = re.compile("|".join(pieces[i] for i in kept) if kept else "(?!)", pattern.flags)
     return pruned if pruned.flags == pattern.flags else None
 
 
@@ -695,7 +786,12 @@ def ascii_hooks(tok: object) -> tuple[Any, Any, Any]:
     patterns = affix_patterns(tok)
     if patterns is None:
         return None, None, None
-    pruned = [ascii_pruned(p) for p in patterns]
+    return hooks_from(patterns, [ascii_kept(p) for p in patterns])
+
+
+def hooks_from(patterns: list[re.Pattern], kept: list[list[int] | None]) -> tuple[Any, Any, Any]:
+    """``ascii_hooks`` from the prefix, suffix and infix patterns and ``ascii_kept``'s answers."""
+    pruned = [None if k is None else pruned_to(p, k) for p, k in zip(patterns, kept, strict=True)]
     if any(p is None for p in pruned):
         return None, None, None
     pre, suf = pruned[0].search, pruned[1].search
