@@ -60,7 +60,7 @@ def main() -> None:
     engine.engine()
     heuristics.tag_all(default_specs(), ["Warm up, the kernels (once)."], ["x"], engine="fast")
     start_cpu = time.process_time() - t0
-    for name in ("_fill", "_shape", "_add_many", "_know_matches", "_slow_word_ids", "word_ids"):
+    for name in ("learn", "_fill", "_shape", "_add_many", "_know_matches", "_slow_word_ids", "word_ids"):
         _timed(tokenizer.FastTokenizer, name)
     _timed(chunks.ChunkIndex, "lookup")
     _timed(tokenizer, "expand_chunks")

@@ -7,8 +7,11 @@ PY="${PYTHON:-python3}"
 TARGET=".${1:+[$1]}"
 # uv (from PyPI) downloads and installs in parallel: the default install takes about 15 s with an
 # empty cache, where pip takes minutes. pip stays the fallback, e.g. where uv cannot be installed.
+# --compile-bytecode, as pip does by default: uv leaves no .pyc, so where PYTHONDONTWRITEBYTECODE
+# is set (or site-packages is read-only) every worker process compiled spaCy, datatrove, numba and
+# pandas from source again, about 2.8 of a quality worker's 4.8 CPU-s of start-up (docs/quality.md)
 if .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9" \
-    && .venv/bin/uv pip install --quiet --python .venv/bin/python -e "$TARGET"; then
+    && .venv/bin/uv pip install --quiet --compile-bytecode --python .venv/bin/python -e "$TARGET"; then
   :
 else
   echo "setup: installing with pip instead of uv" >&2

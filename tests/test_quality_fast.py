@@ -438,3 +438,124 @@ def test_token_hashes_equal_python_fold(tokens: list[str]) -> None:
         for ch in t:
             want = (want * base + ord(ch)) & mask
         assert (int(h[i]), int(p[i]), int(q[i])) == (want, pow(base, len(t), 1 << 64), pow(inv, len(t), 1 << 64))
+
+
+def test_learnt_chunks_give_the_same_words_and_need_no_fill() -> None:
+    """``FastTokenizer.learn`` (a shard's new chunks tokenized before its documents are read):
+    every document's words equal those of a tokenizer that learns chunk by chunk as documents
+    come, and no document needs a chunk filled afterwards."""
+    from tasks.quality.fast.tokenizer import FastTokenizer
+
+    texts, ids = corpus_docs(*TEXT_CORPORA[0])
+    more, more_ids = corpus_docs(*TEXT_CORPORA[4])
+    texts, ids = texts + more, ids + more_ids
+    ahead, by_doc = FastTokenizer(), FastTokenizer()
+    filled: list[str] = []
+    real_fill = ahead._fill
+    learnt = 0
+    for b in range(0, len(texts), 100):  # several blocks, each learnt before its documents are read
+        ahead.learn(texts[b:b + 100])
+        learnt = len(ahead._chunk_text)
+        ahead._fill = lambda chunks: (filled.extend(chunks), real_fill(chunks))
+        for text, doc_id in zip(texts[b:b + 100], ids[b:b + 100], strict=True):
+            assert ahead.words(text) == by_doc.words(text), doc_id
+        del ahead._fill
+        assert not filled, filled[:5]
+        assert len(ahead._chunk_text) == learnt
+    assert learnt == len({c for t in texts for c in t.split()})
+
+
+def test_chunks_known_without_a_match_have_none_in_the_shadow() -> None:
+    """A chunk the shape shortcut (or the plain-alphabet test) takes is marked as holding no
+    retokenizing special-case match without asking the shadow tokenizer; the shadow agrees on
+    every such chunk of every shared corpus."""
+    from tasks.quality.fast.tokenizer import FastTokenizer
+
+    tok = FastTokenizer()
+    texts = [t for file, id_col, columns in TEXT_CORPORA for t in corpus_docs(file, id_col, columns)[0]]
+    tok.learn(texts)
+    marked = [c for c, m in zip(tok._chunk_text, tok._has_match.tolist(), strict=False) if m == 0]
+    assert len(marked) > len(tok._chunk_text) // 2, (len(marked), len(tok._chunk_text))
+    wrong = [c for c in marked if tok._chunk_has_match(c)]
+    assert not wrong, wrong[:20]
+
+
+def test_learn_with_colliding_hashes_leaves_chunks_to_word_ids(monkeypatch) -> None:
+    """``learn`` decodes one chunk per hash and gives another occurrence its id only when the
+    bytes are equal: with every hash the same, one chunk is learnt and each document's other
+    chunks are filled when it is read, with the same words."""
+    import numpy as np
+
+    from tasks.quality.fast import tokenizer as tokenizer_module
+    from tasks.quality.fast.tokenizer import FastTokenizer
+
+    texts, ids = corpus_docs(*TEXT_CORPORA[0])
+    texts, ids = texts[:40], ids[:40]
+    monkeypatch.setattr(tokenizer_module, "span_hashes", lambda buf, a, b: np.zeros(len(a), np.uint64))
+    ahead, by_doc = FastTokenizer(), FastTokenizer()
+    ahead.learn(texts)
+    assert len(ahead._chunk_text) == 1
+    for text, doc_id in zip(texts, ids, strict=True):
+        assert ahead.words(text) == by_doc.words(text), doc_id
+    assert len(ahead._chunk_text) == len({c for t in texts for c in t.split()})
+
+
+def test_space_points_are_every_non_ascii_isspace_code_point() -> None:
+    from tasks.quality.fast.chunks import SPACE_POINTS
+
+    assert SPACE_POINTS.tolist() == [c for c in range(128, sys.maxunicode + 1) if chr(c).isspace()]
+
+
+def _proofs_equal_uncached(tok: object, plain: frozenset[str], hooks: tuple) -> None:
+    from tasks.quality.fast.tokenizer import ascii_hooks, plain_alphabets
+
+    assert plain == plain_alphabets(tok) == {"letters", "digits"}
+    ref = ascii_hooks(tok)
+    assert hooks[2].__self__.pattern == ref[2].__self__.pattern
+    for s in ["(well", "known).", "U.S.", "$12.50", "a-b", "'s", "...", "http://x.y", "e.g.,", "100%"]:
+        assert (hooks[0](s), hooks[1](s)) == (ref[0](s), ref[1](s)) == (tok.find_prefix(s), tok.find_suffix(s)), s
+
+
+def test_affix_proofs_cached_on_disk_keyed_and_rebuilt_when_corrupt(tmp_path: Path, monkeypatch) -> None:
+    import spacy
+
+    from tasks.quality.fast import tokenizer as tk
+
+    monkeypatch.setenv("REFINERY_CACHE", str(tmp_path))
+    tok = fast_tokenizer("en").nlp.tokenizer
+    plain, hooks = tk.affix_proofs(tok)
+    files = list((tmp_path / "proofs").glob("affix-*.json"))
+    assert len(files) == 1 and not list((tmp_path / "proofs").glob("*.tmp"))
+    _proofs_equal_uncached(tok, plain, hooks)
+    good = files[0].read_text()
+
+    # the second process reads the proof instead of proving again
+    def no_proof(*_a: object) -> bool:
+        raise AssertionError("proven again although cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(tk, "never_within", no_proof)
+        cached = tk.affix_proofs(tok)
+    _proofs_equal_uncached(tok, *cached)
+
+    # a corrupt entry (bytes, another key, an alternative that does not exist) is proven again
+    import json
+
+    bad_index = json.loads(good)
+    bad_index["ascii_kept"][1] = [0, 10_000]
+    other_key = dict(json.loads(good), key="0" * 64)
+    for corrupt in [b"\x00\xff{not json", json.dumps(bad_index).encode(), json.dumps(other_key).encode()]:
+        files[0].write_bytes(corrupt)
+        _proofs_equal_uncached(tok, *tk.affix_proofs(tok))
+        assert files[0].read_text() == good
+
+    # another spaCy version is another entry
+    monkeypatch.setattr(spacy, "__version__", spacy.__version__ + ".post-test")
+    tk.affix_proofs(tok)
+    assert len(list((tmp_path / "proofs").glob("affix-*.json"))) == 2
+
+    # an unwritable cache costs the proof, not the answer
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("REFINERY_CACHE", str(blocker))
+    _proofs_equal_uncached(tok, *tk.affix_proofs(tok))

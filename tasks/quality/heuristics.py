@@ -105,6 +105,11 @@ class TaggerSpec:
     drop: bool = False  # with short_circuit, a fail hides the document from later taggers
 
 
+# documents whose new chunks the fast engine learns at once: the block's bytes and chunk arrays
+# (about 30 bytes a word) are held while its documents are decided
+LEARN_DOCS = 2048
+
+
 def tag_all(specs: list[TaggerSpec], texts: list[str], ids: list[str], short_circuit: bool = False,
             engine: str = "datatrove") -> TaggerOutput:
     """Run the taggers document by document, each document through every tagger in turn, as a
@@ -135,6 +140,9 @@ def tag_all(specs: list[TaggerSpec], texts: list[str], ids: list[str], short_cir
     c4_removed: list[float | None] = [None] * n
     out_text = list(texts)
     for d, (text, doc_id) in enumerate(zip(texts, ids, strict=True)):
+        if fast is not None and d % LEARN_DOCS == 0:
+            # the next documents' new chunks tokenized together (FastTokenizer.learn)
+            fast.learn(filters, texts[d:d + LEARN_DOCS])
         fell_back = False
         for k, (spec, flt) in enumerate(zip(specs, filters, strict=True)):
             decided = fast.decide(spec.name, flt, text) if fast is not None else None
@@ -159,6 +167,8 @@ def tag_all(specs: list[TaggerSpec], texts: list[str], ids: list[str], short_cir
             if short_circuit and spec.drop and not keep:
                 break
         fallbacks += fell_back
+    if fast is not None:
+        fast.learn(filters, [])  # lets go of the last block
     out = TaggerOutput(engine=engine, fallbacks=fallbacks)
     for k, spec in enumerate(specs):
         prefix = f"quality__{spec.name}__"

@@ -29,9 +29,13 @@ class ModelError(RuntimeError):
     """A model file could not be found, fetched or loaded; the message says which and why."""
 
 
+def cache_root() -> Path:
+    """Refinery's per-user cache (``REFINERY_CACHE``, else ``~/.cache/refinery``); not created here."""
+    return Path(os.environ.get("REFINERY_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "refinery"))
+
+
 def cache_dir() -> Path:
-    root = os.environ.get("REFINERY_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "refinery")
-    path = Path(root) / "models"
+    path = cache_root() / "models"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -91,6 +91,15 @@ class FastFilters:
         self._sizes: dict[int, tuple[Any, tuple, tuple[np.ndarray, np.ndarray] | None]] = {}
         self._stops: dict[int, tuple[Any, frozenset[str], int, np.ndarray]] = {}
 
+    def learn(self, filters: list[Any], texts: list[str]) -> None:
+        """Learn the tokens of these documents' new chunks in a few batches before they are
+        decided one by one (``FastTokenizer.learn``), when some filter tokenizes with this
+        engine; a text ``decide`` leaves to datatrove (``IS_ALPHA``) is not read."""
+        if texts and not any(hasattr(f, "language") and language_supported(f.language) for f in filters):
+            return
+        self.tok.learn([t for t in texts if "IS_ALPHA" not in t])
+        self.tables.sync()
+
     def word_ids(self, text: str) -> np.ndarray:
         if text is not self._last_text and text != self._last_text:
             self._last_ids = self.tok.word_ids(text)

@@ -30,8 +30,15 @@ generated text, so that a spaCy upgrade that changes a rule is caught.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import string
+import sys
+import tempfile
+from itertools import chain
+from pathlib import Path
 
 # the regex parser CPython's re compiles with: no public API since 3.11 deprecated sre_parse;
 # reading spaCy's compiled patterns with it is what proves the shortcut below safe, and any
@@ -43,7 +50,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from tasks.quality.fast.chunks import ChunkIndex, encode
+from tasks.quality.fast.chunks import ChunkIndex, encode, same_spans, span_hashes
+from tasks.quality.models import cache_root
 
 # Py_UNICODE_ISSPACE in the regex engine, the same predicate as str.isspace (a test checks it
 # over every code point)
@@ -97,11 +105,16 @@ class FastTokenizer:
         # pipeline is ours alone (datatrove's keeps its getters)
         self.nlp.vocab.lex_attr_getters = {IS_PUNCT: self._is_punct_attr}
         self.slow_docs = 0
+        # what learn found: per learnt text (by id, the text kept so that the id is not reused)
+        # its chunks' range in the block's arrays (bytes, chunk ids, starts, ends)
+        self._ahead: dict[int, tuple[str, int, int]] = {}
+        self._block: tuple[np.ndarray, ...] = ()
         # alphabets (ASCII letters, ASCII digits) over which, provably, no prefix, suffix or infix
         # pattern matches anything: a chunk of one of them is one token, and one with a single
         # affix character more splits in a known way (_shape); empty when spaCy's regexes or
         # hooks are not what the proof reads
-        self._plain_alphabets = plain_alphabets(self.nlp.tokenizer) if spacy_internals_known() else frozenset()
+        plain, hooks = affix_proofs(self.nlp.tokenizer)
+        self._plain_alphabets = plain if spacy_internals_known() else frozenset()
         # a string of one proven alphabet, in one C call (it is asked several times a new chunk)
         self._plain_match = re.compile("|".join(
             [r"[A-Za-z]+"] * ("letters" in self._plain_alphabets) + [r"[0-9]+"] * ("digits" in self._plain_alphabets))
@@ -110,7 +123,7 @@ class FastTokenizer:
         # the affix patterns without their alternatives that cannot match in an ASCII string:
         # the same answers for an ASCII chunk, cheaper (docs/quality.md, branch s11-23: find_suffix
         # 3.0 -> 1.2 us on a short chunk); None: not proven, unused
-        self._ascii_prefix, self._ascii_suffix, self._ascii_infix = ascii_hooks(self.nlp.tokenizer)
+        self._ascii_prefix, self._ascii_suffix, self._ascii_infix = hooks
 
     # -- special-case patterns that could match across chunks --------------------------------
     def _special_patterns(self) -> None:
@@ -252,9 +265,9 @@ class FastTokenizer:
             else:
                 new.append(c)
         if known:
-            punct = self._is_punct_attr
-            # a token's is_punct is needed only the first time it is seen
-            self._add_many([(c, [(t, None) for t in toks]) for c, toks in known], punct)
+            # their tokens are the shadow tokenizer's first pass (no special case met), in which
+            # no retokenizing pattern occurs (checked above): _know_matches would find no match
+            self._add_many([c for c, _ in known], [toks for _, toks in known], matchless=True)
         if not new:
             return
         joined = "\n".join(new)
@@ -268,7 +281,7 @@ class FastTokenizer:
             for c in new:  # not expected; one call per chunk is always right
                 self._add(c)
             return
-        self._add_many(list(zip(new, real, strict=True)))
+        self._add_many(new, [[t for t, _ in toks] for toks in real], [[p for _, p in toks] for toks in real])
 
     def _shape(self, chunk: str) -> list[str] | None:
         """spaCy's tokens of a chunk (before the special-case matcher pass) without running its
@@ -288,6 +301,7 @@ class FastTokenizer:
             find_prefix, find_suffix = self._ascii_prefix, self._ascii_suffix
         else:
             find_prefix, find_suffix = tok.find_prefix, tok.find_suffix
+        plain = self._plain_match
         string = chunk
         prefixes: list[str] = []
         suffixes: list[str] = []
@@ -295,7 +309,7 @@ class FastTokenizer:
         while string and len(string) != last_size:
             if string in rules:
                 return None
-            if self._plain(string):
+            if plain(string) is not None:
                 break  # this round would find no prefix and no suffix: the loop ends unchanged
             last_size = len(string)
             pre_len = find_prefix(string)
@@ -316,7 +330,7 @@ class FastTokenizer:
                 string = string[:-suf_len]
         if not string or string in rules:
             return None
-        if self._plain(string):
+        if plain(string) is not None:
             return [*prefixes, string, *reversed(suffixes)]
         return [*prefixes, *self._attach_core(string, ascii_), *reversed(suffixes)]
 
@@ -344,45 +358,52 @@ class FastTokenizer:
             out.append(string[start:])
         return out
 
-    def _plain(self, s: str) -> bool:
-        return self._plain_match(s) is not None
+    def _add(self, chunk: str) -> int:
+        toks = list(self.nlp.tokenizer(chunk))
+        return self._add_many([chunk], [[t.text for t in toks]], [[bool(t.is_punct) for t in toks]])
 
-    def _add(self, chunk: str, toks: list[tuple[str, bool]] | None = None) -> int:
-        if toks is None:
-            toks = [(t.text, bool(t.is_punct)) for t in self.nlp.tokenizer(chunk)]
-        return self._add_many([(chunk, toks)])
-
-    def _add_many(self, items: list[tuple[str, list[tuple[str, Any]]]], punct: Any = None) -> int:
-        """Give these new chunks the next ids, with their tokens (text, is_punct; an is_punct of
-        ``None`` is ``punct(text)``, asked only for a token not seen before) and sentencizer
-        transitions, in one pass: per-chunk Python and numpy writes cost more than the lookups
-        that find the tokens. Returns the first chunk's id."""
+    def _add_many(self, chunks: list[str], tokens: list[list[str]], puncts: list[list[bool]] | None = None,
+                  matchless: bool = False) -> int:
+        """Give these new chunks the next ids, with their tokens and sentencizer transitions, in
+        one pass: per-chunk Python and numpy writes cost more than the lookups that find the
+        tokens. ``puncts``: each token's ``is_punct`` as spaCy gave it; without them a token's is
+        asked of spaCy's ``is_punct`` getter, only the first time it is seen. ``matchless``: no
+        retokenizing special-case match inside any of these chunks is known already. Returns the
+        first chunk's id."""
         n0 = len(self._sent)
-        k = len(items)
+        k = len(chunks)
         index = self.tok_index
+        get = index.get
         next_id = len(self.tok_text)
         new_toks: list[str] = []
         new_punct: list[bool] = []
         flat: list[int] = []
-        lens: list[int] = []
+        append = flat.append
+        punct = self._is_punct_attr
         try:
-            for _chunk, toks in items:
-                before = len(flat)
-                for t, p in toks:
-                    i = index.get(t)
+            if puncts is None:
+                for t in chain.from_iterable(tokens):
+                    i = get(t)
                     if i is None:
                         i = index[t] = next_id + len(new_toks)
                         new_toks.append(t)
-                        new_punct.append(bool(punct(t)) if p is None else p)
-                    flat.append(i)
-                lens.append(len(flat) - before)
+                        new_punct.append(bool(punct(t)))
+                    append(i)
+            else:
+                for t, p in zip(chain.from_iterable(tokens), chain.from_iterable(puncts), strict=True):
+                    i = get(t)
+                    if i is None:
+                        i = index[t] = next_id + len(new_toks)
+                        new_toks.append(t)
+                        new_punct.append(p)
+                    append(i)
         except BaseException:  # no index entry may point past the token rows
             for t in new_toks:
                 del index[t]
             raise
+        lens = list(map(len, tokens))
         if new_toks:
             self._intern_many(new_toks, new_punct)
-        chunks = [c for c, _ in items]
         self._cache.update(zip(chunks, range(n0, n0 + k), strict=True))
         self._chunk_text.extend(chunks)
         self._index.add_many(chunks, n0)
@@ -392,6 +413,8 @@ class FastTokenizer:
             grown = np.full(max(n0 + k, 2 * len(self._has_match)), -1, np.int8)
             grown[: len(self._has_match)] = self._has_match
             self._has_match = grown
+        if matchless:
+            self._has_match[n0:n0 + k] = 0
         start = int(self._off[n0])
         if start + len(flat) > len(self._toks):
             self._toks = _grow(self._toks, start + len(flat))
@@ -407,13 +430,56 @@ class FastTokenizer:
         return n0
 
     # -- words ---------------------------------------------------------------------------------
+    def learn(self, texts: list[str]) -> None:
+        """Tokenize the chunks of these documents not seen yet, all at once, and find every
+        chunk of theirs in one compiled pass; ``word_ids`` then reads a learnt document's chunk
+        ids from here instead of splitting and looking it up again.
+
+        A chunk's tokens do not depend on its neighbours, so they can be learnt before the
+        documents are read one by one; what this saves is the fixed cost ``word_ids`` pays per
+        document with a new chunk (a ``_fill``, an ``_add_many`` with its array writes, a flush of
+        the chunk table, the token tables' update), which on a cold shard is nearly every
+        document. The documents' bytes are joined by ``"\n"`` (whitespace, so the chunks found
+        are exactly the documents' chunks). The caller bounds the memory held (until the next
+        call) by the number of documents it passes."""
+        parts = [t.encode("utf-8", "surrogatepass") for t in texts]
+        buf = np.frombuffer(b"\n".join(parts), np.uint8)
+        cids, starts, ends = self._index.lookup(buf)
+        unknown = np.flatnonzero(cids < 0)
+        if len(unknown):
+            us, ue = starts[unknown], ends[unknown]
+            # one occurrence per hash: a frequent new word is decoded once, not at each occurrence
+            _, first, inv = np.unique(span_hashes(buf, us, ue), return_index=True, return_inverse=True)
+            order = np.argsort(first)  # chunk ids in order of first occurrence, as word_ids gives them
+            raw = buf.tobytes()
+            reps = [raw[a:b].decode("utf-8", "surrogatepass")
+                    for a, b in zip(us[first].tolist(), ue[first].tolist(), strict=True)]
+            self._fill([reps[u] for u in order.tolist()])
+            cache = self._cache
+            rep_ids = np.array([cache[r] for r in reps], np.int64)
+            # an occurrence takes its representative's id only if their bytes are equal (a hash
+            # collision leaves it unknown, for word_ids to fill as before)
+            rs, re_ = us[first][inv.ravel()], ue[first][inv.ravel()]
+            same = same_spans(buf, us, ue, rs, re_)
+            cids[unknown] = np.where(same, rep_ids[inv.ravel()], -1)
+        lens = np.fromiter(map(len, parts), np.int64, len(parts))
+        doc_start = np.cumsum(lens + 1) - lens - 1
+        lo = np.searchsorted(starts, doc_start).tolist()
+        hi = np.searchsorted(starts, doc_start + lens).tolist()
+        self._ahead = {id(t): (t, a, b) for t, a, b in zip(texts, lo, hi, strict=True)}
+        self._block = (buf, cids, starts, ends)
+
     def word_ids(self, text: str) -> np.ndarray:
         """Token ids of ``datatrove.utils.text.split_into_words(text)``."""
-        buf = encode(text)
-        cids, starts, ends = self._index.lookup(buf)
+        hit = self._ahead.get(id(text))
+        if hit is not None and hit[0] is text:  # its chunks were found by learn
+            buf, cids, starts, ends = self._block
+            cids, starts, ends = cids[hit[1]:hit[2]].copy(), starts[hit[1]:hit[2]], ends[hit[1]:hit[2]]
+        else:
+            buf = encode(text)
+            cids, starts, ends = self._index.lookup(buf)
         if len(cids) and cids.min() < 0:
-            raw = buf.tobytes()
-            new = [raw[a:b].decode("utf-8", "surrogatepass")
+            new = [bytes(buf[a:b]).decode("utf-8", "surrogatepass")
                    for a, b in zip(starts[cids < 0].tolist(), ends[cids < 0].tolist(), strict=True)]
             self._fill(new)
             # every new chunk now has its id: filled in here, not by a second pass over the bytes
@@ -546,6 +612,77 @@ def plain_alphabets(tok: object) -> frozenset[str]:
                      if all(never_within(p, alphabet) for p in patterns))
 
 
+# what a cached proof means: bumped whenever never_within, ascii_kept or PLAIN_ALPHABETS change
+PROOF_SCHEME = 1
+
+
+def affix_proofs(tok: object) -> tuple[frozenset[str], tuple[Any, Any, Any]]:
+    """``plain_alphabets(tok)`` and ``ascii_hooks(tok)``, the proofs behind them (about 0.3 CPU-s,
+    paid by every worker process) kept on disk under ``REFINERY_CACHE``'s ``proofs/``, keyed by
+    what they depend on: the patterns' text and flags, spaCy's and Python's versions (the proof
+    reads Python's regex parser) and ``PROOF_SCHEME``. An entry that is absent, unreadable or
+    inconsistent with the patterns is proven again and rewritten; an unwritable cache only
+    costs the proof."""
+    patterns = affix_patterns(tok)
+    if patterns is None or not all(isinstance(p.pattern, str) for p in patterns):
+        return plain_alphabets(tok), ascii_hooks(tok)  # nothing to prove, or not worth a key
+    import spacy
+
+    key = hashlib.sha256(json.dumps([PROOF_SCHEME, spacy.__version__, list(sys.version_info[:2]),
+                                     [[p.pattern, int(p.flags)] for p in patterns]]).encode()).hexdigest()
+    path = proof_path(key)
+    proof = _read_proof(path, key, patterns)
+    if proof is None:
+        proof = {"key": key,
+                 "plain": sorted(name for name, alphabet in PLAIN_ALPHABETS.items()
+                                 if all(never_within(p, alphabet) for p in patterns)),
+                 "ascii_kept": [ascii_kept(p) for p in patterns]}
+        _write_atomic(path, json.dumps(proof))
+    plain = frozenset() if getattr(tok, "token_match", None) is not None else frozenset(proof["plain"])
+    return plain, hooks_from(patterns, proof["ascii_kept"])
+
+
+def proof_path(key: str) -> Path:
+    return cache_root() / "proofs" / f"affix-{key[:32]}.json"
+
+
+def _read_proof(path: Path, key: str, patterns: list[re.Pattern]) -> dict | None:
+    try:
+        proof = json.loads(path.read_text())
+        if not isinstance(proof, dict) or proof.get("key") != key:
+            return None
+        plain, kept = proof["plain"], proof["ascii_kept"]
+        if not (isinstance(plain, list) and set(plain) <= PLAIN_ALPHABETS.keys()):
+            return None
+        if not (isinstance(kept, list) and len(kept) == len(patterns)):
+            return None
+        for k, p in zip(kept, patterns, strict=True):
+            # strictly increasing indices of existing alternatives: the order is the pattern's
+            n = len(_top_level_alternatives(p.pattern))
+            if k is not None and not (isinstance(k, list) and all(type(i) is int for i in k)
+                                      and k == sorted(set(k)) and all(0 <= i < n for i in k)):
+                return None
+        return proof
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """``text`` at ``path``, whole or not at all (workers starting together may race here)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass
+
+
 def affix_patterns(tok: object) -> list[re.Pattern] | None:
     """The compiled prefix, suffix and infix patterns behind the tokenizer's hooks, or None
     when a hook is not the ``search`` / ``search`` / ``finditer`` method of a compiled pattern
@@ -585,6 +722,13 @@ def ascii_pruned(pattern: re.Pattern) -> re.Pattern | None:
     kept). ``None`` when that is not proven: a capturing group (numbering would shift), flags set
     inside one alternative, or a split at ``|`` that is not top-level (then some piece does not
     parse on its own: an unclosed group, class or escape)."""
+    kept = ascii_kept(pattern)
+    return None if kept is None else pruned_to(pattern, kept)
+
+
+def ascii_kept(pattern: re.Pattern) -> list[int] | None:
+    """The proof behind ``ascii_pruned``: the indices of ``pattern``'s top-level alternatives
+    that may match in an ASCII string, or ``None`` when the cut is not proven."""
     if pattern.groups or not isinstance(pattern.pattern, str):
         return None
     pieces = _top_level_alternatives(pattern.pattern)
@@ -595,8 +739,13 @@ def ascii_pruned(pattern: re.Pattern) -> re.Pattern | None:
         return None
     if any(p.state.flags != base or p.state.groups != 1 for p in parsed):
         return None
-    kept = [p for p in pieces if not never_within(re.compile(p, pattern.flags), ASCII)]
-    pruned = re.compile("|".join(kept) if kept else "(?!)", pattern.flags)
+    return [i for i, p in enumerate(pieces) if not never_within(re.compile(p, pattern.flags), ASCII)]
+
+
+def pruned_to(pattern: re.Pattern, kept: list[int]) -> re.Pattern | None:
+    """``pattern`` with only the top-level alternatives ``kept`` (``ascii_kept``'s answer)."""
+    pieces = _top_level_alternatives(pattern.pattern)
+    pruned = re.compile("|".join(pieces[i] for i in kept) if kept else "(?!)", pattern.flags)
     return pruned if pruned.flags == pattern.flags else None
 
 
@@ -637,7 +786,12 @@ def ascii_hooks(tok: object) -> tuple[Any, Any, Any]:
     patterns = affix_patterns(tok)
     if patterns is None:
         return None, None, None
-    pruned = [ascii_pruned(p) for p in patterns]
+    return hooks_from(patterns, [ascii_kept(p) for p in patterns])
+
+
+def hooks_from(patterns: list[re.Pattern], kept: list[list[int] | None]) -> tuple[Any, Any, Any]:
+    """``ascii_hooks`` from the prefix, suffix and infix patterns and ``ascii_kept``'s answers."""
+    pruned = [None if k is None else pruned_to(p, k) for p, k in zip(patterns, kept, strict=True)]
     if any(p is None for p in pruned):
         return None, None, None
     pre, suf = pruned[0].search, pruned[1].search
