@@ -18,5 +18,8 @@ else
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$TARGET"
 fi
+# The project itself is installed editable, so the line above compiles none of it: every Ray worker
+# and quality worker would compile tasks/ and flows/ again under PYTHONDONTWRITEBYTECODE
+.venv/bin/python -m compileall -q -j 0 tasks flows >/dev/null
 # model files that are not Python packages (the lid.176 language-ID model), cached under ~/.cache/refinery
 .venv/bin/refinery models fetch >/dev/null
