@@ -229,6 +229,10 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=10_000)
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--skip-default-tokenizer", action="store_true", help="only datatrove's whitespace variant")
+    ap.add_argument("--skip-datatrove", action="store_true",
+                    help="only refinery's runs (an A/B of our side; the file then has no ratios)")
+    ap.add_argument("--name", help="results file name (default minhash_vs_datatrove_<N>k), so that an A/B run "
+                                   "does not overwrite the official figures")
     ap.add_argument("--datatrove-worker", choices=["whitespace", "default"], help=argparse.SUPPRESS)
     ap.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -271,7 +275,8 @@ def main() -> None:
         Stack(home).down()
     server_s, server_cpu = server_start_seconds(work / "home-server-only")
 
-    variants = ["whitespace"] if args.skip_default_tokenizer else ["whitespace", "default"]
+    variants = [] if args.skip_datatrove else ["whitespace"] if args.skip_default_tokenizer else ["whitespace",
+                                                                                                   "default"]
     for tok in variants:
         secs, mem, kept, inner = datatrove_process(corpus, work / f"datatrove-{tok}", tok)
         results[f"datatrove_{tok}"] = {"seconds": round(secs, 2), "docs_per_s": round(docs / secs),
@@ -302,7 +307,7 @@ def main() -> None:
                "speedup_warm_vs_*": "the same with refinery's Prefect server already running"},
            "results": results, **ratios}
     # one results file per corpus size, so that the figures of each size stand side by side
-    path = write_results(f"minhash_vs_datatrove_{docs // 1000}k", out)
+    path = write_results(args.name or f"minhash_vs_datatrove_{docs // 1000}k", out)
     print(f"\ncorpus: {docs:,} docs ({info['duplicates']:,} injected near-duplicates), {WORKERS} workers; "
           f"Prefect server start alone: {server_s:.1f} s ({server_cpu:.1f} CPU s)")
     print(f"{'':<24}{'seconds':>9}{'docs/s':>10}{'CPU s':>8}{'peak MB':>9}{'recall':>8}{'R@J>=.8':>9}{'precision':>10}")
@@ -313,9 +318,10 @@ def main() -> None:
     for k, v in ratios.items():
         print(f"{k}: {v}x")
     print(f"results: {path}")
-    from bench.scaling_plot import main as draw_scaling
+    if args.name is None:
+        from bench.scaling_plot import main as draw_scaling
 
-    draw_scaling()  # the picture follows every results file it draws from
+        draw_scaling()  # the picture follows every results file it draws from
 
 
 if __name__ == "__main__":

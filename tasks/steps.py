@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from tasks import layout
 from tasks.ingest import IngestResult, Shard, ingest_shard
@@ -88,7 +89,8 @@ def _checked_ingest(storage: Storage, ctx: RunContext, shard: Shard, first_uris:
     become rejects naming the first row and its file. ``final``: the release's tokens are
     counted in the pass that counts the remaining rows' words."""
     read = storage.read_json(layout.marker_path(ctx.release, "ingest_read", shard.name))
-    work = read_work(storage, ctx, "ingest_read", shard.name)
+    work_file = storage.read_bytes(layout.work_path(ctx.release, "ingest_read", shard.name))
+    work = pq.read_table(pa.BufferReader(work_file))
     rejects = read_work(storage, ctx, "ingest_read_rejects", shard.name)
     decisions = pa.concat_tables([storage.read_parquet(layout.work_path(
         ctx.release, "ingest_id_decisions", f"b{b:05d}")) for b in range(ctx.exact_buckets)])
@@ -104,6 +106,7 @@ def _checked_ingest(storage: Storage, ctx: RunContext, shard: Shard, first_uris:
             reasons.append(f"duplicate id {sid!r} (first at row {f & 0xFFFFFFFF} of {first_uris.get(f >> 32, '?')})")
         rejects = pa.concat_tables([rejects, to_rejects(gone, "ingest", pa.array(reasons, pa.string()))])
         work = work.filter(pc.invert(dup))
+        work_file = None
         counts = dict(stats["rejected"])
         counts["duplicate id"] = counts.get("duplicate id", 0) + gone.num_rows  # reason_key of the reasons above
         stats.update(docs_out=work.num_rows, rejected=dict(sorted(counts.items())))
@@ -112,7 +115,9 @@ def _checked_ingest(storage: Storage, ctx: RunContext, shard: Shard, first_uris:
 
         words, tokens, tokenizer = release_counts_and_words(ctx.config.tokenizer, work.column("text"))
         return IngestResult(work, rejects, words, stats, tokens, tokenizer)
-    return IngestResult(work, rejects, word_counts(work.column("text")), stats)
+    # most shards lose no row here: their work table is phase 1's file, byte for byte (the
+    # same table through the same writer), so it is copied rather than compressed again
+    return IngestResult(work, rejects, word_counts(work.column("text")), stats, work_file=work_file)
 
 
 def ingest_step(ctx: RunContext, shard: Shard, final: bool,
@@ -136,7 +141,7 @@ def ingest_step(ctx: RunContext, shard: Shard, final: bool,
         tokens_in = int(pc.sum(words).as_py() or 0) + total_words(pc.fill_null(res.rejects.column("text"), ""))
         result = MapResult(kept=res.work, rejects=res.rejects, docs_in=res.stats["rows_read"], tokens_in=tokens_in,
                            attributes=attrs, attribute_sources=res.work.column("source").combine_chunks(),
-                           kept_words=words,
+                           kept_words=words, kept_file=res.work_file,
                            kept_model_tokens=None if res.tokenizer is None else (res.model_tokens, res.tokenizer),
                            figures={"input": {**res.stats["file"], "rows": res.stats["rows_read"]},
                                     "source": shard.source})

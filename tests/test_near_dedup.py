@@ -241,3 +241,58 @@ def test_single_task_and_distributed_global_phases_agree(tmp_path):
             sorted(sorted(c) for c in clusters.values()))
     assert decisions["single"] == decisions["spread"]
     assert sum(s != "" for _, s in decisions["single"][0]) > 100  # the ground truth has many duplicates
+
+
+def test_publishing_filter_counts_words_and_tokens_as_the_documents_have_them(tmp_path):
+    """When near dedup is the release's last map step, its filter counts the kept documents'
+    words and the release's tokens in one walk (and the dropped ones' words apart): the
+    funnel and each published file's tokens must be what counting the files afresh gives.
+    On the exact-Jaccard ground truth (../shared/data/near_dup_pairs_exact_jaccard), which
+    drops documents from every shard."""
+    from dataclasses import replace
+
+    from flows.curate import start_or_resume, storage_spec
+    from tasks.config import InputSpec, PipelineConfig
+    from tasks.dedup import near_steps
+    from tasks.ingest import plan_shards
+    from tasks.schema import word_counts
+    from tasks.stepkit import Feed, read_work
+    from tasks.steps import ingest_step
+    from tasks.tokens import release_counts
+    from tests.corpora import write_jsonl
+
+    keys, texts = _ground_truth_docs()
+    for k in range(3):
+        write_jsonl(tmp_path / "in" / f"part-{k}.jsonl",
+                    [{"id": key, "text": t} for key, t in zip(keys[k::3], texts[k::3], strict=True)])
+    cfg = PipelineConfig(release="r", output=str(tmp_path / "out"), exact_dedup={"enabled": False},
+                         near_dedup={"partitions": 3, "cross_release": False},
+                         inputs=[InputSpec(uri=str(tmp_path / "in"), source="gt")])
+    spec = storage_spec(cfg)
+    ctx = start_or_resume(spec.open(), cfg, spec)
+    shards = plan_shards(ctx.config)
+    ctx = replace(ctx, near_partitions=3, feed=Feed("ingest", "near_map", near_steps.map_outputs))
+    for s in shards:
+        ingest_step(ctx, s, False)
+    near_steps.single_task_step(ctx, {"compacted": None, "compacted_partitions": 0, "covers": [], "segments": {}})
+    storage = spec.open()
+    dropped = 0
+    for s in shards:
+        work = read_work(storage, ctx, "ingest", s.name)
+        marker = near_steps.filter_step(ctx, s.name, "ingest", True)
+        line = marker["funnel"]
+        dropped += line["docs_in"] - line["docs_out"]
+        assert line["tokens_in"] == pc_sum(word_counts(work.column("text")))
+        published = [storage.read_parquet(f["path"]) for f in marker["documents"]]
+        assert line["tokens_out"] == sum(pc_sum(word_counts(t.column("text"))) for t in published)
+        tokens, name = release_counts(cfg.tokenizer, pa.concat_tables(published).column("text"))
+        assert marker["tokenizer"] == name
+        if tokens is not None:
+            assert sum(f["model_tokens"] for f in marker["documents"]) == int(tokens.sum())
+        assert sum(f["tokens"] for f in marker["documents"]) == line["tokens_out"]
+    assert dropped > 100  # the ground truth has many duplicates: the rejects' words were counted
+
+
+def pc_sum(values: pa.Array) -> int:
+    """The sum of an integer column, as a Python int."""
+    return int(pa.compute.sum(values).as_py() or 0)

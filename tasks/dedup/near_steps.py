@@ -12,7 +12,7 @@ from tasks import layout
 from tasks.dedup import index as nindex
 from tasks.dedup import near
 from tasks.schema import whole_document_spans, word_counts
-from tasks.stepkit import MapResult, RunContext, once, read_work, write_result
+from tasks.stepkit import MapResult, RunContext, once, read_work, total_words, write_result
 from tasks.storage import Storage
 
 STAGE = "near_dedup"
@@ -244,8 +244,19 @@ def filter_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> di
             "near_dedup__minhash__cluster": pa.array(
                 [c if c is not None else None for c in cluster[~dropped]], pa.string()),
         })
-        words = word_counts(work.column("text"))
-        kept_words = words.filter(pa.array(~dropped))
+        model_tokens = None
+        if final:
+            # the last map step publishes: the release's tokens are counted in the walk that
+            # counts the kept documents' words (emit would walk them a second time)
+            from tasks.tokens import release_counts_and_words
+
+            kept_words, tokens, tokenizer = release_counts_and_words(ctx.config.tokenizer, kept.column("text"))
+            model_tokens = (tokens, tokenizer)
+            words_in = int(pc.sum(kept_words).as_py() or 0) + total_words(rejects.column("text"))
+        else:
+            words = word_counts(work.column("text"))
+            kept_words = words.filter(pa.array(~dropped))
+            words_in = int(pc.sum(words).as_py() or 0)
         if cfg.cross_release:
             sig_table = storage.read_parquet(_sigs_path(ctx, shard))
             rows = near.index_rows(kept, sig_table, params, ctx.release)
@@ -256,9 +267,9 @@ def filter_step(ctx: RunContext, shard: str, prev_stage: str, final: bool) -> di
             storage.write_parquet(nindex.segment_sigs(ctx.release, shard),
                                   pa.table({"node": pa.array(nodes, pa.int64()),
                                             "signature": kept_sigs.column("signature")}))
-        result = MapResult(kept=kept, rejects=rejects, docs_in=work.num_rows, tokens_in=int(pc.sum(words).as_py() or 0),
+        result = MapResult(kept=kept, rejects=rejects, docs_in=work.num_rows, tokens_in=words_in,
                            attributes=attrs, attribute_sources=kept.column("source").combine_chunks(),
-                           kept_words=kept_words)
+                           kept_words=kept_words, kept_model_tokens=model_tokens)
         return write_result(storage, ctx, STAGE, shard, result, final)
 
     return once(ctx, STAGE, shard, compute)
