@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -237,6 +238,10 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.skip_datatrove and args.name is None:
+        ap.error("--skip-datatrove needs --name: a file without datatrove's runs must not replace the official one")
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name):
+        ap.error(f"--name {args.name!r}: a file name in bench/results (letters, digits, _ . -), no folders")
     if args.datatrove_worker:
         datatrove_run(args.corpus, args.work, args.datatrove_worker)
         return

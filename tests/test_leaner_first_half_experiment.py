@@ -9,6 +9,8 @@ import pytest
 
 from tests.corpora import tinyhelen_pairs
 
+pytestmark = pytest.mark.slow  # about 75 s: the experiment's features over real pairs
+
 
 @pytest.fixture()
 def experiment():

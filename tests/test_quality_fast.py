@@ -554,8 +554,52 @@ def test_affix_proofs_cached_on_disk_keyed_and_rebuilt_when_corrupt(tmp_path: Pa
     tk.affix_proofs(tok)
     assert len(list((tmp_path / "proofs").glob("affix-*.json"))) == 2
 
+    # other proof code (this module's source changed) is another entry, never the old proof
+    changed = tmp_path / "tokenizer_changed.py"
+    changed.write_bytes(Path(tk.__file__).read_bytes() + b"\n# a change to the proof's code\n")
+    monkeypatch.setattr(tk, "__file__", str(changed))
+    tk.affix_proofs(tok)
+    assert len(list((tmp_path / "proofs").glob("affix-*.json"))) == 3
+
     # an unwritable cache costs the proof, not the answer
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setenv("REFINERY_CACHE", str(blocker))
     _proofs_equal_uncached(tok, *tk.affix_proofs(tok))
+
+
+def test_learn_blocks_are_cut_by_characters_and_stay_identical(monkeypatch) -> None:
+    """A shard of long pages learns in blocks bounded by characters as well as documents (the
+    block's arrays peak at about 20 times its text), every document is in exactly one block, in
+    order, a document longer than the bound is a block of its own, and decisions stay datatrove's."""
+    from tasks.quality.fast.engine import FastFilters
+
+    texts, ids = corpus_docs(*TEXT_CORPORA[-1])  # scrapinghub: whole pages, up to ~100 KB
+    texts, ids = texts[:150], ids[:150]
+    cap = 20_000
+    monkeypatch.setattr(heuristics, "LEARN_CHARS", cap)
+    blocks: list[list[str]] = []
+    real_learn = FastFilters.learn
+
+    def spy(self, filters, block):
+        if block:
+            blocks.append(list(block))
+        return real_learn(self, filters, block)
+
+    monkeypatch.setattr(FastFilters, "learn", spy)
+    assert_same(texts, ids)
+    fast_blocks = blocks  # compare() runs the fast engine once; the datatrove engine learns nothing
+    assert [t for b in fast_blocks for t in b] == texts
+    assert any(len(b) > 1 for b in fast_blocks), "no block held more than one page"
+    for b in fast_blocks:
+        assert len(b) == 1 or sum(map(len, b)) <= cap, [len(t) for t in b]
+    assert any(len(b) == 1 and len(b[0]) > cap for b in fast_blocks), "no page longer than the cap"
+
+
+def test_lone_surrogates_go_to_datatrove_with_its_reasons() -> None:
+    """datatrove's Gopher filters fail on a lone surrogate with an encoding error as the reason;
+    the fast engine leaves such a text to datatrove, so reasons stay the same."""
+    texts = ["The cat sat on the mat and looked at the \ud800 dog. " * 30,
+             "A plain sentence about a river and a town. " * 30]
+    res = assert_same(texts, ["surrogate", "plain"])
+    assert res.fallbacks == 1

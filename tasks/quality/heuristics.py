@@ -105,9 +105,20 @@ class TaggerSpec:
     drop: bool = False  # with short_circuit, a fail hides the document from later taggers
 
 
-# documents whose new chunks the fast engine learns at once: the block's bytes and chunk arrays
-# (about 30 bytes a word) are held while its documents are decided
+# documents whose new chunks the fast engine learns at once. Learning a block peaks at about 20
+# times its text (the joined bytes, the lookup's arrays, the unique/inverse arrays: 2.2 GB measured
+# for 2,048 pages of 58 KB), so a block is also cut at LEARN_CHARS: a shard of long pages or books
+# learns in blocks of a few MB (one document longer than that is a block of its own)
 LEARN_DOCS = 2048
+LEARN_CHARS = 4_000_000
+
+
+def _block_end(texts: list[str], start: int) -> int:
+    end, size = start, 0
+    while end < len(texts) and end - start < LEARN_DOCS and (end == start or size + len(texts[end]) <= LEARN_CHARS):
+        size += len(texts[end])
+        end += 1
+    return end
 
 
 def tag_all(specs: list[TaggerSpec], texts: list[str], ids: list[str], short_circuit: bool = False,
@@ -139,10 +150,12 @@ def tag_all(specs: list[TaggerSpec], texts: list[str], ids: list[str], short_cir
     c4_spans: list[Any] = [None] * n
     c4_removed: list[float | None] = [None] * n
     out_text = list(texts)
+    block_end = 0
     for d, (text, doc_id) in enumerate(zip(texts, ids, strict=True)):
-        if fast is not None and d % LEARN_DOCS == 0:
+        if fast is not None and d == block_end:
             # the next documents' new chunks tokenized together (FastTokenizer.learn)
-            fast.learn(filters, texts[d:d + LEARN_DOCS])
+            block_end = _block_end(texts, d)
+            fast.learn(filters, texts[d:block_end])
         fell_back = False
         for k, (spec, flt) in enumerate(zip(specs, filters, strict=True)):
             decided = fast.decide(spec.name, flt, text) if fast is not None else None

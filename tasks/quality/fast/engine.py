@@ -24,6 +24,14 @@ import numpy as np
 from tasks.quality.fast import kernels
 from tasks.quality.fast.tokenizer import FastTokenizer, fast_tokenizer, language_supported
 
+# a lone surrogate (possible from Python callers, never from Arrow's UTF-8) makes datatrove's Gopher
+# filters fail with an encoding error that becomes their reason: such a text goes to datatrove
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogate(text: str) -> bool:
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
 Decision = tuple[bool, str | None, str, list[bool] | None]  # keep, reason, text after, C4 lines kept
 
 
@@ -96,7 +104,7 @@ class FastFilters:
         decided one by one (``FastTokenizer.learn``), when some filter tokenizes with this
         engine; a text ``decide`` leaves to datatrove (``IS_ALPHA``) is not read."""
         if texts and not any(hasattr(f, "language") and language_supported(f.language) for f in filters):
-            return
+            texts = []  # nothing to learn; the last block is still let go
         self.tok.learn([t for t in texts if "IS_ALPHA" not in t])
         self.tables.sync()
 
@@ -109,7 +117,7 @@ class FastFilters:
         return self._last_ids
 
     def decide(self, kind: str, flt: Any, text: str) -> Decision | None:
-        if not language_supported(flt.language) or "IS_ALPHA" in text:
+        if not language_supported(flt.language) or "IS_ALPHA" in text or _has_surrogate(text):
             return None
         if kind == "gopher_repetition":
             return self.gopher_repetition(flt, text)
