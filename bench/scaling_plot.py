@@ -2,7 +2,7 @@
 the bench/results/minhash_vs_datatrove_<N>k.json files (plain SVG: no plotting dependency).
 
 Each point is labelled with the commit of its results file, since sizes may come from
-different runs (the 1M file predates the current method).
+different runs (a file written by the older method, server start not timed, is drawn as its own series).
 
     python bench/scaling_plot.py
 """
