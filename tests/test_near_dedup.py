@@ -58,6 +58,37 @@ def _candidates(params: MinHashParams):
     return jac, candidate, p
 
 
+def _ingest_ground_truth(tmp_path, release: str, near_dedup: dict):
+    """The exact-Jaccard ground truth in three input files (candidate pairs cross shard and
+    partition boundaries), ingested with near dedup's map fed from ingest as the flow arranges
+    it; the steps are plain functions, run here without Prefect or Ray."""
+    from dataclasses import replace
+
+    from flows.curate import start_or_resume, storage_spec
+    from tasks.config import InputSpec, PipelineConfig
+    from tasks.dedup import near_steps
+    from tasks.ingest import plan_shards
+    from tasks.stepkit import Feed
+    from tasks.steps import ingest_step
+    from tests.corpora import write_jsonl
+
+    if not (tmp_path / "in").exists():
+        keys, texts = _ground_truth_docs()
+        for k in range(3):
+            write_jsonl(tmp_path / "in" / f"part-{k}.jsonl",
+                        [{"id": key, "text": t} for key, t in zip(keys[k::3], texts[k::3], strict=True)])
+    cfg = PipelineConfig(release=release, output=str(tmp_path / release), exact_dedup={"enabled": False},
+                         near_dedup={"partitions": 3, "cross_release": False, **near_dedup},
+                         inputs=[InputSpec(uri=str(tmp_path / "in"), source="gt")])
+    spec = storage_spec(cfg)
+    ctx = start_or_resume(spec.open(), cfg, spec)
+    shards = plan_shards(ctx.config)
+    ctx = replace(ctx, near_partitions=3, feed=Feed("ingest", "near_map", near_steps.map_outputs))
+    for s in shards:
+        ingest_step(ctx, s, False)
+    return ctx, shards, spec
+
+
 def test_recall_and_false_candidates_follow_the_s_curve():
     """With the ground truth's own shingling (lower-cased \\w+ 5-grams), the share of pairs that
     become candidates must match what the S-curve of the chosen bands predicts."""
@@ -188,32 +219,11 @@ def test_single_task_and_distributed_global_phases_agree(tmp_path):
     """The two ways the flow runs the global phase (one task for small runs; reduce per
     partition and large-star / small-star rounds for large ones) choose the same survivors,
     clusters and drops. The steps are plain functions: they run here without Prefect or Ray."""
-    from dataclasses import replace
-
-    from flows.curate import start_or_resume, storage_spec
-    from tasks.config import InputSpec, PipelineConfig
     from tasks.dedup import near_steps
-    from tasks.ingest import plan_shards
-    from tasks.stepkit import Feed
-    from tasks.steps import ingest_step
-    from tests.corpora import write_jsonl
 
-    keys, texts = _ground_truth_docs()
-    for k in range(3):  # three input files: candidate pairs cross shard and partition boundaries
-        write_jsonl(tmp_path / "in" / f"part-{k}.jsonl",
-                    [{"id": key, "text": t} for key, t in zip(keys[k::3], texts[k::3], strict=True)])
     decisions = {}
     for release, limit in (("single", 20_000_000), ("spread", 0)):
-        cfg = PipelineConfig(release=release, output=str(tmp_path / release), exact_dedup={"enabled": False},
-                             near_dedup={"partitions": 3, "single_task_max_rows": limit, "cross_release": False},
-                             inputs=[InputSpec(uri=str(tmp_path / "in"), source="gt")])
-        spec = storage_spec(cfg)
-        ctx = start_or_resume(spec.open(), cfg, spec)
-        shards = plan_shards(ctx.config)
-        # near dedup's map runs inside the step before it (here ingest), as the flow arranges it
-        ctx = replace(ctx, near_partitions=3, feed=Feed("ingest", "near_map", near_steps.map_outputs))
-        for s in shards:
-            ingest_step(ctx, s, False)
+        ctx, shards, spec = _ingest_ground_truth(tmp_path, release, {"single_task_max_rows": limit})
         view = {"compacted": None, "compacted_partitions": 0, "covers": [], "segments": {}}
         if limit:
             near_steps.single_task_step(ctx, view)
@@ -249,31 +259,13 @@ def test_publishing_filter_counts_words_and_tokens_as_the_documents_have_them(tm
     funnel and each published file's tokens must be what counting the files afresh gives.
     On the exact-Jaccard ground truth (../shared/data/near_dup_pairs_exact_jaccard), which
     drops documents from every shard."""
-    from dataclasses import replace
 
-    from flows.curate import start_or_resume, storage_spec
-    from tasks.config import InputSpec, PipelineConfig
     from tasks.dedup import near_steps
-    from tasks.ingest import plan_shards
     from tasks.schema import word_counts
-    from tasks.stepkit import Feed, read_work
-    from tasks.steps import ingest_step
+    from tasks.stepkit import read_work
     from tasks.tokens import release_counts
-    from tests.corpora import write_jsonl
 
-    keys, texts = _ground_truth_docs()
-    for k in range(3):
-        write_jsonl(tmp_path / "in" / f"part-{k}.jsonl",
-                    [{"id": key, "text": t} for key, t in zip(keys[k::3], texts[k::3], strict=True)])
-    cfg = PipelineConfig(release="r", output=str(tmp_path / "out"), exact_dedup={"enabled": False},
-                         near_dedup={"partitions": 3, "cross_release": False},
-                         inputs=[InputSpec(uri=str(tmp_path / "in"), source="gt")])
-    spec = storage_spec(cfg)
-    ctx = start_or_resume(spec.open(), cfg, spec)
-    shards = plan_shards(ctx.config)
-    ctx = replace(ctx, near_partitions=3, feed=Feed("ingest", "near_map", near_steps.map_outputs))
-    for s in shards:
-        ingest_step(ctx, s, False)
+    ctx, shards, spec = _ingest_ground_truth(tmp_path, "r", {})
     near_steps.single_task_step(ctx, {"compacted": None, "compacted_partitions": 0, "covers": [], "segments": {}})
     storage = spec.open()
     dropped = 0
@@ -285,7 +277,7 @@ def test_publishing_filter_counts_words_and_tokens_as_the_documents_have_them(tm
         assert line["tokens_in"] == pc_sum(word_counts(work.column("text")))
         published = [storage.read_parquet(f["path"]) for f in marker["documents"]]
         assert line["tokens_out"] == sum(pc_sum(word_counts(t.column("text"))) for t in published)
-        tokens, name = release_counts(cfg.tokenizer, pa.concat_tables(published).column("text"))
+        tokens, name = release_counts(ctx.config.tokenizer, pa.concat_tables(published).column("text"))
         assert marker["tokenizer"] == name
         # the suite installs the llm extra: the default tokenizer must load, so tokens are counted
         assert tokens is not None, name
