@@ -441,7 +441,8 @@ class FastTokenizer:
         the chunk table, the token tables' update), which on a cold shard is nearly every
         document. The documents' bytes are joined by ``"\n"`` (whitespace, so the chunks found
         are exactly the documents' chunks). The caller bounds the memory held (until the next
-        call) by the number of documents it passes."""
+        call) by what it passes: ``tasks.quality.heuristics`` cuts blocks at ``LEARN_DOCS``
+        documents and ``LEARN_CHARS`` characters."""
         parts = [t.encode("utf-8", "surrogatepass") for t in texts]
         buf = np.frombuffer(b"\n".join(parts), np.uint8)
         cids, starts, ends = self._index.lookup(buf)
