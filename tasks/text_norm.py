@@ -37,15 +37,15 @@ def quick_check_ranges(form: str) -> list[tuple[int, int]]:
     a form); ``scripts/gen_text_norm_ranges.py`` writes the result to
     ``tasks/text_norm_ranges.py`` so that workers do not pay that.
 
-    The set is the complement of "quick check Yes and canonical combining class 0" (UAX #15,
-    section 9: a text whose every character has ``<form>_QC=Yes`` and whose combining classes
-    are in canonical order is in ``form``; CPython's ``normalize`` returns its input as it is
-    exactly when its own quick check says Yes). Taken as the union of:
+    The set must hold every character that is not "quick check Yes with canonical combining
+    class 0" (UAX #15, section 9: a text whose every character has ``<form>_QC=Yes`` and whose
+    combining classes are in canonical order is in ``form``; CPython's ``normalize`` returns
+    its very input exactly when its own quick check says so). Taken as the union of:
 
-    - every character ``c`` with ``normalize(form, c) != c``: that covers ``<form>_QC=No``
-      (such a character never occurs in ``form``, so its normalization differs from it):
-      decomposable characters for NFD/NFKD; singletons, composition exclusions, non-starter
-      decompositions and, for NFKC, compatibility characters for NFC/NFKC;
+    - every character ``c`` with ``normalize(form, c) != c``, which covers ``<form>_QC=No``
+      (such a character never occurs in ``form``, so its normalization differs from it): for
+      NFD/NFKD the decomposable characters; for NFC/NFKC singletons, composition exclusions and
+      non-starter decompositions, and for NFKC compatibility characters too;
     - every character with a non-zero canonical combining class: a text of them may need
       reordering (``Yes`` for NFD alone does not make a sequence of them ordered), and under
       NFC a mark may compose with the base before it;
