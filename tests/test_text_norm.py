@@ -183,6 +183,12 @@ def test_generated_texts_normalize_as_unicodedata(texts):
         assert mismatches(texts, form, [repr(t) for t in texts]) == []
 
 
+def test_every_pair_of_the_hard_characters():
+    pairs = [a + b for a in _HARD for b in _HARD]
+    for form in FORMS:
+        assert mismatches(pairs, form, [f"U+{ord(p[0]):04X} U+{ord(p[1]):04X}" for p in pairs]) == []
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.text(st.sampled_from("ab\r\n\u00e9\u0301"), max_size=40), min_size=1, max_size=20),
        st.integers(0, 5))
