@@ -37,6 +37,9 @@ def _warm(config: PipelineConfig) -> None:
     # the same Arrow types as a shard's work table, so that the same specializations compile
     texts = pa.chunked_array([pa.array(["Warm the compiled kernels of the first run, über ça.", ""], pa.string())])
     word_counts(texts)
+    from tasks.text_norm import normalize_texts
+
+    normalize_texts(texts.chunk(0), config.ingest.unicode_form)  # its scan, and the form's code points
     if config.near_dedup.enabled:
         from tasks.dedup import near
 
