@@ -144,7 +144,9 @@ class RayRunner(RayTaskRunner):
         api_url = api_url or require_prefect_server()
         os.environ.update({"PREFECT_API_URL": api_url})  # local workers inherit the driver's env
         if self.address == "local":  # as tasks/ray_local.py starts it ahead of the flow
-            return local_init_kwargs(self.init_kwargs, self.worker_runtime_env(api_url), quiet)
+            kwargs, env = local_init_kwargs(self.init_kwargs, self.worker_runtime_env(api_url), quiet)
+            os.environ.update(env)
+            return kwargs
         kwargs = dict(self.init_kwargs)
         kwargs["runtime_env"] = self.worker_runtime_env(api_url)
         kwargs.setdefault("log_to_driver", not quiet)

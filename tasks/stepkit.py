@@ -11,13 +11,15 @@ No Prefect and no Ray here (the orchestration layer lives in ``flows/`` and
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
-from collections.abc import Callable
-from contextvars import ContextVar
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar, copy_context
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +37,14 @@ if TYPE_CHECKING:  # the pipeline file assembles the stages' configs: stage mach
 # (``tasks.parallel.shard_task``) and recorded in the step's marker (it shows how work spread);
 # None when a step is called directly, as unit tests do.
 STEP_NODE: ContextVar[str | None] = ContextVar("refinery_step_node", default=None)
+
+# Set for steps that run beside others in threads of one task (:func:`in_threads`): their
+# marker's cpu_seconds is then the thread's own CPU time, since the process's would count the
+# other threads' too (Arrow's own pool threads, which a step may use to read Parquet, are then
+# not counted)
+THREAD_CPU: ContextVar[bool] = ContextVar("refinery_thread_cpu", default=False)
+
+T = TypeVar("T")
 
 # A function run inside a map step on the table that step hands to the next stage (near
 # dedup's signature map): (storage, ctx, shard, work) -> figures for the step's marker.
@@ -78,17 +88,38 @@ def once(ctx: RunContext, stage: str, shard: str, compute: Callable[[Storage], d
     if done is not None:
         done["skipped"] = True
         return done
-    t0, c0 = time.perf_counter(), time.process_time()
+    clock = time.thread_time if THREAD_CPU.get() else time.process_time
+    t0, c0 = time.perf_counter(), clock()
     mark("step_start", stage=stage, shard=shard)
     result = compute(storage)
     # cpu_seconds: the worker process's CPU time for the step (wall seconds on a shared machine
     # mostly measure the other processes; benchmarks compare CPU)
     result.update(stage=stage, shard=shard, seconds=round(time.perf_counter() - t0, 3),
-                  cpu_seconds=round(time.process_time() - c0, 3), node=STEP_NODE.get())
+                  cpu_seconds=round(clock() - c0, 3), node=STEP_NODE.get())
     storage.write_json(marker, result)
     mark("step_end", stage=stage, shard=shard)
     result["skipped"] = False
     return result
+
+
+def in_threads(step: Callable[[T], dict[str, Any]], items: Sequence[T], threads: int) -> list[dict[str, Any]]:
+    """``step`` over ``items`` in up to ``threads`` threads of this process (no more than its
+    CPUs), results in the order of ``items``. For the partitions of a global phase that runs as
+    one task while the run's other workers wait for it: numpy's sorts and Arrow's reads and
+    writes release the GIL, so two threads use two cores. Each thread runs in a copy of the
+    caller's context (the step's node, the timeline)."""
+    threads = min(threads, len(items), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                  else os.cpu_count() or 1)
+    if threads <= 1:
+        return [step(item) for item in items]
+
+    def one(item: T) -> dict[str, Any]:
+        THREAD_CPU.set(True)
+        return step(item)
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="refinery-step") as pool:
+        futures = [pool.submit(copy_context().run, one, item) for item in items]
+        return [f.result() for f in futures]
 
 
 def read_work(storage: Storage, ctx: RunContext, stage: str, shard: str) -> pa.Table:

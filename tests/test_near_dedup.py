@@ -4,6 +4,8 @@ cross-release behaviour through the real flow."""
 from __future__ import annotations
 
 import math
+import os
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -215,18 +217,28 @@ def _check_prefect_runs(manifest):
     assert by_stage == expected_task_runs(manifest, shards=1)
 
 
-def test_single_task_and_distributed_global_phases_agree(tmp_path):
-    """The two ways the flow runs the global phase (one task for small runs; reduce per
-    partition and large-star / small-star rounds for large ones) choose the same survivors,
-    clusters and drops. The steps are plain functions: they run here without Prefect or Ray."""
+def test_single_task_and_distributed_global_phases_agree(tmp_path, monkeypatch):
+    """The two ways the flow runs the global phase (one task for small runs, its partitions
+    one after another or in two threads; reduce per partition and large-star / small-star
+    rounds for large ones) choose the same survivors, clusters and drops. The steps are plain functions: they run here without Prefect or Ray."""
     from tasks.dedup import near_steps
 
     decisions = {}
-    for release, limit in (("single", 20_000_000), ("spread", 0)):
+    threads_seen = set()
+    reduce_step = near_steps.reduce_step
+
+    def watched_reduce(*args):
+        threads_seen.add(threading.current_thread().name)
+        return reduce_step(*args)
+
+    for release, limit, threads in (("single", 20_000_000, 1), ("threads", 20_000_000, 2), ("spread", 0, 1)):
         ctx, shards, spec = _ingest_ground_truth(tmp_path, release, {"single_task_max_rows": limit})
         view = {"compacted": None, "compacted_partitions": 0, "covers": [], "segments": {}}
         if limit:
-            near_steps.single_task_step(ctx, view)
+            if threads > 1:
+                monkeypatch.setattr(near_steps, "reduce_step", watched_reduce)
+            near_steps.single_task_step(ctx, view, threads)
+            monkeypatch.setattr(near_steps, "reduce_step", reduce_step)
         else:
             for p in range(3):
                 near_steps.reduce_step(ctx, p, view)
@@ -249,8 +261,11 @@ def test_single_task_and_distributed_global_phases_agree(tmp_path):
             sorted(zip(t.column("id").to_pylist(), [s or "" for s in t.column("survivor_id").to_pylist()],
                        strict=True)),
             sorted(sorted(c) for c in clusters.values()))
-    assert decisions["single"] == decisions["spread"]
+    assert decisions["single"] == decisions["spread"] == decisions["threads"]
     assert sum(s != "" for _, s in decisions["single"][0]) > 100  # the ground truth has many duplicates
+    # the threaded run's three partitions were reduced in two threads of the pool, not here
+    if len(os.sched_getaffinity(0)) > 1:
+        assert len(threads_seen) == 2 and all(n.startswith("refinery-step") for n in threads_seen), threads_seen
 
 
 def test_publishing_filter_counts_words_and_tokens_as_the_documents_have_them(tmp_path):
@@ -289,3 +304,51 @@ def test_publishing_filter_counts_words_and_tokens_as_the_documents_have_them(tm
 def pc_sum(values: pa.Array) -> int:
     """The sum of an integer column, as a Python int."""
     return int(pa.compute.sum(values).as_py() or 0)
+
+
+def _candidate_edges_by_lexsort(rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """The definition, written the slow way: rows sorted by (band, key, node), each bucket's
+    members tied to its first (smallest) node, distinct pairs by ``np.unique``."""
+    band, key, node = (rows.column(c).to_numpy() for c in ("band", "key", "node"))
+    order = np.lexsort((node, key, band))
+    band, key, node = band[order], key[order], node[order]
+    new_group = np.ones(len(node), dtype=bool)
+    new_group[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1])
+    gid = np.cumsum(new_group) - 1
+    sizes = np.bincount(gid)
+    has_new = np.bincount(gid, weights=(node < near.OLD_BIT)) > 0
+    head = node[np.flatnonzero(new_group)][gid]
+    sel = (sizes[gid] > 1) & has_new[gid] & (node != head)
+    if not sel.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pairs = np.unique(np.stack([node[sel], head[sel]], axis=1), axis=0)
+    return pairs[:, 0], pairs[:, 1]
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_candidate_edges_are_the_buckets_edges_whichever_way_they_are_sorted(monkeypatch, collide):
+    """candidate_edges sorts one mixed 64-bit key per bucket and one hash per pair; on the
+    band rows of the exact-Jaccard ground truth (with some documents marked as an earlier
+    release's, whose buckets count only with a document of this run) and on random rows with
+    few keys, its edges are the definition's, also when every mixed key and pair hash is made
+    to collide (``collide``: both multipliers 0, so buckets of one key in two bands share a
+    sort key and pairs with one ``v`` share a hash) and the exact sort must take over."""
+    if collide:
+        monkeypatch.setattr(near, "_BAND_MIX", np.uint64(0))
+        monkeypatch.setattr(near, "_PAIR_MIX", np.uint64(0))
+    params = MinHashParams()
+    _, texts = _ground_truth_docs()
+    nodes = np.arange(len(texts), dtype=np.int64)
+    nodes[::5] |= near.OLD_BIT
+    real = near.band_table(nodes, signatures(pa.array(texts), params), params)
+    rng = np.random.default_rng(3)
+    n = 30_000
+    few = pa.table({"band": rng.integers(0, 14, n).astype(np.int32),
+                    "key": rng.integers(0, 40, n).astype(np.uint64),
+                    "node": rng.permutation(n).astype(np.int64) | np.where(rng.random(n) < 0.3, near.OLD_BIT, 0)},
+                   schema=near.BAND_SCHEMA)
+    for rows in (real, few):
+        u, v = near.candidate_edges(rows)
+        ref_u, ref_v = _candidate_edges_by_lexsort(rows)
+        assert len(ref_u) > 100
+        assert np.array_equal(u, ref_u) and np.array_equal(v, ref_v)

@@ -83,20 +83,29 @@ def test_the_early_start_and_the_runner_give_ray_the_same_keywords(monkeypatch):
     from tasks.parallel import RayRunner
     from tasks.ray_local import local_init_kwargs, worker_env
 
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # the runner sets the workers' env here
     monkeypatch.setenv("REFINERY_HOME", "/tmp/refinery-home-test")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-the-runtime-env")
+    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
     url = "http://127.0.0.1:1/api"
     for quiet in (True, False):
         for storage in (True, False):
-            early = local_init_kwargs({}, {"env_vars": worker_env(url, storage)}, quiet)
+            early, env = local_init_kwargs({}, {"env_vars": worker_env(url, storage)}, quiet)
             runner = RayRunner(address="local", needs_storage=storage).driver_init_kwargs(quiet, url)
             assert early == runner
             assert early["namespace"] == "prefect" and early["include_dashboard"] is False
             assert early["log_to_driver"] is (not quiet)
-            env = early["runtime_env"]["env_vars"]
+            # no runtime env: the workers Ray starts ahead for the first driver can take the
+            # first tasks; the workers' environment is the driver's, which the runner set
+            assert "runtime_env" not in early
             assert env["PREFECT_API_URL"] == url and env["REFINERY_HOME"] == "/tmp/refinery-home-test"
             assert ("AWS_ENDPOINT_URL" in env) is storage and "AWS_SECRET_ACCESS_KEY" not in env
+            assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+            assert {k: os.environ[k] for k in env} == env
+    # a runtime env the config gives (other than variables) is still Ray's
+    kwargs, env = local_init_kwargs({}, {"env_vars": {"A": "1"}, "py_modules": ["/x"]}, True)
+    assert kwargs["runtime_env"] == {"py_modules": ["/x"]} and env == {"A": "1"}
 
 
 def test_timeline_lines_of_several_processes_come_back_in_time_order(tmp_path, monkeypatch):

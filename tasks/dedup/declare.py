@@ -63,7 +63,9 @@ def near_plan(run: StageRun) -> None:
     parts = [(f"p{p:05d}", p) for p in range(ctx.near_partitions)]
     limit = ctx.config.near_dedup.single_task_max_rows
     if rows <= limit:
-        single = run.map(near_steps.single_task_step, [("all", (ctx, view.to_dict()))], "near_dedup_global")
+        # the other workers wait for this one task: it uses their share of the cores in threads
+        threads = min(ctx.near_partitions, run.workers())
+        single = run.map(near_steps.single_task_step, [("all", (ctx, view.to_dict(), threads))], "near_dedup_global")
         run.markers["near_dedup_reduce"], run.markers["near_dedup_survivors"] = (single[0]["reduce"],
                                                                                  single[0]["survivors"])
         cc, rounds = "single_task", 0

@@ -12,7 +12,7 @@ from tasks import layout
 from tasks.dedup import index as nindex
 from tasks.dedup import near
 from tasks.schema import whole_document_spans, word_counts
-from tasks.stepkit import MapResult, RunContext, once, read_work, total_words, write_result
+from tasks.stepkit import MapResult, RunContext, in_threads, once, read_work, total_words, write_result
 from tasks.storage import Storage
 
 STAGE = "near_dedup"
@@ -133,16 +133,18 @@ def cc_step(ctx: RunContext, round_no: int, p: int, kind: str) -> dict[str, Any]
     return once(ctx, f"near_dedup_cc_r{round_no:03d}", name, compute)
 
 
-def single_task_step(ctx: RunContext, view: dict[str, Any]) -> dict[str, Any]:
+def single_task_step(ctx: RunContext, view: dict[str, Any], threads: int = 1) -> dict[str, Any]:
     """The whole global phase of a small run in one task: the same steps, one after another
     (each still leaves its own marker, so a rerun resumes where this stopped). Saves the
-    per-task cost of a dozen task runs (measured at 0.15-0.4 s each with Prefect on Ray)."""
-    parts = range(ctx.near_partitions)
-    reduce = [reduce_step(ctx, p, view) for p in parts]
+    per-task cost of a dozen task runs (measured at 0.15-0.4 s each with Prefect on Ray).
+    ``threads``: the partitions' steps run in that many threads (the run's other workers wait
+    for this task, so their cores are free; at 1M documents the reduce alone was 6 CPU-s on
+    one core)."""
+    parts = list(range(ctx.near_partitions))
+    reduce = in_threads(lambda p: reduce_step(ctx, p, view), parts, threads)
     cc_local_step(ctx)
-    for p in parts:
-        finalize_step(ctx, 1, p)
-    return {"reduce": reduce, "survivors": [survivor_step(ctx, p) for p in parts]}
+    in_threads(lambda p: finalize_step(ctx, 1, p), parts, threads)
+    return {"reduce": reduce, "survivors": in_threads(lambda p: survivor_step(ctx, p), parts, threads)}
 
 
 def cc_local_step(ctx: RunContext) -> dict[str, Any]:
