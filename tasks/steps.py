@@ -92,8 +92,8 @@ def _checked_ingest(storage: Storage, ctx: RunContext, shard: Shard, first_uris:
     become rejects naming the first row and its file. ``final``: the release's tokens are
     counted in the pass that counts the remaining rows' words."""
     read = storage.read_json(layout.marker_path(ctx.release, "ingest_read", shard.name))
-    work_file = storage.read_bytes(layout.work_path(ctx.release, "ingest_read", shard.name))
-    work = pq.read_table(pa.BufferReader(work_file))
+    work_file = layout.work_path(ctx.release, "ingest_read", shard.name)
+    work = pq.read_table(pa.BufferReader(storage.read_bytes(work_file)))
     rejects = read_work(storage, ctx, "ingest_read_rejects", shard.name)
     decisions = pa.concat_tables([storage.read_parquet(layout.work_path(
         ctx.release, "ingest_id_decisions", f"b{b:05d}")) for b in range(ctx.exact_buckets)])
@@ -122,7 +122,8 @@ def _checked_ingest(storage: Storage, ctx: RunContext, shard: Shard, first_uris:
         words, tokens, tokenizer = release_counts_and_words(ctx.config.tokenizer, work.column("text"))
         return IngestResult(work, rejects, words, stats, tokens, tokenizer)
     # most shards lose no row here: their work table is phase 1's file, byte for byte (the
-    # same table through the same writer), so it is copied rather than compressed again
+    # same table through the same writer), so it is copied (locally, linked) rather than
+    # compressed again
     return IngestResult(work, rejects, words, stats, work_file=work_file)
 
 
