@@ -51,9 +51,14 @@ def test_a_copy_is_a_link_locally_a_copy_elsewhere_and_writing_either_name_leave
     assert mem.read_bytes("y/b.bin") == b"abc"
 
 
-def test_scratch_tables_of_random_bits_are_written_uncompressed_and_read_back_equal(tmp_path):
-    """Near dedup's signatures (``incompressible``): no codec on a scratch file; a published
-    file keeps the release's fixed settings whatever the caller says."""
+def test_scratch_is_uncompressed_on_a_local_disk_and_random_bits_everywhere_published_files_never(tmp_path):
+    """Scratch Parquet (under ``state/work/``) goes without a codec on a local root (cheaper to
+    write and to read than zstd level 1, measured) and keeps zstd across a network (fsspec's
+    memory filesystem stands for S3 here), except tables of random bits (near dedup's
+    signatures: ``incompressible``); a published file keeps the release's fixed settings
+    whatever the caller says. Every copy reads back equal, locally through a memory map."""
+    import io
+
     import pyarrow as pa
 
     from tasks.dedup import near
@@ -63,11 +68,21 @@ def test_scratch_tables_of_random_bits_are_written_uncompressed_and_read_back_eq
     work = pa.table({"id": [str(i) for i in range(len(texts))], "text": texts,
                      "order": pa.array(range(len(texts)), pa.int64())})
     sigs, _ = near.signature_table(work, MinHashParams())
-    st = StorageSpec(str(tmp_path)).open()
-    st.write_parquet("state/work/r1/near_dedup_sigs/part-00000.parquet", sigs, incompressible=True)
-    st.write_parquet("releases/r1/x/part-00000.parquet", sigs, incompressible=True)
-    scratch = pq.ParquetFile(tmp_path / "state/work/r1/near_dedup_sigs/part-00000.parquet")
-    published = pq.ParquetFile(tmp_path / "releases/r1/x/part-00000.parquet")
-    assert {scratch.metadata.row_group(0).column(i).compression for i in range(3)} == {"UNCOMPRESSED"}
-    assert {published.metadata.row_group(0).column(i).compression for i in range(3)} == {"ZSTD"}
-    assert scratch.read().equals(sigs) and published.read().equals(sigs) and sigs.num_rows > 100
+    local = StorageSpec(str(tmp_path)).open()
+    remote = StorageSpec("memory://refinery-codec-test").open()
+    written = {}
+    for name, st in (("local", local), ("remote", remote)):
+        for kind, table, random in (("work", work, False), ("sigs", sigs, True)):
+            for rel in (f"state/work/r1/{kind}/part-00000.parquet", f"releases/r1/{kind}/part-00000.parquet"):
+                st.write_parquet(rel, table, incompressible=random)
+                meta = pq.ParquetFile(io.BytesIO(st.read_bytes(rel))).metadata
+                written[name, kind, rel.split("/")[0]] = {meta.row_group(0).column(i).compression
+                                                          for i in range(meta.num_columns)}
+                assert st.read_parquet(rel).equals(table)
+    assert written == {
+        ("local", "work", "state"): {"UNCOMPRESSED"}, ("local", "sigs", "state"): {"UNCOMPRESSED"},
+        ("local", "work", "releases"): {"ZSTD"}, ("local", "sigs", "releases"): {"ZSTD"},
+        ("remote", "work", "state"): {"ZSTD"}, ("remote", "sigs", "state"): {"UNCOMPRESSED"},
+        ("remote", "work", "releases"): {"ZSTD"}, ("remote", "sigs", "releases"): {"ZSTD"},
+    }
+    assert sigs.num_rows > 100 and work.column("text").nbytes > 1_000_000
