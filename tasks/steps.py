@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tasks import layout
 from tasks.ingest import IngestResult, Shard, ingest_shard
@@ -93,7 +92,7 @@ def _checked_ingest(storage: Storage, ctx: RunContext, shard: Shard, first_uris:
     counted in the pass that counts the remaining rows' words."""
     read = storage.read_json(layout.marker_path(ctx.release, "ingest_read", shard.name))
     work_file = layout.work_path(ctx.release, "ingest_read", shard.name)
-    work = pq.read_table(pa.BufferReader(storage.read_bytes(work_file)))
+    work = storage.read_parquet(work_file)  # locally a memory map of the file, not a copy of its bytes
     rejects = read_work(storage, ctx, "ingest_read_rejects", shard.name)
     decisions = pa.concat_tables([storage.read_parquet(layout.work_path(
         ctx.release, "ingest_id_decisions", f"b{b:05d}")) for b in range(ctx.exact_buckets)])
