@@ -60,7 +60,7 @@ class FileInfo:
     path: str
     rows: int
     bytes: int
-    content: bytes = field(repr=False, compare=False)
+    content: bytes | pa.Buffer = field(repr=False, compare=False)
 
     @cached_property
     def sha256(self) -> str:
@@ -93,7 +93,7 @@ def filesystem_for(url: str, endpoint_url: str | None = None, region: str | None
     return fs, path
 
 
-def sha256_bytes(data: bytes) -> str:
+def sha256_bytes(data: bytes | pa.Buffer) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -113,11 +113,18 @@ UNCOMPRESSED_SCRATCH_OPTIONS: dict[str, Any] = {
 
 def table_to_parquet_bytes(table: pa.Table, scratch: bool = False, uncompressed: bool = False) -> bytes:
     """``uncompressed``: a scratch table written without a codec (published files keep theirs)."""
+    return parquet_buffer(table, scratch, uncompressed).to_pybytes()
+
+
+def parquet_buffer(table: pa.Table, scratch: bool = False, uncompressed: bool = False) -> pa.Buffer:
+    """:func:`table_to_parquet_bytes` as the Arrow buffer the writer filled: written and hashed
+    as it is (turning a work table's 102 MB into ``bytes`` cost 0.065 CPU-s, twice the time to
+    encode it uncompressed, measured)."""
     sink = pa.BufferOutputStream()
     options = (UNCOMPRESSED_SCRATCH_OPTIONS if uncompressed else SCRATCH_WRITE_OPTIONS) if scratch \
         else PARQUET_WRITE_OPTIONS
     pq.write_table(table, sink, **options)
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
 class Storage:
@@ -197,7 +204,7 @@ class Storage:
         return sorted(p for p in out if p.endswith(suffix) and ".tmp-" not in p)
 
     # -- writing --------------------------------------------------------------------------
-    def write_bytes(self, rel: str, data: bytes) -> None:
+    def write_bytes(self, rel: str, data: bytes | pa.Buffer) -> None:
         """Write atomically: readers see the old object or the whole new one, never a part.
 
         Local files go to a temporary name in the same folder and are renamed over the target;
@@ -215,7 +222,7 @@ class Storage:
                     os.fsync(fh.fileno())
                 os.replace(tmp, full)
             else:
-                self.fs.pipe_file(full, data)
+                self.fs.pipe_file(full, data if isinstance(data, bytes) else data.to_pybytes())
         except Exception as exc:
             raise StorageError(f"cannot write {self.url(rel)}: {exc}") from exc
 
@@ -248,10 +255,9 @@ class Storage:
     def write_parquet(self, rel: str, table: pa.Table, incompressible: bool = False) -> FileInfo:
         """``incompressible``: a scratch table of random bits, written uncompressed wherever it
         goes (a published file keeps the fixed settings whatever it holds)."""
-        data = table_to_parquet_bytes(table, scratch=layout.is_scratch(rel),
-                                      uncompressed=incompressible or self.is_local)
+        data = parquet_buffer(table, scratch=layout.is_scratch(rel), uncompressed=incompressible or self.is_local)
         self.write_bytes(rel, data)
-        return FileInfo(rel, table.num_rows, len(data), data)
+        return FileInfo(rel, table.num_rows, data.size, data)
 
     def delete(self, rel: str, recursive: bool = False) -> None:
         with contextlib.suppress(FileNotFoundError):
