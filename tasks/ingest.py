@@ -92,9 +92,9 @@ class IngestResult:
     # ``tokenizer``) and the tokenizer's name or why there are none (tasks.tokens.release_counts)
     model_tokens: np.ndarray | None = None
     tokenizer: str | None = None
-    # ``work`` as the scratch Parquet file it was read from, when it is unchanged: written
-    # again as it is rather than encoded again (tasks.stepkit.MapResult.kept_file)
-    work_file: bytes | None = None
+    # the scratch Parquet file ``work`` was read from, when it is unchanged: copied rather
+    # than encoded again (tasks.stepkit.MapResult.kept_file)
+    work_file: str | None = None
 
 
 # -- planning -------------------------------------------------------------------------------

@@ -206,17 +206,17 @@ def total_words(texts: pa.Array | pa.ChunkedArray) -> int:
 
 def emit(storage: Storage, ctx: RunContext, stage: str, shard: str, work: pa.Table, final: bool,
          words: pa.Array | None = None, model_tokens: tuple[Any, str] | None = None,
-         work_file: bytes | None = None) -> dict[str, Any]:
+         work_file: str | None = None) -> dict[str, Any]:
     """The output of a map step: the next step's work table or, for the last map step of the
     release, its document files (publishing is fused into it, saving a read and a write).
     When the next stage asked for it (:class:`Feed`), its map runs here on the same table.
     ``words``: the word counts of ``work``, when the caller has them; ``model_tokens``: its
     ``tasks.tokens.release_counts`` (tokens per row or None, and the tokenizer's name), when
-    the caller counted them in its own pass; ``work_file``: ``work`` as a scratch Parquet
-    file already (see :attr:`MapResult.kept_file`)."""
+    the caller counted them in its own pass; ``work_file``: a scratch Parquet file that holds
+    ``work`` already (see :attr:`MapResult.kept_file`)."""
     if not final:
         if work_file is not None:
-            storage.write_bytes(layout.work_path(ctx.release, stage, shard), work_file)
+            storage.copy(work_file, layout.work_path(ctx.release, stage, shard))
         else:
             write_work(storage, ctx, stage, shard, work)
         if ctx.feed is not None and ctx.feed.after == stage:
@@ -284,9 +284,9 @@ class MapResult:
     kept_words: pa.Array | None = None
     figures: dict[str, Any] = field(default_factory=dict)
     kept_model_tokens: tuple[Any, str] | None = None  # emit's model_tokens, when the step counted them
-    # ``kept`` already encoded as a scratch work table (the file the step read it from, when it
-    # kept every row): written as it is when ``kept`` goes to the next stage's work table
-    kept_file: bytes | None = None
+    # the scratch work table that holds ``kept`` already (the file the step read it from, when
+    # it kept every row): copied when ``kept`` goes to the next stage's work table
+    kept_file: str | None = None
 
 
 def write_result(storage: Storage, ctx: RunContext, stage: str, shard: str, result: MapResult,

@@ -253,3 +253,61 @@ def test_the_last_ingest_step_publishes_token_counts_on_both_paths(tmp_path, mon
                 assert info["model_tokens"] == int(tokens.load_tokenizer().count(texts).sum()) > 1000
                 assert info["tokens"] == int(np.sum(word_counts(texts).to_numpy()))
         assert 150 < published <= (180 if checked else 200)  # the 20 repeated ids rejected when checked
+
+
+def test_the_checked_ingest_hands_on_phase_1s_word_counts_and_its_file(tmp_path):
+    """Ingest's second phase (ids checked across shards, another stage after it) takes the word
+    counts phase 1 made instead of counting again: its funnel and its words attribute match a
+    fresh count row by row, on the shard that lost rows to the check and on the one that kept
+    all of them (whose work table is phase 1's file, linked, not written again); and a run whose
+    phase 1 left no counts (resumed across the upgrade) counts them itself, to the same figures."""
+    import os
+
+    from tasks import layout
+    from tasks.ingest import plan_shards
+    from tasks.schema import word_counts
+    from tasks.steps import id_reduce_step, ingest_read_step, ingest_step
+    from tests.builders import pipeline_config, run_context
+
+    src = pq.read_table(shared("cc_web_samples/cc_web_samples.parquet"), columns=["text", "id"])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(src.slice(0, 100), folder / "a.parquet")
+    pq.write_table(src.slice(80, 100), folder / "b.parquet")  # its first 20 ids are a's last 20
+    named = src.slice(100, 1).to_pylist()[0]  # b's first row that is not a repeat
+    markers = {}
+    for counted_before in (True, False):
+        root = tmp_path / f"out-{counted_before}"
+        cfg = pipeline_config(root, InputSpec(uri=str(folder), source="cc", columns={"text": "text", "id": "id"}))
+        ctx = run_context(cfg, created=NOW.isoformat())  # the same rejects' `added` in both runs
+        shards = plan_shards(cfg)
+        for s in shards:
+            ingest_read_step(ctx, s)
+            words_file = root / layout.work_path(ctx.release, "ingest_read_words", s.name)
+            assert words_file.exists()
+            if not counted_before:
+                words_file.unlink()
+        for b in range(ctx.exact_buckets):
+            id_reduce_step(ctx, b)
+        uris = {s.index: s.uri for s in shards}
+        for s in shards:
+            m = ingest_step(ctx, s, False, uris)
+            work = pq.read_table(root / layout.work_path(ctx.release, "ingest", s.name))
+            counts = word_counts(work.column("text"))
+            assert m["funnel"]["tokens_out"] == int(np.sum(counts.to_numpy())) > 10_000
+            attrs = pq.read_table(root / layout.attributes_path(ctx.release, "ingest", "cc", s.name))
+            assert attrs.column("id").equals(work.column("id"))
+            assert [v[0]["score"] for v in attrs.column("ingest__length__words").to_pylist()] == counts.to_pylist()
+            markers[counted_before, s.name] = {k: v for k, v in m.items() if k not in ("seconds", "cpu_seconds")}
+        a, b = shards
+        a_work = root / layout.work_path(ctx.release, "ingest", a.name)
+        assert os.stat(a_work).st_ino == os.stat(root / layout.work_path(ctx.release, "ingest_read", a.name)).st_ino
+        b_work = pq.read_table(root / layout.work_path(ctx.release, "ingest", b.name))
+        assert b_work.num_rows == 80 and markers[counted_before, b.name]["funnel"]["dropped"] == {"duplicate id": 20}
+        row = b_work.filter(pa.compute.equal(b_work.column("source_id"), str(named["id"]))).to_pylist()
+        assert len(row) == 1 and row[0]["text"] == unicodedata.normalize("NFC", named["text"]).replace("\r\n", "\n")
+        attrs = pq.read_table(root / layout.attributes_path(ctx.release, "ingest", "cc", b.name)).to_pylist()
+        (mine,) = [r for r in attrs if r["id"] == row[0]["id"]]
+        assert mine["ingest__length__words"][0]["score"] == len(row[0]["text"].split()) > 50
+    for s in ("00000", "00001"):
+        assert markers[True, s] == markers[False, s]

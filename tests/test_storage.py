@@ -26,3 +26,63 @@ def test_atomic_write_leaves_no_temporary_files_and_replaces_whole(tmp_path):
     assert [p.name for p in (tmp_path / "x").iterdir()] == ["y.json"]
     assert st.list("x") == ["x/y.json"]
     assert st.read_json_or_none("x/missing.json") is None
+
+
+def test_a_copy_is_a_link_locally_a_copy_elsewhere_and_writing_either_name_leaves_the_other(tmp_path):
+    """``copy`` hands a scratch file on without writing its bytes again (ingest's unchanged work
+    table): a hard link on a local root, whose names stay apart when one is rewritten (writes
+    rename a new file over the name); a plain copy on a root without links (fsspec's memory)."""
+    import os
+
+    table = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"))
+    st = StorageSpec(str(tmp_path)).open()
+    st.write_parquet("state/work/r1/a/part-00000.parquet", table)
+    st.copy("state/work/r1/a/part-00000.parquet", "state/work/r1/b/part-00000.parquet")
+    a, b = tmp_path / "state/work/r1/a/part-00000.parquet", tmp_path / "state/work/r1/b/part-00000.parquet"
+    assert os.stat(a).st_ino == os.stat(b).st_ino and a.read_bytes() == b.read_bytes()
+    assert [p.name for p in b.parent.iterdir()] == ["part-00000.parquet"]  # no temporary name left
+    st.write_parquet("state/work/r1/b/part-00000.parquet", table.slice(0, 3))
+    assert st.read_parquet("state/work/r1/a/part-00000.parquet").equals(table)
+    assert st.read_parquet("state/work/r1/b/part-00000.parquet").num_rows == 3
+    mem = StorageSpec("memory://refinery-copy-test").open()
+    mem.write_bytes("x/a.bin", b"abc")
+    mem.copy("x/a.bin", "y/b.bin")
+    mem.write_bytes("x/a.bin", b"new")
+    assert mem.read_bytes("y/b.bin") == b"abc"
+
+
+def test_scratch_is_uncompressed_on_a_local_disk_and_random_bits_everywhere_published_files_never(tmp_path):
+    """Scratch Parquet (under ``state/work/``) goes without a codec on a local root (cheaper to
+    write and to read than zstd level 1, measured) and keeps zstd across a network (fsspec's
+    memory filesystem stands for S3 here), except tables of random bits (near dedup's
+    signatures: ``incompressible``); a published file keeps the release's fixed settings
+    whatever the caller says. Every copy reads back equal, locally through a memory map."""
+    import io
+
+    import pyarrow as pa
+
+    from tasks.dedup import near
+    from tasks.dedup.minhash import MinHashParams
+
+    texts = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet"), columns=["text"]).column("text")
+    work = pa.table({"id": [str(i) for i in range(len(texts))], "text": texts,
+                     "order": pa.array(range(len(texts)), pa.int64())})
+    sigs, _ = near.signature_table(work, MinHashParams())
+    local = StorageSpec(str(tmp_path)).open()
+    remote = StorageSpec("memory://refinery-codec-test").open()
+    written = {}
+    for name, st in (("local", local), ("remote", remote)):
+        for kind, table, random in (("work", work, False), ("sigs", sigs, True)):
+            for rel in (f"state/work/r1/{kind}/part-00000.parquet", f"releases/r1/{kind}/part-00000.parquet"):
+                st.write_parquet(rel, table, incompressible=random)
+                meta = pq.ParquetFile(io.BytesIO(st.read_bytes(rel))).metadata
+                written[name, kind, rel.split("/")[0]] = {meta.row_group(0).column(i).compression
+                                                          for i in range(meta.num_columns)}
+                assert st.read_parquet(rel).equals(table)
+    assert written == {
+        ("local", "work", "state"): {"UNCOMPRESSED"}, ("local", "sigs", "state"): {"UNCOMPRESSED"},
+        ("local", "work", "releases"): {"ZSTD"}, ("local", "sigs", "releases"): {"ZSTD"},
+        ("remote", "work", "state"): {"ZSTD"}, ("remote", "sigs", "state"): {"UNCOMPRESSED"},
+        ("remote", "work", "releases"): {"ZSTD"}, ("remote", "sigs", "releases"): {"ZSTD"},
+    }
+    assert sigs.num_rows > 100 and work.column("text").nbytes > 1_000_000

@@ -51,7 +51,7 @@ def map_outputs(storage: Storage, ctx: RunContext, shard: str, work: pa.Table) -
     cfg = ctx.config.near_dedup
     params, parts = cfg.params(), ctx.near_partitions
     sig_table, sigs = near.signature_table(work, params)
-    storage.write_parquet(_sigs_path(ctx, shard), sig_table)
+    storage.write_parquet(_sigs_path(ctx, shard), sig_table, incompressible=True)
     bands = near.band_table(work.column("order").to_numpy(), sigs, params)
     for p, part in near.shuffle(bands, bands.column("key").to_numpy(), parts).items():
         storage.write_parquet(layout.shuffle_path(ctx.release, "near_bands", shard, p), part)
