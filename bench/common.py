@@ -345,12 +345,22 @@ def timeline_summary(events: list[dict[str, Any]], launch: float, end: float) ->
 
 
 def _paired_seconds(events: list[dict[str, Any]], start: str, stop: str) -> float:
-    """Seconds between each ``start`` event and the next ``stop`` of the same process."""
-    open_at: dict[int, float] = {}
-    total = 0.0
+    """Seconds each process spent between a ``start`` event and its ``stop``: events pair by
+    process and by their stage and shard (steps of one task can run at once in threads:
+    tasks.stepkit.in_threads), and a process's overlapping intervals count once (their union)."""
+    open_at: dict[tuple, float] = {}
+    spans: dict[int, list[tuple[float, float]]] = {}
     for e in events:
+        key = (e["pid"], e.get("stage"), e.get("shard"))
         if e["event"] == start:
-            open_at[e["pid"]] = e["t"]
-        elif e["event"] == stop and e["pid"] in open_at:
-            total += e["t"] - open_at.pop(e["pid"])
+            open_at[key] = e["t"]
+        elif e["event"] == stop and key in open_at:
+            spans.setdefault(e["pid"], []).append((open_at.pop(key), e["t"]))
+    total = 0.0
+    for intervals in spans.values():
+        end = float("-inf")
+        for a, b in sorted(intervals):
+            if b > end:
+                total += b - max(a, end)
+                end = b
     return total

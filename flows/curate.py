@@ -39,7 +39,8 @@ def new_release_id() -> str:
 def storage_spec(config: PipelineConfig) -> StorageSpec:
     if not config.output:
         raise ReleaseError("no output corpus root given (config `output` or --output)")
-    return StorageSpec(config.output, config.storage.endpoint_url, config.storage.region)
+    return StorageSpec(config.output, config.storage.endpoint_url, config.storage.region,
+                       config.storage.scratch_compression)
 
 
 def start_or_resume(storage: Storage, config: PipelineConfig, spec: StorageSpec) -> RunContext:

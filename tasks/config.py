@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -72,6 +72,11 @@ class StorageConfig(ConfigModel):
 
     endpoint_url: str | None = Field(None, title="S3 endpoint URL", description="Default: AWS_ENDPOINT_URL.")
     region: str | None = Field(None, title="S3 region")
+    scratch_compression: Literal["auto", "none", "zstd"] = Field(
+        "auto", title="Scratch compression",
+        description="How intermediate files under state/work/ are written: none (cheapest in CPU, about twice the "
+                    "bytes of zstd), zstd (level 1), or auto: none on a local disk, zstd on object storage. "
+                    "Published files are always zstd level 3.")
     access_key_id: SecretStr | None = Field(None, title="Access key id", description="Default: AWS_ACCESS_KEY_ID.")
     secret_access_key: SecretStr | None = Field(None, title="Secret access key", description="Default: AWS_SECRET_ACCESS_KEY.")
 

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from tasks import layout
 from tasks.schema import documents_of, reason_key, to_rejects, word_counts
-from tasks.storage import Storage, StorageSpec
+from tasks.storage import ARROW_POOL, Storage, StorageSpec
 from tasks.timeline import mark
 
 if TYPE_CHECKING:  # the pipeline file assembles the stages' configs: stage machinery only names its type
@@ -39,9 +39,9 @@ if TYPE_CHECKING:  # the pipeline file assembles the stages' configs: stage mach
 STEP_NODE: ContextVar[str | None] = ContextVar("refinery_step_node", default=None)
 
 # Set for steps that run beside others in threads of one task (:func:`in_threads`): their
-# marker's cpu_seconds is then the thread's own CPU time, since the process's would count the
-# other threads' too (Arrow's own pool threads, which a step may use to read Parquet, are then
-# not counted)
+# marker's cpu_seconds is then the thread's own CPU time (``cpu_clock: "thread"``), since the
+# process's would count the other threads' too; such steps read Parquet on their own thread
+# (tasks.storage.ARROW_POOL), so that the clock sees the decoding
 THREAD_CPU: ContextVar[bool] = ContextVar("refinery_thread_cpu", default=False)
 
 T = TypeVar("T")
@@ -92,10 +92,13 @@ def once(ctx: RunContext, stage: str, shard: str, compute: Callable[[Storage], d
     t0, c0 = time.perf_counter(), clock()
     mark("step_start", stage=stage, shard=shard)
     result = compute(storage)
-    # cpu_seconds: the worker process's CPU time for the step (wall seconds on a shared machine
-    # mostly measure the other processes; benchmarks compare CPU)
+    # cpu_seconds: the worker process's CPU time for the step, or its thread's when it runs
+    # beside others (wall seconds on a shared machine mostly measure the other processes;
+    # benchmarks compare CPU)
     result.update(stage=stage, shard=shard, seconds=round(time.perf_counter() - t0, 3),
                   cpu_seconds=round(clock() - c0, 3), node=STEP_NODE.get())
+    if THREAD_CPU.get():
+        result["cpu_clock"] = "thread"
     storage.write_json(marker, result)
     mark("step_end", stage=stage, shard=shard)
     result["skipped"] = False
@@ -115,6 +118,7 @@ def in_threads(step: Callable[[T], dict[str, Any]], items: Sequence[T], threads:
 
     def one(item: T) -> dict[str, Any]:
         THREAD_CPU.set(True)
+        ARROW_POOL.set(False)
         return step(item)
 
     with ThreadPoolExecutor(threads, thread_name_prefix="refinery-step") as pool:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -48,6 +49,9 @@ class StorageSpec:
     root: str
     endpoint_url: str | None = None
     region: str | None = None
+    # scratch Parquet under state/work/: "none", "zstd" (level 1), or "auto" (none on a local
+    # disk, zstd on object storage: tasks.config.StorageConfig.scratch_compression)
+    scratch_compression: str = "auto"
 
     def open(self) -> Storage:
         return Storage(self)
@@ -127,6 +131,13 @@ def parquet_buffer(table: pa.Table, scratch: bool = False, uncompressed: bool = 
     return sink.getvalue()
 
 
+# False inside steps that run side by side in threads of one task (tasks.stepkit.in_threads):
+# they decode Parquet on their own thread, so that the thread's CPU clock, which their markers
+# record, counts the decoding (Arrow's pool threads would do it unseen), while the steps' own
+# threads already keep the cores busy
+ARROW_POOL: ContextVar[bool] = ContextVar("refinery_arrow_pool", default=True)
+
+
 class Storage:
     """A corpus root. Paths given to methods are relative to the root."""
 
@@ -189,8 +200,8 @@ class Storage:
                 raise
             except OSError as exc:
                 raise StorageError(f"cannot read {self.url(rel)}: {exc}") from exc
-            return pq.read_table(source, columns=columns)
-        return pq.read_table(pa.BufferReader(self.read_bytes(rel)), columns=columns)
+            return pq.read_table(source, columns=columns, use_threads=ARROW_POOL.get())
+        return pq.read_table(pa.BufferReader(self.read_bytes(rel)), columns=columns, use_threads=ARROW_POOL.get())
 
     def list(self, rel_dir: str, suffix: str = "") -> list[str]:
         """Relative paths of the files under ``rel_dir`` (recursive), sorted."""
@@ -239,13 +250,21 @@ class Storage:
             return
         full = self.full(dst)
         os.makedirs(os.path.dirname(full), exist_ok=True)
+        with contextlib.suppress(OSError):
+            if os.path.samefile(self.full(src), full):
+                return  # a rerun after a crash between this copy and the step's marker
         tmp = f"{full}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             os.link(self.full(src), tmp)
         except OSError:  # another filesystem, or one without hard links
             self.write_bytes(dst, self.read_bytes(src))
             return
-        os.replace(tmp, full)
+        try:
+            os.replace(tmp, full)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StorageError(f"cannot copy {self.url(src)} to {self.url(dst)}: {exc}") from exc
 
     def write_json(self, rel: str, obj: Any) -> FileInfo:
         data = canonical_json(obj)
@@ -255,7 +274,9 @@ class Storage:
     def write_parquet(self, rel: str, table: pa.Table, incompressible: bool = False) -> FileInfo:
         """``incompressible``: a scratch table of random bits, written uncompressed wherever it
         goes (a published file keeps the fixed settings whatever it holds)."""
-        data = parquet_buffer(table, scratch=layout.is_scratch(rel), uncompressed=incompressible or self.is_local)
+        mode = self.spec.scratch_compression
+        uncompressed = incompressible or mode == "none" or (mode == "auto" and self.is_local)
+        data = parquet_buffer(table, scratch=layout.is_scratch(rel), uncompressed=uncompressed)
         self.write_bytes(rel, data)
         return FileInfo(rel, table.num_rows, data.size, data)
 

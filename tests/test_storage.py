@@ -41,6 +41,26 @@ def test_a_copy_is_a_link_locally_a_copy_elsewhere_and_writing_either_name_leave
     a, b = tmp_path / "state/work/r1/a/part-00000.parquet", tmp_path / "state/work/r1/b/part-00000.parquet"
     assert os.stat(a).st_ino == os.stat(b).st_ino and a.read_bytes() == b.read_bytes()
     assert [p.name for p in b.parent.iterdir()] == ["part-00000.parquet"]  # no temporary name left
+    # a rerun of the step (a crash after the copy, before the marker) copies again: the names
+    # already share the file, and rename(2) of one name onto the other would do nothing and
+    # leave the temporary link behind
+    st.copy("state/work/r1/a/part-00000.parquet", "state/work/r1/b/part-00000.parquet")
+    assert [p.name for p in b.parent.iterdir()] == ["part-00000.parquet"]
+    assert os.stat(a).st_ino == os.stat(b).st_ino
+    # where no hard link can be made (another filesystem), the bytes are copied
+    real_link = os.link
+
+    def no_link(*args, **kwargs):
+        raise OSError(18, "Invalid cross-device link")
+
+    os.link = no_link
+    try:
+        st.copy("state/work/r1/a/part-00000.parquet", "state/work/r1/c/part-00000.parquet")
+    finally:
+        os.link = real_link
+    c = tmp_path / "state/work/r1/c/part-00000.parquet"
+    assert c.read_bytes() == a.read_bytes() and os.stat(c).st_ino != os.stat(a).st_ino
+    assert [p.name for p in c.parent.iterdir()] == ["part-00000.parquet"]
     st.write_parquet("state/work/r1/b/part-00000.parquet", table.slice(0, 3))
     assert st.read_parquet("state/work/r1/a/part-00000.parquet").equals(table)
     assert st.read_parquet("state/work/r1/b/part-00000.parquet").num_rows == 3
@@ -86,3 +106,15 @@ def test_scratch_is_uncompressed_on_a_local_disk_and_random_bits_everywhere_publ
         ("remote", "work", "releases"): {"ZSTD"}, ("remote", "sigs", "releases"): {"ZSTD"},
     }
     assert sigs.num_rows > 100 and work.column("text").nbytes > 1_000_000
+    # the config's storage.scratch_compression overrides "auto": zstd on a local disk (where disk
+    # matters more than CPU), none on object storage; published files keep theirs either way
+    from flows.curate import storage_spec
+    from tasks.config import PipelineConfig
+
+    for mode, root, codec in (("zstd", str(tmp_path / "z"), "ZSTD"), ("none", "memory://refinery-codec-none", "UNCOMPRESSED")):
+        st = storage_spec(PipelineConfig(output=root, storage={"scratch_compression": mode})).open()
+        for rel, want in (("state/work/r1/work/part-00000.parquet", codec), ("releases/r1/work/part-00000.parquet", "ZSTD")):
+            st.write_parquet(rel, work)
+            meta = pq.ParquetFile(io.BytesIO(st.read_bytes(rel))).metadata
+            assert {meta.row_group(0).column(i).compression for i in range(meta.num_columns)} == {want}, (mode, rel)
+            assert st.read_parquet(rel).equals(work)

@@ -213,9 +213,10 @@ def test_carriage_returns_in_whole_words_and_between_multibyte_characters():
 
 
 @pytest.mark.parametrize("raw", [b"ab\xe2", b"\xff", b"\x80abc", b"a\xf0\x9f\x98", b"abcdefgh\xc3"])
-def test_bytes_that_do_not_decode_are_left_for_the_decoder(raw):
-    """Ingest checks UTF-8 before this; a value that is not is flagged (never read past) and
-    its conversion to a Python string fails as it did before the quick check."""
+def test_truncated_or_stray_bytes_are_left_for_the_decoder(raw):
+    """Ingest checks UTF-8 before this (the scan assumes valid UTF-8); a value cut inside a
+    sequence or holding a stray byte is flagged (never read past) and its conversion to a
+    Python string fails as it did before the quick check."""
     arr = pa.array([b"ok", raw], pa.binary()).view(pa.string())
     assert scan_texts(arr, "NFC")[0].tolist() == [False, True]
     with pytest.raises(UnicodeDecodeError):

@@ -103,6 +103,9 @@ def test_the_early_start_and_the_runner_give_ray_the_same_keywords(monkeypatch):
             assert ("AWS_ENDPOINT_URL" in env) is storage and "AWS_SECRET_ACCESS_KEY" not in env
             assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
             assert {k: os.environ[k] for k in env} == env
+    # a cluster the run joins still gets the workers' environment as Ray's runtime env
+    joined = RayRunner(address="ray://head.example:10001", needs_storage=False).driver_init_kwargs(True, url)
+    assert joined["runtime_env"]["env_vars"]["PREFECT_API_URL"] == url
     # a runtime env the config gives (other than variables) is still Ray's
     kwargs, env = local_init_kwargs({}, {"env_vars": {"A": "1"}, "py_modules": ["/x"]}, True)
     assert kwargs["runtime_env"] == {"py_modules": ["/x"]} and env == {"A": "1"}
@@ -124,3 +127,23 @@ def test_timeline_lines_of_several_processes_come_back_in_time_order(tmp_path, m
     assert [e["event"] for e in events] == ["parent_first", "child", "parent_last"]
     assert events[0]["stage"] == "ingest" and events[1]["shard"] == "s1"
     assert events[1]["pid"] != events[0]["pid"] == events[2]["pid"] == os.getpid()
+
+
+def test_a_process_whose_steps_overlap_in_threads_counts_their_union():
+    """The benchmarks' step seconds (bench.common): steps of one task run side by side in
+    threads (near dedup's global task) pair by stage and shard, and a process's overlapping
+    steps count once; tasks of one process, one after another, pair as before."""
+    from bench.common import _paired_seconds
+
+    def ev(t, event, pid=1, **f):
+        return {"t": t, "event": event, "pid": pid, **f}
+
+    steps = [ev(0.0, "step_start", stage="r", shard="p0"), ev(0.5, "step_start", stage="r", shard="p1"),
+             ev(1.0, "step_start", stage="r", shard="p2"), ev(2.0, "step_end", stage="r", shard="p0"),
+             ev(3.0, "step_end", stage="r", shard="p1"), ev(5.0, "step_end", stage="r", shard="p2"),
+             ev(6.0, "step_start", stage="s", shard="p0"), ev(7.0, "step_end", stage="s", shard="p0"),
+             ev(0.0, "step_start", pid=2, stage="r", shard="p3"), ev(4.0, "step_end", pid=2, stage="r", shard="p3")]
+    assert _paired_seconds(steps, "step_start", "step_end") == 5.0 + 1.0 + 4.0
+    tasks = [ev(0.0, "task_enter", task="a"), ev(1.5, "task_exit", task="a"),
+             ev(2.0, "task_enter", task="b"), ev(2.5, "task_exit", task="b")]
+    assert _paired_seconds(tasks, "task_enter", "task_exit") == 2.0

@@ -132,10 +132,10 @@ def candidate_edges(rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     band = rows.column("band").to_numpy()
     key = rows.column("key").to_numpy()
     node = rows.column("node").to_numpy()
-    # one argsort of a mixed 64-bit key brings each bucket's rows together at a third of the
-    # cost of a lexsort over (band, key, node) (0.9 of 1.5 CPU-s per reduce partition at 1M
-    # documents); two buckets that share a mixed key would interleave, which the check below
-    # sees, and only then are the rows sorted the exact way
+    # one argsort of a mixed 64-bit key brings each bucket's rows together at a fraction of the
+    # cost of a lexsort over (band, key, node), most of a reduce's CPU before (docs/design.md);
+    # two buckets that share a mixed key would interleave, which the check below sees, and
+    # only then are the rows sorted the exact way
     mixed = key ^ (band.astype(np.uint64) * _BAND_MIX)
     order = np.argsort(mixed)
     mixed, band, key, node = mixed[order], band[order], key[order], node[order]

@@ -10,6 +10,7 @@ import pytest
 
 from tasks import layout
 from tasks.stepkit import STEP_NODE, THREAD_CPU, in_threads, once
+from tasks.storage import ARROW_POOL
 from tests.builders import pipeline_config, run_context, shared_input
 
 
@@ -25,7 +26,7 @@ def test_steps_in_threads_keep_their_order_the_callers_context_and_their_markers
         def step(k: int) -> dict:
             return once(ctx, "threaded", f"s{k}", lambda storage: {
                 "k": k, "thread": threading.current_thread().name, "node_seen": STEP_NODE.get(),
-                "thread_cpu": THREAD_CPU.get()})
+                "thread_cpu": THREAD_CPU.get(), "arrow_pool": ARROW_POOL.get()})
 
         out = in_threads(step, list(range(6)), 2)
         inline = in_threads(step, [6], 2)  # one item: no pool
@@ -35,9 +36,12 @@ def test_steps_in_threads_keep_their_order_the_callers_context_and_their_markers
     assert all(m["node_seen"] == "node-a" and m["node"] == "node-a" for m in out)
     if len(os.sched_getaffinity(0)) > 1:
         assert {m["thread"] for m in out} <= {"refinery-step_0", "refinery-step_1"}
-        assert all(m["thread_cpu"] for m in out)
+        # each step's marker says its CPU is its thread's, and its Parquet reads stay on that
+        # thread (Arrow's pool would decode unseen by the thread's clock)
+        assert all(m["thread_cpu"] and not m["arrow_pool"] and m["cpu_clock"] == "thread" for m in out)
     assert inline[0]["thread"] == threading.current_thread().name and not inline[0]["thread_cpu"]
-    assert not THREAD_CPU.get()  # the caller's own context is untouched
+    assert inline[0]["arrow_pool"] and "cpu_clock" not in inline[0]
+    assert not THREAD_CPU.get() and ARROW_POOL.get()  # the caller's own context is untouched
     storage = ctx.storage.open()
     for k in range(7):  # every step left its marker, the proof that it completed
         assert storage.read_json(layout.marker_path(ctx.release, "threaded", f"s{k}"))["k"] == k
