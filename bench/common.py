@@ -320,8 +320,8 @@ def timeline_summary(events: list[dict[str, Any]], launch: float, end: float) ->
         inside = [e for e in events if begin is not None and finish is not None and begin <= e["t"] <= finish]
         enters = [e for e in inside if e["event"] == "task_enter"]
         steps = [e for e in inside if e["event"] in ("step_start", "step_end")]
-        task_s = _paired_seconds(inside, "task_enter", "task_exit")
-        step_s = _paired_seconds(steps, "step_start", "step_end")
+        task_s = paired_seconds(inside, "task_enter", "task_exit")
+        step_s = paired_seconds(steps, "step_start", "step_end")
         workers = {e["pid"] for e in enters}
         busy = task_s
         stages[name] = {
@@ -344,7 +344,7 @@ def timeline_summary(events: list[dict[str, Any]], launch: float, end: float) ->
                        "and the workers' seconds without a task run inside that window"}
 
 
-def _paired_seconds(events: list[dict[str, Any]], start: str, stop: str) -> float:
+def paired_seconds(events: list[dict[str, Any]], start: str, stop: str) -> float:
     """Seconds each process spent between a ``start`` event and its ``stop``: events pair by
     process and by their stage and shard (steps of one task can run at once in threads:
     tasks.stepkit.in_threads), and a process's overlapping intervals count once (their union)."""

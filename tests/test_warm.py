@@ -133,7 +133,7 @@ def test_a_process_whose_steps_overlap_in_threads_counts_their_union():
     """The benchmarks' step seconds (bench.common): steps of one task run side by side in
     threads (near dedup's global task) pair by stage and shard, and a process's overlapping
     steps count once; tasks of one process, one after another, pair as before."""
-    from bench.common import _paired_seconds
+    from bench.common import paired_seconds
 
     def ev(t, event, pid=1, **f):
         return {"t": t, "event": event, "pid": pid, **f}
@@ -143,7 +143,7 @@ def test_a_process_whose_steps_overlap_in_threads_counts_their_union():
              ev(3.0, "step_end", stage="r", shard="p1"), ev(5.0, "step_end", stage="r", shard="p2"),
              ev(6.0, "step_start", stage="s", shard="p0"), ev(7.0, "step_end", stage="s", shard="p0"),
              ev(0.0, "step_start", pid=2, stage="r", shard="p3"), ev(4.0, "step_end", pid=2, stage="r", shard="p3")]
-    assert _paired_seconds(steps, "step_start", "step_end") == 5.0 + 1.0 + 4.0
+    assert paired_seconds(steps, "step_start", "step_end") == 5.0 + 1.0 + 4.0
     tasks = [ev(0.0, "task_enter", task="a"), ev(1.5, "task_exit", task="a"),
              ev(2.0, "task_enter", task="b"), ev(2.5, "task_exit", task="b")]
-    assert _paired_seconds(tasks, "task_enter", "task_exit") == 2.0
+    assert paired_seconds(tasks, "task_enter", "task_exit") == 2.0
