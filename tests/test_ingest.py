@@ -385,3 +385,17 @@ def test_metadata_with_timestamps_and_flags_is_the_json_of_the_row_path():
     assert _metadata_strings(beyond, keys) is None
     pairs = pq.read_table(shared("near_dup_pairs_exact_jaccard/exact_jaccard_pairs.parquet"))
     assert _metadata_strings(pairs, pairs.column_names) is None
+
+
+def test_id_buckets_read_from_the_bytes_are_the_ids_hex_prefixes():
+    """The id shuffle's bucket key, read from the ids' bytes at once, is ``int(id[:8], 16)``
+    of every document id of a real shard (and of ids that are not digests, by the slow path)."""
+    from tasks.steps import id_prefixes
+
+    res = _ingest(_shard(shared("simple_wikipedia/simple_wikipedia.parquet"), "parquet", "wiki",
+                         {"text": "text", "id": "page_id"}))
+    ids = res.work.column("id")
+    got = id_prefixes(pa.chunked_array([ids.chunk(0)[:100], ids.chunk(0)[100:]]))
+    wrong = [(i, int(i[:8], 16), int(g)) for i, g in zip(ids.to_pylist(), got, strict=True) if int(i[:8], 16) != g]
+    assert not wrong and len(got) == res.work.num_rows > 5000, wrong[:3]
+    assert id_prefixes(pa.array(["ABCDEF0123", "00000001"])).tolist() == [0xABCDEF01, 1]
