@@ -453,7 +453,7 @@ def _read_web(shard: Shard, data: bytes, file_info: dict[str, Any]) -> RawRows:
         raw.sources.append(None)
         raw.added.append(None)
         raw.created.append(rec.date)
-        raw.metadata.append(_dump_metadata({k2: v for k2, v in rec.meta.items() if v is not None}))
+        raw.metadata.append(dump_metadata({k2: v for k2, v in rec.meta.items() if v is not None}))
         raw.rows.append(rec.offset)
         raw.ordinals.append(k)
     raw.bad_rows = [(off, reason, None) for off, reason in got.bad]
@@ -476,7 +476,7 @@ def _read_html_column(shard: Shard, data: bytes, parquet: bool, column: str) -> 
     for row, meta in zip(raw.rows, raw.metadata, strict=True):
         obj = orjson.loads(meta) if meta else {}
         obj["web"] = {"kind": "html", "uri": public_url(shard.uri), "row": row, "column": column}
-        out.append(_dump_metadata(obj))
+        out.append(dump_metadata(obj))
     raw.metadata = out
     raw.pages = [True] * len(raw.text)
     return raw
@@ -509,7 +509,7 @@ def _json_default(value: Any) -> Any:
 _ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
-def _dump_metadata(obj: dict[str, Any]) -> str | None:
+def dump_metadata(obj: dict[str, Any]) -> str | None:
     """Sorted-key JSON (timestamps in ISO 8601). orjson is 10x faster than json here; what
     it refuses (integers beyond 64 bits, nesting deeper than 255) goes through json."""
     if not obj:
@@ -574,8 +574,8 @@ def _json_values(column: pa.Array) -> pa.Array | None:
     return None if out is None else pc.fill_null(out, "null")
 
 
-def _metadata_strings(table: pa.Table, keys: list[str]) -> list[str] | None:
-    """Each row's metadata (``keys`` of ``table``) as :func:`_dump_metadata` writes it, built
+def metadata_strings(table: pa.Table, keys: list[str]) -> list[str] | None:
+    """Each row's metadata (``keys`` of ``table``) as :func:`dump_metadata` writes it, built
     by column instead of by row: the JSON text of each value joined under its sorted key.
     None where a column has a type this does not write (the rows path does, row by row).
     On the 1M benchmark's shards (a timestamp and two strings) 0.04 CPU-s instead of 0.12."""
@@ -683,7 +683,7 @@ def read_parquet(shard: Shard, data: bytes, html: bool = False) -> RawRows:
         return _pylist(table.column(key), key, rows, bad) if key else [None] * n
 
     metadata: list[str | None] = [None] * n
-    built = _metadata_strings(table, meta_keys)
+    built = metadata_strings(table, meta_keys)
     if built is not None:
         metadata = built
     elif meta_keys:
@@ -709,7 +709,7 @@ def read_parquet(shard: Shard, data: bytes, html: bool = False) -> RawRows:
 
 def _dump_metadata_or_reason(obj: dict[str, Any], row: int, bad: dict[int, str]) -> str | None:
     try:
-        return _dump_metadata(obj)
+        return dump_metadata(obj)
     except Exception as exc:  # noqa: BLE001 - a value no JSON encoder takes is a property of the row
         bad.setdefault(row, _safe(f"metadata cannot be stored: {type(exc).__name__}: {exc}")[:300])
         return None

@@ -324,10 +324,10 @@ _SHARED_PARQUET = ["cc_web_samples/cc_web_samples.parquet", "code_humaneval/code
 
 def _row_metadata(table: pa.Table, keys: list[str]) -> list[str | None]:
     """The metadata JSON as read_parquet writes it row by row (its path for other types)."""
-    from tasks.ingest import _dump_metadata
+    from tasks.ingest import dump_metadata
 
     values = {k: table.column(k).to_pylist() for k in keys}
-    return [_dump_metadata({k: values[k][r] for k in keys}) for r in range(table.num_rows)]
+    return [dump_metadata({k: values[k][r] for k in keys}) for r in range(table.num_rows)]
 
 
 def _first_difference(table: pa.Table, got: list, want: list) -> str | None:
@@ -344,11 +344,11 @@ def test_metadata_built_by_column_is_the_json_of_the_row_path(name):
     Parquet file of the shared data, every column but the text as metadata (HTML with quotes
     and newlines, JSON in strings, integers, floats, nulls), each row's JSON is the one the
     row-by-row path writes, byte for byte."""
-    from tasks.ingest import _metadata_strings
+    from tasks.ingest import metadata_strings
 
     table = pq.read_table(shared(name))
     keys = [k for k in table.column_names if k != "text"]
-    got = _metadata_strings(table, keys)
+    got = metadata_strings(table, keys)
     assert got is not None, name
     assert _first_difference(table, got, _row_metadata(table, keys)) is None
     escaped = sum(any(c in v for c in '"\\\n') for v in got)
@@ -362,7 +362,7 @@ def test_metadata_with_timestamps_and_flags_is_the_json_of_the_row_path():
     ids: the column-built JSON equals the row path's. A timestamp beyond year 9999 hands the
     whole column to the row path (which makes that row bad: tests/test_hostile.py), and so does
     a float (orjson and Arrow write floats differently: the Jaccard pairs)."""
-    from tasks.ingest import _metadata_strings
+    from tasks.ingest import metadata_strings
 
     wiki = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).slice(0, 400)
     n = wiki.num_rows
@@ -377,14 +377,14 @@ def test_metadata_with_timestamps_and_flags_is_the_json_of_the_row_path():
             pa.timestamp(unit))
     table = pa.table(cols)
     keys = list(cols)
-    got = _metadata_strings(table, keys)
+    got = metadata_strings(table, keys)
     assert got is not None
     assert _first_difference(table, got, _row_metadata(table, keys)) is None
     assert any(".000" in v for v in got) and any("0999-12-31" in v for v in got)
     beyond = table.set_column(3, "at_s", pa.array([10**15] + [0] * (n - 1), pa.int64()).cast(pa.timestamp("s")))
-    assert _metadata_strings(beyond, keys) is None
+    assert metadata_strings(beyond, keys) is None
     pairs = pq.read_table(shared("near_dup_pairs_exact_jaccard/exact_jaccard_pairs.parquet"))
-    assert _metadata_strings(pairs, pairs.column_names) is None
+    assert metadata_strings(pairs, pairs.column_names) is None
 
 
 def test_id_buckets_read_from_the_bytes_are_the_ids_hex_prefixes():
