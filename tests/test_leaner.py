@@ -265,7 +265,10 @@ def test_content_decision_on_untouched_pages(corpus):
     rates = {k: round(v / len(docs), 3) for k, v in good.items()}
     print(corpus, len(docs), rates)
     assert good["page"] == len(docs)
-    assert all(rates[kind] >= 0.95 for kind in ("other_page", "shuffled", "second_half_replaced", "truncated_30")), rates
+    assert all(rates[kind] >= 0.95 for kind in ("other_page", "shuffled", "second_half_replaced", "truncated_30",
+                                                 "first_half_replaced")), rates
+    # the middle third is not a training negative (docs/leaner.md): caught on most pages, not bound
+    assert rates["middle_replaced"] >= 0.75, rates
 
 
 def test_alignment_is_ordered_and_skips_anonymized_names():

@@ -24,6 +24,7 @@ from tasks.leaner.content_model import judge
 from tasks.leaner.content_model import load as load_content_model
 from tasks.leaner.fidelity import align
 from tasks.leaner.fluency import bigram_fluency, prose
+from tasks.leaner.vectors import features as vector_features
 from tasks.leaner.vocab import lean_coverage
 
 CONTRACT = re.compile(r"^\s*EDITED:\s*\n?(?P<body>.*?)\s*<end>\s*$", re.S)
@@ -148,7 +149,8 @@ def validate(original: str, rewrite: str, genre: str, limits: Limits, lid_predic
     content = align(original, rewrite)
     bigram = bigram_fluency(rewrite) if fluency is None or limits.content_model else None
     flu = fluency(original, rewrite) if fluency is not None else bigram
-    probability, content_reason = judge(content, bigram, content_model) if limits.content_model else (None, None)
+    probability, content_reason = judge(content, bigram, vector_features(original, rewrite), content_model) \
+        if limits.content_model else (None, None)
 
     def verdict(reason: str | None, **details) -> Verdict:
         return Verdict(reason is None, reason, round(before, 6), round(after, 6), round(ratio, 6), details,
