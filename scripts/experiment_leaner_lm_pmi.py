@@ -17,7 +17,7 @@ order); a text that fits is scored in one segment against the whole original.
 Features per rewrite: mean token PMI; the lowest mean over runs of a third of the tokens; the
 share of tokens in sentences whose mean PMI is under a cut. Measured on a fixed subset of the
 TinyHelen sample: references against the first half / middle third / second half replaced by a
-same-genre document's rewrite (``scripts/experiment_leaner_positional.replaced``), ROC AUC
+same-genre document's rewrite (``tests.corpora.replaced_parts``), ROC AUC
 of single features, no learning, plus the CPU seconds per document.
 
     python scripts/experiment_leaner_lm_pmi.py --docs 30 --json bench/results/leaner_lm_pmi_not_shipped.json
@@ -148,7 +148,7 @@ def features(s: dict[str, Any]) -> dict[str, float]:
 
 
 def cases(n_docs: int) -> list[dict[str, Any]]:
-    from scripts.experiment_leaner_positional import replaced
+    from tests.corpora import replaced_parts as replaced
     from tests.corpora import tinyhelen_pairs
 
     pairs = tinyhelen_pairs()
@@ -184,7 +184,18 @@ def chain_comparison(all_cases: list[dict[str, Any]], docs: list[int], done: dic
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from scripts.experiment_leaner_positional import EXTRA, extra_features
+    from tasks.leaner.content_model import FEATURES, features
+    from tasks.leaner.fidelity import align
+    from tasks.leaner.vectors import FEATURES as VECTOR
+
+    # the chain's position-free measures (shipped in the content model since session 14)
+    EXTRA = ("original_worst", "rewrite_worst", "log_original_worst", "log_rewrite_worst_over_topic",
+             "original_run", "rewrite_run")
+    names = [name for name, _ in FEATURES]
+
+    def extra_features(original: str, text: str) -> list[float]:
+        values = dict(zip(names, features(align(original, text), 0.0, [0.0] * len(VECTOR)), strict=True))
+        return [values[name] for name in EXTRA]
 
     by_doc = {c["doc"]: c for c in all_cases}
     # the runs grow with a replaced stretch: negated, so that every AUC reads "high = reference"

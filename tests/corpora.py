@@ -157,6 +157,40 @@ def corrupted(pairs: list[dict[str, str]], seed: int = 17) -> list[dict[str, str
     return out
 
 
+POSITIONAL = ("first_half_replaced", "middle_third_replaced", "span_replaced")
+SPAN = (1 / 3, 1 / 2)  # share of words the random-position replacement takes
+
+
+def replaced_parts(text: str, other: str, rng: random.Random | None = None) -> dict[str, str]:
+    """``text`` with its first half of words replaced by ``other``'s first words, its middle
+    third by ``other``'s middle onwards (word counts kept) and, with ``rng``, a run of 1/3 to
+    1/2 of its words starting anywhere by as many of ``other``'s from a random place."""
+    words, o = text.split(), other.split()
+    n, half, third = len(words), len(words) // 2, len(words) // 3
+    out = {"first_half_replaced": " ".join((o + o)[:half] + words[half:]),
+           "middle_third_replaced": " ".join(words[:third] + (o[len(o) // 2:] + o)[:n - 2 * third]
+                                             + words[n - third:])}
+    if rng is not None:
+        k = max(1, round(n * rng.uniform(*SPAN)))
+        start, at = rng.randrange(0, max(1, n - k + 1)), rng.randrange(0, max(1, len(o)))
+        filler = ((o[at:] + o) * (k // max(1, len(o)) + 1))[:k]
+        out["span_replaced"] = " ".join(words[:start] + filler + words[start + k:])
+    return out
+
+
+def positional_corrupted(pairs: list[dict[str, str]], seed: int = 17) -> list[dict[str, str]]:
+    """For each pair, its rewrite with the start, the middle or a random run replaced by
+    another document's rewrite (same genre when there is one): ``POSITIONAL``. A generator of
+    its own, so ``corrupted`` gives the texts it always gave."""
+    rng = random.Random(seed + 1)
+    out = []
+    for i, p in enumerate(pairs):
+        others = [j for j, q in enumerate(pairs) if j != i and q["genre"] == p["genre"]] or \
+            [j for j in range(len(pairs)) if j != i]
+        out.append(replaced_parts(p["rewrite"], pairs[rng.choice(others)]["rewrite"], rng))
+    return out
+
+
 # real page corpora for the "same corruptions on unseen pages" check of the leaner content
 # decision: (file, text column); the first two are what the decision's tests were written
 # against, the last two were left untouched until the figures were recorded (docs/leaner.md)

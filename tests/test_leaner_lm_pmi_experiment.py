@@ -44,7 +44,7 @@ def test_a_replaced_middle_of_a_copied_text_loses_its_pmi(exp, scorer):
     """Two real originals handed back as their own rewrite are far more predictable with
     the original in front (copying); with the middle third replaced by another original's
     words, the worst third's PMI drops to about nothing."""
-    from scripts.experiment_leaner_positional import replaced
+    from tests.corpora import replaced_parts as replaced
 
     pairs = [p for p in tinyhelen_pairs() if p["genre"] == "textbook"][:3]
     for p, q in zip(pairs, pairs[1:], strict=False):

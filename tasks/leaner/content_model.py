@@ -1,5 +1,6 @@
-"""One learned decision over the content scores of a rewrite (topic, fidelity, reach, fluency
-and the per-half shares of ``tasks/leaner/fidelity.py``).
+"""One learned decision over the content scores of a rewrite (topic, fidelity, reach, fluency,
+the per-half shares and position-free measures of ``tasks/leaner/fidelity.py`` and the sentence
+vectors of ``tasks/leaner/vectors.py``).
 
 Separate floors on each score must each leave room for the hardest real rewrites, so a
 corruption that is only a little low on several scores passes all of them; a logistic
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.leaner.fidelity import Alignment
+from tasks.leaner.vectors import FEATURES as VECTOR_FEATURES
 
 MODEL_PATH = Path(__file__).with_name("models") / "content_logreg.json"
 _EPS = 1e-3
@@ -40,11 +42,18 @@ FEATURES: tuple[tuple[str, str | None], ...] = (
     ("log_original_weaker", "fidelity"),
     ("fluency", "fluency"),
     ("log_original_words", None), ("log_rewrite_words", None),
+    # position-free chain measures: a replaced start or middle, not only a replaced end
+    ("original_worst", "fidelity"), ("rewrite_worst", "fidelity"), ("log_original_worst", "fidelity"),
+    ("log_rewrite_worst_over_topic", "fidelity"), ("original_run", "fidelity"), ("rewrite_run", "fidelity"),
+    # sentence vectors (tasks/leaner/vectors.py): meaning beyond shared lemmas
+    ("vec_whole", "topic"), ("vec_rewrite_worst", "fidelity"), ("vec_rewrite_rest", "fidelity"),
+    ("vec_rewrite_sum", "fidelity"), ("vec_original_worst", "fidelity"),
 )
 
 
-def features(a: Alignment, fluency: float) -> list[float]:
-    """The model's inputs, in the order of ``FEATURES``; ``fluency`` is the bigram score."""
+def features(a: Alignment, fluency: float, vectors: list[float]) -> list[float]:
+    """The model's inputs, in the order of ``FEATURES``; ``fluency`` is the bigram score,
+    ``vectors`` is ``tasks.leaner.vectors.features`` of the pair."""
     values = {
         "topic": a.topic, "log_topic": math.log(a.topic + _EPS),
         "fidelity": a.fidelity, "reach": a.reach, "first": a.first, "second": a.second,
@@ -54,6 +63,11 @@ def features(a: Alignment, fluency: float) -> list[float]:
         "log_original_weaker": math.log(min(a.original_first, a.original_second) + _EPS),
         "fluency": fluency,
         "log_original_words": math.log(a.n_original + 1), "log_rewrite_words": math.log(a.n_rewrite + 1),
+        "original_worst": a.original_worst, "rewrite_worst": a.rewrite_worst,
+        "log_original_worst": math.log(a.original_worst + _EPS),
+        "log_rewrite_worst_over_topic": math.log((a.rewrite_worst + _EPS) / (a.topic + _EPS)),
+        "original_run": a.original_run, "rewrite_run": a.rewrite_run,
+        **dict(zip(VECTOR_FEATURES, vectors, strict=True)),
     }
     return [values[name] for name, _ in FEATURES]
 
@@ -70,11 +84,12 @@ def load(path: Path = MODEL_PATH) -> dict[str, Any]:
     return model
 
 
-def judge(a: Alignment, fluency: float, model: dict[str, Any] | None = None) -> tuple[float, str | None]:
+def judge(a: Alignment, fluency: float, vectors: list[float],
+          model: dict[str, Any] | None = None) -> tuple[float, str | None]:
     """The probability that the rewrite is a real one, and the reason when it is below the
     model's threshold (None when accepted)."""
     m = model or load()
-    z = [(x - mu) / sd for x, mu, sd in zip(features(a, fluency), m["mean"], m["scale"], strict=True)]
+    z = [(x - mu) / sd for x, mu, sd in zip(features(a, fluency, vectors), m["mean"], m["scale"], strict=True)]
     terms = [c * v for c, v in zip(m["coef"], z, strict=True)]
     logit = m["intercept"] + sum(terms)
     p = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit))))

@@ -18,7 +18,11 @@ a long original here and there by chance, but those matches do not line up.
   first and second half (cut at the middle of its weight) that lies on the chain. A rewrite
   whose second half is another text leaves the original's tail covered only by chance matches,
   while a real rewrite covers both halves alike; the learned content model
-  (``tasks/leaner/content_model.py``) uses them with the shares above.
+  (``tasks/leaner/content_model.py``) uses them with the shares above;
+- **original_worst / rewrite_worst / original_run / rewrite_run**: where the gap is, without
+  caring where: the least-covered run of tokens holding a third of the weight, and the
+  heaviest run of off-chain weight (``worst_window``, ``run_excess``), so that a rewrite whose
+  start or middle is another text shows too, not only one whose end is.
 
 Capitalized words of the rewrite that the original lacks are left out of the shares: with
 ``anonymize`` the rewrite replaces names and places by other names and placeholders ("FR
@@ -152,6 +156,12 @@ class Alignment:
     original_second: float = 0.0
     n_original: int = 0  # word tokens of each text
     n_rewrite: int = 0
+    # position-free: the least-covered run holding a third of the weight, and the heaviest run
+    # of off-chain weight beyond the text's own rate (``worst_window``, ``run_excess``)
+    original_worst: float = 0.0
+    rewrite_worst: float = 0.0
+    original_run: float = 0.0
+    rewrite_run: float = 0.0
 
 
 def _share(rewrite: list[Token], aligned: set[int], lo: int, hi: int) -> tuple[float, float]:
@@ -211,10 +221,54 @@ def align_tokens(original: str, rewrite: str) -> tuple[Alignment, list[Token], l
     # a half with no content weight (a very short rewrite) is judged with the whole
     first, second = ((a / b if b else on / total if total else 0.0) for a, b in halves)
     reach = (pairs[-1][1] + 1) / len(o) if pairs else 0.0
-    o_first, o_second = _original_halves(o, {j for _, j in pairs})
+    o_on = {j for _, j in pairs}
+    o_first, o_second = _original_halves(o, o_on)
+    o_w = [t.weight if t.weight >= MIN_WEIGHT else 0.0 for t in o]
+    # as in the shares: an anonymized name off the chain counts for nothing
+    r_w = [0.0 if t.weight < MIN_WEIGHT or (i not in aligned and t.capitalized) else t.weight
+           for i, t in enumerate(r)]
     return Alignment(topic=on / total if total else 0.0, fidelity=min(first, second), reach=reach, weight=total,
                      first=first, second=second, original_first=o_first, original_second=o_second,
-                     n_original=len(o), n_rewrite=len(r)), r, o, pairs
+                     n_original=len(o), n_rewrite=len(r),
+                     original_worst=worst_window(o_w, o_on), rewrite_worst=worst_window(r_w, aligned),
+                     original_run=run_excess(o_w, o_on), rewrite_run=run_excess(r_w, aligned)), r, o, pairs
+
+
+def worst_window(weights: list[float], aligned: set[int], size: float = 1 / 3) -> float:
+    """The lowest on-chain share of weight over runs of consecutive tokens holding ``size`` of
+    the total weight (two pointers: O(n)). A replaced stretch leaves a window with only chance
+    matches wherever it sits, since the chain is monotone."""
+    total = sum(weights)
+    if total <= 0:
+        return 0.0
+    need = size * total
+    worst, lo, w, on = 1.0, 0, 0.0, 0.0
+    for hi, x in enumerate(weights):
+        w += x
+        on += x if hi in aligned else 0.0
+        while lo < hi and w - weights[lo] >= need:
+            w -= weights[lo]
+            on -= weights[lo] if lo in aligned else 0.0
+            lo += 1
+        if w >= need:
+            worst = min(worst, on / w)
+    return max(0.0, worst)
+
+
+def run_excess(weights: list[float], aligned: set[int]) -> float:
+    """The heaviest run of off-chain weight in excess of the text's own off-chain rate, as a
+    share of the total weight, divided by the on-chain share (Kadane's maximum subarray): a
+    paraphrase's misses are scattered, a replaced stretch is one run; the division makes loose
+    and close paraphrases comparable."""
+    total = sum(weights)
+    if total <= 0:
+        return 0.0
+    p = sum(w for i, w in enumerate(weights) if i in aligned) / total
+    best = cur = 0.0
+    for i, w in enumerate(weights):
+        cur = max(0.0, cur + w * ((0.0 if i in aligned else 1.0) - (1.0 - p)))
+        best = max(best, cur)
+    return best / total / max(p, 1e-3)
 
 
 def _original_halves(original: list[Token], aligned: set[int]) -> tuple[float, float]:
