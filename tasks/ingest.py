@@ -671,8 +671,15 @@ def read_parquet(shard: Shard, data: bytes, html: bool = False) -> RawRows:
     rows = list(range(start, start + n))
     bad: dict[int, str] = {}  # input row -> reason, for rows whose text itself is fine
     texts, text_bad = _valid_utf8(_as_string(table.column(cmap.text)), rows)
-    # the other string columns are not checked by Parquet either: a bad value makes its row bad
-    for name in {cmap.id, cmap.source, *meta_keys} - {None, cmap.text}:
+    if cmap.text in meta_keys:
+        # the text also listed as metadata: its checked values (a row with bytes that are not
+        # UTF-8 is rejected for its text; unchecked, building its metadata failed the shard)
+        table = table.set_column(names.index(cmap.text), cmap.text, texts)
+    # the other string columns are not checked by Parquet either: a bad value makes its row
+    # bad, the reason naming the first such column in the file's order (a set's order changed
+    # with PYTHONHASHSEED)
+    checked = {cmap.id, cmap.source, *meta_keys} - {None, cmap.text}
+    for name in [c for c in names if c in checked]:
         if _is_string_type(table.schema.field(name).type):
             fixed, col_bad = _valid_utf8(_as_string(table.column(name)), rows)
             for row, reason, _ in col_bad:

@@ -364,6 +364,49 @@ def test_parquet_values_that_cannot_be_read_are_rejects_not_a_failed_file(tmp_pa
     assert reasons[2].startswith("unreadable value in column 'seen'")
 
 
+def _unchecked_strings(values: list[bytes | None]) -> pa.Array:
+    """A string column over raw bytes, as a Parquet file may hold them (it never checks UTF-8)."""
+    return pa.array(values, pa.binary()).view(pa.string())
+
+
+def test_a_text_also_listed_as_metadata_with_invalid_utf8_rejects_its_row(tmp_path):
+    """``metadata: [note, text]`` and one text that is not UTF-8: that row is rejected for its
+    text and the others keep their metadata (building the metadata from the unchecked text
+    column failed the whole shard with a UnicodeDecodeError naming no file)."""
+    texts = wiki(3)
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": _unchecked_strings([texts[0].encode(), b"bad \xff\xfe utf8",
+                                                         texts[2].encode()]),
+                             "note": ['q"1', "n\n2", "ok"]}), path)
+    res = _ingest(_shard(path, "parquet", {"text": "text", "metadata": ["note", "text"]}))
+    _writable(res)
+    assert res.work.column("text").to_pylist() == [texts[0], texts[2]]
+    assert [json.loads(m) for m in res.work.column("metadata").to_pylist()] == [
+        {"note": 'q"1', "text": texts[0]}, {"note": "ok", "text": texts[2]}]
+    rej = res.rejects.to_pylist()
+    assert [(r["input_row"], r["reason"]) for r in rej] == [(1, "invalid UTF-8 at byte 4")]
+
+
+def test_a_row_bad_in_several_columns_is_rejected_for_the_first_in_the_files_order(tmp_path):
+    """Sixteen metadata columns (in the file in an order neither sorted nor the config's), rows
+    bad in different sets of them: each reason names the row's first bad column in the file's
+    order, whatever PYTHONHASHSEED (a set of the names was iterated before)."""
+    texts = wiki(6)
+    order = [f"m{(7 * i) % 16:02d}" for i in range(16)]  # m00, m07, m14, m05, ...
+    bad_in = {1: {3, 9, 15}, 2: {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, 3: {15, 14},
+              4: {8, 2, 11}, 5: {12, 6}}
+    cols = {"text": texts}
+    for c, name in enumerate(order):
+        cols[name] = _unchecked_strings([b"x\xc3" if c in bad_in.get(r, ()) else b"ok" for r in range(6)])
+    path = tmp_path / "many.parquet"
+    pq.write_table(pa.table(cols), path)
+    res = _ingest(_shard(path, "parquet", {"text": "text", "metadata": sorted(order, reverse=True)}))
+    _writable(res)
+    reasons = {r["input_row"]: r["reason"] for r in res.rejects.to_pylist()}
+    assert reasons == {r: f"invalid UTF-8 at byte 1 in column {order[min(c)]!r}" for r, c in bad_in.items()}
+    assert res.work.column("text").to_pylist() == [texts[0]]
+
+
 _ANY_CHAR = st.one_of(st.characters(), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"]))
 _VALUE = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(_ANY_CHAR, max_size=8),
                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(_ANY_CHAR, max_size=4), inner,
