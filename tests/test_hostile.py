@@ -1214,6 +1214,49 @@ def test_urls_are_recorded_without_their_credentials():
     assert public_url("/data/user@host/a.jsonl") == "/data/user@host/a.jsonl"
 
 
+def test_write_by_source_refuses_rows_without_a_source(tmp_path):
+    """A null source (all of them, or one among others) is refused by name: before, all-null
+    sources were written whole under a folder named None by the one-source shortcut, while a
+    table of several chunks lost those rows to the filter."""
+    from tasks import layout
+    from tasks.stepkit import write_by_source
+    from tasks.storage import StorageSpec
+
+    storage = StorageSpec(str(tmp_path / "root")).open()
+    texts = wiki(3)
+    for sources in ([None, None, None], ["web", None, "web"]):
+        table = pa.table({"id": ["a", "b", "c"], "text": texts, "source": pa.array(sources, pa.string())})
+        for t in (table, pa.concat_tables([table.slice(0, 1), table.slice(1)])):
+            with pytest.raises(ValueError, match="rows have no source"):
+                write_by_source(storage, t, t.column("source").combine_chunks(),
+                                lambda src: layout.documents_path("r1", src, "00000"))
+    assert not (tmp_path / "root" / "releases").exists()
+
+
+def test_write_by_source_shortcut_writes_the_bytes_the_filter_wrote():
+    """A one-source table of one chunk per column (offset slices, nulls, lists, structs,
+    dictionaries, simple_wikipedia's texts) written as it is: the Parquet bytes equal those
+    of the filtered table, release and scratch options alike."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from tasks.storage import parquet_buffer
+
+    rng = np.random.default_rng(1)
+    texts = wiki(3000)
+    n = len(texts)
+    table = pa.table({"id": [f"d{i}" for i in range(n)], "source": ["web"] * n,
+                      "text": pa.array(texts, mask=rng.random(n) < 0.05),
+                      "n": pa.array(rng.integers(0, 10, n), mask=rng.random(n) < 0.1),
+                      "tags": pa.array([["a", "b"] if i % 3 else None for i in range(n)]),
+                      "st": pa.array([{"x": i} if i % 5 else None for i in range(n)]),
+                      "cat": pa.array(["p", "q", None] * (n // 3)).dictionary_encode()})
+    for t in (table, table.slice(777, 1500)):
+        filtered = t.filter(pc.equal(t.column("source").combine_chunks(), "web"))
+        for scratch in (False, True):
+            assert parquet_buffer(t, scratch=scratch).equals(parquet_buffer(filtered, scratch=scratch))
+
+
 def test_sources_one_filesystem_would_merge_get_folders_of_their_own(tmp_path):
     """`Web`, `web` and `WEB` (and `é` in its NFC and NFD forms) are distinct sources, but one
     folder on a case-insensitive or Unicode-normalizing filesystem (macOS, Windows): each gets
