@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -399,3 +400,27 @@ def test_id_buckets_read_from_the_bytes_are_the_ids_hex_prefixes():
     wrong = [(i, int(i[:8], 16), int(g)) for i, g in zip(ids.to_pylist(), got, strict=True) if int(i[:8], 16) != g]
     assert not wrong and len(got) == res.work.num_rows > 5000, wrong[:3]
     assert id_prefixes(pa.array(["ABCDEF0123", "00000001"])).tolist() == [0xABCDEF01, 1]
+
+
+def test_metadata_beyond_what_a_string_array_holds_is_built(monkeypatch):
+    """A string array holds at most 2 GiB (int32 offsets), and a shard's metadata may be more:
+    with Arrow's join given that capacity at 64 KiB for string results (its real one would need
+    gigabytes here), simple_wikipedia's titles and texts as metadata (about 17 times the limit)
+    still give the row path's JSON, byte for byte: the join is not limited by string offsets."""
+    from tasks.ingest import metadata_strings
+
+    limit = 1 << 16
+    join = pc.binary_join_element_wise
+
+    def capped_join(*args, **kwargs):
+        out = join(*args, **kwargs)
+        if out.type == pa.string() and pc.sum(pc.binary_length(out)).as_py() > limit:
+            raise pa.ArrowCapacityError(f"array cannot contain more than {limit} bytes")
+        return out
+
+    monkeypatch.setattr(pc, "binary_join_element_wise", capped_join)
+    wiki = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).slice(0, 600)
+    keys = ["title", "text", "page_id"]
+    got = metadata_strings(wiki, keys)
+    assert got is not None and sum(map(len, got)) > 16 * limit
+    assert _first_difference(wiki, got, _row_metadata(wiki, keys)) is None
