@@ -424,3 +424,45 @@ def test_metadata_beyond_what_a_string_array_holds_is_built(monkeypatch):
     got = metadata_strings(wiki, keys)
     assert got is not None and sum(map(len, got)) > 16 * limit
     assert _first_difference(wiki, got, _row_metadata(wiki, keys)) is None
+
+
+def test_metadata_by_column_equals_the_row_path_on_hostile_values():
+    """Controls (NUL, U+001F, DEL), quotes, backslashes, non-BMP, U+2028/2029, BOM, keys that
+    need escaping or sort differently by case and code point, int64/uint64 extremes, nulls in
+    every type, many chunks with empty ones, offset slices: the same bytes as dump_metadata."""
+    from tasks.ingest import metadata_strings
+
+    rng = np.random.default_rng(0)
+    alphabet = list('ab "\\\x00\x01\x1f\x7f\u2028\u2029\ufeff\U0001F600é\n\t')
+    n = 3000
+    strings = ["".join(rng.choice(alphabet, rng.integers(0, 6))) if rng.random() > 0.1 else None for _ in range(n)]
+    cols = {
+        "s": pa.chunked_array([pa.array(strings[i:i + 7], pa.string()) for i in range(0, n, 7)]
+                              + [pa.array([], pa.string())]),
+        'k"\\\n\u2028': pa.array(rng.integers(-2**63, 2**63 - 1, n, dtype=np.int64), mask=rng.random(n) < 0.1),
+        "Z": pa.array(rng.integers(0, 2**64 - 1, n, dtype=np.uint64), mask=rng.random(n) < 0.1),
+        "z": pa.array(rng.random(n) < 0.5, mask=rng.random(n) < 0.1),
+        "é": pa.array(rng.integers(-2**40, 2**40, n), pa.int64()).cast(pa.timestamp("us")),
+        "\U0001F600": pa.array(strings[::-1], pa.string()),
+    }
+    table = pa.table(cols)
+    for t in (table, table.slice(123, 1500), table.slice(0, 0)):
+        keys = t.column_names
+        got = metadata_strings(t, keys)
+        assert got is not None and got == _row_metadata(t, keys)
+
+
+def test_word_counts_equal_str_split_around_every_unicode_space():
+    """count_words without a branch per byte: len(text.split()) for every whitespace character
+    Python knows and the characters whose UTF-8 shares their lead bytes (U+0084, U+00A1, U+1681,
+    U+200B, U+2027, U+202A, U+205E, U+3001, U+180E, U+FEFF ...), and on the shared data."""
+    from tasks.kernels import word_counts
+
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    near = list("\u0084\u0086\u00a1\u009f\u1681\u167f\u200b\u200c\u2027\u202a\u2030\u205e\u2060\u3001\u180e\ufeffé"
+                "a\U0001F600\u00c2")
+    rng = np.random.default_rng(3)
+    texts = ["".join(rng.choice(spaces + near, rng.integers(0, 12))) for _ in range(50_000)]
+    texts += spaces + ["a" + s for s in spaces] + [s + "a" for s in spaces]
+    texts += pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).column("text").to_pylist()
+    assert word_counts(pa.array(texts)).to_pylist() == [len(t.split()) for t in texts]
