@@ -343,8 +343,9 @@ def _first_difference(table: pa.Table, got: list, want: list) -> str | None:
 def test_metadata_built_by_column_is_the_json_of_the_row_path(name):
     """Parquet metadata is built by column (orjson only for the values JSON escapes): on every
     Parquet file of the shared data, every column but the text as metadata (HTML with quotes
-    and newlines, JSON in strings, integers, floats, nulls), each row's JSON is the one the
-    row-by-row path writes, byte for byte."""
+    and newlines, JSON in strings, integers, nulls among strings and integers), each row's JSON
+    is the one the row-by-row path writes, byte for byte. These files hold strings and integers
+    only: floats are not built by column (the next test checks they take the row path)."""
     from tasks.ingest import metadata_strings
 
     table = pq.read_table(shared(name))
