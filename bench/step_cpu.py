@@ -12,7 +12,9 @@ loads, which a run's workers pay in their warm-up).
     python bench/step_cpu.py --code /path/to/other/checkout --name ...   # the same steps, other code
 
 For an A/B, run both sides back to back, alternating, and compare ``steady``; the outputs
-of both sides are kept until the process ends, so ``--keep DIR`` lets you compare their bytes.
+are deleted when the process ends, so ``--keep DIR`` keeps them (the corpus root is
+``DIR/corpus``) to compare both sides' bytes. DIR must be missing, empty, or a folder an
+earlier ``--keep`` wrote (it is replaced); anything else is refused, not deleted.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import scratch_dir, standard_corpus, write_results  # noqa: E402
 
+# the file that marks a --keep folder as this script's output, which a later --keep may replace
+KEEP_MARK = "step_cpu_output.txt"
 NEAR = {"num_perm": 112, "bands": 14, "rows": 8, "seed": 1, "ngram": 5, "cross_release": False}
 
 
@@ -79,25 +83,40 @@ def run_steps(files: list[Path], out: Path) -> dict[str, list[float]]:
     return cpu
 
 
+def keep_dir(path: Path) -> Path:
+    """``--keep``'s corpus root (``path/corpus``), in ``path`` emptied first; a ``path`` that
+    holds anything but this script's output is refused (a mistyped path was deleted before)."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise SystemExit(f"--keep {path}: not a folder; refusing to replace it")
+    if path.exists() and any(path.iterdir()):
+        if not (path / KEEP_MARK).is_file():
+            raise SystemExit(f"--keep {path}: a folder with other content than step_cpu.py's output "
+                             f"(no {KEEP_MARK}); refusing to delete it")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / KEEP_MARK).write_text("bench/step_cpu.py --keep output (corpus/): replaced by the next --keep run here\n")
+    return path / "corpus"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--docs", type=int, default=1_000_000)
     ap.add_argument("--files", type=int, default=16)
     ap.add_argument("--shards", type=int, default=5, help="files of the corpus to run (the first is warm-up)")
     ap.add_argument("--code", help="a checkout whose tasks/ and flows/ to run instead of this one's")
-    ap.add_argument("--keep", help="write the outputs here (replaced) instead of a temporary folder")
+    ap.add_argument("--keep", help="keep the outputs in this folder (missing, empty or an earlier --keep's: "
+                                   "replaced) instead of a temporary one")
     ap.add_argument("--name", default=None, help="results file stem (bench/results/<name>.json); none: print only")
     args = ap.parse_args()
+    # checked first: a refused folder costs no corpus build
+    out = keep_dir(Path(args.keep)) if args.keep else None
     if args.code:
         sys.path.insert(0, os.path.abspath(args.code))
     import tasks
 
     corpus = standard_corpus(args.docs, args.files)
     files = sorted((corpus / "docs").glob("*.parquet"))[: args.shards]
-    if args.keep:
-        out = Path(args.keep)
-        shutil.rmtree(out, ignore_errors=True)
-    else:
+    if out is None:
         out = scratch_dir("refinery-step-cpu-") / "corpus"
     load = os.getloadavg()
     cpu = run_steps(files, out)

@@ -529,14 +529,14 @@ _YEAR_1, _YEAR_10000 = -62_135_596_800, 253_402_300_800
 
 
 def _json_strings(column: pa.Array) -> pa.Array:
-    """String values as JSON strings, as orjson writes them (UTF-8 as it is; only quotes,
-    backslashes and controls escaped, and by orjson itself, on the rows that hold one)."""
-    quoted = pc.binary_join_element_wise('"', column, '"', "")
+    """String values (large_string) as JSON strings, as orjson writes them (UTF-8 as it is;
+    only quotes, backslashes and controls escaped, and by orjson itself, on the rows that hold one)."""
+    quoted = pc.binary_join_element_wise(_large('"'), column, _large('"'), _large(""))
     escaped = pc.fill_null(pc.match_substring_regex(column, _JSON_ESCAPED), False).to_numpy(zero_copy_only=False)
     if escaped.any():
         values = column.filter(pa.array(escaped)).to_pylist()
         quoted = pc.replace_with_mask(quoted, pa.array(escaped),
-                                      pa.array([orjson.dumps(v).decode() for v in values], pa.string()))
+                                      pa.array([orjson.dumps(v).decode() for v in values], pa.large_string()))
     return quoted
 
 
@@ -552,23 +552,26 @@ def _json_timestamps(column: pa.Array) -> pa.Array | None:
     # numpy's ISO form of whole seconds is Python's (four-digit years); Arrow's strftime took
     # four times as long
     nulls = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else None
-    text = pa.array(np.datetime_as_string(secs.astype("datetime64[s]"), unit="s"), pa.string(), mask=nulls)
+    text = pa.array(np.datetime_as_string(secs.astype("datetime64[s]"), unit="s"), pa.large_string(), mask=nulls)
     if frac.any():
-        micros = pc.utf8_lpad(pa.array(frac * (1_000_000 // ticks)).cast(pa.string()), 6, "0")
-        text = pc.if_else(pa.array(frac != 0), pc.binary_join_element_wise(text, micros, "."), text)
-    return pc.binary_join_element_wise('"', text, '"', "")
+        micros = pc.utf8_lpad(pa.array(frac * (1_000_000 // ticks)).cast(pa.large_string()), 6, "0")
+        text = pc.if_else(pa.array(frac != 0), pc.binary_join_element_wise(text, micros, _large(".")), text)
+    return pc.binary_join_element_wise(_large('"'), text, _large('"'), _large(""))
 
 
 def _json_values(column: pa.Array) -> pa.Array | None:
     """One column's values as orjson writes the Python values ``to_pylist`` gives (null
-    included), for the types where Arrow can write them alike; None for the others."""
+    included), as large_string, for the types where Arrow can write them alike; None for the
+    others. Large strings throughout: a string array holds at most 2 GiB, and a shard's
+    metadata (even one column's, quoted) may be more; the row path has no such limit."""
     t = column.type
     if pa.types.is_string(t):
-        out = _json_strings(column)
+        # cast before combining: the chunks of one column may hold more than 2 GiB together
+        out = _json_strings(column.cast(pa.large_string()).combine_chunks())
     elif pa.types.is_integer(t) or pa.types.is_boolean(t):
-        out = column.cast(pa.string())
+        out = column.combine_chunks().cast(pa.large_string())
     elif pa.types.is_timestamp(t) and t.tz is None and t.unit in _TICKS:
-        out = _json_timestamps(column)
+        out = _json_timestamps(column.combine_chunks())
     else:
         return None
     return None if out is None else pc.fill_null(out, "null")
@@ -581,13 +584,19 @@ def metadata_strings(table: pa.Table, keys: list[str]) -> list[str] | None:
     On the 1M benchmark's shards (a timestamp and two strings) 0.04 CPU-s instead of 0.12."""
     if not keys or len(set(keys)) != len(keys):
         return None
+    # joined as large_string (see _json_values): no slower than string, measured (0.041 and
+    # 0.042 CPU-s a shard of the 1M benchmark, three back-to-back pairs at load 1)
     parts: list[Any] = []
     for k, key in enumerate(sorted(keys)):
-        values = _json_values(table.column(key).combine_chunks())
+        values = _json_values(table.column(key))
         if values is None:
             return None
-        parts += [("{" if k == 0 else ",") + orjson.dumps(key).decode() + ":", values]
-    return pc.binary_join_element_wise(*parts, "}", "").to_pylist()
+        parts += [_large(("{" if k == 0 else ",") + orjson.dumps(key).decode() + ":"), values]
+    return pc.binary_join_element_wise(*parts, _large("}"), _large("")).to_pylist()
+
+
+def _large(text: str) -> pa.Scalar:
+    return pa.scalar(text, pa.large_string())
 
 
 def _metadata_keys(cmap: ColumnMap, present: list[str]) -> list[str]:
@@ -671,8 +680,15 @@ def read_parquet(shard: Shard, data: bytes, html: bool = False) -> RawRows:
     rows = list(range(start, start + n))
     bad: dict[int, str] = {}  # input row -> reason, for rows whose text itself is fine
     texts, text_bad = _valid_utf8(_as_string(table.column(cmap.text)), rows)
-    # the other string columns are not checked by Parquet either: a bad value makes its row bad
-    for name in {cmap.id, cmap.source, *meta_keys} - {None, cmap.text}:
+    if cmap.text in meta_keys:
+        # the text also listed as metadata: its checked values (a row with bytes that are not
+        # UTF-8 is rejected for its text; unchecked, building its metadata failed the shard)
+        table = table.set_column(names.index(cmap.text), cmap.text, texts)
+    # the other string columns are not checked by Parquet either: a bad value makes its row
+    # bad, the reason naming the first such column in the file's order (a set's order changed
+    # with PYTHONHASHSEED)
+    checked = {cmap.id, cmap.source, *meta_keys} - {None, cmap.text}
+    for name in [c for c in names if c in checked]:
         if _is_string_type(table.schema.field(name).type):
             fixed, col_bad = _valid_utf8(_as_string(table.column(name)), rows)
             for row, reason, _ in col_bad:

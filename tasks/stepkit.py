@@ -139,6 +139,10 @@ def write_by_source(storage: Storage, table: pa.Table, sources: pa.Array, path_o
     """One file per source (``path_of(source)``). Sources whose folders one filesystem would
     merge (case or Unicode form only differ) get encoded folder names, all of them, so that no
     file overwrites another on macOS or Windows; the file's ``source`` stays the name itself."""
+    if sources.null_count:
+        # a row without a source has no folder: filtering dropped it silently, and the one-source
+        # shortcut below would write it under a folder named None
+        raise ValueError(f"write_by_source: {sources.null_count} of {len(sources)} rows have no source")
     files = []
     names = sorted(pc.unique(sources).to_pylist())
     folded = Counter(layout.fold_key(n) for n in names)

@@ -165,3 +165,28 @@ def test_commit_names_this_checkout():
     from bench.common import commit
 
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", commit())
+
+
+def test_step_cpu_keep_replaces_only_its_own_output(tmp_path):
+    """``bench/step_cpu.py --keep DIR`` deleted any DIR it was given: a folder with other
+    content, or a file, is refused and left as it was; a missing or empty folder, or one an
+    earlier --keep wrote, becomes the outputs' folder (the corpus root under it, emptied)."""
+    from bench.step_cpu import KEEP_MARK, keep_dir
+
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes" / "a.txt").write_text("keep me")
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("keep me too")
+    for path in (mine, a_file, mine / "notes" / "a.txt"):
+        with pytest.raises(SystemExit, match="refusing"):
+            keep_dir(path)
+    assert (mine / "notes" / "a.txt").read_text() == "keep me" and a_file.read_text() == "keep me too"
+
+    (tmp_path / "empty").mkdir()
+    for path in (tmp_path / "new" / "out", tmp_path / "empty"):
+        root = keep_dir(path)
+        assert root == path / "corpus" and (path / KEEP_MARK).is_file() and not root.exists()
+        root.mkdir()
+        (root / "part-00000.parquet").write_bytes(b"an earlier run's output")
+        assert keep_dir(path) == root and not root.exists() and (path / KEEP_MARK).is_file()

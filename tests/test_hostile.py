@@ -364,6 +364,49 @@ def test_parquet_values_that_cannot_be_read_are_rejects_not_a_failed_file(tmp_pa
     assert reasons[2].startswith("unreadable value in column 'seen'")
 
 
+def _unchecked_strings(values: list[bytes | None]) -> pa.Array:
+    """A string column over raw bytes, as a Parquet file may hold them (it never checks UTF-8)."""
+    return pa.array(values, pa.binary()).view(pa.string())
+
+
+def test_a_text_also_listed_as_metadata_with_invalid_utf8_rejects_its_row(tmp_path):
+    """``metadata: [note, text]`` and one text that is not UTF-8: that row is rejected for its
+    text and the others keep their metadata (building the metadata from the unchecked text
+    column failed the whole shard with a UnicodeDecodeError naming no file)."""
+    texts = wiki(3)
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": _unchecked_strings([texts[0].encode(), b"bad \xff\xfe utf8",
+                                                         texts[2].encode()]),
+                             "note": ['q"1', "n\n2", "ok"]}), path)
+    res = _ingest(_shard(path, "parquet", {"text": "text", "metadata": ["note", "text"]}))
+    _writable(res)
+    assert res.work.column("text").to_pylist() == [texts[0], texts[2]]
+    assert [json.loads(m) for m in res.work.column("metadata").to_pylist()] == [
+        {"note": 'q"1', "text": texts[0]}, {"note": "ok", "text": texts[2]}]
+    rej = res.rejects.to_pylist()
+    assert [(r["input_row"], r["reason"]) for r in rej] == [(1, "invalid UTF-8 at byte 4")]
+
+
+def test_a_row_bad_in_several_columns_is_rejected_for_the_first_in_the_files_order(tmp_path):
+    """Sixteen metadata columns (in the file in an order neither sorted nor the config's), rows
+    bad in different sets of them: each reason names the row's first bad column in the file's
+    order, whatever PYTHONHASHSEED (a set of the names was iterated before)."""
+    texts = wiki(6)
+    order = [f"m{(7 * i) % 16:02d}" for i in range(16)]  # m00, m07, m14, m05, ...
+    bad_in = {1: {3, 9, 15}, 2: {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, 3: {15, 14},
+              4: {8, 2, 11}, 5: {12, 6}}
+    cols = {"text": texts}
+    for c, name in enumerate(order):
+        cols[name] = _unchecked_strings([b"x\xc3" if c in bad_in.get(r, ()) else b"ok" for r in range(6)])
+    path = tmp_path / "many.parquet"
+    pq.write_table(pa.table(cols), path)
+    res = _ingest(_shard(path, "parquet", {"text": "text", "metadata": sorted(order, reverse=True)}))
+    _writable(res)
+    reasons = {r["input_row"]: r["reason"] for r in res.rejects.to_pylist()}
+    assert reasons == {r: f"invalid UTF-8 at byte 1 in column {order[min(c)]!r}" for r, c in bad_in.items()}
+    assert res.work.column("text").to_pylist() == [texts[0]]
+
+
 _ANY_CHAR = st.one_of(st.characters(), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"]))
 _VALUE = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(_ANY_CHAR, max_size=8),
                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(_ANY_CHAR, max_size=4), inner,
@@ -1169,6 +1212,49 @@ def test_urls_are_recorded_without_their_credentials():
         "https://host:8443/x.parquet"
     assert public_url("s3://bucket/k.jsonl") == "s3://bucket/k.jsonl"
     assert public_url("/data/user@host/a.jsonl") == "/data/user@host/a.jsonl"
+
+
+def test_write_by_source_refuses_rows_without_a_source(tmp_path):
+    """A null source (all of them, or one among others) is refused by name: before, all-null
+    sources were written whole under a folder named None by the one-source shortcut, while a
+    table of several chunks lost those rows to the filter."""
+    from tasks import layout
+    from tasks.stepkit import write_by_source
+    from tasks.storage import StorageSpec
+
+    storage = StorageSpec(str(tmp_path / "root")).open()
+    texts = wiki(3)
+    for sources in ([None, None, None], ["web", None, "web"]):
+        table = pa.table({"id": ["a", "b", "c"], "text": texts, "source": pa.array(sources, pa.string())})
+        for t in (table, pa.concat_tables([table.slice(0, 1), table.slice(1)])):
+            with pytest.raises(ValueError, match="rows have no source"):
+                write_by_source(storage, t, t.column("source").combine_chunks(),
+                                lambda src: layout.documents_path("r1", src, "00000"))
+    assert not (tmp_path / "root" / "releases").exists()
+
+
+def test_write_by_source_shortcut_writes_the_bytes_the_filter_wrote():
+    """A one-source table of one chunk per column (offset slices, nulls, lists, structs,
+    dictionaries, simple_wikipedia's texts) written as it is: the Parquet bytes equal those
+    of the filtered table, release and scratch options alike."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from tasks.storage import parquet_buffer
+
+    rng = np.random.default_rng(1)
+    texts = wiki(3000)
+    n = len(texts)
+    table = pa.table({"id": [f"d{i}" for i in range(n)], "source": ["web"] * n,
+                      "text": pa.array(texts, mask=rng.random(n) < 0.05),
+                      "n": pa.array(rng.integers(0, 10, n), mask=rng.random(n) < 0.1),
+                      "tags": pa.array([["a", "b"] if i % 3 else None for i in range(n)]),
+                      "st": pa.array([{"x": i} if i % 5 else None for i in range(n)]),
+                      "cat": pa.array(["p", "q", None] * (n // 3)).dictionary_encode()})
+    for t in (table, table.slice(777, 1500)):
+        filtered = t.filter(pc.equal(t.column("source").combine_chunks(), "web"))
+        for scratch in (False, True):
+            assert parquet_buffer(t, scratch=scratch).equals(parquet_buffer(filtered, scratch=scratch))
 
 
 def test_sources_one_filesystem_would_merge_get_folders_of_their_own(tmp_path):

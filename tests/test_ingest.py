@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -342,8 +343,9 @@ def _first_difference(table: pa.Table, got: list, want: list) -> str | None:
 def test_metadata_built_by_column_is_the_json_of_the_row_path(name):
     """Parquet metadata is built by column (orjson only for the values JSON escapes): on every
     Parquet file of the shared data, every column but the text as metadata (HTML with quotes
-    and newlines, JSON in strings, integers, floats, nulls), each row's JSON is the one the
-    row-by-row path writes, byte for byte."""
+    and newlines, JSON in strings, integers, nulls among strings and integers), each row's JSON
+    is the one the row-by-row path writes, byte for byte. These files hold strings and integers
+    only: floats are not built by column (the next test checks they take the row path)."""
     from tasks.ingest import metadata_strings
 
     table = pq.read_table(shared(name))
@@ -399,3 +401,69 @@ def test_id_buckets_read_from_the_bytes_are_the_ids_hex_prefixes():
     wrong = [(i, int(i[:8], 16), int(g)) for i, g in zip(ids.to_pylist(), got, strict=True) if int(i[:8], 16) != g]
     assert not wrong and len(got) == res.work.num_rows > 5000, wrong[:3]
     assert id_prefixes(pa.array(["ABCDEF0123", "00000001"])).tolist() == [0xABCDEF01, 1]
+
+
+def test_metadata_beyond_what_a_string_array_holds_is_built(monkeypatch):
+    """A string array holds at most 2 GiB (int32 offsets), and a shard's metadata may be more:
+    with Arrow's join given that capacity at 64 KiB for string results (its real one would need
+    gigabytes here), simple_wikipedia's titles and texts as metadata (about 17 times the limit)
+    still give the row path's JSON, byte for byte: the join is not limited by string offsets."""
+    from tasks.ingest import metadata_strings
+
+    limit = 1 << 16
+    join = pc.binary_join_element_wise
+
+    def capped_join(*args, **kwargs):
+        out = join(*args, **kwargs)
+        if out.type == pa.string() and pc.sum(pc.binary_length(out)).as_py() > limit:
+            raise pa.ArrowCapacityError(f"array cannot contain more than {limit} bytes")
+        return out
+
+    monkeypatch.setattr(pc, "binary_join_element_wise", capped_join)
+    wiki = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).slice(0, 600)
+    keys = ["title", "text", "page_id"]
+    got = metadata_strings(wiki, keys)
+    assert got is not None and sum(map(len, got)) > 16 * limit
+    assert _first_difference(wiki, got, _row_metadata(wiki, keys)) is None
+
+
+def test_metadata_by_column_equals_the_row_path_on_hostile_values():
+    """Controls (NUL, U+001F, DEL), quotes, backslashes, non-BMP, U+2028/2029, BOM, keys that
+    need escaping or sort differently by case and code point, int64/uint64 extremes, nulls in
+    every type, many chunks with empty ones, offset slices: the same bytes as dump_metadata."""
+    from tasks.ingest import metadata_strings
+
+    rng = np.random.default_rng(0)
+    alphabet = list('ab "\\\x00\x01\x1f\x7f\u2028\u2029\ufeff\U0001F600é\n\t')
+    n = 3000
+    strings = ["".join(rng.choice(alphabet, rng.integers(0, 6))) if rng.random() > 0.1 else None for _ in range(n)]
+    cols = {
+        "s": pa.chunked_array([pa.array(strings[i:i + 7], pa.string()) for i in range(0, n, 7)]
+                              + [pa.array([], pa.string())]),
+        'k"\\\n\u2028': pa.array(rng.integers(-2**63, 2**63 - 1, n, dtype=np.int64), mask=rng.random(n) < 0.1),
+        "Z": pa.array(rng.integers(0, 2**64 - 1, n, dtype=np.uint64), mask=rng.random(n) < 0.1),
+        "z": pa.array(rng.random(n) < 0.5, mask=rng.random(n) < 0.1),
+        "é": pa.array(rng.integers(-2**40, 2**40, n), pa.int64()).cast(pa.timestamp("us")),
+        "\U0001F600": pa.array(strings[::-1], pa.string()),
+    }
+    table = pa.table(cols)
+    for t in (table, table.slice(123, 1500), table.slice(0, 0)):
+        keys = t.column_names
+        got = metadata_strings(t, keys)
+        assert got is not None and got == _row_metadata(t, keys)
+
+
+def test_word_counts_equal_str_split_around_every_unicode_space():
+    """count_words without a branch per byte: len(text.split()) for every whitespace character
+    Python knows and the characters whose UTF-8 shares their lead bytes (U+0084, U+00A1, U+1681,
+    U+200B, U+2027, U+202A, U+205E, U+3001, U+180E, U+FEFF ...), and on the shared data."""
+    from tasks.kernels import word_counts
+
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    near = list("\u0084\u0086\u00a1\u009f\u1681\u167f\u200b\u200c\u2027\u202a\u2030\u205e\u2060\u3001\u180e\ufeffé"
+                "a\U0001F600\u00c2")
+    rng = np.random.default_rng(3)
+    texts = ["".join(rng.choice(spaces + near, rng.integers(0, 12))) for _ in range(50_000)]
+    texts += spaces + ["a" + s for s in spaces] + [s + "a" for s in spaces]
+    texts += pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).column("text").to_pylist()
+    assert word_counts(pa.array(texts)).to_pylist() == [len(t.split()) for t in texts]
