@@ -97,3 +97,31 @@ def test_a_missing_table_is_a_clear_error(monkeypatch):
             vectors.load()
     finally:
         vectors.load.cache_clear()
+
+
+def test_sentence_vectors_of_long_and_empty_texts(monkeypatch):
+    """Vectors are gathered in blocks, so a long text's figures do not depend on the block size
+    (and its memory does not grow with its length); an empty or wordless text gives zeros."""
+    text = " ".join(p["rewrite"] for p in tinyhelen_pairs()[:60])
+    other = " ".join(p["rewrite"] for p in tinyhelen_pairs()[60:90])
+    whole = vectors.features(other, text)
+    monkeypatch.setattr(vectors, "BLOCK", 7)
+    assert vectors.features(other, text) == whole
+    assert vectors.features("", "") == [0.0] * 5
+    assert vectors.features("The cat sat on the mat.", "")[0] == 0.0
+
+
+def test_loading_the_table_leaves_the_process_alone():
+    """In a fresh interpreter, as a Ray worker is: the wordllama package itself is never
+    imported (its __init__ runs logging.basicConfig(level=INFO) on the root logger and its
+    WordLlama class evaluates Path.home(), which raises without HOME and a passwd entry)."""
+    import subprocess
+    import sys
+
+    code = ("import logging, sys\n"
+            "from tasks.leaner import vectors\n"
+            "vectors.features('The volcano erupted.', 'Hot rock came out of the mountain.')\n"
+            "root = logging.getLogger()\n"
+            "print('wordllama' in sys.modules, len(root.handlers), root.level)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "0", str(30)], out.stdout + out.stderr

@@ -138,11 +138,16 @@ _FENCED = re.compile(r"```.*?(?:```|\Z)|`[^`\n]*`", re.S)
 _CODE_LIKE = re.compile(r"^(?:\t| {4})|[{};=<>\[\]]\s*$|^\s*(?://|#|/\*|\*)")
 
 
+def without_code_blocks(text: str) -> str:
+    """The text without fenced and inline code (a fenced block leaves a line break)."""
+    return _FENCED.sub(lambda m: "\n" if "\n" in m.group(0) else " ", text)
+
+
 def prose(text: str) -> str:
     """The text without fenced or inline code and code-like lines (indented, or ending in a
     bracket, brace, semicolon or operator, or starting as a comment): word order in code is
     not English word order, and a rewrite of code keeps its code."""
-    lines = _FENCED.sub(lambda m: "\n" if "\n" in m.group(0) else " ", text).split("\n")
+    lines = without_code_blocks(text).split("\n")
     return "\n".join(ln for ln in lines if not _CODE_LIKE.search(ln))
 
 

@@ -40,15 +40,19 @@ _TABLE = ("weights", "l2_supercat_256.safetensors")
 @cache
 def load() -> tuple[Any, np.ndarray]:
     """WordLlama's tokenizer and token table, from the installed wheel (no download)."""
-    try:
-        import wordllama
-    except ImportError as e:
+    import importlib.util
+
+    # the package's files only: importing ``wordllama`` itself runs logging.basicConfig(INFO) on
+    # the root logger (every library's INFO lines then reach the workers' stderr) and evaluates
+    # Path.home(), which raises without HOME and a passwd entry (containers with arbitrary UIDs)
+    spec = importlib.util.find_spec("wordllama")
+    if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the leaner content check needs the `wordllama` package (a dependency of "
-                           "corpus-refinery: rerun scripts/setup.sh)") from e
+                           "corpus-refinery: rerun scripts/setup.sh)")
     from safetensors import safe_open
     from tokenizers import Tokenizer
 
-    root = Path(wordllama.__file__).parent
+    root = Path(next(iter(spec.submodule_search_locations)))
     tokenizer_path, table_path = root.joinpath(*_TOKENIZER), root.joinpath(*_TABLE)
     for path in (tokenizer_path, table_path):
         if not path.is_file():
@@ -64,23 +68,39 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / n if n > 0 else v
 
 
+BLOCK = 1 << 15  # tokens gathered at once: 32 MB of vectors, whatever the text's length
+
+
+def _run_sum(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    # gathered in blocks: a book of a million tokens would otherwise hold a gigabyte of vectors;
+    # summed in float64 so that the block size and SIMD summation order do not show (below)
+    total = np.zeros(table.shape[1], np.float64)
+    for at in range(0, len(ids), BLOCK):
+        total += table[ids[at:at + BLOCK]].sum(0, dtype=np.float64)
+    return total
+
+
 def _windows(text: str) -> tuple[np.ndarray, list[np.ndarray]]:
     """The text's summed token vectors and the sum over each window of SPAN of CHUNKS runs."""
     tokenizer, table = load()
-    ids = tokenizer.encode(text, add_special_tokens=False).ids
-    vecs = table[ids] if ids else np.zeros((1, table.shape[1]), np.float32)
-    cuts = [round(i * len(vecs) / CHUNKS) for i in range(CHUNKS + 1)]
-    runs = np.stack([vecs[cuts[i]:cuts[i + 1]].sum(0) for i in range(CHUNKS)])
-    return vecs.sum(0), [runs[i:i + SPAN].sum(0) for i in range(CHUNKS - SPAN + 1)]
+    ids = np.asarray(tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+    cuts = [round(i * len(ids) / CHUNKS) for i in range(CHUNKS + 1)]
+    runs = np.stack([_run_sum(table, ids[cuts[i]:cuts[i + 1]]) for i in range(CHUNKS)])
+    return runs.sum(0), [runs[i:i + SPAN].sum(0) for i in range(CHUNKS - SPAN + 1)]
+
+
+DIGITS = 6  # the content model's fit moves by 1e-5 for a 1e-7 change of its inputs: rounded,
+# the features (and the retrained model file) are the same on every machine
 
 
 def features(original: str, rewrite: str) -> list[float]:
-    """``FEATURES``, in that order."""
+    """``FEATURES``, in that order, rounded to ``DIGITS``."""
     o_total, o_windows = _windows(original)
     r_total, r_windows = _windows(rewrite)
     uo, ur = _unit(o_total), _unit(r_total)
     vs_original = [float(_unit(w) @ uo) for w in r_windows]
     vs_rest = [float(_unit(w) @ _unit(r_total - w)) for w in r_windows]
-    return [float(uo @ ur), min(vs_original), min(vs_rest),
-            min(a + b for a, b in zip(vs_original, vs_rest, strict=True)),
-            min(float(_unit(w) @ ur) for w in o_windows)]
+    values = [float(uo @ ur), min(vs_original), min(vs_rest),
+              min(a + b for a, b in zip(vs_original, vs_rest, strict=True)),
+              min(float(_unit(w) @ ur) for w in o_windows)]
+    return [round(v, DIGITS) + 0.0 for v in values]
