@@ -90,7 +90,7 @@ def _windows(text: str) -> tuple[np.ndarray, list[np.ndarray]]:
 
 
 DIGITS = 6  # the content model's fit moves by 1e-5 for a 1e-7 change of its inputs: rounded,
-# the features (and the retrained model file) are the same on every machine
+# the features (and the retrained model file) do not move with the block size or summation order
 
 
 def features(original: str, rewrite: str) -> list[float]:
