@@ -229,13 +229,12 @@ def page_cases(docs: list[str], seed: int = 11) -> list[dict[str, str]]:
         half = len(words) // 2
         shuffled = words[:]
         rng.shuffle(shuffled)
+        parts = replaced_parts(d, docs[(i + 1) % n])
         out.append({"page": d, "other_page": docs[(i + 1) % n], "shuffled": " ".join(shuffled),
                     "second_half_replaced": " ".join(words[:half] + (other[len(other) // 2:] + other)[:len(words) - half]),
                     "truncated_30": " ".join(words[: int(len(words) * 0.3)]),
-                    "first_half_replaced": " ".join((other + other)[:half] + words[half:]),
-                    "middle_replaced": " ".join(words[:len(words) // 3]
-                                                + (other[len(other) // 2:] + other)[:len(words) - 2 * (len(words) // 3)]
-                                                + words[len(words) - len(words) // 3:])})
+                    "first_half_replaced": parts["first_half_replaced"],
+                    "middle_replaced": parts["middle_third_replaced"]})
     return out
 
 
