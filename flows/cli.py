@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -230,9 +231,13 @@ def serve(
     config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML: inputs (partitioned roots) and output.")],
     cron: Annotated[str, typer.Option(help="Schedule of the refresh deployment (cron).")] = "0 3 * * *",
     interval: Annotated[int, typer.Option(help="Schedule every N seconds instead of the cron.")] = 0,
+    ray_per_run: Annotated[bool, typer.Option(
+        "--ray-per-run", help="Every flow run starts its own local Ray (default: one Ray for this serve process).")] = False,
 ) -> None:
     """Serve the pipeline's deployments: `curate/<name>` (UI-triggered, with a parameter form),
-    `refresh/<name>` (scheduled) and `backfill/<name>`."""
+    `refresh/<name>` (scheduled) and `backfill/<name>`. Unless a Ray cluster is given
+    (RAY_ADDRESS, `execution.ray_address`) or --ray-per-run, one local Ray is started here and
+    every flow run joins it."""
     try:
         cfg = load_config(config)
     except ConfigError as exc:
@@ -247,7 +252,21 @@ def serve(
         _fail(str(exc))
     from flows.deployments import serve_all
 
-    serve_all(cfg, cron=None if interval else cron, interval=interval or None)
+    shared_ray = not (ray_per_run or cfg.execution.ray_address or os.environ.get("RAY_ADDRESS"))
+    if shared_ray:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            # a SIGTERM exits through atexit, which stops this Ray's processes with serve
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        from tasks.ray_local import start_serve_ray
+
+        typer.echo(f"Ray for this serve process's runs at {start_serve_ray(os.environ['PREFECT_API_URL'])}", err=True)
+    try:
+        serve_all(cfg, cron=None if interval else cron, interval=interval or None)
+    finally:
+        if shared_ray:
+            import ray
+
+            ray.shutdown()
 
 
 @app.command("backfill")

@@ -14,6 +14,7 @@ import ray
 from tasks.llm.backends import Completion, Request
 from tasks.llm.client import LLMService
 from tasks.llm.config import LLMConfig
+from tasks.ray_local import MODEL_SLOT
 from tasks.storage import canonical_json
 
 NAMESPACE = "refinery"
@@ -27,7 +28,10 @@ def start_actor(release: str, cfg: LLMConfig) -> tuple[str, Any]:
     """Start (or find) the run's model actor; returns its name, for the shard tasks, and its
     handle, which the caller must hold: Ray destroys a non-detached actor without handles."""
     name = actor_name(release, cfg)
-    remote = ray.remote(num_cpus=cfg.actor_cpus, max_concurrency=max(1, cfg.concurrency))(LLMService)
+    # a slot where the Ray has them (every Ray Refinery starts): runs sharing one Ray never
+    # hold every CPU with their actors (tasks/ray_local.py, MODEL_SLOT)
+    slot = {MODEL_SLOT: 1} if ray.cluster_resources().get(MODEL_SLOT) else {}
+    remote = ray.remote(num_cpus=cfg.actor_cpus, max_concurrency=max(1, cfg.concurrency), resources=slot)(LLMService)
     handle = remote.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote(cfg)
     ray.get(handle.model_id.remote())  # fail here, in the flow, if the model cannot load
     return name, handle

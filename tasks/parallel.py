@@ -31,7 +31,13 @@ from prefect_ray import RayTaskRunner
 from tasks import stepkit
 from tasks.config import ExecutionConfig
 from tasks.ingest import InputError
-from tasks.ray_local import PROPAGATED_ENV, STORAGE_ENV, local_init_kwargs, worker_env  # noqa: F401  (re-exported)
+from tasks.ray_local import (  # noqa: F401  (PROPAGATED_ENV, STORAGE_ENV re-exported)
+    PROPAGATED_ENV,
+    STORAGE_ENV,
+    local_init_kwargs,
+    serve_ray_address,
+    worker_env,
+)
 from tasks.secrets import SECRET_ENV, SECRETS_FILE_ENV, remove_secrets_file, write_secrets_file
 from tasks.timeline import mark
 
@@ -270,12 +276,13 @@ EARLY_RAY: Callable[[], dict[str, Any] | None] | None = None
 
 
 def make_task_runner(execution: ExecutionConfig, needs_storage: bool = True) -> RayRunner:
-    """Join the configured cluster (config, else RAY_ADDRESS); otherwise start a private local
-    Ray ("local"), even when a `ray start` cluster happens to run on this machine.
+    """Join the configured cluster (config, else RAY_ADDRESS, else the Ray of the `refinery
+    serve` process that started this flow run); otherwise start a private local Ray ("local"),
+    even when a `ray start` cluster happens to run on this machine.
     ``needs_storage``: whether any root or input is remote (its storage settings then reach
     the workers)."""
-    return RayRunner(address=execution.ray_address or os.environ.get("RAY_ADDRESS") or "local",
-                     needs_storage=needs_storage)
+    return RayRunner(address=execution.ray_address or os.environ.get("RAY_ADDRESS") or serve_ray_address()
+                     or "local", needs_storage=needs_storage)
 
 
 def _retry_unless_bad_input(task: Task, task_run: Any, state: Any) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,18 @@ PROPAGATED_ENV = ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFEC
 STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
 # prefect-ray's runner starts Ray in this namespace unless told otherwise (named actors live there)
 RAY_NAMESPACE = "prefect"
+# Where `refinery serve` tells its flow runs (its subprocesses) the address of the Ray it started
+SERVE_RAY_ENV = "REFINERY_SERVE_RAY_ADDRESS"
+# A custom resource of every Ray Refinery starts: a model actor takes one, and there is one fewer
+# than CPUs. Runs that share one Ray (a serve process's runs, a backfill's releases) would
+# otherwise each park a model actor on a CPU until none is left for the shard tasks those actors
+# serve, and every run would wait forever; now the last model stage to come waits for a slot.
+MODEL_SLOT = "refinery_model_slot"
+
+
+def model_slots(cpus: int | None = None) -> int:
+    """Model actors a Ray of ``cpus`` CPUs (default: this machine's) may hold at once."""
+    return max(1, (cpus or os.cpu_count() or 1) - 1)
 
 
 def worker_env(api_url: str, needs_storage: bool) -> dict[str, str]:
@@ -61,6 +74,7 @@ def local_init_kwargs(init_kwargs: dict[str, Any], runtime_env: dict[str, Any],
     else:
         kwargs.pop("runtime_env", None)
     kwargs.setdefault("include_dashboard", False)
+    kwargs.setdefault("resources", {MODEL_SLOT: model_slots(kwargs.get("num_cpus"))})
     kwargs.setdefault("log_to_driver", not quiet)
     if quiet:
         kwargs.setdefault("configure_logging", False)
@@ -108,6 +122,37 @@ def init_local_ray(api_url: str, needs_storage: bool, quiet: bool,
         # fire and forget: a shard task that arrives first waits for the worker, as before
         _WARMING.extend(remote.remote(*warm_args) for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1)))))
     return seconds
+
+
+def start_serve_ray(api_url: str) -> str:
+    """Start the private local Ray of a `refinery serve` process, which every flow run it
+    starts joins instead of starting its own (a run's Ray start is seconds of CPU on the
+    critical path, bench/results/serve_runs.json). Its processes inherit this process's
+    environment, as a run's own local Ray does; each run still hands its workers its own
+    settings through the joined-cluster path (tasks/parallel.py), secrets by file. Returns the
+    address, also set in this process's environment for the flow runs (:data:`SERVE_RAY_ENV`)."""
+    import ray
+
+    kwargs, env = local_init_kwargs({}, {"env_vars": worker_env(api_url, needs_storage=True)}, quiet=True)
+    os.environ.update(env)
+    ray.init("local", **kwargs)
+    address = ray.get_runtime_context().gcs_address
+    os.environ[SERVE_RAY_ENV] = address
+    return address
+
+
+def serve_ray_address(timeout: float = 2.0) -> str | None:
+    """The address of the Ray of the `refinery serve` process that started this flow run, when
+    it still answers (a run whose serve's Ray is gone starts its own, as before)."""
+    address = os.environ.get(SERVE_RAY_ENV)
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return address
+    except (OSError, ValueError):
+        return None
 
 
 def check_server(api_url: str, timeout: float = 10.0) -> None:

@@ -1,0 +1,81 @@
+"""One Ray shared by several runs (a `refinery serve` process's flow runs): how a run finds it,
+and why runs that share it cannot deadlock on their model actors. The served runs themselves
+are in tests/test_orchestration.py (both scheduled releases record the serve process's Ray)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+from tasks.config import ExecutionConfig
+from tasks.parallel import make_task_runner
+from tasks.ray_local import MODEL_SLOT, SERVE_RAY_ENV, local_init_kwargs, model_slots, serve_ray_address
+from tests.conftest import REPO
+
+
+def test_a_flow_run_joins_its_serve_process_ray_only_while_it_answers(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(SERVE_RAY_ENV, raising=False)
+    assert serve_ray_address() is None and make_task_runner(ExecutionConfig()).address == "local"
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        monkeypatch.setenv(SERVE_RAY_ENV, address)
+        assert serve_ray_address() == address and make_task_runner(ExecutionConfig()).address == address
+        # a cluster the config or RAY_ADDRESS names still comes first
+        assert make_task_runner(ExecutionConfig(ray_address="10.0.0.9:6379")).address == "10.0.0.9:6379"
+        monkeypatch.setenv("RAY_ADDRESS", "10.0.0.8:6379")
+        assert make_task_runner(ExecutionConfig()).address == "10.0.0.8:6379"
+        monkeypatch.delenv("RAY_ADDRESS")
+    # the serve process (and its Ray) is gone: the run starts its own Ray, as before
+    assert serve_ray_address() is None and make_task_runner(ExecutionConfig()).address == "local"
+    monkeypatch.setenv(SERVE_RAY_ENV, "not-an-address")
+    assert serve_ray_address() is None
+
+
+def test_every_local_ray_has_one_model_slot_fewer_than_cpus():
+    assert [model_slots(n) for n in (1, 2, 3, 16)] == [1, 1, 2, 15]
+    kwargs, _ = local_init_kwargs({"num_cpus": 4}, {}, quiet=True)
+    assert kwargs["resources"] == {MODEL_SLOT: 3}
+
+
+# Two runs on one 2-CPU Ray each start a model actor (1 CPU each, as by default). Without the
+# slot, both actors hold a CPU and the shard task that the first run's stage needs never starts.
+DEADLOCK = """
+import threading, ray
+from flows.model_actor import start_actor, stop_actor
+from tasks.llm.config import LLMConfig
+from tasks.ray_local import local_init_kwargs
+
+kwargs, _ = local_init_kwargs({"num_cpus": 2}, {}, quiet=True)
+ray.init("local", **kwargs)
+cfg = LLMConfig(backend="openai", base_url="http://127.0.0.1:9/v1", cache=False)
+first, handle_a = start_actor("run-a", cfg)
+second = {}
+t = threading.Thread(target=lambda: second.update(zip(("name", "handle"), start_actor("run-b", cfg))), daemon=True)
+t.start()
+t.join(3)
+assert t.is_alive(), "the second run's actor waits for a model slot"
+
+@ray.remote(num_cpus=1)
+def shard():
+    return "shard ran"
+
+print(ray.get(shard.remote(), timeout=120))  # the first run's stage goes on beside its actor
+stop_actor(first)
+del handle_a
+t.join(120)
+assert not t.is_alive() and second["name"].startswith("refinery-llm-run-b"), "the second actor starts next"
+print(ray.get(shard.remote(), timeout=120))
+stop_actor(second["name"])
+ray.shutdown()
+print("ok")
+"""
+
+
+def test_runs_sharing_one_ray_take_turns_for_model_actors_instead_of_deadlocking():
+    out = subprocess.run([sys.executable, "-c", DEADLOCK], cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0 and out.stdout.split() == ["shard", "ran", "shard", "ran", "ok"], \
+        out.stdout + out.stderr[-3000:]
