@@ -85,6 +85,11 @@ def test_scheduled_refresh_releases_only_new_partitions(stack, tmp_path):
         log.close()
     m2 = storage.read_json(releases[1]["manifest"])
     verify_release(storage, m2)
+    # both flow runs (two subprocesses of serve) joined the one Ray that serve started
+    said = [ln for ln in (tmp_path / "serve.log").read_text().splitlines() if "Ray for this serve process's runs at" in ln]
+    assert len(said) == 1, said
+    serve_ray = said[0].rsplit(" ", 1)[1]
+    assert m1["cluster"]["ray_address"] == m2["cluster"]["ray_address"] == serve_ray
     assert m2["parent"] == m1["release"]
     assert [i["uri"] for i in m2["inputs"]] == [str(tmp_path / "raw" / "wiki" / "day-2" / "part-0.jsonl")]
     assert m2["config"]["inputs"][0]["source"] == "wiki"
