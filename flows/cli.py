@@ -233,6 +233,9 @@ def serve(
     interval: Annotated[int, typer.Option(help="Schedule every N seconds instead of the cron.")] = 0,
     ray_per_run: Annotated[bool, typer.Option(
         "--ray-per-run", help="Every flow run starts its own local Ray (default: one Ray for this serve process).")] = False,
+    poll_seconds: Annotated[float, typer.Option(
+        help="How often to look for runs to start (UI-triggered, scheduled). Default: "
+             "PREFECT_RUNNER_POLL_FREQUENCY when set, else 2.")] = 0,
 ) -> None:
     """Serve the pipeline's deployments: `curate/<name>` (UI-triggered, with a parameter form),
     `refresh/<name>` (scheduled) and `backfill/<name>`. Unless a Ray cluster is given
@@ -261,7 +264,10 @@ def serve(
 
         typer.echo(f"Ray for this serve process's runs at {start_serve_ray(os.environ['PREFECT_API_URL'])}", err=True)
     try:
-        serve_all(cfg, cron=None if interval else cron, interval=interval or None)
+        # Prefect's runner looks every 10 s by default: a run started from the UI then waited
+        # 5 s on average, up to 10, before its process started (bench/results/serve_runs_100k.json)
+        poll = poll_seconds or float(os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY") or 2.0)
+        serve_all(cfg, cron=None if interval else cron, interval=interval or None, query_seconds=poll)
     finally:
         if shared_ray:
             import ray

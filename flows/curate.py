@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 from flows.artifacts import Progress, publish_artifacts
 from flows.orphans import watch_this_run
 from flows.runner import StageRunner, run_map_stage
-from flows.warm import uses_remote_storage
+from flows.warm import uses_remote_storage, warm_workers
 from tasks import layout, registry
 from tasks.config import PipelineConfig
 from tasks.errors import ReleaseError
@@ -77,6 +77,7 @@ def run_release(config: PipelineConfig) -> dict[str, Any]:
     """The body of the flow: plan, then the configured stages in order (each plans its own
     tasks, see tasks/registry.py), then publish."""
     mark("flow_body")
+    warm_workers(config)
     stages = registry.order(config)
     for st in stages:  # a missing model file or an unknown rule name fails before any work
         if st.check is not None:

@@ -52,5 +52,8 @@ def build_deployments(config: PipelineConfig, cron: str | None = "0 3 * * *",
     ]
 
 
-def serve_all(config: PipelineConfig, cron: str | None = "0 3 * * *", interval: int | None = None) -> None:
-    serve(*build_deployments(config, cron, interval))
+def serve_all(config: PipelineConfig, cron: str | None = "0 3 * * *", interval: int | None = None,
+              query_seconds: float | None = None) -> None:
+    """Serve the pipeline's deployments until stopped; ``query_seconds``: how often the runner
+    looks for runs to start (None: Prefect's setting)."""
+    serve(*build_deployments(config, cron, interval), query_seconds=query_seconds)

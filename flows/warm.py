@@ -73,10 +73,11 @@ def start_kernel_warmup(config: PipelineConfig) -> threading.Thread:
     return thread
 
 
-def warm_process(config: PipelineConfig) -> None:
+def warm_process(config: PipelineConfig) -> int:
     """Load in this process what its first shard of ``config``'s run would: the stage
     modules, the compiled kernels (from numba's cache), the release tokenizer. Run once in
-    every Ray worker at the start of a run; failures are left to the shard that needs it."""
+    every Ray worker at the start of a run; failures are left to the shard that needs it.
+    Returns the process id (which worker it warmed)."""
     from tasks.timeline import mark
 
     mark("warm_start")
@@ -95,9 +96,31 @@ def warm_process(config: PipelineConfig) -> None:
             if hasattr(tok, "load_walk"):
                 tok.load_walk()  # loaded here like the ingest kernels above, not in the first shard
     mark("warm_done")
+    return os.getpid()
 
 
 _EARLY: dict[str, Any] = {}
+_WARMED: dict[str, list[Any]] = {}
+
+
+def warm_workers(config: PipelineConfig, most: int = 256) -> list[Any]:
+    """Send each CPU (at most ``most``) of the Ray this flow run uses a warm-up task, unless
+    the CLI started that Ray ahead of the flow (it warmed its workers then) or this process
+    already warmed it (a backfill's releases). A run that joins a Ray (a `refinery serve`
+    process's, a cluster) gets new worker processes, which Ray starts only when tasks arrive:
+    sent first thing in the flow, they start and import while the flow checks its stages and
+    plans, not after. Returns the tasks' references (nothing waits for them)."""
+    import ray
+
+    if _EARLY or not ray.is_initialized():
+        return []
+    address = ray.get_runtime_context().gcs_address
+    if address in _WARMED:
+        return []
+    remote = ray.remote(num_cpus=1)(warm_process).options(name="refinery-warm-worker")
+    cpus = min(most, max(1, int(ray.cluster_resources().get("CPU", 1))))
+    _WARMED[address] = [remote.remote(config) for _ in range(cpus)]
+    return _WARMED[address]
 
 
 def start_ray_early(config: PipelineConfig, quiet: bool, api_url: str | None = None) -> threading.Thread | None:

@@ -147,3 +147,23 @@ def test_a_process_whose_steps_overlap_in_threads_counts_their_union():
     tasks = [ev(0.0, "task_enter", task="a"), ev(1.5, "task_exit", task="a"),
              ev(2.0, "task_enter", task="b"), ev(2.5, "task_exit", task="b")]
     assert paired_seconds(tasks, "task_enter", "task_exit") == 2.0
+
+
+def test_a_flow_that_joins_a_ray_warms_each_of_its_cpus_once(ray_local, monkeypatch):
+    """A served run joins its serve process's Ray, whose workers for this job start only when
+    tasks arrive: the flow sends each CPU a warm-up task first, once per process and Ray."""
+    import ray
+
+    from flows import warm
+    from tasks.config import PipelineConfig
+
+    monkeypatch.setattr(warm, "_WARMED", {})
+    monkeypatch.setattr(warm, "_EARLY", {})
+    refs = warm.warm_workers(PipelineConfig())
+    assert len(refs) == int(ray.cluster_resources()["CPU"]) == 2
+    pids = ray.get(refs, timeout=300)
+    assert all(isinstance(p, int) and p != os.getpid() for p in pids), "warmed in Ray's workers"
+    assert warm.warm_workers(PipelineConfig()) == [], "warmed once per Ray"
+    monkeypatch.setattr(warm, "_WARMED", {})
+    monkeypatch.setattr(warm, "_EARLY", {"started": True})
+    assert warm.warm_workers(PipelineConfig()) == [], "the CLI warmed the Ray it started ahead"
