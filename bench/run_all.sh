@@ -52,6 +52,7 @@ run bench/decontam_bench.py --docs "$DOCS" $DT_FLAGS_DECONTAM
 run bench/token_count_bench.py --docs "$DOCS"
 run bench/token_count_run.py  # 100,000 documents: three real runs
 run bench/task_overhead.py  # a Prefect task run's fixed cost on Ray, ours against prefect-ray's
+run bench/serve_runs.py --docs "${BIG_DOCS:-$DOCS}" --files 16  # served runs: one Ray per serve process against one per run
 run bench/leaner_unseen_pages.py --label shipped_all_positions
 if [[ "$MODELS" == 1 ]]; then
   run bench/prox_bench.py --docs "$DOCS"

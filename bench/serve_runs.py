@@ -60,7 +60,12 @@ def _run_once(deployment: str, config: dict, release: str, timeout: float = 1800
 
     params = {"config": {**config, "release": release}}
     t0 = time.monotonic()
-    resp = httpx.post(f"{_api()}/deployments/{deployment}/create_flow_run", json={"parameters": params}, timeout=30)
+    for attempt in range(5):  # a SQLite-backed server answers 503 while its database is locked
+        resp = httpx.post(f"{_api()}/deployments/{deployment}/create_flow_run", json={"parameters": params},
+                          timeout=30)
+        if resp.status_code != 503 or attempt == 4:
+            break
+        time.sleep(0.5)
     resp.raise_for_status()
     run_id = resp.json()["id"]
     deadline = t0 + timeout

@@ -35,6 +35,7 @@ from tasks.ray_local import (  # noqa: F401  (PROPAGATED_ENV, STORAGE_ENV re-exp
     PROPAGATED_ENV,
     STORAGE_ENV,
     local_init_kwargs,
+    protect_auth_token,
     serve_ray_address,
     worker_env,
 )
@@ -140,7 +141,10 @@ class RayRunner(RayTaskRunner):
         if early is not None and early.get("error"):
             self.logger.warning("starting Ray ahead of the flow failed (%s); starting it now", early["error"])
         self.init_kwargs.update(self.driver_init_kwargs())
-        return super().__enter__()
+        entered = super().__enter__()
+        if self.address == "local":
+            protect_auth_token()
+        return entered
 
     def driver_init_kwargs(self, quiet: bool | None = None, api_url: str | None = None) -> dict[str, Any]:
         """``ray.init`` keywords of the driver: checks the Prefect server first, unless given

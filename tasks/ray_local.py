@@ -115,6 +115,7 @@ def init_local_ray(api_url: str, needs_storage: bool, quiet: bool,
         ray.init("local", **kwargs)
     finally:
         worker_log.removeFilter(hush)
+    protect_auth_token()
     seconds = time.perf_counter() - t0
     mark("ray_ready")
     if warm is not None:
@@ -122,6 +123,23 @@ def init_local_ray(api_url: str, needs_storage: bool, quiet: bool,
         # fire and forget: a shard task that arrives first waits for the worker, as before
         _WARMING.extend(remote.remote(*warm_args) for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1)))))
     return seconds
+
+
+def protect_auth_token() -> bool:
+    """Make the token of Ray's token auth readable by this user alone. Ray 2.60 turns token
+    auth on for a local Ray and writes a new token to ``~/.ray/auth_token`` (or
+    ``RAY_AUTH_TOKEN_PATH``) with the process's umask: world-readable under the usual 022, so
+    any user of the machine could read it and run code in this user's Ray (a serve process's
+    Ray lives for days). Returns whether the file's mode was changed."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    try:
+        st = os.stat(path)
+        if st.st_uid != os.getuid() or not st.st_mode & 0o077:
+            return False
+        os.chmod(path, 0o600)
+        return True
+    except OSError:
+        return False
 
 
 def start_serve_ray(api_url: str) -> str:
@@ -136,6 +154,7 @@ def start_serve_ray(api_url: str) -> str:
     kwargs, env = local_init_kwargs({}, {"env_vars": worker_env(api_url, needs_storage=True)}, quiet=True)
     os.environ.update(env)
     ray.init("local", **kwargs)
+    protect_auth_token()
     address = ray.get_runtime_context().gcs_address
     os.environ[SERVE_RAY_ENV] = address
     return address

@@ -4,6 +4,7 @@ are in tests/test_orchestration.py (both scheduled releases record the serve pro
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -79,3 +80,27 @@ def test_runs_sharing_one_ray_take_turns_for_model_actors_instead_of_deadlocking
     out = subprocess.run([sys.executable, "-c", DEADLOCK], cwd=REPO, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0 and out.stdout.split() == ["shard", "ran", "shard", "ran", "ok"], \
         out.stdout + out.stderr[-3000:]
+
+
+TOKEN = """
+import os, stat
+from pathlib import Path
+from tasks.ray_local import protect_auth_token, start_serve_ray
+os.umask(0o022)
+address = start_serve_ray("http://127.0.0.1:9/api")
+token = Path(os.environ["HOME"]) / ".ray" / "auth_token"
+assert os.environ["RAY_AUTH_MODE"] == "token" and token.stat().st_size > 0
+print(oct(stat.S_IMODE(token.stat().st_mode)), os.environ["REFINERY_SERVE_RAY_ADDRESS"] == address)
+import ray
+ray.shutdown()
+"""
+
+
+def test_the_token_of_a_ray_refinery_starts_is_readable_by_its_user_alone(tmp_path):
+    """Ray writes its auth token with the umask (0644 here); a serve's Ray lives for days."""
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("RAY_AUTH_MODE", None)
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
+    out = subprocess.run([sys.executable, "-c", TOKEN], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.split() == ["0o600", "True"], out.stdout + out.stderr[-3000:]
