@@ -13,16 +13,18 @@ from datatrove.utils.text import simplify_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.dedup import near
+from tasks.dedup import kernels, near
 from tasks.dedup.minhash import (
     MinHashParams,
     candidate_probability,
     char_shingle_hash32,
     normalize_for_dedup,
+    permutations,
     shingle_hash32,
     signatures,
     to_lean_minhash,
 )
+from tasks.kernels import utf8_buffers
 from tests.conftest import shared
 from tests.graphs import distributed_cc
 
@@ -109,6 +111,42 @@ def test_signatures_equal_datasketch(hash_function, num_perm, seed, ngram):
         assert np.array_equal(m.hashvalues, sig)
         lean = to_lean_minhash(sig, seed)
         assert isinstance(lean, LeanMinHash) and lean.jaccard(LeanMinHash(m)) == 1.0
+
+
+def _normalized_then_hashed(texts: pa.Array, params: MinHashParams) -> np.ndarray:
+    """Word-shingle signatures the two-step way: write the normalized texts, then hash them."""
+    data, offsets = utf8_buffers(normalize_for_dedup(texts, params.normalization))
+    a, b = permutations(params.num_perm, params.seed)
+    return kernels.signatures(data, offsets, params.ngram, False, a, b)
+
+
+_SHARED_TEXT = [("cc_web_samples/cc_web_samples.parquet", "text"),
+                ("web_pages_readability/web_pages_readability.parquet", "page_text"),
+                ("web_pages_scrapinghub/web_pages_scrapinghub.parquet", "html"),
+                ("redpajama_cc_simplified/redpajama_cc_simplified.parquet", "original"),
+                ("conversations_hh_rlhf/conversations_hh_rlhf.parquet", "chosen"),
+                ("simple_wikipedia/simple_wikipedia.parquet", "text")]
+
+
+@pytest.mark.parametrize("normalization, ngram", [("datatrove", 5), ("datatrove", 1), ("words", 3)])
+def test_signatures_hashed_while_normalizing_equal_normalized_then_hashed_on_shared_text(normalization, ngram):
+    """signatures() hashes each word as the normalizer reads it (kernels.raw_word_signatures);
+    the two-step path writes the normalized text first. Same signatures on every shared text."""
+    params = MinHashParams(ngram=ngram, normalization=normalization)
+    for f, col in _SHARED_TEXT:
+        texts = pq.read_table(shared(f)).column(col).combine_chunks().cast(pa.string())
+        assert np.array_equal(signatures(texts, params), _normalized_then_hashed(texts, params)), f
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_ALPHABET, max_size=40).map("".join), min_size=1, max_size=8),
+       st.sampled_from(["datatrove", "words"]), st.sampled_from([1, 2, 5]))
+def test_signatures_hashed_while_normalizing_equal_normalized_then_hashed_on_generated_text(texts, mode, ngram):
+    params = MinHashParams(ngram=ngram, normalization=mode)
+    arr = pa.array(texts)
+    assert np.array_equal(signatures(arr, params), _normalized_then_hashed(arr, params))
+    # and on a slice, whose bytes start inside a larger buffer
+    assert np.array_equal(signatures(arr.slice(1), params), _normalized_then_hashed(arr.slice(1), params))
 
 
 @pytest.mark.parametrize("hash_function", ["fnv1a", "sha1"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from tasks.dedup.kernels import token_end
+from tasks.dedup.kernels import skip_number, token_end
 from tasks.kernels import fmix64
 from tasks.kernels import unicode_space_len as _space_len
 
@@ -186,20 +186,6 @@ def _roll(acc, ring, k, n, top, x):
 
 
 @njit(cache=True, inline="always")
-def _skip_number(data, i, end, classes):
-    """Past the number starting at ``i``: digits, then once more digits after one '.' or ','
-    (datatrove's number pattern, which normalization turns into a single "0")."""
-    i += 1
-    while i < end and classes[data[i]] == 2:
-        i += 1
-    if i + 1 < end and (data[i] == 46 or data[i] == 44) and classes[data[i + 1]] == 2:
-        i += 2
-        while i < end and classes[data[i]] == 2:
-            i += 1
-    return i
-
-
-@njit(cache=True, inline="always")
 def _probe(h, keys, bits, shift, last):
     b = h >> shift
     if (bits[b >> np.uint64(6)] >> (b & np.uint64(63))) & np.uint64(1) == 0:
@@ -286,7 +272,7 @@ def fused_lookup(data, offsets, space, wide_start, wide_stop, wide_index, rep_ha
                     word_done = True
                 else:  # DIGIT
                     if numbers:
-                        i = _skip_number(data, i, end, classes)
+                        i = skip_number(data, i, end, classes)
                         h = (h ^ np.uint64(48)) * _FNV_PRIME
                     else:
                         h = (h ^ np.uint64(lower[c])) * _FNV_PRIME
@@ -390,7 +376,7 @@ def fused_spans(data, offsets, space, wide_start, wide_stop, wide_index, rep_has
                         h = (h ^ np.uint64(lower[c])) * _FNV_PRIME
                         i += 1
                     elif numbers:  # DIGIT
-                        i = _skip_number(data, i, end, classes)
+                        i = skip_number(data, i, end, classes)
                         h = (h ^ np.uint64(48)) * _FNV_PRIME
                     else:
                         h = (h ^ np.uint64(lower[c])) * _FNV_PRIME

@@ -86,6 +86,20 @@ def _wide_from_high(data, offsets, space, high):
     return start[:count].copy(), stop[:count].copy()
 
 
+@njit(cache=True, inline="always")
+def skip_number(data, i, end, classes):
+    """Past the number starting at ``i``: digits, then once more digits after one '.' or ','
+    (datatrove's number pattern, which normalization turns into a single "0")."""
+    i += 1
+    while i < end and classes[data[i]] == DIGIT:
+        i += 1
+    if i + 1 < end and (data[i] == 46 or data[i] == 44) and classes[data[i + 1]] == DIGIT:
+        i += 2
+        while i < end and classes[data[i]] == DIGIT:
+            i += 1
+    return i
+
+
 @njit(cache=True)
 def normalize(data, offsets, space, wide_start, wide_stop, wide_index, rep_data, rep_offsets, classes, lower,
               numbers, capacity):
@@ -139,13 +153,7 @@ def normalize(data, offsets, space, wide_start, wide_stop, wide_index, rep_data,
                     pos += 1
                 in_word = True
             if cls == DIGIT and numbers:
-                i += 1
-                while i < end and classes[data[i]] == DIGIT:
-                    i += 1
-                if i + 1 < end and (data[i] == 46 or data[i] == 44) and classes[data[i + 1]] == DIGIT:
-                    i += 2
-                    while i < end and classes[data[i]] == DIGIT:
-                        i += 1
+                i = skip_number(data, i, end, classes)
                 out[pos] = ZERO
             else:
                 out[pos] = lower[c]
@@ -177,9 +185,18 @@ def _shingle32(hashes, first, n):
 def _absorb(sig, h32, a, b):
     m = _fmix32(h32)
     for p in range(len(sig)):
-        v = np.uint32(a[p] * m + b[p])
-        if v < sig[p]:
-            sig[p] = v
+        # an unconditional store: LLVM vectorizes the loop (12% less CPU than `if v < sig[p]`)
+        sig[p] = min(sig[p], np.uint32(a[p] * m + b[p]))
+
+
+@njit(cache=True, inline="always")
+def _absorb_all(sig, hashes, count, ngram, a, b):
+    """Every word ``ngram``-gram of the ``count`` word hashes into ``sig`` (fewer words: one
+    shingle of all of them)."""
+    if 0 < count < ngram:
+        _absorb(sig, _shingle32(hashes, 0, count), a, b)
+    for first in range(count - ngram + 1):
+        _absorb(sig, _shingle32(hashes, first, ngram), a, b)
 
 
 @njit(cache=True)
@@ -215,11 +232,82 @@ def signatures(data, offsets, ngram, chars, a, b):
         if not chars and end > offsets[d]:
             hashes[count] = fmix64(h)
             count += 1
-        sig = sigs[d]
-        if 0 < count < ngram:
-            _absorb(sig, _shingle32(hashes, 0, count), a, b)
-        for first in range(count - ngram + 1):
-            _absorb(sig, _shingle32(hashes, first, ngram), a, b)
+        _absorb_all(sigs[d], hashes, count, ngram, a, b)
+    return sigs
+
+
+@njit(cache=True)
+def raw_word_signatures(data, offsets, wide_start, wide_stop, wide_index, rep_data, rep_offsets, classes, lower,
+                        numbers, ngram, a, b):
+    """:func:`signatures` of word shingles of the texts :func:`normalize` would write (same
+    arguments), without writing them: each normalized word is hashed as it is read from the
+    raw UTF-8 (21% less CPU than normalizing and then hashing, on the 1M benchmark's shards).
+    Same signatures, byte for byte (tests/test_minhash.py)."""
+    n = len(offsets) - 1
+    sigs = np.full((n, len(a)), _MAX32, np.uint32)
+    hashes = np.empty(1024, np.uint64)
+    wk = 0
+    next_wide = wide_start[0] if len(wide_start) else -1
+    for d in range(n):
+        i, end = offsets[d], offsets[d + 1]
+        # a word needs a byte, a wide token's replacement at most its bytes plus one
+        need = 2 * (end - i) + 2
+        if need > len(hashes):
+            hashes = np.empty(2 * need, np.uint64)
+        count = 0
+        h = _FNV_OFFSET
+        in_word = False
+        any_word = False  # where normalize would write a space before the next word
+        while i < end:
+            if i == next_wide:
+                r = wide_index[wk]
+                lo, hi = rep_offsets[r], rep_offsets[r + 1]
+                if hi > lo:
+                    if any_word:
+                        hashes[count] = fmix64(h)
+                        count += 1
+                        h = _FNV_OFFSET
+                    for q in range(lo, hi):  # already normalized: words joined by single spaces
+                        c = rep_data[q]
+                        if c == 32:
+                            hashes[count] = fmix64(h)
+                            count += 1
+                            h = _FNV_OFFSET
+                        else:
+                            h = (h ^ np.uint64(c)) * _FNV_PRIME
+                    any_word = True
+                i = wide_stop[wk]
+                wk += 1
+                next_wide = wide_start[wk] if wk < len(wide_start) else -1
+                in_word = False
+                continue
+            c = data[i]
+            cls = classes[c]
+            if cls == KEEP and in_word:
+                h = (h ^ np.uint64(lower[c])) * _FNV_PRIME
+                i += 1
+                continue
+            if cls == SEP:
+                i += unicode_space_len(data, i, end) if c >= 0x80 else 1
+                in_word = False
+                continue
+            if not in_word:
+                if any_word:
+                    hashes[count] = fmix64(h)
+                    count += 1
+                    h = _FNV_OFFSET
+                in_word = True
+                any_word = True
+            if cls == DIGIT and numbers:
+                i = skip_number(data, i, end, classes)
+                h = (h ^ np.uint64(ZERO)) * _FNV_PRIME
+            else:
+                h = (h ^ np.uint64(lower[c])) * _FNV_PRIME
+                i += 1
+        if any_word:
+            hashes[count] = fmix64(h)
+            count += 1
+        _absorb_all(sigs[d], hashes, count, ngram, a, b)
     return sigs
 
 

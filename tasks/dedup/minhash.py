@@ -112,20 +112,27 @@ def normalize_for_dedup(texts: pa.Array, mode: str = "datatrove") -> pa.Array:
     Every step of both is local to a whitespace-delimited token, so tokens are normalized one
     by one: ASCII tokens by a compiled byte loop, the distinct tokens holding any other
     character in Python (:func:`normalize_token`)."""
+    data, offsets, start, stop, index, rep_data, rep_off, classes, lower = _normalization_inputs(texts, mode)
+    rep_len = np.diff(rep_off)
+    capacity = len(data) + int(rep_len[index].sum()) + len(index) + 1
+    out, out_off = kernels.normalize(data, offsets, ascii_space(), start, stop, index, rep_data, rep_off, classes,
+                                     lower, mode == "datatrove", capacity)
+    return large_strings(out, out_off).cast(pa.string())
+
+
+def _normalization_inputs(texts: pa.Array, mode: str) -> tuple[np.ndarray, ...]:
+    """What the compiled normalizers take: the texts' UTF-8 buffer and offsets, the spans of
+    their tokens with a non-ASCII byte, each span's index into the normalized distinct tokens
+    (buffer and offsets), and the ASCII byte classes and lower-case table."""
     classes, lower = ascii_tables(mode)
-    space = ascii_space()
     data, offsets = utf8_buffers(texts)
-    start, stop = kernels.wide_tokens(data, offsets, space)
+    start, stop = kernels.wide_tokens(data, offsets, ascii_space())
     wdata, woff = gather(data, start, stop)
     enc = pc.dictionary_encode(large_strings(wdata, woff))
     rep = pa.array([normalize_token(t, mode) for t in enc.dictionary.to_pylist()], pa.large_string())
     rep_data, rep_off = utf8_buffers(rep)
     index = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    rep_len = np.diff(rep_off)
-    capacity = len(data) + int(rep_len[index].sum()) + len(index) + 1
-    out, out_off = kernels.normalize(data, offsets, space, start, stop, index, rep_data, rep_off, classes, lower,
-                                     mode == "datatrove", capacity)
-    return large_strings(out, out_off).cast(pa.string())
+    return data, offsets, start, stop, index, rep_data, rep_off, classes, lower
 
 
 # -- shingle hashes -------------------------------------------------------------------------
@@ -180,8 +187,13 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def signatures(texts: pa.Array, params: MinHashParams) -> np.ndarray:
     """``(len(texts), num_perm)`` uint32 MinHash signatures. A document with no shingle gets
     the all-``0xFFFFFFFF`` signature (datasketch's empty MinHash)."""
-    norm = normalize_for_dedup(texts, params.normalization)
     a, b = permutations(params.num_perm, params.seed)
+    if params.hash_function == "fnv1a" and params.shingle == "word":
+        data, offsets, start, stop, index, rep_data, rep_off, classes, lower = _normalization_inputs(
+            texts, params.normalization)
+        return kernels.raw_word_signatures(data, offsets, start, stop, index, rep_data, rep_off, classes, lower,
+                                           params.normalization == "datatrove", params.ngram, a, b)
+    norm = normalize_for_dedup(texts, params.normalization)
     if params.hash_function == "sha1":
         hv, sh_off = _sha1_shingles(norm.to_pylist(), params.ngram, params.shingle)
         return kernels.signatures_of_hashes(hv, sh_off, a, b)
