@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -231,16 +230,18 @@ def serve(
     config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML: inputs (partitioned roots) and output.")],
     cron: Annotated[str, typer.Option(help="Schedule of the refresh deployment (cron).")] = "0 3 * * *",
     interval: Annotated[int, typer.Option(help="Schedule every N seconds instead of the cron.")] = 0,
-    ray_per_run: Annotated[bool, typer.Option(
-        "--ray-per-run", help="Every flow run starts its own local Ray (default: one Ray for this serve process).")] = False,
+    shared_ray: Annotated[bool, typer.Option(
+        "--shared-ray/--ray-per-run",
+        help="One local Ray for this serve process, joined by every run (frequent runs), or one per run "
+             "(the default: an idle Ray costs about 3.5 CPU-s a minute).")] = False,
     poll_seconds: Annotated[float, typer.Option(
-        help="How often to look for runs to start (UI-triggered, scheduled). Default: "
-             "PREFECT_RUNNER_POLL_FREQUENCY when set, else 2.")] = 0,
+        min=0, help="How often to look for runs to start (UI-triggered, scheduled). 0: "
+                    "PREFECT_RUNNER_POLL_FREQUENCY when set, else 2.")] = 0,
 ) -> None:
     """Serve the pipeline's deployments: `curate/<name>` (UI-triggered, with a parameter form),
-    `refresh/<name>` (scheduled) and `backfill/<name>`. Unless a Ray cluster is given
-    (RAY_ADDRESS, `execution.ray_address`) or --ray-per-run, one local Ray is started here and
-    every flow run joins it."""
+    `refresh/<name>` (scheduled) and `backfill/<name>`. With --shared-ray (and no cluster given
+    by RAY_ADDRESS or `execution.ray_address`), one local Ray is started here and every flow run
+    joins it."""
     try:
         cfg = load_config(config)
     except ConfigError as exc:
@@ -254,18 +255,20 @@ def serve(
     except StackError as exc:
         _fail(str(exc))
     from flows.deployments import serve_all
+    from tasks.ray_local import SERVE_PID_ENV, SERVE_RAY_ENV
 
-    shared_ray = not (ray_per_run or cfg.execution.ray_address or os.environ.get("RAY_ADDRESS"))
+    for name in (SERVE_RAY_ENV, SERVE_PID_ENV):  # never an outer serve's Ray
+        os.environ.pop(name, None)
+    shared_ray = shared_ray and not (cfg.execution.ray_address or os.environ.get("RAY_ADDRESS"))
     if shared_ray:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            # a SIGTERM exits through atexit, which stops this Ray's processes with serve
-            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
-        from tasks.ray_local import start_serve_ray
+        from tasks.ray_local import start_serve_ray, withdraw_serve_ray_when_dead
 
+        # stopped with serve: Prefect's runner turns SIGTERM into an exit that runs the finally below
         typer.echo(f"Ray for this serve process's runs at {start_serve_ray(os.environ['PREFECT_API_URL'])}", err=True)
+        withdraw_serve_ray_when_dead()
     try:
-        # Prefect's runner looks every 10 s by default: a run started from the UI then waited
-        # 5 s on average, up to 10, before its process started (bench/results/serve_runs_100k.json)
+        # Prefect's runner looks for runs every 10 s by default: a run started from the UI would
+        # wait up to 10 s (5 on average) before its process starts
         poll = poll_seconds or float(os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY") or 2.0)
         serve_all(cfg, cron=None if interval else cron, interval=interval or None, query_seconds=poll)
     finally:

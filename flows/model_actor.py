@@ -6,11 +6,13 @@ that no stage module imports Ray."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 
+from tasks.errors import ReleaseError
 from tasks.llm.backends import Completion, Request
 from tasks.llm.client import LLMService
 from tasks.llm.config import LLMConfig
@@ -28,12 +30,21 @@ def start_actor(release: str, cfg: LLMConfig) -> tuple[str, Any]:
     """Start (or find) the run's model actor; returns its name, for the shard tasks, and its
     handle, which the caller must hold: Ray destroys a non-detached actor without handles."""
     name = actor_name(release, cfg)
-    # a slot where the Ray has them (every Ray Refinery starts): runs sharing one Ray never
-    # hold every CPU with their actors (tasks/ray_local.py, MODEL_SLOT)
-    slot = {MODEL_SLOT: 1} if ray.cluster_resources().get(MODEL_SLOT) else {}
+    # its CPUs out of the model share where the Ray has one (every local Ray Refinery starts):
+    # runs sharing one Ray never hold every CPU with their actors (tasks/ray_local.py)
+    share = ray.cluster_resources().get(MODEL_SLOT)
+    if share and cfg.actor_cpus > share:
+        raise ReleaseError(f"llm.actor_cpus={cfg.actor_cpus:g} is more than model actors may hold on this Ray "
+                           f"({share:g} of its CPUs: one is kept for the shard tasks)")
+    slot = {MODEL_SLOT: cfg.actor_cpus} if share and cfg.actor_cpus > 0 else {}
     remote = ray.remote(num_cpus=cfg.actor_cpus, max_concurrency=max(1, cfg.concurrency), resources=slot)(LLMService)
     handle = remote.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote(cfg)
-    ray.get(handle.model_id.remote())  # fail here, in the flow, if the model cannot load
+    ready = handle.model_id.remote()
+    if slot and not ray.wait([ready], timeout=10)[0]:
+        logging.getLogger("refinery").warning(
+            "model actor %s not ready after 10 s: loading its model, or waiting for the CPUs that another "
+            "run's model actor holds on this shared Ray", name)
+    ray.get(ready)  # fail here, in the flow, if the model cannot load
     return name, handle
 
 

@@ -101,6 +101,7 @@ def warm_process(config: PipelineConfig) -> int:
 
 _EARLY: dict[str, Any] = {}
 _WARMED: dict[str, list[Any]] = {}
+_WARMED_LOCK = threading.Lock()
 
 
 def warm_workers(config: PipelineConfig, most: int = 256) -> list[Any]:
@@ -109,18 +110,20 @@ def warm_workers(config: PipelineConfig, most: int = 256) -> list[Any]:
     already warmed it (a backfill's releases). A run that joins a Ray (a `refinery serve`
     process's, a cluster) gets new worker processes, which Ray starts only when tasks arrive:
     sent first thing in the flow, they start and import while the flow checks its stages and
-    plans, not after. Returns the tasks' references (nothing waits for them)."""
+    plans, not after (also when the CLI's early start failed and the runner started Ray).
+    Returns the tasks' references (nothing waits for them)."""
     import ray
 
-    if _EARLY or not ray.is_initialized():
+    if _EARLY.get("started") or not ray.is_initialized():
         return []
     address = ray.get_runtime_context().gcs_address
-    if address in _WARMED:
-        return []
-    remote = ray.remote(num_cpus=1)(warm_process).options(name="refinery-warm-worker")
-    cpus = min(most, max(1, int(ray.cluster_resources().get("CPU", 1))))
-    _WARMED[address] = [remote.remote(config) for _ in range(cpus)]
-    return _WARMED[address]
+    with _WARMED_LOCK:  # a backfill's releases start side by side
+        if address in _WARMED:
+            return []
+        remote = ray.remote(num_cpus=1)(warm_process).options(name="refinery-warm-worker")
+        cpus = min(most, max(1, int(ray.cluster_resources().get("CPU", 1))))
+        _WARMED[address] = [remote.remote(config) for _ in range(cpus)]
+        return _WARMED[address]
 
 
 def start_ray_early(config: PipelineConfig, quiet: bool, api_url: str | None = None) -> threading.Thread | None:

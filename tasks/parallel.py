@@ -141,7 +141,11 @@ class RayRunner(RayTaskRunner):
         if early is not None and early.get("error"):
             self.logger.warning("starting Ray ahead of the flow failed (%s); starting it now", early["error"])
         self.init_kwargs.update(self.driver_init_kwargs())
-        entered = super().__enter__()
+        try:
+            entered = super().__enter__()
+        except BaseException:
+            self.forget_secrets()  # __exit__ will not run: the run's secrets file must not stay
+            raise
         if self.address == "local":
             protect_auth_token()
         return entered

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,16 +30,20 @@ STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION")
 RAY_NAMESPACE = "prefect"
 # Where `refinery serve` tells its flow runs (its subprocesses) the address of the Ray it started
 SERVE_RAY_ENV = "REFINERY_SERVE_RAY_ADDRESS"
-# A custom resource of every Ray Refinery starts: a model actor takes one, and there is one fewer
-# than CPUs. Runs that share one Ray (a serve process's runs, a backfill's releases) would
-# otherwise each park a model actor on a CPU until none is left for the shard tasks those actors
-# serve, and every run would wait forever; now the last model stage to come waits for a slot.
+# A custom resource of every local Ray Refinery starts, one fewer than its CPUs: a model actor
+# takes as much of it as the CPUs it reserves (llm.actor_cpus). Runs that share one Ray (a
+# serve process's runs, a backfill's releases) would otherwise each park a model actor on the
+# CPUs until none is left for the shard tasks those actors serve, and every run would wait
+# forever; now the last model stage to come waits for its share.
 MODEL_SLOT = "refinery_model_slot"
 
 
-def model_slots(cpus: int | None = None) -> int:
-    """Model actors a Ray of ``cpus`` CPUs (default: this machine's) may hold at once."""
-    return max(1, (cpus or os.cpu_count() or 1) - 1)
+def model_slots(cpus: float | None = None) -> float:
+    """The CPUs that model actors of a Ray of ``cpus`` CPUs (default: those this process may
+    use) may hold together: one fewer (at least one)."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1.0, float(cpus) - 1)
 
 
 def worker_env(api_url: str, needs_storage: bool) -> dict[str, str]:
@@ -74,7 +79,7 @@ def local_init_kwargs(init_kwargs: dict[str, Any], runtime_env: dict[str, Any],
     else:
         kwargs.pop("runtime_env", None)
     kwargs.setdefault("include_dashboard", False)
-    kwargs.setdefault("resources", {MODEL_SLOT: model_slots(kwargs.get("num_cpus"))})
+    kwargs["resources"] = {MODEL_SLOT: model_slots(kwargs.get("num_cpus")), **(kwargs.get("resources") or {})}
     kwargs.setdefault("log_to_driver", not quiet)
     if quiet:
         kwargs.setdefault("configure_logging", False)
@@ -142,29 +147,73 @@ def protect_auth_token() -> bool:
         return False
 
 
+SERVE_PID_ENV = "REFINERY_SERVE_PID"
+
+
 def start_serve_ray(api_url: str) -> str:
-    """Start the private local Ray of a `refinery serve` process, which every flow run it
-    starts joins instead of starting its own (a run's Ray start is seconds of CPU on the
-    critical path, bench/results/serve_runs.json). Its processes inherit this process's
-    environment, as a run's own local Ray does; each run still hands its workers its own
-    settings through the joined-cluster path (tasks/parallel.py), secrets by file. Returns the
-    address, also set in this process's environment for the flow runs (:data:`SERVE_RAY_ENV`)."""
+    """Start the private local Ray of a `refinery serve --shared-ray` process, which every flow
+    run it starts joins instead of starting its own. Ray's processes inherit this process's
+    environment without its secrets: each run hands its workers its own settings through the
+    joined-cluster path (tasks/parallel.py: endpoints in the runtime env, secrets by a file
+    that only this user can read), and serve's keys must not win over a run's. Returns the
+    address, also set in this process's environment for its flow runs (:data:`SERVE_RAY_ENV`,
+    with this process's id: only its own children join)."""
     import ray
+
+    from tasks.secrets import SECRET_ENV
 
     kwargs, env = local_init_kwargs({}, {"env_vars": worker_env(api_url, needs_storage=True)}, quiet=True)
     os.environ.update(env)
-    ray.init("local", **kwargs)
+    kept = {k: os.environ.pop(k) for k in SECRET_ENV if k in os.environ}
+    try:
+        ray.init("local", **kwargs)
+    finally:
+        os.environ.update(kept)
     protect_auth_token()
     address = ray.get_runtime_context().gcs_address
     os.environ[SERVE_RAY_ENV] = address
+    os.environ[SERVE_PID_ENV] = str(os.getpid())
     return address
 
 
+def serve_ray_alive() -> bool:
+    """Whether the GCS server and raylet of the Ray this process started still run."""
+    import ray
+
+    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
+    processes = getattr(node, "all_processes", None)
+    if not isinstance(processes, dict):
+        return False
+    for kind in ("gcs_server", "raylet"):
+        infos = processes.get(kind) or []
+        if not infos or any(getattr(i, "process", None) is None or i.process.poll() is not None for i in infos):
+            return False
+    return True
+
+
+def withdraw_serve_ray_when_dead(every: float = 5.0) -> threading.Thread:
+    """Watch the Ray :func:`start_serve_ray` started; once its GCS server or raylet has gone,
+    stop offering it to later flow runs (they start their own Ray, as with --ray-per-run):
+    a run that joined a Ray without its raylet failed after a minute of retries."""
+    def watch() -> None:
+        while SERVE_RAY_ENV in os.environ:
+            if not serve_ray_alive():
+                os.environ.pop(SERVE_RAY_ENV, None)
+                logging.getLogger("refinery").warning(
+                    "the Ray of this serve process has stopped; its next runs start their own")
+                return
+            time.sleep(every)
+
+    thread = threading.Thread(target=watch, name="refinery-serve-ray-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def serve_ray_address(timeout: float = 2.0) -> str | None:
-    """The address of the Ray of the `refinery serve` process that started this flow run, when
-    it still answers (a run whose serve's Ray is gone starts its own, as before)."""
+    """The address of the Ray of the `refinery serve` process that started this flow run (its
+    parent), when its port answers (a run whose serve's Ray is gone starts its own)."""
     address = os.environ.get(SERVE_RAY_ENV)
-    if not address:
+    if not address or os.environ.get(SERVE_PID_ENV) != str(os.getppid()):
         return None
     host, _, port = address.rpartition(":")
     try:

@@ -62,7 +62,7 @@ def test_scheduled_refresh_releases_only_new_partitions(stack, tmp_path):
     cfg_path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "REFINERY_HOME": str(tmp_path / "home")}
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - the server writes to it until killed
-    proc = subprocess.Popen([REFINERY, "serve", "--config", str(cfg_path), "--interval", "10"], env=env,
+    proc = subprocess.Popen([REFINERY, "serve", "--config", str(cfg_path), "--interval", "10", "--shared-ray"], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     storage = StorageSpec(str(root)).open()
     try:
@@ -85,7 +85,7 @@ def test_scheduled_refresh_releases_only_new_partitions(stack, tmp_path):
         log.close()
     m2 = storage.read_json(releases[1]["manifest"])
     verify_release(storage, m2)
-    # both flow runs (two subprocesses of serve) joined the one Ray that serve started
+    # both flow runs (two subprocesses of serve) joined the one Ray that serve started (--shared-ray)
     said = [ln for ln in (tmp_path / "serve.log").read_text().splitlines() if "Ray for this serve process's runs at" in ln]
     assert len(said) == 1, said
     serve_ray = said[0].rsplit(" ", 1)[1]

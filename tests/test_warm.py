@@ -28,7 +28,7 @@ def test_warmup_fills_the_cache_the_stage_code_loads(tmp_path):
     subprocess.run([sys.executable, "-c", known], cwd=REPO, env=env, check=True, timeout=900)
     assert list((tmp_path / "tokenizers").rglob("*")), "the tokenizer cache holds saved pieces"
     subprocess.run([sys.executable, "-c", warm], cwd=copy, env=env, check=True, timeout=900)
-    assert list((copy / "tasks" / "dedup" / "__pycache__").glob("kernels.signatures-*.nbc"))
+    assert list((copy / "tasks" / "dedup" / "__pycache__").glob("kernels.raw_word_signatures-*.nbc"))
     # the release token counter's walk over new pieces (the default tokenizer is on)
     assert list((copy / "tasks" / "__pycache__").glob("token_kernels.count_texts-*.nbc"))
     use = """
@@ -165,5 +165,8 @@ def test_a_flow_that_joins_a_ray_warms_each_of_its_cpus_once(ray_local, monkeypa
     assert all(isinstance(p, int) and p != os.getpid() for p in pids), "warmed in Ray's workers"
     assert warm.warm_workers(PipelineConfig()) == [], "warmed once per Ray"
     monkeypatch.setattr(warm, "_WARMED", {})
-    monkeypatch.setattr(warm, "_EARLY", {"started": True})
+    monkeypatch.setattr(warm, "_EARLY", {"started": True, "seconds": 2.0})
     assert warm.warm_workers(PipelineConfig()) == [], "the CLI warmed the Ray it started ahead"
+    # the CLI's early start failed and the runner started Ray itself: nobody warmed it
+    monkeypatch.setattr(warm, "_EARLY", {"error": "RuntimeError: no", "seconds": 0.5})
+    assert len(ray.get(warm.warm_workers(PipelineConfig()), timeout=300)) == 2
