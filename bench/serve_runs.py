@@ -126,12 +126,12 @@ def _tree_cpu(pid: int) -> float:
     return total
 
 
-def _idle_cpu(pid: int, seconds: float) -> dict:
+def _idle_cpu(pid: int, seconds: float, settle: float = 20.0) -> dict:
     """CPU seconds the serve process and everything it started used while waiting for work,
-    after its deployments were registered (and its Ray, if any, started), as CPU-s per minute."""
+    from ``settle`` seconds after its deployments were registered, as CPU-s per minute."""
     import psutil
 
-    time.sleep(2.0)  # the runner's start-up is not idle time
+    time.sleep(settle)  # the runner's and Ray's start-up (helpers, prestarted workers) is not idle time
     before, t0 = _tree_cpu(pid), time.monotonic()
     time.sleep(seconds)
     used, wall = _tree_cpu(pid) - before, time.monotonic() - t0
