@@ -37,6 +37,7 @@ from tasks.ray_local import (  # noqa: F401  (PROPAGATED_ENV, STORAGE_ENV re-exp
     local_init_kwargs,
     protect_auth_token,
     serve_ray_address,
+    started_processes,
     worker_env,
 )
 from tasks.secrets import SECRET_ENV, SECRETS_FILE_ENV, remove_secrets_file, write_secrets_file
@@ -209,9 +210,8 @@ def stop_autoscaler_monitor() -> bool:
     local Ray without an autoscaling config has nothing for it to save. Reads Ray's private
     node record; when a Ray version lays it out otherwise, nothing is done and the shutdown
     takes its usual time. Returns whether a monitor was stopped."""
-    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
-    processes = getattr(node, "all_processes", None)
-    if not isinstance(processes, dict) or getattr(node, "head", False) is not True:
+    processes = started_processes()
+    if processes is None:
         return False
     stopped = False
     for info in processes.get("monitor", []):

@@ -176,13 +176,23 @@ def start_serve_ray(api_url: str) -> str:
     return address
 
 
-def serve_ray_alive() -> bool:
-    """Whether the GCS server and raylet of the Ray this process started still run."""
+def started_processes() -> dict[str, list[Any]] | None:
+    """The processes of the local Ray head this process started (Ray's private node record:
+    kind -> infos with a ``process``), or None: no such Ray, or a Ray version that lays the
+    record out otherwise."""
     import ray
 
     node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
     processes = getattr(node, "all_processes", None)
-    if not isinstance(processes, dict):
+    if not isinstance(processes, dict) or getattr(node, "head", False) is not True:
+        return None
+    return processes
+
+
+def serve_ray_alive() -> bool:
+    """Whether the GCS server and raylet of the Ray this process started still run."""
+    processes = started_processes()
+    if processes is None:
         return False
     for kind in ("gcs_server", "raylet"):
         infos = processes.get(kind) or []
