@@ -16,7 +16,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from flows.curate import ReleaseError, curate, run_release
+from flows.curate import ReleaseError, curate, refuse_parameter_secrets, run_release
 from flows.orphans import watch_this_run
 from flows.refresh import partition_inputs
 from tasks.config import PipelineConfig, safe_name
@@ -82,6 +82,7 @@ def _ensure_limit(name: str, slots: int) -> None:
 @flow(name="backfill", task_runner=make_task_runner(PipelineConfig().execution), persist_result=False)
 def backfill(config: PipelineConfig, spec: BackfillSpec) -> list[str]:
     """Curate the chosen partitions; returns the release ids."""
+    refuse_parameter_secrets(config)
     logger = get_run_logger()
     watch_this_run(str(flow_run.get_id()) if flow_run.get_id() else None, logger)
     chosen = select_partitions(config, spec)

@@ -174,9 +174,38 @@ def _flow_run_id() -> str | None:
     return str(rid) if rid else None
 
 
+KEYS_IN_PARAMETERS = (
+    "storage keys came in this flow run's parameters, which Prefect keeps in clear text in its database and "
+    "shows on the run's page; they were removed from the run's record and not used. Give them to the process "
+    "that runs the flow instead: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment of `refinery "
+    "serve`, or storage.access_key_id / secret_access_key in the pipeline file it serves")
+
+
+def refuse_parameter_secrets(config: PipelineConfig) -> None:
+    """Fail a flow run whose parameters carry storage keys, after blanking them in the Prefect
+    server's record of the run. The UI's form has no field for them (tasks/config.py), but an
+    API call can send them; the CLI moves a file's keys into the environment before it calls a
+    flow, so its runs never get here. The keys are not used either: this run's Ray workers were
+    started (with the serving process's keys) before the flow's body runs."""
+    if not config.has_secrets():
+        return
+    rid = flow_run.get_id()
+    if rid:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            params = dict(client.read_flow_run(rid).parameters)
+            cfg = dict(params.get("config") or {})
+            cfg["storage"] = {k: v for k, v in (cfg.get("storage") or {}).items()
+                              if k not in ("access_key_id", "secret_access_key")}
+            client.update_flow_run(rid, parameters={**params, "config": cfg})
+    raise ReleaseError(KEYS_IN_PARAMETERS)
+
+
 @flow(name="curate", task_runner=make_task_runner(PipelineConfig().execution), persist_result=False, log_prints=True)
 def curate(config: PipelineConfig) -> dict[str, Any]:
     """Curate one release: ingest, exact dedup and publish, one Prefect task run per shard on Ray."""
+    refuse_parameter_secrets(config)
     return run_release(config)
 
 

@@ -32,7 +32,9 @@ def build_deployments(config: PipelineConfig, cron: str | None = "0 3 * * *",
     if not config.name:
         raise ValueError("the pipeline needs a `name` to be served (it names its deployments on the Prefect server)")
     name, tags = config.name, pipeline_tags(config.name)
-    params = {"config": config.model_dump(mode="json")}
+    # without the storage keys (serve moved them into its environment): the run form has no
+    # field for them, and the server checks parameters against the form's schema
+    params = {"config": config.model_dump(mode="json", exclude={"storage": {"access_key_id", "secret_access_key"}})}
     schedule = {"interval": timedelta(seconds=interval)} if interval else {"cron": cron}
     # Module-path entrypoints: flow runs import `flows.curate` as a package module, which Ray
     # workers can import too (a file-path entrypoint would load it as a bare `curate` module).

@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.curate import ReleaseError, run_release, storage_spec
+from flows.curate import ReleaseError, refuse_parameter_secrets, run_release, storage_spec
 from tasks.config import InputSpec, PipelineConfig
 from tasks.ingest import source_name
 from tasks.manifest import ManifestError
@@ -62,6 +62,7 @@ def new_partitions(config: PipelineConfig, storage: Storage) -> list[InputSpec]:
 @flow(name="refresh", task_runner=make_task_runner(PipelineConfig().execution), persist_result=False)
 def refresh(config: PipelineConfig) -> dict[str, Any] | None:
     """Curate only the input partitions that no earlier release consumed (nothing new: no release)."""
+    refuse_parameter_secrets(config)
     logger = get_run_logger()
     storage = storage_spec(config).open()
     fresh = new_partitions(config, storage)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from tasks import registry
 from tasks.config_base import ConfigModel, safe_name
@@ -77,8 +78,12 @@ class StorageConfig(ConfigModel):
         description="How intermediate files under state/work/ are written: none (cheapest in CPU, about twice the "
                     "bytes of zstd), zstd (level 1), or auto: none on a local disk, zstd on object storage. "
                     "Published files are always zstd level 3.")
-    access_key_id: SecretStr | None = Field(None, title="Access key id", description="Default: AWS_ACCESS_KEY_ID.")
-    secret_access_key: SecretStr | None = Field(None, title="Secret access key", description="Default: AWS_SECRET_ACCESS_KEY.")
+    # Keys are read from a pipeline file only, never offered in the UI's run form: Prefect keeps
+    # a flow run's parameters in clear text in its database (and shows them on the run's page).
+    access_key_id: SkipJsonSchema[SecretStr | None] = Field(None, title="Access key id",
+                                                            description="Default: AWS_ACCESS_KEY_ID.")
+    secret_access_key: SkipJsonSchema[SecretStr | None] = Field(None, title="Secret access key",
+                                                                description="Default: AWS_SECRET_ACCESS_KEY.")
 
 
 class PipelineConfig(ConfigModel):
@@ -168,6 +173,9 @@ class PipelineConfig(ConfigModel):
         data["storage"].pop("access_key_id", None)
         data["storage"].pop("secret_access_key", None)
         return data
+
+    def has_secrets(self) -> bool:
+        return self.storage.access_key_id is not None or self.storage.secret_access_key is not None
 
     def export_secrets_to_env(self) -> PipelineConfig:
         """Move credentials into this process's environment (inherited by Ray workers) and
@@ -280,4 +288,12 @@ def load_config(path: str | Path | None, **overrides: Any) -> PipelineConfig:
 
 
 def config_json_schema() -> dict[str, Any]:
-    return PipelineConfig.model_json_schema()
+    """The pipeline file's JSON schema (for editors): the run form's, plus the storage keys,
+    which a file may hold but the form never offers."""
+    schema = PipelineConfig.model_json_schema()
+    props = schema["$defs"]["StorageConfig"]["properties"]
+    for name in ("access_key_id", "secret_access_key"):
+        field = StorageConfig.model_fields[name]
+        props[name] = {"anyOf": [{"type": "string", "format": "password", "writeOnly": True}, {"type": "null"}],
+                       "default": None, "title": field.title, "description": field.description}
+    return schema

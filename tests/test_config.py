@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tasks.config import ConfigError, load_config
+from tasks.config import ConfigError, load_config, parse_config
 
 
 def _write(tmp_path, text):
@@ -46,14 +46,56 @@ def test_errors_name_the_file_and_the_key(tmp_path, text, needle):
 
 
 def test_secrets_go_to_the_environment_and_nowhere_else(tmp_path, monkeypatch):
-    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
-    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"):  # set first: monkeypatch then restores "absent"
+        monkeypatch.setenv(name, "x")
+        monkeypatch.delenv(name)
     cfg = load_config(_write(tmp_path, "storage: {access_key_id: AKIDX123, secret_access_key: s3cr3t-VALUE}\n"))
     assert "s3cr3t-VALUE" not in json.dumps(cfg.public_dict())
     assert "s3cr3t-VALUE" not in repr(cfg)
     clean = cfg.export_secrets_to_env()
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == "s3cr3t-VALUE"
     assert clean.storage.secret_access_key is None and clean.storage.access_key_id is None
+
+
+def test_the_run_form_offers_no_storage_keys_but_the_file_schema_does():
+    """Prefect builds the UI's run form from the flow's parameter schema and keeps what is typed
+    there in clear text in its database: the keys are left out of the form (and a run whose
+    parameters still carry them is refused, below), while the pipeline file's schema keeps them."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.backfill import backfill
+    from flows.curate import curate
+    from flows.refresh import refresh
+    from tasks.config import config_json_schema
+
+    for fl in (curate, refresh, backfill):
+        form = parameter_schema(fl).model_dump()["definitions"]["StorageConfig"]
+        assert "scratch_compression" in form["properties"] and form.get("additionalProperties") is False
+        assert not {"access_key_id", "secret_access_key"} & set(form["properties"])
+    file_props = config_json_schema()["$defs"]["StorageConfig"]["properties"]
+    assert {"access_key_id", "secret_access_key", "scratch_compression"} <= set(file_props)
+    assert file_props["secret_access_key"]["anyOf"][0]["writeOnly"] is True
+
+
+def test_a_flow_whose_parameters_carry_storage_keys_is_refused_before_any_work(tmp_path, monkeypatch):
+    from flows.backfill import BackfillSpec, backfill
+    from flows.curate import KEYS_IN_PARAMETERS, curate, refuse_parameter_secrets
+    from flows.refresh import refresh
+    from tasks.errors import ReleaseError
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")  # so that monkeypatch restores "absent" after the export
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    out = tmp_path / "corpus"
+    cfg = parse_config({"output": str(out), "inputs": [{"uri": str(tmp_path / "in")}],
+                        "storage": {"secret_access_key": "s3cr3t-VALUE"}})
+    calls = [lambda: curate.fn(cfg), lambda: refresh.fn(cfg), lambda: backfill.fn(cfg, BackfillSpec(partitions=["x"]))]
+    for call in calls:
+        with pytest.raises(ReleaseError) as exc:
+            call()
+        assert str(exc.value) == KEYS_IN_PARAMETERS and "s3cr3t" not in str(exc.value)
+    assert not out.exists() and "AWS_SECRET_ACCESS_KEY" not in os.environ  # nothing written, nothing exported
+    # the CLI's way: keys moved into the environment first, and the same config passes the check
+    assert refuse_parameter_secrets(cfg.export_secrets_to_env()) is None
 
 
 def test_cli_prints_the_json_schema_and_validates():

@@ -257,17 +257,68 @@ def _custom_run_in_browser(page, ui: str, deployment_id: str, release: str, num_
     field.get_by_role("button", name="str", exact=True).click()  # Optional[str]: pick "str"
     field.locator("textarea, input").first.fill(release)
     prop("MinHash permutations").locator("input, textarea").first.fill(str(num_perm))
+    # the form (rendered by now) never offers storage keys: Prefect keeps what is typed there in clear text
+    labels = [t.strip().lower() for t in page.locator("span.schema-form-property__label").all_inner_texts()]
+    assert {"scratch compression (optional)", "s3 endpoint url (optional)"} <= set(labels), labels
+    assert not [t for t in labels if "access key" in t], labels
     page.screenshot(path=str(shot), full_page=True)
-    page.get_by_role("button", name="Submit").click()
+    # the create call's own answer: a refused run fails here with the server's reason
+    with page.expect_response(lambda r: r.url.endswith("/create_flow_run") and r.request.method == "POST",
+                              timeout=60_000) as created:
+        page.get_by_role("button", name="Submit").click()
+    assert created.value.status in (200, 201), f"{created.value.status}: {created.value.text()[:500]}"
     # after a submit the UI returns to the deployment (a toast links the new run)
     page.wait_for_url(lambda url: "/run?" not in url and url.rstrip("/").split("?")[0].count("/run") == 0,
                       timeout=60_000)
 
 
+def _keys_in_parameters_are_refused(api: str, deployment_id: str, procs: dict, server_log: Path) -> None:
+    """Storage keys sent in a served run's parameters: the server refuses them where the
+    deployment's schema is enforced (a run from the deployment, as the UI's form would send),
+    and a run created around that check (POST /flow_runs with the deployment's id) is failed by
+    the flow before any work, its keys blanked in the server's record and absent from its logs."""
+    import httpx
+
+    key, secret = "AKIATEST" + os.urandom(4).hex().upper(), "sEcReT-" + os.urandom(12).hex()
+    dep = httpx.get(f"{api}/deployments/{deployment_id}", timeout=10).json()
+    cfg = json.loads(json.dumps(dep["parameters"]["config"]))
+    cfg["release"] = "keys-in-parameters"
+    cfg["storage"].update(access_key_id=key, secret_access_key=secret)
+    resp = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={"parameters": {"config": cfg}},
+                      timeout=30)
+    assert resp.status_code in (409, 422), resp.text[:300]
+    assert secret not in resp.text
+    resp = httpx.post(f"{api}/flow_runs/", timeout=30, json={
+        "flow_id": dep["flow_id"], "deployment_id": deployment_id, "parameters": {"config": cfg},
+        "state": {"type": "SCHEDULED", "name": "Scheduled"}})
+    assert resp.status_code in (200, 201), resp.text[:300]
+    run_id = resp.json()["id"]
+    assert resp.json()["parameters"]["config"]["storage"]["secret_access_key"] == secret  # stored as sent
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert all(pr.poll() is None for pr in procs.values()), "refinery serve exited"
+        run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
+        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            break
+        time.sleep(1)
+    assert run["state"]["type"] == "FAILED", run["state"]
+    assert "storage keys came in this flow run's parameters" in run["state"]["message"]
+    assert not {"access_key_id", "secret_access_key"} & set(run["parameters"]["config"]["storage"])
+    logs, deadline = "", time.monotonic() + 60
+    while "storage keys came" not in logs and time.monotonic() < deadline:  # logs arrive in batches, after the state
+        time.sleep(1)
+        logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200},
+                          timeout=10).text
+    assert "storage keys came" in logs and secret not in logs and key not in logs
+    assert secret not in json.dumps(run) and key not in json.dumps(run)
+    assert secret not in server_log.read_text(errors="replace")  # the refused request is not logged with its body
+
+
 def test_two_pipelines_on_one_server_each_run_from_the_ui_lands_in_its_own_root(stack, tmp_path, artifacts):
     """Two pipelines served at once on one Prefect server: each registers its own deployments
     (`curate/<name>`), and a custom run started in headless Chromium from each one's page is
-    published into that pipeline's root only, with the parameters changed in the form."""
+    published into that pipeline's root only, with the parameters changed in the form (which
+    offers no storage keys). Then storage keys sent in a run's parameters are refused."""
     import httpx
     from playwright.sync_api import sync_playwright
     from prefect.settings import PREFECT_API_URL
@@ -317,6 +368,7 @@ def test_two_pipelines_on_one_server_each_run_from_the_ui_lands_in_its_own_root(
                     time.sleep(1)
                 runs[name] = (release, perm, run)
             browser.close()
+        _keys_in_parameters_are_refused(api, ids["wiki-a"], procs, stack.dir / "prefect.log")
     finally:
         for proc in procs.values():
             _stop(proc)
