@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -170,3 +172,26 @@ def test_a_flow_that_joins_a_ray_warms_each_of_its_cpus_once(ray_local, monkeypa
     # the CLI's early start failed and the runner started Ray itself: nobody warmed it
     monkeypatch.setattr(warm, "_EARLY", {"error": "RuntimeError: no", "seconds": 0.5})
     assert len(ray.get(warm.warm_workers(PipelineConfig()), timeout=300)) == 2
+
+
+def test_a_flow_run_warms_its_workers_before_it_checks_and_plans_its_stages(monkeypatch):
+    """The warm-up is sent first thing in the flow's body (it then overlaps the checks and
+    planning); the test above calls warm_workers itself, so it would not see the call gone."""
+    from flows import curate
+    from tasks import registry
+    from tasks.config import PipelineConfig
+
+    calls: list[str] = []
+
+    class Planned(Exception):
+        pass
+
+    def order(config):
+        calls.append("order")
+        raise Planned
+
+    monkeypatch.setattr(curate, "warm_workers", lambda config: calls.append("warm"))
+    monkeypatch.setattr(registry, "order", order)
+    with pytest.raises(Planned):
+        curate.run_release(PipelineConfig())
+    assert calls == ["warm", "order"]
