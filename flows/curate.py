@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 
 from flows.artifacts import Progress, publish_artifacts
 from flows.orphans import watch_this_run
+from flows.param_secrets import hush_parameter_dumps, scrub_run
 from flows.runner import StageRunner, run_map_stage
 from flows.warm import uses_remote_storage, warm_workers
 from tasks import layout, registry
@@ -175,31 +176,34 @@ def _flow_run_id() -> str | None:
 
 
 KEYS_IN_PARAMETERS = (
-    "storage keys came in this flow run's parameters, which Prefect keeps in clear text in its database and "
-    "shows on the run's page; they were removed from the run's record and not used. Give them to the process "
-    "that runs the flow instead: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment of `refinery "
-    "serve`, or storage.access_key_id / secret_access_key in the pipeline file it serves")
+    "storage keys came in this flow's config parameter: Prefect keeps a flow run's parameters in clear text in "
+    "its database and shows them on the run's page, so the run is refused and the keys are not used ({where}). "
+    "Give them to the process that runs the flow instead: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the "
+    "environment of `refinery serve` (or the pipeline file it serves), or call "
+    "`config.export_secrets_to_env()` before calling a flow")
+hush_parameter_dumps()  # a served run imports this module before Prefect validates its parameters
 
 
 def refuse_parameter_secrets(config: PipelineConfig) -> None:
-    """Fail a flow run whose parameters carry storage keys, after blanking them in the Prefect
-    server's record of the run. The UI's form has no field for them (tasks/config.py), but an
-    API call can send them; the CLI moves a file's keys into the environment before it calls a
-    flow, so its runs never get here. The keys are not used either: this run's Ray workers were
-    started (with the serving process's keys) before the flow's body runs."""
+    """Fail a flow run whose parameters carry storage keys, after removing them from the Prefect
+    server's record of the run (see flows/param_secrets.py for the other places they are
+    removed). The CLI moves a file's keys into the environment before it calls a flow, so its
+    runs never get here."""
     if not config.has_secrets():
         return
     rid = flow_run.get_id()
-    if rid:
-        from prefect.client.orchestration import get_client
+    if not rid:
+        raise ReleaseError(KEYS_IN_PARAMETERS.format(where="no flow run records them"))
+    from prefect.client.orchestration import get_client
 
+    try:
         with get_client(sync_client=True) as client:
-            params = dict(client.read_flow_run(rid).parameters)
-            cfg = dict(params.get("config") or {})
-            cfg["storage"] = {k: v for k, v in (cfg.get("storage") or {}).items()
-                              if k not in ("access_key_id", "secret_access_key")}
-            client.update_flow_run(rid, parameters={**params, "config": cfg})
-    raise ReleaseError(KEYS_IN_PARAMETERS)
+            scrub_run(client, rid, dict(client.read_flow_run(rid).parameters))
+    except Exception as exc:
+        raise ReleaseError(KEYS_IN_PARAMETERS.format(
+            where=f"they could NOT be removed from flow run {rid}'s record ({type(exc).__name__}); "
+                  "`refinery serve` removes them when it next checks, rotate them")) from None
+    raise ReleaseError(KEYS_IN_PARAMETERS.format(where=f"they were removed from flow run {rid}'s record"))
 
 
 @flow(name="curate", task_runner=make_task_runner(PipelineConfig().execution), persist_result=False, log_prints=True)

@@ -18,6 +18,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 
 from flows.backfill import BackfillSpec, backfill
 from flows.curate import curate
+from flows.param_secrets import sweep_in_background
 from flows.refresh import refresh
 from tasks.config import PipelineConfig
 
@@ -58,4 +59,6 @@ def serve_all(config: PipelineConfig, cron: str | None = "0 3 * * *", interval: 
               query_seconds: float | None = None) -> None:
     """Serve the pipeline's deployments until stopped; ``query_seconds``: how often the runner
     looks for runs to start (None: Prefect's setting)."""
-    serve(*build_deployments(config, cron, interval), query_seconds=query_seconds)
+    deployments = build_deployments(config, cron, interval)
+    sweep_in_background(config.name)
+    serve(*deployments, query_seconds=query_seconds)

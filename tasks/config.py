@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from tasks import registry
@@ -294,6 +294,6 @@ def config_json_schema() -> dict[str, Any]:
     props = schema["$defs"]["StorageConfig"]["properties"]
     for name in ("access_key_id", "secret_access_key"):
         field = StorageConfig.model_fields[name]
-        props[name] = {"anyOf": [{"type": "string", "format": "password", "writeOnly": True}, {"type": "null"}],
-                       "default": None, "title": field.title, "description": field.description}
+        props[name] = {**TypeAdapter(SecretStr | None).json_schema(), "default": None, "title": field.title,
+                       "description": field.description}
     return schema

@@ -79,7 +79,7 @@ def test_the_run_form_offers_no_storage_keys_but_the_file_schema_does():
 
 def test_a_flow_whose_parameters_carry_storage_keys_is_refused_before_any_work(tmp_path, monkeypatch):
     from flows.backfill import BackfillSpec, backfill
-    from flows.curate import KEYS_IN_PARAMETERS, curate, refuse_parameter_secrets
+    from flows.curate import curate, refuse_parameter_secrets
     from flows.refresh import refresh
     from tasks.errors import ReleaseError
 
@@ -92,10 +92,106 @@ def test_a_flow_whose_parameters_carry_storage_keys_is_refused_before_any_work(t
     for call in calls:
         with pytest.raises(ReleaseError) as exc:
             call()
-        assert str(exc.value) == KEYS_IN_PARAMETERS and "s3cr3t" not in str(exc.value)
+        assert str(exc.value).startswith("storage keys came in this flow's config parameter")
+        assert "no flow run records them" in str(exc.value) and "s3cr3t" not in str(exc.value)
     assert not out.exists() and "AWS_SECRET_ACCESS_KEY" not in os.environ  # nothing written, nothing exported
     # the CLI's way: keys moved into the environment first, and the same config passes the check
     assert refuse_parameter_secrets(cfg.export_secrets_to_env()) is None
+
+
+class _FakeClient:
+    """The two calls refuse_parameter_secrets makes on Prefect's client, over one stored run."""
+
+    def __init__(self, parameters: dict, fail: bool = False):
+        self.parameters, self.fail, self.updates = parameters, fail, []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def read_flow_run(self, rid):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(id=rid, parameters=self.parameters)
+
+    def update_flow_run(self, rid, parameters):
+        if self.fail:
+            raise ConnectionError("server gone")
+        self.updates.append((rid, parameters))
+        self.parameters = parameters
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_served_run_with_keys_has_them_removed_from_its_record(tmp_path, monkeypatch, fail):
+    import uuid
+
+    import prefect.client.orchestration as orchestration
+
+    from flows import curate
+    from tasks.errors import ReleaseError
+
+    rid = uuid.uuid4()
+    cfg = parse_config({"output": str(tmp_path / "corpus"), "inputs": [{"uri": str(tmp_path / "in")}],
+                        "storage": {"access_key_id": "AKIDX", "secret_access_key": "s3cr3t-VALUE", "region": "r1"}})
+    stored = {"config": cfg.model_dump(mode="json") | {"storage": {"access_key_id": "AKIDX",
+                                                                   "secret_access_key": "s3cr3t-VALUE",
+                                                                   "region": "r1"}}}
+    client = _FakeClient(stored, fail)
+    monkeypatch.setattr(curate.flow_run, "get_id", lambda: rid)
+    monkeypatch.setattr(orchestration, "get_client", lambda sync_client=False: client)
+    with pytest.raises(ReleaseError) as exc:
+        curate.refuse_parameter_secrets(cfg)
+    if fail:
+        assert client.updates == [] and "could NOT be removed" in str(exc.value) and str(rid) in str(exc.value)
+    else:
+        assert str(rid) in str(exc.value) and "were removed" in str(exc.value)
+        assert client.updates[0][0] == rid
+        assert client.parameters["config"]["storage"] == {"region": "r1"}  # the rest of the config kept
+    assert "s3cr3t" not in str(exc.value) and "AKIDX" not in str(exc.value)
+
+
+def test_prefect_does_not_log_the_parameters_of_a_run_that_fails_validation():
+    """Prefect logs the whole parameters of a run whose parameters fail its validation (a served
+    run streams that into `refinery serve`'s output); Refinery's filter keeps the first line only."""
+    import logging
+
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.curate import curate
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("prefect.flows")
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(ParameterTypeError):
+            curate.validate_parameters({"config": {"release": "../up", "storage": {"secret_access_key": "s3cr3t-V"}}})
+    finally:
+        logger.removeHandler(handler)
+    text = "\n".join(r.getMessage() for r in records)
+    assert "Parameter validation failed for flow 'curate'" in text and "parameters not logged" in text
+    assert "s3cr3t" not in text
+
+
+def test_served_deployments_defaults_pass_their_own_form_schema(tmp_path, monkeypatch):
+    """The server checks a deployment's runs against its parameter schema, which has no key
+    fields: defaults that still named them (even as null) made every run from the form fail."""
+    from prefect.utilities.schema_tools import validate
+
+    from flows.deployments import build_deployments
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    cfg = parse_config({"name": "wiki", "output": str(tmp_path / "corpus"), "inputs": [{"uri": str(tmp_path)}],
+                        "storage": {"secret_access_key": "s3cr3t-VALUE"}}).export_secrets_to_env()
+    deployments = build_deployments(cfg)
+    assert len(deployments) == 3
+    for dep in deployments:
+        assert validate(dep.parameters, dep._parameter_openapi_schema.model_dump(), raise_on_error=False) == []
+        assert "s3cr3t" not in json.dumps(dep.parameters)
+        assert not {"access_key_id", "secret_access_key"} & set(dep.parameters["config"]["storage"])
 
 
 def test_cli_prints_the_json_schema_and_validates():

@@ -272,11 +272,14 @@ def _custom_run_in_browser(page, ui: str, deployment_id: str, release: str, num_
                       timeout=60_000)
 
 
-def _keys_in_parameters_are_refused(api: str, deployment_id: str, procs: dict, server_log: Path) -> None:
+def _keys_in_parameters_are_refused(api: str, deployment_id: str, procs: dict, server_log: Path,
+                                    serve_log: Path) -> None:
     """Storage keys sent in a served run's parameters: the server refuses them where the
-    deployment's schema is enforced (a run from the deployment, as the UI's form would send),
-    and a run created around that check (POST /flow_runs with the deployment's id) is failed by
-    the flow before any work, its keys blanked in the server's record and absent from its logs."""
+    deployment's schema is enforced (a run from the deployment, as the UI's form sends it). Where
+    a caller switches the check off or creates the run around it (POST /flow_runs with the
+    deployment's id): a run that starts is failed by the flow before any work, its keys removed
+    from the server's record; a run that fails Prefect's own parameter check, or never starts,
+    has them removed by `refinery serve`'s sweep; no log holds them."""
     import httpx
 
     key, secret = "AKIATEST" + os.urandom(4).hex().upper(), "sEcReT-" + os.urandom(12).hex()
@@ -288,30 +291,54 @@ def _keys_in_parameters_are_refused(api: str, deployment_id: str, procs: dict, s
                       timeout=30)
     assert resp.status_code in (409, 422), resp.text[:300]
     assert secret not in resp.text
-    resp = httpx.post(f"{api}/flow_runs/", timeout=30, json={
-        "flow_id": dep["flow_id"], "deployment_id": deployment_id, "parameters": {"config": cfg},
-        "state": {"type": "SCHEDULED", "name": "Scheduled"}})
-    assert resp.status_code in (200, 201), resp.text[:300]
-    run_id = resp.json()["id"]
-    assert resp.json()["parameters"]["config"]["storage"]["secret_access_key"] == secret  # stored as sent
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        assert all(pr.poll() is None for pr in procs.values()), "refinery serve exited"
-        run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
-        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            break
-        time.sleep(1)
-    assert run["state"]["type"] == "FAILED", run["state"]
-    assert "storage keys came in this flow run's parameters" in run["state"]["message"]
-    assert not {"access_key_id", "secret_access_key"} & set(run["parameters"]["config"]["storage"])
+
+    def stored(body: dict, url: str = f"{api}/flow_runs/") -> str:
+        resp = httpx.post(url, timeout=30, json=body)
+        assert resp.status_code in (200, 201), resp.text[:300]
+        assert resp.json()["parameters"]["config"]["storage"]["secret_access_key"] == secret  # stored as sent
+        return resp.json()["id"]
+
+    def finished(run_id: str) -> dict:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert all(pr.poll() is None for pr in procs.values()), "refinery serve exited"
+            run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
+            if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                return run
+            time.sleep(1)
+        raise AssertionError(f"flow run {run_id} did not finish")
+
+    # the schema check switched off, a run parked for tomorrow: it never starts
+    tomorrow = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+    parked = stored({"parameters": {"config": cfg}, "enforce_parameter_schema": False,
+                     "state": {"type": "SCHEDULED", "name": "Scheduled", "state_details": {"scheduled_time": tomorrow}}},
+                    f"{api}/deployments/{deployment_id}/create_flow_run")
+    around = {"flow_id": dep["flow_id"], "deployment_id": deployment_id, "state": {"type": "SCHEDULED", "name": "Scheduled"}}
+    refused = finished(stored({**around, "parameters": {"config": cfg}}))
+    assert refused["state"]["type"] == "FAILED", refused["state"]
+    assert "storage keys came in this flow's config parameter" in refused["state"]["message"]
+    assert "were removed from flow run" in refused["state"]["message"]
+    assert not {"access_key_id", "secret_access_key"} & set(refused["parameters"]["config"]["storage"])
+    # a run whose parameters also fail Prefect's own check never reaches the flow body
+    invalid = finished(stored({**around, "parameters": {"config": {**cfg, "release": "../up"}}}))
+    assert invalid["state"]["type"] == "FAILED" and "storage keys" not in invalid["state"]["message"]
+    deadline, left = time.monotonic() + 120, {parked, invalid["id"]}
+    while left and time.monotonic() < deadline:  # serve sweeps its deployments' runs every 30 s
+        time.sleep(2)
+        left = {r for r in left if "secret_access_key" in httpx.get(
+            f"{api}/flow_runs/{r}", timeout=10).json()["parameters"]["config"]["storage"]}
+    assert not left, f"flow runs still holding storage keys: {left}"
     logs, deadline = "", time.monotonic() + 60
     while "storage keys came" not in logs and time.monotonic() < deadline:  # logs arrive in batches, after the state
         time.sleep(1)
-        logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200},
-                          timeout=10).text
+        logs = httpx.post(f"{api}/logs/filter", timeout=10, json={
+            "logs": {"flow_run_id": {"any_": [refused["id"], invalid["id"]]}}, "limit": 200}).text
     assert "storage keys came" in logs and secret not in logs and key not in logs
-    assert secret not in json.dumps(run) and key not in json.dumps(run)
-    assert secret not in server_log.read_text(errors="replace")  # the refused request is not logged with its body
+    for run_id in (parked, refused["id"], invalid["id"]):
+        assert secret not in httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).text
+    assert "Parameter validation failed for flow 'curate'" in serve_log.read_text(errors="replace")
+    for path in (server_log, serve_log):  # neither the refused requests nor the failed validation logged them
+        assert secret not in path.read_text(errors="replace") and key not in path.read_text(errors="replace")
 
 
 def test_two_pipelines_on_one_server_each_run_from_the_ui_lands_in_its_own_root(stack, tmp_path, artifacts):
@@ -368,7 +395,8 @@ def test_two_pipelines_on_one_server_each_run_from_the_ui_lands_in_its_own_root(
                     time.sleep(1)
                 runs[name] = (release, perm, run)
             browser.close()
-        _keys_in_parameters_are_refused(api, ids["wiki-a"], procs, stack.dir / "prefect.log")
+        _keys_in_parameters_are_refused(api, ids["wiki-a"], procs, stack.dir / "prefect.log",
+                                        tmp_path / "wiki-a" / "serve.log")
     finally:
         for proc in procs.values():
             _stop(proc)
