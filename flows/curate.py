@@ -200,9 +200,8 @@ def refuse_parameter_secrets(config: PipelineConfig) -> None:
         with get_client(sync_client=True) as client:
             scrub_run(client, rid, dict(client.read_flow_run(rid).parameters))
     except Exception as exc:
-        raise ReleaseError(KEYS_IN_PARAMETERS.format(
-            where=f"they could NOT be removed from flow run {rid}'s record ({type(exc).__name__}); "
-                  "`refinery serve` removes them when it next checks, rotate them")) from None
+        where = f"they could NOT be removed from flow run {rid}'s record ({type(exc).__name__}): rotate them"
+        raise ReleaseError(KEYS_IN_PARAMETERS.format(where=where)) from None
     raise ReleaseError(KEYS_IN_PARAMETERS.format(where=f"they were removed from flow run {rid}'s record"))
 
 

@@ -130,6 +130,7 @@ def test_a_served_run_with_keys_has_them_removed_from_its_record(tmp_path, monke
     import prefect.client.orchestration as orchestration
 
     from flows import curate
+    from flows.param_secrets import MARKER
     from tasks.errors import ReleaseError
 
     rid = uuid.uuid4()
@@ -148,8 +149,56 @@ def test_a_served_run_with_keys_has_them_removed_from_its_record(tmp_path, monke
     else:
         assert str(rid) in str(exc.value) and "were removed" in str(exc.value)
         assert client.updates[0][0] == rid
-        assert client.parameters["config"]["storage"] == {"region": "r1"}  # the rest of the config kept
+        # the values replaced, not the fields removed: a run swept before its process fetched its
+        # parameters still carries "keys" there and is refused, instead of running with serve's keys
+        assert client.parameters["config"]["storage"] == {"region": "r1", "access_key_id": MARKER,
+                                                          "secret_access_key": MARKER}
+        assert parse_config(client.parameters["config"]).has_secrets()
     assert "s3cr3t" not in str(exc.value) and "AKIDX" not in str(exc.value)
+
+
+class _SweptServer:
+    """Prefect's client over a list of stored runs: read_flow_runs pages them by offset (already
+    sorted), update_flow_run replaces one run's parameters."""
+
+    def __init__(self, params: list[dict], fail_id: int | None = None):
+        from types import SimpleNamespace
+
+        self.fail_id = fail_id
+        self.runs = [SimpleNamespace(id=i, parameters=p) for i, p in enumerate(params)]
+        self.queries, self.updated = [], []
+
+    def read_flow_runs(self, flow_filter, deployment_filter, sort, limit, offset):
+        self.queries.append((sorted(flow_filter.name.any_), deployment_filter.name.any_, sort.value, limit, offset))
+        return self.runs[offset:offset + limit]
+
+    def update_flow_run(self, rid, parameters):
+        if rid == self.fail_id:
+            raise RuntimeError("deleted meanwhile")
+        self.updated.append(rid)
+        self.runs[rid].parameters = parameters
+
+
+def test_serve_sweeps_keys_out_of_its_pipelines_runs_only_where_they_are_held():
+    from flows.param_secrets import MARKER, sweep
+
+    def params(**storage):
+        return {"config": {"name": "wiki", "storage": {"region": None, **storage}}}
+
+    held = params(access_key_id="AKIDX", secret_access_key="s3cr3t")
+    stored = [params(), params(access_key_id=None, secret_access_key=None),  # the old form's defaults: not keys
+              held, held, params(secret_access_key=MARKER), {"spec": {}}, params(secret_access_key="")]
+    stored += [held] * 400
+    server = _SweptServer(stored, fail_id=3)
+    assert sweep("wiki", newest=None, client=server) == 401  # all pages; 402 held keys, run 3 failed
+    assert [q[4] for q in server.queries] == [0, 200, 400] and {q[3] for q in server.queries} == {200}
+    assert server.queries[0][:3] == (["backfill", "curate", "refresh"], ["wiki"], "EXPECTED_START_TIME_DESC")
+    assert 3 not in server.updated and 2 in server.updated and not {0, 1, 4, 5, 6} & set(server.updated)
+    assert server.runs[2].parameters["config"]["storage"] == {"region": None, "access_key_id": MARKER,
+                                                              "secret_access_key": MARKER}
+    assert server.runs[1].parameters == params(access_key_id=None, secret_access_key=None)
+    again = _SweptServer([r.parameters for r in server.runs])
+    assert sweep("wiki", newest=200, client=again) == 1 and len(again.queries) == 1  # one page: only run 3 left
 
 
 def test_prefect_does_not_log_the_parameters_of_a_run_that_fails_validation():
