@@ -233,7 +233,7 @@ def serve(
     shared_ray: Annotated[bool, typer.Option(
         "--shared-ray/--ray-per-run",
         help="One local Ray for this serve process, joined by every run (frequent runs), or one per run "
-             "(the default: an idle Ray costs about 3 CPU-s a minute, README).")] = False,
+             "(the default: an idle Ray costs about 1.6 CPU-s a minute, README).")] = False,
     poll_seconds: Annotated[float, typer.Option(
         min=0, help="How often to look for runs to start (UI-triggered, scheduled). 0: "
                     "PREFECT_RUNNER_POLL_FREQUENCY when set, else 2.")] = 0,

@@ -149,6 +149,14 @@ def protect_auth_token() -> bool:
 
 SERVE_PID_ENV = "REFINERY_SERVE_PID"
 
+# Ray's own settings for a serve process's Ray, which mostly waits. Ray starts one worker per CPU
+# ahead for the first driver's job, here serve's own, which never runs a task: a joining run is
+# another job and starts its own workers, so those only polled. Ray's metrics (exported by its
+# dashboard agent) are read by nothing Refinery runs. Idle serve with its Ray: 3.13 -> 1.58 CPU-s
+# a minute, 1,047 -> 877 MB (bench/results/serve_runs_100k.json; docs/architecture.md).
+SERVE_RAY_SYSTEM_CONFIG: dict[str, Any] = {"prestart_worker_first_driver": False,
+                                           "enable_metrics_collection": False}
+
 
 def start_serve_ray(api_url: str) -> str:
     """Start the private local Ray of a `refinery serve --shared-ray` process, which every flow
@@ -163,6 +171,7 @@ def start_serve_ray(api_url: str) -> str:
     from tasks.secrets import SECRET_ENV
 
     kwargs, env = local_init_kwargs({}, {"env_vars": worker_env(api_url, needs_storage=True)}, quiet=True)
+    kwargs["_system_config"] = SERVE_RAY_SYSTEM_CONFIG
     os.environ.update(env)
     kept = {k: os.environ.pop(k) for k in SECRET_ENV if k in os.environ}
     try:

@@ -161,3 +161,40 @@ def test_a_serve_whose_ray_lost_its_raylet_stops_offering_it(tmp_path):
     out = subprocess.run([sys.executable, "-c", WATCH], cwd=REPO, capture_output=True, text=True, timeout=300)
     result = [ln.split()[1:] for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]  # Ray prints too
     assert out.returncode == 0 and result == [["True", "False"]], out.stdout[-3000:] + out.stderr[-3000:]
+
+
+PRESTART = """
+import time
+import psutil
+import ray
+from tasks.ray_local import local_init_kwargs, start_serve_ray
+
+def is_worker(cmd):  # a worker names itself ray::IDLE once started; the raylet's own command names the script too
+    return bool(cmd) and (cmd[0].startswith("ray::IDLE") or any(c.endswith("default_worker.py") for c in cmd[:3]))
+
+def idle_workers():
+    return [p for p in psutil.Process().children(recursive=True) if is_worker(p.cmdline())]
+
+# the control: a run's own Ray starts one worker per CPU ahead for its driver; how long it takes here
+kwargs, env = local_init_kwargs({}, {"env_vars": {}}, quiet=True)
+start = time.monotonic()
+ray.init("local", **kwargs)
+while not idle_workers() and time.monotonic() - start < 120:
+    time.sleep(0.1)
+took = time.monotonic() - start
+control = len(idle_workers())
+ray.shutdown()
+start_serve_ray("http://127.0.0.1:9/api")
+time.sleep(max(5.0, 2 * took))
+print("RESULT", control > 0, len(idle_workers()), flush=True)
+ray.shutdown()
+"""
+
+
+def test_a_serve_ray_starts_no_workers_for_its_own_idle_job():
+    """Ray starts a worker per CPU ahead for the first driver's job; serve's job runs no task
+    (its runs are other jobs with workers of their own), so those workers only polled while
+    serve waited for days. The control in the same process shows Ray prestarting them."""
+    out = subprocess.run([sys.executable, "-c", PRESTART], cwd=REPO, capture_output=True, text=True, timeout=400)
+    result = [ln.split()[1:] for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert out.returncode == 0 and result == [["True", "0"]], out.stdout[-3000:] + out.stderr[-3000:]
