@@ -152,8 +152,8 @@ SERVE_PID_ENV = "REFINERY_SERVE_PID"
 # Ray's own settings for a serve process's Ray, which mostly waits. Ray starts one worker per CPU
 # ahead for the first driver's job, here serve's own, which never runs a task: a joining run is
 # another job and starts its own workers, so those only polled. Ray's metrics (exported by its
-# dashboard agent) are read by nothing Refinery runs. Idle serve with its Ray: 3.13 -> 1.58 CPU-s
-# a minute, 1,047 -> 877 MB (bench/results/serve_runs_100k.json; docs/architecture.md).
+# dashboard agent) are read by nothing Refinery runs. serve's Ray alone, idle, both ways back to
+# back: 2.53 -> 1.47 CPU-s a minute, 489 -> 393 MB unique memory (docs/architecture.md).
 SERVE_RAY_SYSTEM_CONFIG: dict[str, Any] = {"prestart_worker_first_driver": False,
                                            "enable_metrics_collection": False}
 

@@ -173,7 +173,14 @@ def is_worker(cmd):  # a worker names itself ray::IDLE once started; the raylet'
     return bool(cmd) and (cmd[0].startswith("ray::IDLE") or any(c.endswith("default_worker.py") for c in cmd[:3]))
 
 def idle_workers():
-    return [p for p in psutil.Process().children(recursive=True) if is_worker(p.cmdline())]
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:  # a process may exit (or be a zombie) between the listing and the look
+            if is_worker(p.cmdline()):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
 
 # the control: a run's own Ray starts one worker per CPU ahead for its driver; how long it takes here
 kwargs, env = local_init_kwargs({}, {"env_vars": {}}, quiet=True)
@@ -184,6 +191,8 @@ while not idle_workers() and time.monotonic() - start < 120:
 took = time.monotonic() - start
 control = len(idle_workers())
 ray.shutdown()
+if not control:
+    raise SystemExit("the control Ray prestarted no worker in 120 s")
 start_serve_ray("http://127.0.0.1:9/api")
 time.sleep(max(5.0, 2 * took))
 print("RESULT", control > 0, len(idle_workers()), flush=True)
