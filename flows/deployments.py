@@ -20,7 +20,7 @@ from flows.backfill import BackfillSpec, backfill
 from flows.curate import curate
 from flows.param_secrets import sweep_in_background
 from flows.refresh import refresh
-from tasks.config import PipelineConfig
+from tasks.config import STORAGE_KEY_FIELDS, PipelineConfig
 
 
 def pipeline_tags(name: str) -> list[str]:
@@ -35,7 +35,7 @@ def build_deployments(config: PipelineConfig, cron: str | None = "0 3 * * *",
     name, tags = config.name, pipeline_tags(config.name)
     # without the storage keys (serve moved them into its environment): the run form has no
     # field for them, and the server checks parameters against the form's schema
-    params = {"config": config.model_dump(mode="json", exclude={"storage": {"access_key_id", "secret_access_key"}})}
+    params = {"config": config.model_dump(mode="json", exclude={"storage": set(STORAGE_KEY_FIELDS)})}
     schedule = {"interval": timedelta(seconds=interval)} if interval else {"cron": cron}
     # Module-path entrypoints: flow runs import `flows.curate` as a package module, which Ray
     # workers can import too (a file-path entrypoint would load it as a bare `curate` module).

@@ -17,7 +17,8 @@ import threading
 import time
 from typing import Any
 
-KEY_FIELDS = ("access_key_id", "secret_access_key")
+from tasks.config import STORAGE_KEY_FIELDS
+
 # what a removed key is replaced by, rather than deleting the field: a run swept before its
 # process picks it up still carries "keys" and is refused by its flow body instead of running
 # with the serving process's keys (its process gets the parameters fetched at pickup)
@@ -33,7 +34,7 @@ def without_keys(parameters: dict[str, Any]) -> dict[str, Any] | None:
     storage = cfg.get("storage") if isinstance(cfg, dict) else None
     if not isinstance(storage, dict):
         return None
-    held = [k for k in KEY_FIELDS if isinstance(storage.get(k), str) and storage[k] and storage[k] != MARKER]
+    held = [k for k in STORAGE_KEY_FIELDS if isinstance(storage.get(k), str) and storage[k] and storage[k] != MARKER]
     if not held:
         return None
     return {**parameters, "config": {**cfg, "storage": {**storage, **dict.fromkeys(held, MARKER)}}}

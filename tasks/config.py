@@ -68,6 +68,11 @@ class ExecutionConfig(ConfigModel):
     shard_rows: int = Field(200_000, ge=1000, title="Rows per shard", description="Parquet inputs with more rows are split by row group.")
 
 
+# the storage keys a config may carry (from a pipeline file only): never in the run form, a
+# deployment's parameters, a flow run's parameters or anything a release writes
+STORAGE_KEY_FIELDS = ("access_key_id", "secret_access_key")
+
+
 class StorageConfig(ConfigModel):
     """Object-storage settings. Keys given here are moved into the process environment and never recorded."""
 
@@ -170,12 +175,12 @@ class PipelineConfig(ConfigModel):
         for spec in data.get("inputs", []):
             if spec.get("columns", {}).get("html", "") is None:
                 del spec["columns"]["html"]
-        data["storage"].pop("access_key_id", None)
-        data["storage"].pop("secret_access_key", None)
+        for key in STORAGE_KEY_FIELDS:
+            data["storage"].pop(key, None)
         return data
 
     def has_secrets(self) -> bool:
-        return self.storage.access_key_id is not None or self.storage.secret_access_key is not None
+        return any(getattr(self.storage, key) is not None for key in STORAGE_KEY_FIELDS)
 
     def export_secrets_to_env(self) -> PipelineConfig:
         """Move credentials into this process's environment (inherited by Ray workers) and
@@ -185,7 +190,7 @@ class PipelineConfig(ConfigModel):
         if self.storage.secret_access_key is not None:
             os.environ["AWS_SECRET_ACCESS_KEY"] = self.storage.secret_access_key.get_secret_value()
         return self.model_copy(
-            update={"storage": self.storage.model_copy(update={"access_key_id": None, "secret_access_key": None})}
+            update={"storage": self.storage.model_copy(update=dict.fromkeys(STORAGE_KEY_FIELDS))}
         )
 
 
@@ -292,7 +297,7 @@ def config_json_schema() -> dict[str, Any]:
     which a file may hold but the form never offers."""
     schema = PipelineConfig.model_json_schema()
     props = schema["$defs"]["StorageConfig"]["properties"]
-    for name in ("access_key_id", "secret_access_key"):
+    for name in STORAGE_KEY_FIELDS:
         field = StorageConfig.model_fields[name]
         props[name] = {**TypeAdapter(SecretStr | None).json_schema(), "default": None, "title": field.title,
                        "description": field.description}
