@@ -57,29 +57,26 @@ def _deployment_id(proc: subprocess.Popen, timeout: float = 300) -> str:
 
 
 def _run_once(deployment: str, config: dict, release: str, timeout: float = 1800) -> dict:
-    import httpx
+    # Prefect's own client: it retries the 503 a SQLite-backed server answers when a write
+    # met another writer's commit, as every Refinery call to the server does
+    from prefect.client.base import PrefectHttpxSyncClient
 
     params = {"config": {**config, "release": release}}
     t0 = time.monotonic()
-    for attempt in range(5):  # a SQLite-backed server answers 503 while its database is locked
-        resp = httpx.post(f"{_api()}/deployments/{deployment}/create_flow_run", json={"parameters": params},
-                          timeout=30)
-        if resp.status_code != 503 or attempt == 4:
-            break
-        time.sleep(0.5)
-    resp.raise_for_status()
-    run_id = resp.json()["id"]
-    deadline = t0 + timeout
-    while time.monotonic() < deadline:
-        run = httpx.get(f"{_api()}/flow_runs/{run_id}", timeout=10).json()
-        state = (run.get("state") or {}).get("type")
-        if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            latency = time.monotonic() - t0
-            if state != "COMPLETED":
-                raise RuntimeError(f"flow run {run_id} ended {state}")
-            return {"release": release, "latency_seconds": round(latency, 2),
-                    "run_seconds": round(float(run.get("total_run_time") or 0.0), 2)}
-        time.sleep(0.1)
+    with PrefectHttpxSyncClient(timeout=30) as client:
+        run_id = client.post(f"{_api()}/deployments/{deployment}/create_flow_run",
+                             json={"parameters": params}).json()["id"]
+        deadline = t0 + timeout
+        while time.monotonic() < deadline:
+            run = client.get(f"{_api()}/flow_runs/{run_id}").json()
+            state = (run.get("state") or {}).get("type")
+            if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                latency = time.monotonic() - t0
+                if state != "COMPLETED":
+                    raise RuntimeError(f"flow run {run_id} ended {state}")
+                return {"release": release, "latency_seconds": round(latency, 2),
+                        "run_seconds": round(float(run.get("total_run_time") or 0.0), 2)}
+            time.sleep(0.1)
     raise TimeoutError(f"flow run {run_id} did not finish in {timeout:.0f} s")
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import httpx
 import pyarrow.parquet as pq
 
 from tasks import registry
 from tasks.manifest import validate_manifest
 from tasks.storage import Storage, sha256_bytes
+from tests import prefect_api
 
 
 def verify_release(storage: Storage, manifest: dict[str, Any]) -> None:
@@ -48,11 +48,11 @@ def prefect_runs(flow_run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]
     from prefect.settings import PREFECT_API_URL
 
     api = PREFECT_API_URL.value().rstrip("/")
-    flow_run = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).raise_for_status().json()
+    flow_run = prefect_api.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).raise_for_status().json()
     task_runs: list[dict[str, Any]] = []
     offset = 0
     while True:
-        page = httpx.post(
+        page = prefect_api.post(
             f"{api}/task_runs/filter",
             json={"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 200, "offset": offset},
             timeout=10,
@@ -85,6 +85,6 @@ def prefect_artifacts(flow_run_id: str) -> dict[str, dict[str, Any]]:
     from prefect.settings import PREFECT_API_URL
 
     api = PREFECT_API_URL.value().rstrip("/")
-    arts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}},
+    arts = prefect_api.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}},
                       timeout=10).raise_for_status().json()
     return {a["key"]: a for a in sorted(arts, key=lambda a: a["updated"])}

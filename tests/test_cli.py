@@ -10,11 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from bench.common import run_breakdown
 from tasks.storage import StorageSpec
+from tests import prefect_api
 from tests.conftest import shared
 from tests.releases import verify_release
 
@@ -171,11 +171,11 @@ def test_run_starts_the_local_server_from_the_schema_dump_and_the_next_run_finds
             manifest = storage.read_json(f"releases/{release}/manifest.json")
             verify_release(storage, manifest)
             assert manifest["funnel"][0]["docs_in"] == 5305
-            flow_run = httpx.get(f"{api}/flow_runs/{manifest['flow_run_id']}", timeout=10).raise_for_status().json()
+            flow_run = prefect_api.get(f"{api}/flow_runs/{manifest['flow_run_id']}", timeout=10).raise_for_status().json()
             assert flow_run["state_type"] == "COMPLETED"
             deadline = time.monotonic() + 30  # task run states reach the server as events
             while True:
-                tasks = httpx.post(f"{api}/task_runs/filter", timeout=10, json={
+                tasks = prefect_api.post(f"{api}/task_runs/filter", timeout=10, json={
                     "flow_runs": {"id": {"any_": [manifest["flow_run_id"]]}}, "limit": 200}).raise_for_status().json()
                 if tasks and {t["state_type"] for t in tasks} == {"COMPLETED"} or time.monotonic() > deadline:
                     break

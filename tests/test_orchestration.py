@@ -111,13 +111,13 @@ def test_backfill_three_partitions_with_bounded_concurrency(stack, ray_local, tm
     overlap does not depend on how long a run takes on this machine."""
     from datetime import datetime
 
-    import httpx
     import ray.cloudpickle
     from prefect.settings import PREFECT_API_URL
 
     from flows.backfill import MAX_THREADS, BackfillSpec, backfill, limit_name
     from tasks import registry
     from tasks.config import InputSpec, PipelineConfig
+    from tests import prefect_api
     from tests.e2e import gate_stage
 
     wiki = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).select(["page_id", "text"]).to_pylist()
@@ -144,14 +144,14 @@ def test_backfill_three_partitions_with_bounded_concurrency(stack, ray_local, tm
             assert m["stages"] == cfg.stages
             day = rid.removeprefix("bf-")
             assert [i["uri"] for i in m["inputs"]] == [str(tmp_path / "raw" / day / "part-0.jsonl")]
-            run = httpx.get(f"{api}/flow_runs/{m['flow_run_id']}", timeout=10).raise_for_status().json()
+            run = prefect_api.get(f"{api}/flow_runs/{m['flow_run_id']}", timeout=10).raise_for_status().json()
             assert run["state"]["type"] == "COMPLETED"
             spans.append((datetime.fromisoformat(run["start_time"]), datetime.fromisoformat(run["end_time"])))
         print("flow runs (start, end):", [(s.isoformat(), e.isoformat()) for s, e in spans])
         # the most flow runs running at any one start: exactly the limit
         at_once = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
         assert at_once == 2, spans
-        limit = httpx.get(f"{api}/v2/concurrency_limits/{limit_name(cfg)}", timeout=10).raise_for_status().json()
+        limit = prefect_api.get(f"{api}/v2/concurrency_limits/{limit_name(cfg)}", timeout=10).raise_for_status().json()
         assert limit_name(cfg) == "refinery-backfill-bf-test"
         assert limit["limit"] == 2 and limit["active_slots"] == 0
 
@@ -230,12 +230,12 @@ def test_two_node_ray_cluster_spreads_shards_and_publishes_the_same_release(stac
 
 def _deployment_id(api: str, flow: str, name: str, proc, timeout: float = 180) -> str:
     """Wait until *this* pipeline's deployment is registered (never another test's)."""
-    import httpx
+    from tests import prefect_api
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "refinery serve exited"
-        resp = httpx.get(f"{api}/deployments/name/{flow}/{name}", timeout=10)
+        resp = prefect_api.get(f"{api}/deployments/name/{flow}/{name}", timeout=10)
         if resp.status_code == 200:
             return resp.json()["id"]
         time.sleep(1)
@@ -280,22 +280,21 @@ def _keys_in_parameters_are_refused(api: str, deployment_id: str, procs: dict, s
     deployment's id): a run that starts is failed by the flow before any work, its keys removed
     from the server's record; a run that fails Prefect's own parameter check, or never starts,
     has them removed by `refinery serve`'s sweep; no log holds them."""
-    import httpx
-
     from flows.param_secrets import MARKER
+    from tests import prefect_api
 
     key, secret = "AKIATEST" + os.urandom(4).hex().upper(), "sEcReT-" + os.urandom(12).hex()
-    dep = httpx.get(f"{api}/deployments/{deployment_id}", timeout=10).json()
+    dep = prefect_api.get(f"{api}/deployments/{deployment_id}", timeout=10).json()
     cfg = json.loads(json.dumps(dep["parameters"]["config"]))
     cfg["release"] = "keys-in-parameters"
     cfg["storage"].update(access_key_id=key, secret_access_key=secret)
-    resp = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={"parameters": {"config": cfg}},
+    resp = prefect_api.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={"parameters": {"config": cfg}},
                       timeout=30)
     assert resp.status_code in (409, 422), resp.text[:300]
     assert secret not in resp.text
 
     def stored(body: dict, url: str = f"{api}/flow_runs/") -> str:
-        resp = httpx.post(url, timeout=30, json=body)
+        resp = prefect_api.post(url, timeout=30, json=body)
         assert resp.status_code in (200, 201), resp.text[:300]
         assert resp.json()["parameters"]["config"]["storage"]["secret_access_key"] == secret  # stored as sent
         return resp.json()["id"]
@@ -304,7 +303,7 @@ def _keys_in_parameters_are_refused(api: str, deployment_id: str, procs: dict, s
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             assert all(pr.poll() is None for pr in procs.values()), "refinery serve exited"
-            run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
+            run = prefect_api.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
             if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 return run
             time.sleep(1)
@@ -327,17 +326,17 @@ def _keys_in_parameters_are_refused(api: str, deployment_id: str, procs: dict, s
     deadline, left = time.monotonic() + 120, {parked, invalid["id"]}
     while left and time.monotonic() < deadline:  # serve sweeps its deployments' runs every 30 s
         time.sleep(2)
-        left = {r for r in left if httpx.get(
+        left = {r for r in left if prefect_api.get(
             f"{api}/flow_runs/{r}", timeout=10).json()["parameters"]["config"]["storage"]["secret_access_key"] != MARKER}
     assert not left, f"flow runs still holding storage keys: {left}"
     logs, deadline = "", time.monotonic() + 60
     while "storage keys came" not in logs and time.monotonic() < deadline:  # logs arrive in batches, after the state
         time.sleep(1)
-        logs = httpx.post(f"{api}/logs/filter", timeout=10, json={
+        logs = prefect_api.post(f"{api}/logs/filter", timeout=10, json={
             "logs": {"flow_run_id": {"any_": [refused["id"], invalid["id"]]}}, "limit": 200}).text
     assert "storage keys came" in logs and secret not in logs and key not in logs
     for run_id in (parked, refused["id"], invalid["id"]):
-        assert secret not in httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).text
+        assert secret not in prefect_api.get(f"{api}/flow_runs/{run_id}", timeout=10).text
     assert "Parameter validation failed for flow 'curate'" in serve_log.read_text(errors="replace")
     for path in (server_log, serve_log):  # neither the refused requests nor the failed validation logged them
         assert secret not in path.read_text(errors="replace") and key not in path.read_text(errors="replace")
@@ -348,9 +347,10 @@ def test_two_pipelines_on_one_server_each_run_from_the_ui_lands_in_its_own_root(
     (`curate/<name>`), and a custom run started in headless Chromium from each one's page is
     published into that pipeline's root only, with the parameters changed in the form (which
     offers no storage keys). Then storage keys sent in a run's parameters are refused."""
-    import httpx
     from playwright.sync_api import sync_playwright
     from prefect.settings import PREFECT_API_URL
+
+    from tests import prefect_api
 
     wiki = pq.read_table(shared("simple_wikipedia/simple_wikipedia.parquet")).select(["page_id", "text"])
     api = PREFECT_API_URL.value().rstrip("/")
@@ -372,7 +372,7 @@ def test_two_pipelines_on_one_server_each_run_from_the_ui_lands_in_its_own_root(
         ids = {name: _deployment_id(api, "curate", name, procs[name]) for name in pipelines}
         assert len(set(ids.values())) == 2
         for name in pipelines:  # each deployment keeps its own pipeline's defaults
-            dep = httpx.get(f"{api}/deployments/{ids[name]}", timeout=10).json()
+            dep = prefect_api.get(f"{api}/deployments/{ids[name]}", timeout=10).json()
             assert dep["parameters"]["config"]["output"] == str(roots[name])
             assert f"pipeline:{name}" in dep["tags"]
         runs = {}
@@ -391,7 +391,7 @@ def test_two_pipelines_on_one_server_each_run_from_the_ui_lands_in_its_own_root(
                     time.sleep(2)
                 run_id = storage.read_json(f"releases/{release}/manifest.json")["flow_run_id"]
                 while time.monotonic() < deadline:  # the run finishes after its manifest (artifacts)
-                    run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
+                    run = prefect_api.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
                     if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                         break
                     time.sleep(1)

@@ -245,10 +245,10 @@ def test_secrets_appear_in_no_output(stack, ray_local, tmp_path):
     """A run on S3 with the stack's keys and a (fake) model API key in the environment: the
     secret values are nowhere in the release, its state, the report, the Prefect records
     (flow run parameters, logs, artifacts) or the process output."""
-    import httpx
     from prefect.settings import PREFECT_API_URL
 
     from flows.curate import run_curate
+    from tests import prefect_api
 
     api_key = "sk-refinery-test-" + os.urandom(8).hex()
     os.environ["REFINERY_TEST_API_KEY"] = api_key
@@ -265,10 +265,10 @@ def test_secrets_appear_in_no_output(stack, ray_local, tmp_path):
     for rel in storage.list("", ""):
         blobs.append(storage.read_bytes(rel).decode("utf-8", "replace"))
     api = PREFECT_API_URL.value().rstrip("/")
-    run = httpx.get(f"{api}/flow_runs/{m['flow_run_id']}", timeout=10).json()
-    logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [m["flow_run_id"]]}},
+    run = prefect_api.get(f"{api}/flow_runs/{m['flow_run_id']}", timeout=10).json()
+    logs = prefect_api.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [m["flow_run_id"]]}},
                                                   "limit": 200}, timeout=10).json()
-    arts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [m["flow_run_id"]]}}},
+    arts = prefect_api.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [m["flow_run_id"]]}}},
                       timeout=10).json()
     blobs += [json.dumps(run), json.dumps(logs), json.dumps(arts)]
     assert len(blobs) > 10
@@ -465,10 +465,10 @@ def test_server_restarted_mid_run(stack, ray_local, tmp_path, service):
     down, and more shard tasks finished after it. Retries carry the run through, or it fails
     with no manifest and a rerun completes; either way the release equals a clean run's, and
     the flow run is recorded as completed."""
-    import httpx
     from prefect.settings import PREFECT_API_URL
 
     from flows.curate import run_curate
+    from tests import prefect_api
 
     inputs = _inputs(tmp_path)
     quality = {"enabled": True, "language_id": {"enabled": False}}
@@ -497,5 +497,5 @@ def test_server_restarted_mid_run(stack, ray_local, tmp_path, service):
     clean = run_curate(PipelineConfig(release=release, output=str(tmp_path / "clean"), inputs=inputs,
                                       quality=quality))
     assert _checksums(m) == _checksums(clean)
-    run = httpx.get(f"{PREFECT_API_URL.value().rstrip('/')}/flow_runs/{m['flow_run_id']}", timeout=10).json()
+    run = prefect_api.get(f"{PREFECT_API_URL.value().rstrip('/')}/flow_runs/{m['flow_run_id']}", timeout=10).json()
     assert run["state"]["type"] == "COMPLETED"

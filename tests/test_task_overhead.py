@@ -7,8 +7,9 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-import httpx
 import pytest
+
+from tests import prefect_api
 
 
 @pytest.mark.slow
@@ -52,7 +53,7 @@ def test_workers_build_settings_and_client_once_and_every_task_run_is_recorded(s
     body = {"task_runs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
     deadline = time.monotonic() + 60
     while True:
-        runs = httpx.post(f"{api}/task_runs/filter", json=body, timeout=10).json()
+        runs = prefect_api.post(f"{api}/task_runs/filter", json=body, timeout=10).json()
         done = sorted(r["name"] for r in runs if (r.get("state") or {}).get("type") == "COMPLETED")
         if len(done) == n or time.monotonic() > deadline:
             break
