@@ -10,6 +10,10 @@ Replaying the dump takes milliseconds where the ~200 migrations take about 5 s o
 still runs ``alembic upgrade head`` on it at start (a no-op at the dumped revision), and any
 other Prefect version falls back to its own migrations.
 
+Two changes to how it answers, both for SQLite's single writer: a slot request for no limits
+writes nothing (:func:`skip_empty_slot_increments`), and a request refused for a busy database
+is run again before the answer goes out (:class:`RetryBusyRequests`).
+
 Run as ``python -m flows.prefect_server --host H --port P --db PATH``.
 """
 
@@ -22,6 +26,7 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 SCHEMA_DIR = Path(__file__).parent / "prefect_schema"
 
@@ -86,6 +91,87 @@ def skip_empty_slot_increments() -> bool:
     return True
 
 
+class RetryBusyRequests:
+    """ASGI middleware: an API request the server answered 503 is run again in the server, a few
+    times within about a second, before the 503 reaches the caller.
+
+    Prefect answers 503 when SQLite refused a write because another write committed after the
+    transaction's read (``is_client_retryable_exception``): the transaction was rolled back and
+    the same request sent again normally succeeds. Prefect's client sends it again after 2 s of
+    back-off (4 s after a second refusal); the UI and bare HTTP callers do not, so a run started
+    from the UI could fail at random, and a test's own POST failed CI that way. Running the
+    request again here is what Prefect's client already does with every request it sends (the
+    same request, whole), so no request sees a different outcome than it could from Prefect's
+    client, only sooner: the contention lasts milliseconds. The request body is read whole first
+    (the API's bodies are small JSON); each attempt gets a fresh copy of the scope (Starlette's
+    routing rewrites it in place). Websockets, the UI's files and other answers pass through. A
+    503 still standing after the last attempt goes to the caller as before, on a connection kept
+    open."""
+
+    DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)  # seconds before each new attempt
+
+    def __init__(self, app: Any, prefix: str = "/api/") -> None:
+        self.app = app
+        self.prefix = prefix
+        self.retried = 0  # attempts run again
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        import asyncio
+        import random
+
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the caller went away before its body came
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        refused = 0
+        for delay in (*self.DELAYS, None):  # the last attempt's answer goes out, whatever it is
+            if not await self._attempt(dict(scope), body, receive, send, hold_503=delay is not None):
+                break
+            refused += 1
+            await asyncio.sleep(delay * (0.5 + random.random()))
+        self.retried += refused
+        if refused:  # one line per such request: how often the server met a busy database
+            print(f"refinery: {scope['method']} {scope['path']} was refused {refused} time(s) for a busy database"
+                  f" and run again", flush=True)
+
+    async def _attempt(self, scope: dict[str, Any], body: bytes, receive: Any, send: Any, hold_503: bool) -> bool:
+        """Run the request once; with ``hold_503`` a 503 answer is held back. Returns whether it was."""
+        given, status, held = False, 0, False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the caller's disconnect, as usual
+
+        async def answer(message: dict[str, Any]) -> None:
+            nonlocal status, held
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                held = hold_503 and status == 503
+            if not held:
+                await send(message)
+
+        try:
+            await self.app(scope, replay, answer)
+        except Exception:
+            # Starlette re-raises the exception it answered 503 for, after the answer. Raised on,
+            # uvicorn logs a traceback and closes the connection, and the caller's next request on
+            # it fails (ReadError, another 2 s of back-off in Prefect's client): a 503 is an answer
+            # already given (or held back), not a server fault. Any other exception goes on.
+            if status != 503:
+                raise
+        return held
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m flows.prefect_server", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", required=True)
@@ -103,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     skip_empty_slot_increments()
     server = get_current_settings().server
     uvicorn.run(
-        app=create_app(final=True),
+        app=RetryBusyRequests(create_app(final=True)),
         host=args.host,
         port=args.port,
         timeout_keep_alive=server.api.keepalive_timeout,
