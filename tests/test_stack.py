@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -350,6 +351,32 @@ def test_the_server_runs_a_request_refused_for_a_busy_database_again_before_answ
     assert len(app.calls) == 1 and "refused" not in capsys.readouterr().out
 
 
+@contextlib.contextmanager
+def _logs_written(api: str, pause: float = 0.0):
+    """Two threads posting 20 log lines at a time to the server until the block ends, ``pause``
+    seconds apart: writes committing while other requests read. Yields their posts' status codes."""
+    import threading
+
+    logs = [{"name": "refinery.test", "level": 20, "message": "m" * 200, "timestamp": "2026-01-01T00:00:00Z"}] * 20
+    posted, stop = [], threading.Event()
+
+    def write_logs() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                posted.append(client.post(f"{api}/logs/", json=logs).status_code)
+                time.sleep(pause)
+
+    writers = [threading.Thread(target=write_logs) for _ in range(2)]
+    for w in writers:
+        w.start()
+    try:
+        yield posted
+    finally:
+        stop.set()
+        for w in writers:
+            w.join()
+
+
 @pytest.mark.slow
 def test_runs_created_through_the_api_succeed_at_once_while_the_server_writes_logs(tmp_path):
     """Creating a flow run (as the UI's "Run" does, and POST /flow_runs/) and setting its state,
@@ -357,29 +384,14 @@ def test_runs_created_through_the_api_succeed_at_once_while_the_server_writes_lo
     writes (measured on the server without the retry, 50 rounds, logs every 0.1 s: 30 of 100
     creations answered 503, 3 requests met a closed connection); every one succeeds. The server's
     log shows the refusals struck and were run again."""
-    import threading
-
     st = Stack(tmp_path / "home")
-    stop = threading.Event()
     try:
         st.up(prefect_port=free_port(), with_s3=False)
         api = st.environment()["PREFECT_API_URL"]
         flow = prefect_api.post(f"{api}/flows/", json={"name": "busy"}).raise_for_status().json()["id"]
         dep = prefect_api.post(f"{api}/deployments/", json={"name": "busy", "flow_id": flow}).raise_for_status().json()
-        logs = [{"name": "refinery.test", "level": 20, "message": "m" * 200, "timestamp": "2026-01-01T00:00:00Z"}] * 20
-        posted = []
-
-        def write_logs() -> None:
-            with httpx.Client(timeout=30) as client:
-                while not stop.is_set():
-                    posted.append(client.post(f"{api}/logs/", json=logs).status_code)
-                    time.sleep(0.1)
-
-        writers = [threading.Thread(target=write_logs) for _ in range(2)]
-        for w in writers:
-            w.start()
         codes, server_log, rounds = [], st.dir / "prefect.log", 0
-        with httpx.Client(timeout=60) as client:
+        with _logs_written(api, pause=0.1) as posted, httpx.Client(timeout=60) as client:
             # until the fault has struck a few times (or 400 rounds): on a machine where it never
             # does, the check below fails rather than passing on nothing
             while rounds < 400 and (rounds < 50 or server_log.read_text().count("for a busy database") < 3):
@@ -394,14 +406,10 @@ def test_runs_created_through_the_api_succeed_at_once_while_the_server_writes_lo
                             "state": {"type": "PENDING", "name": "Pending"}}).status_code)
                 except httpx.HTTPError as exc:
                     codes.append(type(exc).__name__)
-        stop.set()
-        for w in writers:
-            w.join()
         assert len(posted) >= 10 and set(posted) == {201}  # the writes really ran alongside
         assert codes == [201] * (3 * rounds)
         assert server_log.read_text().count("for a busy database") >= 3
     finally:
-        stop.set()
         st.down()
 
 
@@ -411,30 +419,17 @@ def test_task_runs_slot_requests_succeed_at_once_while_the_server_writes_logs(tm
     limits, then wrote in the same SQLite transaction: refused ("database is locked", answered
     503, retried by the client after 2 s) whenever another write committed in between. Measured
     on an unpatched server with two threads posting logs: 6 of 100 requests answered 200."""
-    import threading
     import uuid
 
     st = Stack(tmp_path / "home")
-    stop = threading.Event()
     try:
         st.up(prefect_port=free_port(), with_s3=False)
         api = st.environment()["PREFECT_API_URL"]
         # idle connections outlive the client's (25 s), so a reused one is never being closed
         settings = httpx.get(f"{api}/admin/settings", timeout=10).raise_for_status().json()
         assert settings["server"]["api"]["keepalive_timeout"] == SERVER_KEEPALIVE_SECONDS > 25
-        logs = [{"name": "refinery.test", "level": 20, "message": "m" * 200, "timestamp": "2026-01-01T00:00:00Z"}] * 20
-        posted = []
-
-        def write_logs() -> None:
-            with httpx.Client(timeout=30) as client:
-                while not stop.is_set():
-                    posted.append(client.post(f"{api}/logs/", json=logs).status_code)
-
-        writers = [threading.Thread(target=write_logs) for _ in range(2)]
-        for w in writers:
-            w.start()
         codes = []
-        with httpx.Client(timeout=30) as client:
+        with _logs_written(api) as posted, httpx.Client(timeout=30) as client:
             for _ in range(100):
                 holder = {"type": "task_run", "id": str(uuid.uuid4())}
                 try:
@@ -444,9 +439,6 @@ def test_task_runs_slot_requests_succeed_at_once_while_the_server_writes_logs(tm
                     codes.append((r.status_code, r.json().get("limits") if r.status_code == 200 else r.text[:80]))
                 except httpx.HTTPError as exc:  # the unpatched server also reset connections
                     codes.append((type(exc).__name__, None))
-        stop.set()
-        for w in writers:
-            w.join()
         assert len(posted) >= 10 and set(posted) == {201}  # the writes really ran alongside
         assert codes == [(200, [])] * 100
         # answered at once, not after the server ran them again (flows.prefect_server.RetryBusyRequests)
@@ -466,5 +458,4 @@ def test_task_runs_slot_requests_succeed_at_once_while_the_server_writes_logs(tm
             assert [take("tag:refinery-one") for _ in range(2)] == [200, 423]
             assert [take("tag:refinery-off") for _ in range(2)] == [200, 200]
     finally:
-        stop.set()
         st.down()
