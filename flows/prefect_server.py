@@ -91,33 +91,52 @@ def skip_empty_slot_increments() -> bool:
     return True
 
 
-class RetryBusyRequests:
-    """ASGI middleware: an API request the server answered 503 is run again in the server, a few
-    times within about a second, before the 503 reaches the caller.
+def is_busy_database(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite refusing a statement for another connection's write (the busy
+    case of Prefect's ``is_client_retryable_exception``; Prefect answers 503 for other database
+    errors too, which are not this)."""
+    import sqlalchemy.exc
 
-    Prefect answers 503 when SQLite refused a write because another write committed after the
-    transaction's read (``is_client_retryable_exception``): the transaction was rolled back and
-    the same request sent again normally succeeds. Prefect's client sends it again after 2 s of
-    back-off (4 s after a second refusal); the UI and bare HTTP callers do not, so a run started
-    from the UI could fail at random, and a test's own POST failed CI that way. Running the
-    request again here is what Prefect's client already does with every request it sends (the
-    same request, whole), so no request sees a different outcome than it could from Prefect's
-    client, only sooner: the contention lasts milliseconds. The request body is read whole first
-    (the API's bodies are small JSON); each attempt gets a fresh copy of the scope (Starlette's
-    routing rewrites it in place). Websockets, the UI's files and other answers pass through. A
-    503 still standing after the last attempt goes to the caller as before, on a connection kept
-    open."""
+    orig = getattr(exc, "orig", None)
+    return (isinstance(exc, sqlalchemy.exc.OperationalError) and isinstance(orig, sqlite3.OperationalError)
+            and (getattr(orig, "sqlite_errorname", None) in {"SQLITE_BUSY", "SQLITE_BUSY_SNAPSHOT"}
+                 or "database is locked" in orig.args))
+
+
+class RetryBusyRequests:
+    """ASGI middleware: an API request refused for a busy SQLite database is run again in the
+    server, a few times within about a second, before an answer goes out.
+
+    SQLite refuses a write at once when another write committed after the transaction's read
+    (``busy_timeout`` does not apply), and Prefect answers 503: the transaction was rolled back
+    and the same request sent again normally succeeds. Prefect's client sends it again after 2 s
+    of back-off (4 s after a second refusal); the UI and bare HTTP callers do not, so a run
+    started from the UI could fail at random, and a test's own POST failed CI that way. Running
+    the request again here is what Prefect's client does with every request it sends (the same
+    request, whole), only sooner: the contention lasts milliseconds. The request body is read
+    whole first (the API's bodies are small JSON); each attempt gets a fresh copy of the scope
+    (Starlette's routing rewrites it in place), and a 503 answer is held back until the attempt
+    ends, so that the exception behind it (Starlette raises it on after the answer) decides.
+
+    Only a busy database is run again (:func:`is_busy_database`), and only while the request has
+    taken less than ``BUDGET_SECONDS`` (a busy error after SQLite's own 60 s wait is not run
+    again); any other answer, a 503 for another database error included, goes out as before,
+    with its exception raised on for uvicorn to log. A busy refusal still standing after the last
+    attempt goes out as a 503 on a connection kept open: raised on, uvicorn closed the connection
+    the caller's next request came on. Each request run again leaves one line in the log, with
+    its final answer. Websockets, the UI's files and lifespan pass through."""
 
     DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)  # seconds before each new attempt
+    BUDGET_SECONDS = 5.0
 
     def __init__(self, app: Any, prefix: str = "/api/") -> None:
         self.app = app
         self.prefix = prefix
-        self.retried = 0  # attempts run again
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         import asyncio
         import random
+        import time
 
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
@@ -129,21 +148,30 @@ class RetryBusyRequests:
                 return
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
-        body = b"".join(chunks)
-        refused = 0
-        for delay in (*self.DELAYS, None):  # the last attempt's answer goes out, whatever it is
-            if not await self._attempt(dict(scope), body, receive, send, hold_503=delay is not None):
+        body, start, attempts = b"".join(chunks), time.monotonic(), 0
+        for delay in (*self.DELAYS, None):
+            attempts += 1
+            status, held, error = await self._attempt(dict(scope), body, receive, send)
+            if not held or error is None or not is_busy_database(error):
+                break  # answered (any answer but a 503), or a 503 for something else
+            if delay is None or time.monotonic() - start > self.BUDGET_SECONDS:
                 break
-            refused += 1
             await asyncio.sleep(delay * (0.5 + random.random()))
-        self.retried += refused
-        if refused:  # one line per such request: how often the server met a busy database
-            print(f"refinery: {scope['method']} {scope['path']} was refused {refused} time(s) for a busy database"
-                  f" and run again", flush=True)
+        for message in held:
+            await send(message)
+        busy = bool(held) and error is not None and is_busy_database(error)
+        if attempts > 1 or busy:  # one line per such request: how often the server met a busy database
+            print(f"refinery: {scope['method']} {scope['path']} met a busy database, answered {status}"
+                  f" after {attempts} attempts", flush=True)
+        if error is not None and not busy:
+            raise error  # anything but a busy refusal answered 503: as before, for uvicorn to log
 
-    async def _attempt(self, scope: dict[str, Any], body: bytes, receive: Any, send: Any, hold_503: bool) -> bool:
-        """Run the request once; with ``hold_503`` a 503 answer is held back. Returns whether it was."""
-        given, status, held = False, 0, False
+    async def _attempt(self, scope: dict[str, Any], body: bytes, receive: Any,
+                       send: Any) -> tuple[int | None, list[dict[str, Any]], BaseException | None]:
+        """Run the request once. An answer other than 503 goes out as it comes; a 503's messages
+        are held back. Returns the answer's status, the held messages and the exception the app
+        raised, if any."""
+        given, held, status = False, [], None
 
         async def replay() -> dict[str, Any]:
             nonlocal given
@@ -153,23 +181,19 @@ class RetryBusyRequests:
             return await receive()  # after the body: the caller's disconnect, as usual
 
         async def answer(message: dict[str, Any]) -> None:
-            nonlocal status, held
-            if message["type"] == "http.response.start":
+            nonlocal status
+            if status is None and message["type"] == "http.response.start":
                 status = message["status"]
-                held = hold_503 and status == 503
-            if not held:
+            if status is not None and status != 503:
                 await send(message)
+            else:
+                held.append(message)
 
         try:
             await self.app(scope, replay, answer)
-        except Exception:
-            # Starlette re-raises the exception it answered 503 for, after the answer. Raised on,
-            # uvicorn logs a traceback and closes the connection, and the caller's next request on
-            # it fails (ReadError, another 2 s of back-off in Prefect's client): a 503 is an answer
-            # already given (or held back), not a server fault. Any other exception goes on.
-            if status != 503:
-                raise
-        return held
+        except Exception as exc:
+            return status, held, exc
+        return status, held, None
 
 
 def main(argv: list[str] | None = None) -> None:

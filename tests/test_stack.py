@@ -283,27 +283,32 @@ def test_a_slot_increment_for_no_limits_writes_nothing_and_any_other_reaches_pre
                                                        slots=1))
 
 
-class _BusyThen:
-    """An ASGI app that answers the first ``busy`` requests as Starlette answers a refused SQLite
-    write (503, then the exception raised on), then 201 with the body it was sent."""
+def _busy() -> Exception:
+    import sqlalchemy.exc
 
-    def __init__(self, busy: int, raise_after: type[Exception] | None = None) -> None:
-        self.busy, self.raise_after, self.calls = busy, raise_after, []
+    return sqlalchemy.exc.OperationalError("INSERT INTO flow_run", {}, sqlite3.OperationalError("database is locked"))
+
+
+class _Scripted:
+    """An ASGI app answering its requests from a script of (status, exception raised after the
+    answer), as Starlette answers a refused SQLite write: 503, then the exception raised on. The
+    last entry repeats. A 2xx answer echoes the request body."""
+
+    def __init__(self, *script: tuple[int, Exception | None]) -> None:
+        self.script, self.calls = list(script), []
 
     async def __call__(self, scope, receive, send):
         body = (await receive())["body"]
         self.calls.append((dict(scope), body))
         scope["root_path"] = "/api"  # routing rewrites the scope it is given, as Starlette's Mount does
-        code = 503 if len(self.calls) <= self.busy else 201
+        code, error = self.script[min(len(self.calls), len(self.script)) - 1]
         await send({"type": "http.response.start", "status": code, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"busy" if code == 503 else body})
-        if code == 503:
-            raise RuntimeError("database is locked")
-        if self.raise_after is not None:
-            raise self.raise_after("after the answer")
+        await send({"type": "http.response.body", "body": body if code < 300 else b"refused"})
+        if error is not None:
+            raise error
 
 
-def _asgi_post(app, path: str, body: bytes) -> tuple[list[dict], list[str]]:
+def _asgi_post(app, path: str, body: bytes) -> list[dict]:
     import asyncio
 
     sent, parts = [], [body[:3], body[3:]]  # the body in two messages
@@ -319,36 +324,46 @@ def _asgi_post(app, path: str, body: bytes) -> tuple[list[dict], list[str]]:
 
     scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "headers": []}
     asyncio.run(app(scope, receive, send))
-    return sent, [m["status"] for m in sent if m["type"] == "http.response.start"]
+    return sent
 
 
 def test_the_server_runs_a_request_refused_for_a_busy_database_again_before_answering(capsys, monkeypatch):
-    """The stack's server answers a request SQLite refused (503) only after running it again:
-    the caller sees the one answer that succeeded, its body whole, each attempt on a fresh scope."""
+    """The stack's server answers a request SQLite refused for a busy database only after running
+    it again: the caller sees the one answer that succeeded, its body whole, each attempt on a
+    fresh scope. Any other answer or error, a 503 for another database error included, goes out
+    once, as before."""
+    import sqlalchemy.exc
+
     from flows.prefect_server import RetryBusyRequests
 
     monkeypatch.setattr(RetryBusyRequests, "DELAYS", (0.0, 0.0, 0.0))
-    app = _BusyThen(busy=2)
-    sent, codes = _asgi_post(RetryBusyRequests(app), "/api/flow_runs/", b'{"flow_id": 1}')
-    assert codes == [201] and sent[-1]["body"] == b'{"flow_id": 1}'
+    app = _Scripted((503, _busy()), (503, _busy()), (201, None))
+    sent = _asgi_post(RetryBusyRequests(app), "/api/flow_runs/", b'{"flow_id": 1}')
+    assert [m.get("status") for m in sent] == [201, None] and sent[-1]["body"] == b'{"flow_id": 1}'
     assert len(app.calls) == 3 and all(b == b'{"flow_id": 1}' for _, b in app.calls)
     assert all(sc["root_path"] == "" for sc, _ in app.calls)  # not the rewritten one
-    assert "POST /api/flow_runs/ was refused 2 time(s) for a busy database" in capsys.readouterr().out
+    assert "POST /api/flow_runs/ met a busy database, answered 201 after 3 attempts" in capsys.readouterr().out
     # busy through every attempt: the last 503 goes out, and its exception is not raised on (uvicorn
     # would close the connection the caller's next request comes on)
-    app = _BusyThen(busy=99)
-    sent, codes = _asgi_post(RetryBusyRequests(app), "/api/flow_runs/", b"{}")
-    assert codes == [503] and len(app.calls) == 4
-    assert "was refused 3 time(s)" in capsys.readouterr().out
-    # other answers and other exceptions pass through, once
-    app = _BusyThen(busy=0, raise_after=ValueError)
-    with pytest.raises(ValueError, match="after the answer"):
-        _asgi_post(RetryBusyRequests(app), "/api/flow_runs/", b"{}")
-    assert len(app.calls) == 1
-    app = _BusyThen(busy=1)
-    with pytest.raises(RuntimeError, match="database is locked"):  # not the API: not run again
+    app = _Scripted((503, _busy()))
+    sent = _asgi_post(RetryBusyRequests(app), "/api/flow_runs/", b"{}")
+    assert [m.get("status") for m in sent] == [503, None] and len(app.calls) == 4
+    assert "answered 503 after 4 attempts" in capsys.readouterr().out
+    # a 503 for another database error (Prefect answers 503 for those too): once, raised on for the log
+    broken = sqlalchemy.exc.DatabaseError("SELECT", {}, sqlite3.DatabaseError("database disk image is malformed"))
+    for script, raised in (((503, broken), sqlalchemy.exc.DatabaseError), ((503, None), None),
+                           ((201, ValueError("after the answer")), ValueError)):
+        app = _Scripted(script)
+        if raised is None:
+            sent = _asgi_post(RetryBusyRequests(app), "/api/ready", b"{}")
+        else:
+            with pytest.raises(raised):
+                _asgi_post(RetryBusyRequests(app), "/api/ready", b"{}")
+        assert len(app.calls) == 1
+    app = _Scripted((503, _busy()), (201, None))
+    with pytest.raises(sqlalchemy.exc.OperationalError):  # not the API: not run again
         _asgi_post(RetryBusyRequests(app), "/flow-runs/flow-run/x", b"{}")
-    assert len(app.calls) == 1 and "refused" not in capsys.readouterr().out
+    assert len(app.calls) == 1 and "busy database" not in capsys.readouterr().out
 
 
 @contextlib.contextmanager
@@ -378,23 +393,34 @@ def _logs_written(api: str, pause: float = 0.0):
 
 
 @pytest.mark.slow
-def test_runs_created_through_the_api_succeed_at_once_while_the_server_writes_logs(tmp_path):
+def test_runs_created_through_the_api_succeed_while_the_server_writes_logs(tmp_path):
     """Creating a flow run (as the UI's "Run" does, and POST /flow_runs/) and setting its state,
-    by bare HTTP callers that do not retry, while two threads post logs: SQLite refused such
+    by a bare HTTP caller that does not retry, while two threads post logs. SQLite refused such
     writes (measured on the server without the retry, 50 rounds, logs every 0.1 s: 30 of 100
-    creations answered 503, 3 requests met a closed connection); every one succeeds. The server's
-    log shows the refusals struck and were run again."""
+    creations answered 503, 3 requests met a closed connection). Now the server runs a refused
+    request again: refusals struck and were answered 201, no connection closed under the caller,
+    and a 503 reaches the caller only after the server's every attempt (its log says so), which
+    a heavily loaded machine can see, so that is what is asserted rather than "never"."""
+    import re
+
     st = Stack(tmp_path / "home")
     try:
         st.up(prefect_port=free_port(), with_s3=False)
         api = st.environment()["PREFECT_API_URL"]
         flow = prefect_api.post(f"{api}/flows/", json={"name": "busy"}).raise_for_status().json()["id"]
         dep = prefect_api.post(f"{api}/deployments/", json={"name": "busy", "flow_id": flow}).raise_for_status().json()
-        codes, server_log, rounds = [], st.dir / "prefect.log", 0
+        server_log = st.dir / "prefect.log"
+        retried = re.compile(r"POST /api/(?:flow_runs/|deployments/\S+/create_flow_run|flow_runs/\S+/set_state)"
+                             r" met a busy database, answered (\d+) after (\d+) attempts")
+
+        def answers() -> list[tuple[int, int]]:
+            return [(int(code), int(n)) for code, n in retried.findall(server_log.read_text())]
+
+        codes, rounds = [], 0
         with _logs_written(api, pause=0.1) as posted, httpx.Client(timeout=60) as client:
-            # until the fault has struck a few times (or 400 rounds): on a machine where it never
-            # does, the check below fails rather than passing on nothing
-            while rounds < 400 and (rounds < 50 or server_log.read_text().count("for a busy database") < 3):
+            # until the fault has struck and been mended a few times (or 400 rounds): on a machine
+            # where it never strikes, the check below fails rather than passing on nothing
+            while rounds < 400 and (rounds < 50 or sum(code == 201 for code, _ in answers()) < 3):
                 rounds += 1
                 try:
                     run = client.post(f"{api}/flow_runs/", json={
@@ -407,8 +433,11 @@ def test_runs_created_through_the_api_succeed_at_once_while_the_server_writes_lo
                 except httpx.HTTPError as exc:
                     codes.append(type(exc).__name__)
         assert len(posted) >= 10 and set(posted) == {201}  # the writes really ran alongside
-        assert codes == [201] * (3 * rounds)
-        assert server_log.read_text().count("for a busy database") >= 3
+        assert set(codes) <= {201, 503}, codes  # no connection closed under the caller
+        mended = [n for code, n in answers() if code == 201]
+        assert len(mended) >= 3 and min(mended) >= 2  # refusals struck, and the caller saw 201
+        given_up = [n for code, n in answers() if code == 503]
+        assert codes.count(503) == len(given_up)  # each after the server's last attempt
     finally:
         st.down()
 
