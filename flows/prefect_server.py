@@ -157,12 +157,12 @@ class RetryBusyRequests:
             if delay is None or time.monotonic() - start > self.BUDGET_SECONDS:
                 break
             await asyncio.sleep(delay * (0.5 + random.random()))
-        for message in held:
-            await send(message)
         busy = bool(held) and error is not None and is_busy_database(error)
-        if attempts > 1 or busy:  # one line per such request: how often the server met a busy database
+        if attempts > 1 or busy:  # one line per such request (before its answer goes out)
             print(f"refinery: {scope['method']} {scope['path']} met a busy database, answered {status}"
                   f" after {attempts} attempts", flush=True)
+        for message in held:
+            await send(message)
         if error is not None and not busy:
             raise error  # anything but a busy refusal answered 503: as before, for uvicorn to log
 

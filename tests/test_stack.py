@@ -294,7 +294,7 @@ class _Scripted:
     answer), as Starlette answers a refused SQLite write: 503, then the exception raised on. The
     last entry repeats. A 2xx answer echoes the request body."""
 
-    def __init__(self, *script: tuple[int, Exception | None]) -> None:
+    def __init__(self, *script: tuple[int | None, Exception | None]) -> None:
         self.script, self.calls = list(script), []
 
     async def __call__(self, scope, receive, send):
@@ -302,8 +302,9 @@ class _Scripted:
         self.calls.append((dict(scope), body))
         scope["root_path"] = "/api"  # routing rewrites the scope it is given, as Starlette's Mount does
         code, error = self.script[min(len(self.calls), len(self.script)) - 1]
-        await send({"type": "http.response.start", "status": code, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": body if code < 300 else b"refused"})
+        if code is not None:  # None: no answer at all
+            await send({"type": "http.response.start", "status": code, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": body if code < 300 else b"refused"})
         if error is not None:
             raise error
 
@@ -323,7 +324,11 @@ def _asgi_post(app, path: str, body: bytes) -> list[dict]:
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "headers": []}
-    asyncio.run(app(scope, receive, send))
+    try:
+        asyncio.run(app(scope, receive, send))
+    except Exception as exc:
+        exc.sent = sent  # what the caller had received when the exception came out
+        raise
     return sent
 
 
@@ -349,17 +354,27 @@ def test_the_server_runs_a_request_refused_for_a_busy_database_again_before_answ
     sent = _asgi_post(RetryBusyRequests(app), "/api/flow_runs/", b"{}")
     assert [m.get("status") for m in sent] == [503, None] and len(app.calls) == 4
     assert "answered 503 after 4 attempts" in capsys.readouterr().out
-    # a 503 for another database error (Prefect answers 503 for those too): once, raised on for the log
+    # a 503 for another database error (Prefect answers 503 for those too), a 503 without an
+    # exception (/api/ready's), an exception after another answer (a busy one included: that answer
+    # is out) or with none: once, as it came, raised on for uvicorn's log
     broken = sqlalchemy.exc.DatabaseError("SELECT", {}, sqlite3.DatabaseError("database disk image is malformed"))
-    for script, raised in (((503, broken), sqlalchemy.exc.DatabaseError), ((503, None), None),
-                           ((201, ValueError("after the answer")), ValueError)):
-        app = _Scripted(script)
+    for script, raised, statuses in (
+            ([(503, broken)], sqlalchemy.exc.DatabaseError, [503, None]),
+            ([(503, None)], None, [503, None]),
+            ([(201, ValueError("after the answer"))], ValueError, [201, None]),
+            ([(201, _busy())], sqlalchemy.exc.OperationalError, [201, None]),
+            ([(None, ValueError("no answer"))], ValueError, []),
+            ([(503, _busy()), (503, broken)], sqlalchemy.exc.DatabaseError, [503, None])):
+        app = _Scripted(*script)
         if raised is None:
             sent = _asgi_post(RetryBusyRequests(app), "/api/ready", b"{}")
         else:
-            with pytest.raises(raised):
+            with pytest.raises(raised) as info:
                 _asgi_post(RetryBusyRequests(app), "/api/ready", b"{}")
-        assert len(app.calls) == 1
+            sent = info.value.sent
+        assert [m.get("status") for m in sent] == statuses and len(app.calls) == len(script)
+    # the last one met a busy database first, then another error: run again once, and logged
+    assert capsys.readouterr().out.count("busy database") == 1
     app = _Scripted((503, _busy()), (201, None))
     with pytest.raises(sqlalchemy.exc.OperationalError):  # not the API: not run again
         _asgi_post(RetryBusyRequests(app), "/flow-runs/flow-run/x", b"{}")
@@ -471,7 +486,7 @@ def test_task_runs_slot_requests_succeed_at_once_while_the_server_writes_logs(tm
         assert len(posted) >= 10 and set(posted) == {201}  # the writes really ran alongside
         assert codes == [(200, [])] * 100
         # answered at once, not after the server ran them again (flows.prefect_server.RetryBusyRequests)
-        assert "increment-with-lease was refused" not in (st.dir / "prefect.log").read_text()
+        assert "increment-with-lease met a busy database" not in (st.dir / "prefect.log").read_text()
         # a limit that exists still goes through Prefect's own code and is enforced: one slot, taken
         # once (200), then refused (423); an inactive limit is skipped, as Prefect skips it
         with httpx.Client(timeout=30) as client:
